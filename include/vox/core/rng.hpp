@@ -1,0 +1,145 @@
+#pragma once
+// Seeded random numbers from Philox-4x32-10, a counter-based generator: element i of a draw is a
+// pure function of (seed, offset, i), so results are the same on any number of threads and
+// match across CPU and (later) CUDA kernels that use the same counters.
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <numbers>
+
+#include "vox/core/parallel.hpp"
+#include "vox/core/tensor.hpp"
+
+namespace vox {
+
+inline std::array<uint32_t, 4> philox4x32(uint64_t key, uint64_t counter) {
+  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
+  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t p0 = uint64_t{0xD2511F53u} * c0;
+    const uint64_t p1 = uint64_t{0xCD9E8D57u} * c2;
+    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
+    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
+    c0 = n0;
+    c1 = static_cast<uint32_t>(p1);
+    c2 = n2;
+    c3 = static_cast<uint32_t>(p0);
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return {c0, c1, c2, c3};
+}
+
+// A seed and a running counter. Each draw reserves a block range, so successive draws differ and
+// a generator with the same seed replays the same sequence.
+class Generator {
+ public:
+  explicit Generator(uint64_t seed = 0) : seed_(seed) {}
+  void manual_seed(uint64_t seed) {
+    seed_ = seed;
+    offset_ = 0;
+  }
+  uint64_t seed() const { return seed_; }
+  uint64_t offset() const { return offset_; }
+  void set_offset(uint64_t offset) { offset_ = offset; }
+  // Reserves `blocks` Philox blocks and returns the first counter.
+  uint64_t reserve(uint64_t blocks) {
+    const uint64_t start = offset_;
+    offset_ += blocks;
+    return start;
+  }
+
+ private:
+  uint64_t seed_ = 0;
+  uint64_t offset_ = 0;
+};
+
+inline Generator& default_generator() {
+  static Generator generator(0x5eed);
+  return generator;
+}
+inline void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
+
+namespace detail {
+inline double uniform_from(uint32_t hi, uint32_t lo) {  // 53 random bits in [0, 1)
+  return static_cast<double>((uint64_t{hi} << 21) ^ (lo >> 11)) * 0x1.0p-53;
+}
+
+// Fills t (contiguous) with value(i, block) where block is the Philox output for counter
+// start + i / per_block.
+template <class T, class Value>
+void fill_random(const Tensor& t, Generator* gen, int64_t per_block, Value value) {
+  Generator& g = gen ? *gen : default_generator();
+  const int64_t n = t.numel();
+  const uint64_t start = g.reserve(static_cast<uint64_t>((n + per_block - 1) / per_block));
+  const uint64_t key = g.seed();
+  T* out = t.data<T>();
+  parallel_for(0, n, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const auto block = philox4x32(key, start + static_cast<uint64_t>(i / per_block));
+      out[i] = static_cast<T>(value(i % per_block, block));
+    }
+  });
+}
+}  // namespace detail
+
+// Uniform on [low, high).
+inline Tensor uniform(const Shape& shape, double low, double high, DType dtype = DType::f32, Generator* gen = nullptr) {
+  Tensor t = empty(shape, dtype);
+  dispatch_floating(dtype, "uniform", [&]<class T>() {
+    detail::fill_random<T>(t, gen, 2, [&](int64_t lane, const std::array<uint32_t, 4>& b) {
+      const double u = detail::uniform_from(b[2 * lane], b[2 * lane + 1]);
+      return static_cast<compute_t<T>>(low + (high - low) * u);
+    });
+  });
+  return t;
+}
+
+inline Tensor rand(const Shape& shape, DType dtype = DType::f32, Generator* gen = nullptr) {
+  return uniform(shape, 0.0, 1.0, dtype, gen);
+}
+
+// Standard normal (Box-Muller on one Philox block per pair of outputs), scaled to N(mean, std^2).
+inline Tensor randn(const Shape& shape, DType dtype = DType::f32, Generator* gen = nullptr, double mean = 0.0,
+                    double std = 1.0) {
+  Tensor t = empty(shape, dtype);
+  dispatch_floating(dtype, "randn", [&]<class T>() {
+    detail::fill_random<T>(t, gen, 2, [&](int64_t lane, const std::array<uint32_t, 4>& b) {
+      const double u1 = 1.0 - detail::uniform_from(b[0], b[1]);  // (0, 1]: log is finite
+      const double u2 = detail::uniform_from(b[2], b[3]);
+      const double r = std::sqrt(-2.0 * std::log(u1));
+      const double angle = 2.0 * std::numbers::pi * u2;
+      return static_cast<compute_t<T>>(mean + std * r * (lane == 0 ? std::cos(angle) : std::sin(angle)));
+    });
+  });
+  return t;
+}
+
+// Integers uniform on [low, high).
+inline Tensor randint(int64_t low, int64_t high, const Shape& shape, DType dtype = DType::i64, Generator* gen = nullptr) {
+  VOX_CHECK(high > low, "randint", "empty range [", low, ", ", high, ")");
+  Tensor t = empty(shape, dtype);
+  const auto range = static_cast<unsigned __int128>(high - low);
+  dispatch_numeric(dtype, "randint", [&]<class T>() {
+    detail::fill_random<T>(t, gen, 2, [&](int64_t lane, const std::array<uint32_t, 4>& b) {
+      const uint64_t bits = (uint64_t{b[2 * lane]} << 32) | b[2 * lane + 1];
+      const auto v = static_cast<int64_t>((static_cast<unsigned __int128>(bits) * range) >> 64);
+      return static_cast<compute_t<T>>(low + v);
+    });
+  });
+  return t;
+}
+
+// 1 with probability p, else 0.
+inline Tensor bernoulli(const Shape& shape, double p, DType dtype = DType::f32, Generator* gen = nullptr) {
+  VOX_CHECK(p >= 0.0 && p <= 1.0, "bernoulli", "probability ", p, " is outside [0, 1]");
+  Tensor t = empty(shape, dtype);
+  dispatch_all(dtype, "bernoulli", [&]<class T>() {
+    detail::fill_random<T>(t, gen, 2, [&](int64_t lane, const std::array<uint32_t, 4>& b) {
+      return static_cast<compute_t<T>>(detail::uniform_from(b[2 * lane], b[2 * lane + 1]) < p ? 1 : 0);
+    });
+  });
+  return t;
+}
+
+}  // namespace vox

@@ -1,0 +1,78 @@
+#pragma once
+// Reference-counted, 64-byte-aligned buffers, with counters of live and peak bytes so that
+// memory plans (checkpointing, buffer reuse) can be measured rather than guessed.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+
+#include "vox/core/device.hpp"
+#include "vox/core/error.hpp"
+
+namespace vox {
+
+struct MemoryStats {
+  int64_t current_bytes = 0;
+  int64_t peak_bytes = 0;
+  int64_t allocations = 0;
+};
+
+namespace detail {
+struct MemoryCounters {
+  std::atomic<int64_t> current{0}, peak{0}, allocations{0};
+};
+inline MemoryCounters& cpu_counters() {
+  static MemoryCounters counters;
+  return counters;
+}
+}  // namespace detail
+
+inline MemoryStats cpu_memory_stats() {
+  auto& c = detail::cpu_counters();
+  return {c.current.load(), c.peak.load(), c.allocations.load()};
+}
+
+// Sets the peak to what is live now, so the next peak measures one phase of work.
+inline void reset_cpu_peak_memory() {
+  auto& c = detail::cpu_counters();
+  c.peak.store(c.current.load());
+}
+
+inline constexpr size_t kCpuAlignment = 64;
+
+class Storage {
+ public:
+  Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+    VOX_CHECK(device.is_cpu(), "Storage", "device ", device,
+              " has no allocator in this build (compile with the CUDA backend)");
+    const size_t rounded = (std::max<size_t>(nbytes, 1) + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
+    data_ = std::aligned_alloc(kCpuAlignment, rounded);
+    if (!data_) throw Error(detail::concat("Storage: out of memory allocating ", nbytes, " bytes"));
+    auto& c = detail::cpu_counters();
+    const int64_t now = c.current.fetch_add(static_cast<int64_t>(rounded)) + static_cast<int64_t>(rounded);
+    int64_t peak = c.peak.load();
+    while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
+    }
+    c.allocations.fetch_add(1);
+    accounted_ = rounded;
+  }
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage() {
+    std::free(data_);
+    detail::cpu_counters().current.fetch_sub(static_cast<int64_t>(accounted_));
+  }
+
+  void* data() const { return data_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t nbytes_ = 0;
+  size_t accounted_ = 0;
+  Device device_;
+};
+
+}  // namespace vox

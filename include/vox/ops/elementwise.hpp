@@ -1,0 +1,133 @@
+#pragma once
+// Binary arithmetic with broadcasting and type promotion, comparisons, and where.
+#include <cmath>
+
+#include "vox/ops/fwd.hpp"
+#include "vox/ops/map.hpp"
+
+namespace vox {
+
+inline Tensor scalar_like(double value, const Tensor& x) {
+  const bool integral_value = std::floor(value) == value && std::abs(value) < 9.0e15;
+  DType dtype = DType::f32;
+  if (is_floating(x.dtype()) || (is_integral(x.dtype()) && integral_value)) dtype = x.dtype();
+  else if (x.dtype() == DType::boolean && integral_value) dtype = DType::i64;
+  return scalar(value, dtype);
+}
+
+namespace detail {
+inline DType arithmetic_dtype(const char* op, const Tensor& a, const Tensor& b) {
+  VOX_CHECK(a.dtype() != DType::boolean && b.dtype() != DType::boolean, op, "bool operands are not supported (",
+            a.dtype(), " and ", b.dtype(), ", shapes ", a.shape(), " and ", b.shape(), ")");
+  return promote(a.dtype(), b.dtype());
+}
+}  // namespace detail
+
+inline Tensor add(const Tensor& a, const Tensor& b) {
+  const DType t = detail::arithmetic_dtype("add", a, b);
+  Tensor out = detail::map_binary<detail::Kinds::numeric>("add", a, b, t, t, [](auto x, auto y) { return x + y; });
+  const Shape sa = a.shape(), sb = b.shape();
+  autograd::record("AddBackward", out, {a, b}, [sa, sb](const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, sa), sum_to(g, sb)};
+  });
+  return out;
+}
+
+inline Tensor sub(const Tensor& a, const Tensor& b) {
+  const DType t = detail::arithmetic_dtype("sub", a, b);
+  Tensor out = detail::map_binary<detail::Kinds::numeric>("sub", a, b, t, t, [](auto x, auto y) { return x - y; });
+  const Shape sa = a.shape(), sb = b.shape();
+  autograd::record("SubBackward", out, {a, b}, [sa, sb](const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, sa), sum_to(neg(g), sb)};
+  });
+  return out;
+}
+
+inline Tensor mul(const Tensor& a, const Tensor& b) {
+  const DType t = detail::arithmetic_dtype("mul", a, b);
+  Tensor out = detail::map_binary<detail::Kinds::numeric>("mul", a, b, t, t, [](auto x, auto y) { return x * y; });
+  // Each input's gradient needs only the other operand: keep just what will be used.
+  Tensor other_for_a = a.requires_grad() ? b : Tensor();
+  Tensor other_for_b = b.requires_grad() ? a : Tensor();
+  autograd::record("MulBackward", out, {a, b}, [other_for_a, other_for_b, sa = a.shape(), sb = b.shape()](const Tensor& g) {
+    return std::vector<Tensor>{other_for_a.defined() ? sum_to(mul(g, other_for_a), sa) : Tensor(),
+                               other_for_b.defined() ? sum_to(mul(g, other_for_b), sb) : Tensor()};
+  });
+  return out;
+}
+
+inline Tensor div(const Tensor& a, const Tensor& b) {
+  const DType t = detail::floating_of(detail::arithmetic_dtype("div", a, b));
+  Tensor out = detail::map_binary<detail::Kinds::floating>("div", a, b, t, t, [](auto x, auto y) { return x / y; });
+  autograd::record("DivBackward", out, {a, b}, [a, b, out = out.detach()](const Tensor& g) {
+    Tensor ga, gb;
+    if (a.requires_grad()) ga = sum_to(div(g, b), a.shape());
+    if (b.requires_grad())
+      gb = sum_to(detail::map_ternary<detail::Kinds::floating>("div", g, out, b, g.dtype(),
+                                                              [](auto gv, auto o, auto bv) { return -gv * o / bv; }),
+                  b.shape());
+    return std::vector<Tensor>{ga, gb};
+  });
+  return out;
+}
+
+inline Tensor pow(const Tensor& a, const Tensor& b) {
+  const DType t = detail::floating_of(detail::arithmetic_dtype("pow", a, b));
+  Tensor out = detail::map_binary<detail::Kinds::floating>("pow", a, b, t, t,
+                                                           [](auto x, auto y) { return std::pow(x, y); });
+  autograd::record("PowBackward", out, {a, b}, [a, b, out = out.detach()](const Tensor& g) {
+    Tensor ga, gb;
+    using detail::Kinds;
+    if (a.requires_grad())
+      ga = sum_to(detail::map_ternary<Kinds::floating>("pow", g, a, b, g.dtype(),
+                                                       [](auto gv, auto x, auto y) {
+                                                         return y == 0 ? decltype(x)(0) : gv * y * std::pow(x, y - 1);
+                                                       }),
+                  a.shape());
+    if (b.requires_grad()) {
+      // d/db a^b = a^b log a; PyTorch takes it as 0 where a == 0 (and b >= 0).
+      Tensor glog = detail::map_ternary<Kinds::floating>(
+          "pow", g, out, a, g.dtype(), [](auto gv, auto o, auto x) { return x == 0 ? decltype(x)(0) : gv * o * std::log(x); });
+      gb = sum_to(glog, b.shape());
+    }
+    return std::vector<Tensor>{ga, gb};
+  });
+  return out;
+}
+
+inline Tensor neg(const Tensor& x) {
+  VOX_CHECK(x.dtype() != DType::boolean, "neg", "bool tensor of shape ", x.shape());
+  Tensor out = detail::map_unary<detail::Kinds::numeric>("neg", x, x.dtype(), x.dtype(), [](auto v) { return -v; });
+  autograd::record("NegBackward", out, {x}, [](const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
+  return out;
+}
+
+namespace detail {
+template <class F>
+Tensor compare(const char* op, const Tensor& a, const Tensor& b, F f) {
+  return map_binary<Kinds::all>(op, a, b, promote(a.dtype(), b.dtype()), DType::boolean, f);
+}
+}  // namespace detail
+
+inline Tensor eq(const Tensor& a, const Tensor& b) { return detail::compare("eq", a, b, [](auto x, auto y) { return x == y; }); }
+inline Tensor ne(const Tensor& a, const Tensor& b) { return detail::compare("ne", a, b, [](auto x, auto y) { return x != y; }); }
+inline Tensor lt(const Tensor& a, const Tensor& b) { return detail::compare("lt", a, b, [](auto x, auto y) { return x < y; }); }
+inline Tensor le(const Tensor& a, const Tensor& b) { return detail::compare("le", a, b, [](auto x, auto y) { return x <= y; }); }
+inline Tensor gt(const Tensor& a, const Tensor& b) { return detail::compare("gt", a, b, [](auto x, auto y) { return x > y; }); }
+inline Tensor ge(const Tensor& a, const Tensor& b) { return detail::compare("ge", a, b, [](auto x, auto y) { return x >= y; }); }
+
+inline Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
+  VOX_CHECK(condition.dtype() == DType::boolean, "where", "condition must be bool, got ", condition.dtype(),
+            " (shape ", condition.shape(), ")");
+  const DType t = promote(a.dtype(), b.dtype());
+  const Tensor cond = condition.to(t);  // 0 or 1 in the value type, so one ternary kernel serves
+  Tensor out = detail::map_ternary<detail::Kinds::all>("where", cond, a, b, t,
+                                                      [](auto c, auto x, auto y) { return c ? x : y; });
+  autograd::record("WhereBackward", out, {a, b}, [cond = condition, sa = a.shape(), sb = b.shape()](const Tensor& g) {
+    const Tensor zero = zeros(Shape{}, g.dtype());
+    return std::vector<Tensor>{sum_to(where(cond, g, zero), sa), sum_to(where(cond, zero, g), sb)};
+  });
+  return out;
+}
+
+}  // namespace vox

@@ -1,0 +1,80 @@
+#pragma once
+// Internal helpers for elementwise ops: broadcast the operands, convert them to one input dtype,
+// dispatch to a compute type, and run a functor over the kernels in kernels/cpu/elementwise.hpp.
+// These do not record autograd; the ops that use them do.
+#include "kernels/cpu/elementwise.hpp"
+#include "vox/autograd/node.hpp"
+#include "vox/core/tensor.hpp"
+
+namespace vox::detail {
+
+enum class Kinds { floating, numeric, all };
+
+template <Kinds K, class F>
+decltype(auto) dispatch_kind(DType t, const char* op, F&& f) {
+  if constexpr (K == Kinds::floating) return dispatch_floating(t, op, std::forward<F>(f));
+  else if constexpr (K == Kinds::numeric) return dispatch_numeric(t, op, std::forward<F>(f));
+  else return dispatch_all(t, op, std::forward<F>(f));
+}
+
+inline void check_cpu(const char* op, std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors)
+    if (t->defined())
+      VOX_CHECK(t->device().is_cpu(), op, "tensor of shape ", t->shape(), " is on ", t->device(),
+                "; the CPU kernel needs every operand on cpu");
+}
+
+inline Tensor as_dtype(const Tensor& t, DType d) { return t.dtype() == d ? t : t.detach().to(d); }
+
+// out = f(a) in `in` dtype (output `out` dtype: the same as `in`, or bool).
+template <Kinds K, class F>
+Tensor map_unary(const char* op, const Tensor& a, DType in, DType out, F f) {
+  check_cpu(op, {&a});
+  const Tensor ain = as_dtype(a, in);
+  Tensor result = empty(a.shape(), out);
+  auto layout = layout_for<2>(a.shape(), {&result, &ain});
+  dispatch_kind<K>(in, op, [&]<class T>() {
+    using C = compute_t<T>;
+    const T* pa = static_cast<const T*>(ain.raw_data());
+    if (out == in) kernels::cpu::map1<C>(layout, result.data<T>(), pa, f);
+    else kernels::cpu::map1<C>(layout, result.data<bool>(), pa, f);
+  });
+  return result;
+}
+
+template <Kinds K, class F>
+Tensor map_binary(const char* op, const Tensor& a, const Tensor& b, DType in, DType out, F f) {
+  check_cpu(op, {&a, &b});
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
+  const Tensor ain = as_dtype(a, in), bin = as_dtype(b, in);
+  Tensor result = empty(shape, out);
+  auto layout = layout_for<3>(shape, {&result, &ain, &bin});
+  dispatch_kind<K>(in, op, [&]<class T>() {
+    using C = compute_t<T>;
+    const T* pa = static_cast<const T*>(ain.raw_data());
+    const T* pb = static_cast<const T*>(bin.raw_data());
+    if (out == in) kernels::cpu::map2<C>(layout, result.data<T>(), pa, pb, f);
+    else kernels::cpu::map2<C>(layout, result.data<bool>(), pa, pb, f);
+  });
+  return result;
+}
+
+// out = f(a, b, c), all in dtype `in`, output the same dtype.
+template <Kinds K, class F>
+Tensor map_ternary(const char* op, const Tensor& a, const Tensor& b, const Tensor& c, DType in, F f) {
+  check_cpu(op, {&a, &b, &c});
+  const Shape shape = broadcast_shapes(broadcast_shapes(a.shape(), b.shape(), op), c.shape(), op);
+  const Tensor ain = as_dtype(a, in), bin = as_dtype(b, in), cin = as_dtype(c, in);
+  Tensor result = empty(shape, in);
+  auto layout = layout_for<4>(shape, {&result, &ain, &bin, &cin});
+  dispatch_kind<K>(in, op, [&]<class T>() {
+    kernels::cpu::map3<compute_t<T>>(layout, result.data<T>(), static_cast<const T*>(ain.raw_data()),
+                                     static_cast<const T*>(bin.raw_data()), static_cast<const T*>(cin.raw_data()), f);
+  });
+  return result;
+}
+
+// The dtype floating ops compute in: floating inputs keep theirs, others become f32.
+inline DType floating_of(DType t) { return is_floating(t) ? t : DType::f32; }
+
+}  // namespace vox::detail

@@ -1,0 +1,99 @@
+#pragma once
+// Unary math: exp, log, sqrt, abs, square, pow by a scalar, clamp, sigmoid, tanh. Integer inputs
+// of the transcendental ones are promoted to f32, as PyTorch does. Backward kernels are fused:
+// one pass over (grad, saved) per op.
+#include <cmath>
+
+#include "vox/ops/fwd.hpp"
+#include "vox/ops/map.hpp"
+
+namespace vox {
+
+namespace detail {
+// y = f(x) in floating dtype; backward g * df(saved), saved being x or y as the op chooses.
+template <class F, class DF>
+Tensor floating_unary(const char* name, const char* node, const Tensor& x, F f, bool save_output, DF df) {
+  const DType t = floating_of(x.dtype());
+  Tensor out = map_unary<Kinds::floating>(name, x, t, t, f);
+  Tensor saved = save_output ? out.detach() : x.detach();
+  autograd::record(node, out, {x}, [saved, df, name](const Tensor& g) {
+    return std::vector<Tensor>{map_binary<Kinds::floating>(name, g, saved, g.dtype(), g.dtype(), df)};
+  });
+  return out;
+}
+}  // namespace detail
+
+inline Tensor exp(const Tensor& x) {
+  return detail::floating_unary("exp", "ExpBackward", x, [](auto v) { return std::exp(v); }, true,
+                                [](auto g, auto y) { return g * y; });
+}
+
+inline Tensor log(const Tensor& x) {
+  return detail::floating_unary("log", "LogBackward", x, [](auto v) { return std::log(v); }, false,
+                                [](auto g, auto v) { return g / v; });
+}
+
+inline Tensor sqrt(const Tensor& x) {
+  return detail::floating_unary("sqrt", "SqrtBackward", x, [](auto v) { return std::sqrt(v); }, true,
+                                [](auto g, auto y) { return g / (y + y); });
+}
+
+inline Tensor sigmoid(const Tensor& x) {
+  return detail::floating_unary(
+      "sigmoid", "SigmoidBackward", x, [](auto v) { return decltype(v)(1) / (decltype(v)(1) + std::exp(-v)); }, true,
+      [](auto g, auto y) { return g * y * (decltype(y)(1) - y); });
+}
+
+inline Tensor tanh(const Tensor& x) {
+  return detail::floating_unary("tanh", "TanhBackward", x, [](auto v) { return std::tanh(v); }, true,
+                                [](auto g, auto y) { return g * (decltype(y)(1) - y * y); });
+}
+
+inline Tensor square(const Tensor& x) {
+  return detail::floating_unary("square", "SquareBackward", x, [](auto v) { return v * v; }, false,
+                                [](auto g, auto v) { return decltype(v)(2) * g * v; });
+}
+
+inline Tensor pow(const Tensor& x, double exponent) {
+  return detail::floating_unary(
+      "pow", "PowScalarBackward", x, [exponent](auto v) { return std::pow(v, static_cast<decltype(v)>(exponent)); },
+      false, [exponent](auto g, auto v) {
+        using C = decltype(v);
+        return exponent == 0.0 ? C(0) : g * C(exponent) * std::pow(v, C(exponent - 1.0));
+      });
+}
+
+inline Tensor abs(const Tensor& x) {
+  VOX_CHECK(x.dtype() != DType::boolean, "abs", "bool tensor of shape ", x.shape());
+  Tensor out = detail::map_unary<detail::Kinds::numeric>("abs", x, x.dtype(), x.dtype(), [](auto v) {
+    if constexpr (std::is_unsigned_v<decltype(v)>) return v;
+    else return v < 0 ? -v : v;
+  });
+  autograd::record("AbsBackward", out, {x}, [x = x.detach()](const Tensor& g) {
+    return std::vector<Tensor>{detail::map_binary<detail::Kinds::floating>(
+        "abs", g, x, g.dtype(), g.dtype(), [](auto gv, auto v) { return v > 0 ? gv : v < 0 ? -gv : decltype(gv)(0); })};
+  });
+  return out;
+}
+
+inline Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<double> max) {
+  VOX_CHECK(min || max, "clamp", "needs a min, a max, or both");
+  VOX_CHECK(!min || !max || *min <= *max, "clamp", "min ", *min, " is above max ", *max);
+  const double lo = min.value_or(-INFINITY), hi = max.value_or(INFINITY);
+  Tensor out = detail::map_unary<detail::Kinds::numeric>("clamp", x, x.dtype(), x.dtype(), [lo, hi](auto v) {
+    using C = decltype(v);
+    if (v != v) return v;
+    const double d = static_cast<double>(v);
+    return d < lo ? static_cast<C>(lo) : d > hi ? static_cast<C>(hi) : v;
+  });
+  autograd::record("ClampBackward", out, {x}, [x = x.detach(), lo, hi](const Tensor& g) {
+    return std::vector<Tensor>{detail::map_binary<detail::Kinds::floating>(
+        "clamp", g, x, g.dtype(), g.dtype(), [lo, hi](auto gv, auto v) {
+          const double d = static_cast<double>(v);
+          return (d >= lo && d <= hi) ? gv : decltype(gv)(0);
+        })};
+  });
+  return out;
+}
+
+}  // namespace vox
