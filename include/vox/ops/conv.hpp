@@ -1,0 +1,177 @@
+#pragma once
+// Convolution and transposed convolution, 2-D and 3-D, channels-last, with stride, padding,
+// dilation, groups, bias and (transposed) output_padding. 2-D runs as 3-D with depth 1.
+// f16/bf16 inputs are computed in f32 and stored back.
+#include "kernels/cpu/conv.hpp"
+#include "vox/ops/fwd.hpp"
+#include "vox/ops/map.hpp"
+
+namespace vox {
+
+namespace detail {
+// A per-axis option as three values (D, H, W); 2-D gets `depth_value` on D.
+inline std::array<int64_t, 3> per_axis(const char* op, const char* name, const std::vector<int64_t>& v, int spatial,
+                                       int64_t depth_value) {
+  VOX_CHECK(v.size() == 1 || static_cast<int>(v.size()) == spatial, op, name, " needs 1 or ", spatial,
+            " values, got ", v.size());
+  std::array<int64_t, 3> out{depth_value, depth_value, depth_value};
+  for (int i = 0; i < spatial; ++i) out[static_cast<size_t>(3 - spatial + i)] = v.size() == 1 ? v[0] : v[static_cast<size_t>(i)];
+  return out;
+}
+
+inline int conv_spatial_dims(const char* op, const Tensor& x, const Tensor& w) {
+  VOX_CHECK(x.rank() == 4 || x.rank() == 5, op, "input must be [N, H, W, C] or [N, D, H, W, C], got shape ", x.shape());
+  VOX_CHECK(w.rank() == x.rank(), op, "weight rank ", w.rank(), " (shape ", w.shape(), ") does not match input shape ",
+            x.shape());
+  VOX_CHECK(x.dtype() == w.dtype(), op, "input dtype ", x.dtype(), " and weight dtype ", w.dtype(), " differ");
+  VOX_CHECK(is_floating(x.dtype()), op, "needs floating tensors, got ", x.dtype());
+  return static_cast<int>(x.rank()) - 2;
+}
+
+inline kernels::ConvGeometry make_geometry(int spatial, const Tensor& input_like, const Tensor& w, int64_t in_channels,
+                                           const std::array<int64_t, 3>& stride, const std::array<int64_t, 3>& padding,
+                                           const std::array<int64_t, 3>& dilation, int64_t groups) {
+  kernels::ConvGeometry g;
+  g.batch = input_like.size(0);
+  for (int i = 0; i < spatial; ++i) {
+    g.in[static_cast<size_t>(3 - spatial + i)] = input_like.size(1 + i);
+    g.kernel[static_cast<size_t>(3 - spatial + i)] = w.size(1 + i);
+  }
+  g.stride = stride;
+  g.padding = padding;
+  g.dilation = dilation;
+  g.in_channels = in_channels;
+  g.groups = groups;
+  return g;
+}
+
+inline Shape channels_last_shape(int64_t batch, const std::array<int64_t, 3>& dims, int spatial, int64_t channels) {
+  Shape s{batch};
+  for (int i = 0; i < spatial; ++i) s.push_back(dims[static_cast<size_t>(3 - spatial + i)]);
+  s.push_back(channels);
+  return s;
+}
+
+template <class T>
+Tensor bias_gradient(const Tensor& g) {
+  Axes all_but_channels;
+  for (int64_t i = 0; i + 1 < g.rank(); ++i) all_but_channels.push_back(i);
+  return sum(g, all_but_channels, false);
+}
+}  // namespace detail
+
+inline Tensor conv(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvOptions& options) {
+  constexpr const char* op = "conv";
+  detail::check_cpu(op, {&x, &weight, &bias});
+  const int spatial = detail::conv_spatial_dims(op, x, weight);
+  if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
+    const Tensor b32 = bias.defined() ? cast(bias, DType::f32) : Tensor();
+    return cast(conv(cast(x, DType::f32), cast(weight, DType::f32), b32, options), x.dtype());
+  }
+  const int64_t C = x.size(-1), Cout = weight.size(0), groups = options.groups;
+  VOX_CHECK(groups >= 1 && C % groups == 0 && Cout % groups == 0, op, "groups ", groups, " must divide input channels ", C,
+            " and output channels ", Cout);
+  VOX_CHECK(weight.size(-1) == C / groups, op, "weight shape ", weight.shape(), " expects ", weight.size(-1) * groups,
+            " input channels with groups=", groups, ", input shape ", x.shape(), " has ", C);
+  auto g = detail::make_geometry(spatial, x, weight, C, detail::per_axis(op, "stride", options.stride, spatial, 1),
+                                 detail::per_axis(op, "padding", options.padding, spatial, 0),
+                                 detail::per_axis(op, "dilation", options.dilation, spatial, 1), groups);
+  g.out_channels = Cout;
+  for (size_t i = 0; i < 3; ++i) {
+    VOX_CHECK(g.stride[i] >= 1 && g.dilation[i] >= 1 && g.padding[i] >= 0, op,
+              "stride and dilation must be >= 1 and padding >= 0");
+    const int64_t span = g.dilation[i] * (g.kernel[i] - 1) + 1;
+    VOX_CHECK(g.in[i] + 2 * g.padding[i] >= span, op, "kernel ", weight.shape(), " (dilated) is larger than the padded input ",
+              x.shape());
+    g.out[i] = (g.in[i] + 2 * g.padding[i] - span) / g.stride[i] + 1;
+  }
+  if (bias.defined())
+    VOX_CHECK(bias.rank() == 1 && bias.size(0) == Cout && bias.dtype() == x.dtype(), op, "bias must be [", Cout, "] of ",
+              x.dtype(), ", got shape ", bias.shape(), " ", bias.dtype());
+  const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
+  const Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+  Tensor out = empty(detail::channels_last_shape(g.batch, g.out, spatial, Cout), x.dtype());
+  dispatch_float(x.dtype(), op, [&]<class T>() {
+    kernels::cpu::conv_forward<T>(g, xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, out.data<T>());
+  });
+  autograd::record("ConvBackward", out, {x, weight, bias}, [g, xc, wc, need_x = x.requires_grad(),
+                                                            need_w = weight.requires_grad(),
+                                                            need_b = bias.requires_grad()](const Tensor& grad) {
+    const Tensor gc = grad.contiguous();
+    Tensor gx, gw, gb;
+    dispatch_float(gc.dtype(), "conv backward", [&]<class T>() {
+      if (need_x) {
+        gx = empty(xc.shape(), xc.dtype());
+        kernels::cpu::conv_backward_data<T>(g, gc.data<T>(), wc.data<T>(), gx.data<T>());
+      }
+      if (need_w) {
+        gw = empty(wc.shape(), wc.dtype());
+        kernels::cpu::conv_backward_weight<T>(g, xc.data<T>(), gc.data<T>(), gw.data<T>());
+      }
+      if (need_b) gb = detail::bias_gradient<T>(gc);
+    });
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+  return out;
+}
+
+inline Tensor conv_transpose(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                             const ConvTransposeOptions& options) {
+  constexpr const char* op = "conv_transpose";
+  detail::check_cpu(op, {&x, &weight, &bias});
+  const int spatial = detail::conv_spatial_dims(op, x, weight);
+  if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
+    const Tensor b32 = bias.defined() ? cast(bias, DType::f32) : Tensor();
+    return cast(conv_transpose(cast(x, DType::f32), cast(weight, DType::f32), b32, options), x.dtype());
+  }
+  const int64_t Cin = x.size(-1), groups = options.groups;
+  VOX_CHECK(weight.size(0) == Cin, op, "weight shape ", weight.shape(), " must start with the input channels ", Cin,
+            " (input shape ", x.shape(), ")");
+  VOX_CHECK(groups >= 1 && Cin % groups == 0, op, "groups ", groups, " must divide input channels ", Cin);
+  const int64_t Cout = weight.size(-1) * groups;
+  // The equivalent convolution maps this op's output (its input) to this op's input (its output).
+  auto g = detail::make_geometry(spatial, x, weight, Cout, detail::per_axis(op, "stride", options.stride, spatial, 1),
+                                 detail::per_axis(op, "padding", options.padding, spatial, 0),
+                                 detail::per_axis(op, "dilation", options.dilation, spatial, 1), groups);
+  const auto output_padding = detail::per_axis(op, "output_padding", options.output_padding, spatial, 0);
+  g.out_channels = Cin;
+  g.out = g.in;
+  for (size_t i = 0; i < 3; ++i) {
+    VOX_CHECK(g.stride[i] >= 1 && g.dilation[i] >= 1 && g.padding[i] >= 0, op,
+              "stride and dilation must be >= 1 and padding >= 0");
+    VOX_CHECK(output_padding[i] >= 0 && (output_padding[i] < g.stride[i] || output_padding[i] < g.dilation[i]), op,
+              "output_padding ", output_padding[i], " must be smaller than the stride or the dilation");
+    g.in[i] = (g.out[i] - 1) * g.stride[i] - 2 * g.padding[i] + g.dilation[i] * (g.kernel[i] - 1) + output_padding[i] + 1;
+    VOX_CHECK(g.in[i] >= 1, op, "output size would be ", g.in[i], " on spatial axis ", i, " for input shape ", x.shape());
+  }
+  if (bias.defined())
+    VOX_CHECK(bias.rank() == 1 && bias.size(0) == Cout && bias.dtype() == x.dtype(), op, "bias must be [", Cout, "] of ",
+              x.dtype(), ", got shape ", bias.shape(), " ", bias.dtype());
+  const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
+  Tensor out = empty(detail::channels_last_shape(g.batch, g.in, spatial, Cout), x.dtype());
+  dispatch_float(x.dtype(), op, [&]<class T>() {
+    kernels::cpu::conv_backward_data<T>(g, xc.data<T>(), wc.data<T>(), out.data<T>());
+  });
+  if (bias.defined()) out = add(out.detach(), bias.detach());
+  autograd::record("ConvTransposeBackward", out, {x, weight, bias}, [g, xc, wc, need_x = x.requires_grad(),
+                                                                     need_w = weight.requires_grad(),
+                                                                     need_b = bias.requires_grad()](const Tensor& grad) {
+    const Tensor gc = grad.contiguous();
+    Tensor gx, gw, gb;
+    dispatch_float(gc.dtype(), "conv_transpose backward", [&]<class T>() {
+      if (need_x) {
+        gx = empty(xc.shape(), xc.dtype());
+        kernels::cpu::conv_forward<T>(g, gc.data<T>(), wc.data<T>(), nullptr, gx.data<T>());
+      }
+      if (need_w) {
+        gw = empty(wc.shape(), wc.dtype());
+        kernels::cpu::conv_backward_weight<T>(g, gc.data<T>(), xc.data<T>(), gw.data<T>());
+      }
+      if (need_b) gb = detail::bias_gradient<T>(gc);
+    });
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+  return out;
+}
+
+}  // namespace vox

@@ -1,0 +1,86 @@
+#pragma once
+// Batched matrix product with NumPy/PyTorch semantics (1-D operands, broadcast batch axes) and
+// linear layers. Each matrix product runs on the packed-panel GEMM; batches run in parallel.
+#include "kernels/cpu/gemm.hpp"
+#include "vox/ops/fwd.hpp"
+#include "vox/ops/map.hpp"
+
+namespace vox {
+
+namespace detail {
+// a [..., M, K] x b [..., K, N], both at least 2-D, batch axes broadcast.
+inline Tensor matmul_2d_or_more(const Tensor& a, const Tensor& b) {
+  const int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  VOX_CHECK(b.size(-2) == K, "matmul", "inner sizes differ: shapes ", a.shape(), " and ", b.shape());
+  Shape batch_a = a.shape(), batch_b = b.shape();
+  batch_a.resize(a.rank() - 2);
+  batch_b.resize(b.rank() - 2);
+  const Shape batch = broadcast_shapes(batch_a, batch_b, "matmul");
+  Shape full_a = batch, full_b = batch, out_shape = batch;
+  full_a.push_back(M), full_a.push_back(K);
+  full_b.push_back(K), full_b.push_back(N);
+  out_shape.push_back(M), out_shape.push_back(N);
+  const DType t = a.dtype();
+  const Tensor ac = a.detach().expand(full_a).contiguous(), bc = b.detach().expand(full_b).contiguous();
+  Tensor out = empty(out_shape, t);
+  const int64_t batches = numel_of(batch);
+  dispatch_float(t, "matmul", [&]<class T>() {
+    const T* pa = ac.data<T>();
+    const T* pb = bc.data<T>();
+    T* po = out.data<T>();
+    if (batches == 1) {  // split rows across threads
+      parallel_for(0, M, 48, [&](int64_t mb, int64_t me) {
+        std::vector<T> scratch;
+        kernels::cpu::gemm<T>(me - mb, N, K, pa + mb * K, K, pb, N, po + mb * N, N, false, scratch);
+      });
+    } else {
+      parallel_for(0, batches, 1, [&](int64_t bb, int64_t be) {
+        std::vector<T> scratch;
+        for (int64_t i = bb; i < be; ++i)
+          kernels::cpu::gemm<T>(M, N, K, pa + i * M * K, K, pb + i * K * N, N, po + i * M * N, N, false, scratch);
+      });
+    }
+  });
+  return out;
+}
+}  // namespace detail
+
+inline Tensor matmul(const Tensor& a, const Tensor& b) {
+  detail::check_cpu("matmul", {&a, &b});
+  VOX_CHECK(a.rank() >= 1 && b.rank() >= 1, "matmul", "operands must have rank >= 1, got shapes ", a.shape(), " and ",
+            b.shape());
+  VOX_CHECK(a.dtype() == b.dtype(), "matmul", "dtypes differ: ", a.dtype(), " and ", b.dtype(), " (shapes ", a.shape(),
+            " and ", b.shape(), ")");
+  VOX_CHECK(is_floating(a.dtype()), "matmul", "needs floating operands, got ", a.dtype());
+  if (a.dtype() == DType::f16 || a.dtype() == DType::bf16)  // computed in f32, stored back
+    return cast(matmul(cast(a, DType::f32), cast(b, DType::f32)), a.dtype());
+  // 1-D operands become matrices, and the added axis is dropped from the result.
+  const Tensor a2 = a.rank() == 1 ? unsqueeze(a, 0) : a;
+  const Tensor b2 = b.rank() == 1 ? unsqueeze(b, 1) : b;
+  Tensor out = detail::matmul_2d_or_more(a2, b2);
+  autograd::record("MatmulBackward", out, {a2, b2}, [a2 = a2.detach(), b2 = b2.detach(),
+                                                      need_a = a2.requires_grad(), need_b = b2.requires_grad()](const Tensor& g) {
+    Tensor ga, gb;
+    if (need_a) ga = sum_to(detail::matmul_2d_or_more(g, b2.transpose(-1, -2)), a2.shape());
+    if (need_b) gb = sum_to(detail::matmul_2d_or_more(a2.transpose(-1, -2), g), b2.shape());
+    return std::vector<Tensor>{ga, gb};
+  });
+  if (a.rank() == 1) out = squeeze(out, -2);
+  if (b.rank() == 1) out = squeeze(out, -1);
+  return out;
+}
+
+inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  VOX_CHECK(weight.rank() == 2, "linear", "weight must be [out, in], got shape ", weight.shape());
+  VOX_CHECK(x.rank() >= 1 && x.size(-1) == weight.size(1), "linear", "input shape ", x.shape(),
+            " does not end in the weight's in-features ", weight.size(1), " (weight ", weight.shape(), ")");
+  Tensor y = matmul(x, transpose(weight, 0, 1));
+  if (bias.defined()) {
+    VOX_CHECK(bias.rank() == 1 && bias.size(0) == weight.size(0), "linear", "bias shape ", bias.shape(),
+              " does not match out-features ", weight.size(0));
+    y = add(y, bias);
+  }
+  return y;
+}
+
+}  // namespace vox

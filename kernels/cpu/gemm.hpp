@@ -1,0 +1,135 @@
+#pragma once
+// Single-threaded GEMM, C[M][N] (+)= A[M][K] * B[K][N], row-major with leading dimensions.
+// B is packed into zero-padded panels of NR columns; a 6 x NR register tile of accumulators
+// streams over K. The kernel is built three times (x86-64-v4, x86-64-v3 with AVX2+FMA, and the
+// baseline) and the loader picks the best one for the CPU it runs on, so one binary runs on any
+// x86-64 machine. The tuned, cache-blocked microkernels belong to the CPU-performance work; this
+// one is the honest default that convolution and matmul build on.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+// The vector helpers are always inlined into the per-target clones; the ABI note GCC gives
+// for passing them by value does not apply.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace vox::kernels::cpu {
+
+namespace gemm_detail {
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef double f64x4 __attribute__((vector_size(32)));
+template <class T> struct Vec;
+template <> struct Vec<float> { using type = f32x8; static constexpr int lanes = 8; };
+template <> struct Vec<double> { using type = f64x4; static constexpr int lanes = 4; };
+
+constexpr int kRows = 6;
+
+template <class T>
+[[gnu::always_inline]] inline typename Vec<T>::type load(const T* p) {
+  typename Vec<T>::type v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <class T>
+[[gnu::always_inline]] inline void store(T* p, typename Vec<T>::type v) {
+  __builtin_memcpy(p, &v, sizeof(v));
+}
+
+// Packs B[K][N] into ceil(N / NR) panels of [K][NR], zero-padded on the right.
+template <class T>
+[[gnu::always_inline]] inline void pack_b(int64_t N, int64_t K, const T* B, int64_t ldb, T* packed) {
+  constexpr int64_t NR = 2 * Vec<T>::lanes;
+  for (int64_t n0 = 0; n0 < N; n0 += NR) {
+    const int64_t width = std::min<int64_t>(NR, N - n0);
+    T* panel = packed + (n0 / NR) * K * NR;
+    for (int64_t k = 0; k < K; ++k) {
+      const T* src = B + k * ldb + n0;
+      T* dst = panel + k * NR;
+      for (int64_t j = 0; j < width; ++j) dst[j] = src[j];
+      for (int64_t j = width; j < NR; ++j) dst[j] = T(0);
+    }
+  }
+}
+
+template <class T>
+[[gnu::always_inline]] inline void gemm_impl(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                                             int64_t ldb, T* C, int64_t ldc, bool accumulate, std::vector<T>& scratch) {
+  using V = typename Vec<T>::type;
+  constexpr int L = Vec<T>::lanes;
+  constexpr int64_t NR = 2 * L;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+    return;
+  }
+  const int64_t panels = (N + NR - 1) / NR;
+  scratch.resize(static_cast<size_t>(panels * K * NR));
+  pack_b(N, K, B, ldb, scratch.data());
+  for (int64_t p = 0; p < panels; ++p) {
+    const T* panel = scratch.data() + p * K * NR;
+    const int64_t n0 = p * NR, width = std::min<int64_t>(NR, N - n0);
+    for (int64_t m0 = 0; m0 < M; m0 += kRows) {
+      const int64_t rows = std::min<int64_t>(kRows, M - m0);
+      const T* a[kRows];
+      for (int i = 0; i < kRows; ++i) a[i] = A + (m0 + std::min<int64_t>(i, rows - 1)) * lda;
+      V c[kRows][2];
+      for (int i = 0; i < kRows; ++i) c[i][0] = c[i][1] = V{} ;
+      for (int64_t k = 0; k < K; ++k) {
+        const V b0 = load(panel + k * NR), b1 = load(panel + k * NR + L);
+#pragma GCC unroll 6
+        for (int i = 0; i < kRows; ++i) {
+          const T av = a[i][k];
+          const V ab = av - V{};  // broadcast
+          c[i][0] += ab * b0;
+          c[i][1] += ab * b1;
+        }
+      }
+      for (int64_t i = 0; i < rows; ++i) {
+        T* out = C + (m0 + i) * ldc + n0;
+        if (width == NR) {
+          if (accumulate) {
+            store(out, load(out) + c[i][0]);
+            store(out + L, load(out + L) + c[i][1]);
+          } else {
+            store(out, c[i][0]);
+            store(out + L, c[i][1]);
+          }
+        } else {
+          T tmp[NR];
+          store(tmp, c[i][0]);
+          store(tmp + L, c[i][1]);
+          for (int64_t j = 0; j < width; ++j) out[j] = accumulate ? out[j] + tmp[j] : tmp[j];
+        }
+      }
+    }
+  }
+}
+}  // namespace gemm_detail
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void gemm_f32(
+    int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+    bool accumulate, std::vector<float>& scratch) {
+  gemm_detail::gemm_impl<float>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, scratch);
+}
+
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void gemm_f64(
+    int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B, int64_t ldb, double* C,
+    int64_t ldc, bool accumulate, std::vector<double>& scratch) {
+  gemm_detail::gemm_impl<double>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, scratch);
+}
+
+// C[M][N] (+)= A[M][K] * B[K][N] on the calling thread. `scratch` holds the packed B; callers
+// that loop keep one per thread so nothing is allocated in the loop.
+template <class T>
+void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
+          bool accumulate, std::vector<T>& scratch) {
+  if constexpr (std::is_same_v<T, float>) gemm_f32(M, N, K, A, lda, B, ldb, C, ldc, accumulate, scratch);
+  else gemm_f64(M, N, K, A, lda, B, ldb, C, ldc, accumulate, scratch);
+}
+
+}  // namespace vox::kernels::cpu
+
+#pragma GCC diagnostic pop
