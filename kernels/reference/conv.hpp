@@ -94,3 +94,42 @@ void conv_backward_weight(const ConvGeometry& g, const T* x, const T* dy, T* dw)
 }
 
 }  // namespace vox::kernels::reference
+
+namespace vox::kernels::reference {
+
+// Transposed convolution by its definition: every input voxel scatters through the kernel.
+// Here g.in / g.in_channels describe this op's input and g.out / g.out_channels its output;
+// w is [in_channels][kD][kH][kW][out_channels / groups].
+template <class T>
+void conv_transpose_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t cin_g = g.in_channels / g.groups, cout_g = g.out_channels / g.groups;
+  std::vector<double> acc(static_cast<size_t>(g.out_positions() * g.out_channels), 0.0);
+  for (int64_t n = 0; n < g.batch; ++n)
+    for (int64_t d = 0; d < g.in[0]; ++d)
+      for (int64_t h = 0; h < g.in[1]; ++h)
+        for (int64_t w0 = 0; w0 < g.in[2]; ++w0)
+          for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+            for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
+              for (int64_t kw = 0; kw < g.kernel[2]; ++kw) {
+                const int64_t od = d * g.stride[0] - g.padding[0] + kd * g.dilation[0];
+                const int64_t oh = h * g.stride[1] - g.padding[1] + kh * g.dilation[1];
+                const int64_t ow = w0 * g.stride[2] - g.padding[2] + kw * g.dilation[2];
+                if (od < 0 || od >= g.out[0] || oh < 0 || oh >= g.out[1] || ow < 0 || ow >= g.out[2]) continue;
+                const int64_t tap = (kd * g.kernel[1] + kh) * g.kernel[2] + kw;
+                const int64_t i = ((n * g.in[0] + d) * g.in[1] + h) * g.in[2] + w0;
+                const int64_t o = ((n * g.out[0] + od) * g.out[1] + oh) * g.out[2] + ow;
+                for (int64_t ci = 0; ci < g.in_channels; ++ci) {
+                  const int64_t grp = ci / cin_g;
+                  for (int64_t co = 0; co < cout_g; ++co)
+                    acc[static_cast<size_t>(o * g.out_channels + grp * cout_g + co)] +=
+                        static_cast<double>(x[i * g.in_channels + ci]) *
+                        static_cast<double>(w[(ci * g.kernel_volume() + tap) * cout_g + co]);
+                }
+              }
+  for (int64_t o = 0; o < g.out_positions(); ++o)
+    for (int64_t c = 0; c < g.out_channels; ++c)
+      y[o * g.out_channels + c] =
+          static_cast<T>(acc[static_cast<size_t>(o * g.out_channels + c)] + (bias ? static_cast<double>(bias[c]) : 0.0));
+}
+
+}  // namespace vox::kernels::reference

@@ -1,0 +1,80 @@
+#pragma once
+// Losses with PyTorch's exact semantics.
+//   cross_entropy: class weights, ignore_index and label smoothing; "mean" divides the
+//   negative log-likelihood by the summed weights of the targets that are not ignored, and the
+//   smoothing term as torch does (by the same weights, or, without weights, by the element
+//   count including ignored ones).
+//   binary_cross_entropy_with_logits: the log-sum-exp form, stable for any logit, with optional
+//   weight and pos_weight.
+// Both are built from differentiable ops, so their gradients come from the tape.
+#include "vox/ops/fwd.hpp"
+#include "vox/ops/one_hot.hpp"
+
+namespace vox {
+
+namespace detail {
+inline Tensor reduce_loss(const Tensor& per_element, Reduction reduction) {
+  switch (reduction) {
+    case Reduction::none: return per_element;
+    case Reduction::sum: return sum(per_element);
+    case Reduction::mean: return mean(per_element);
+  }
+  return per_element;
+}
+}  // namespace detail
+
+inline Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options) {
+  constexpr const char* op = "cross_entropy";
+  VOX_CHECK(logits.rank() >= 1 && is_floating(logits.dtype()), op, "logits must be floating [..., C], got shape ",
+            logits.shape(), " ", logits.dtype());
+  VOX_CHECK(is_integral(target.dtype()), op, "target must hold integer class indices, got ", target.dtype());
+  Shape expected = logits.shape();
+  expected.resize(logits.rank() - 1);
+  VOX_CHECK(target.shape() == expected, op, "target shape ", target.shape(), " must be the logits shape ", logits.shape(),
+            " without its class axis, ", expected);
+  const double eps = options.label_smoothing;
+  VOX_CHECK(eps >= 0.0 && eps <= 1.0, op, "label_smoothing ", eps, " is outside [0, 1]");
+  const int64_t C = logits.size(-1);
+  const Tensor& weight = options.weight;
+  if (weight.defined())
+    VOX_CHECK(weight.rank() == 1 && weight.size(0) == C, op, "weight must be [", C, "], got shape ", weight.shape());
+  const DType t = logits.dtype();
+  // Ignored targets become class 0 with a zero mask; all others must be valid classes.
+  const Tensor ignored = eq(target, scalar(static_cast<double>(options.ignore_index), DType::i64));
+  const Tensor safe_target = where(ignored, zeros(Shape{}, target.dtype()), target);
+  const Tensor valid = cast(eq(ignored, scalar(0.0, DType::boolean)), t);
+  const Tensor picked_mask = one_hot(safe_target, C, t);
+  const Tensor logp = log_softmax(logits, -1);
+  const Tensor w = weight.defined() ? weight.detach().to(t) : Tensor();
+  const Tensor target_weight = w.defined() ? mul(sum(mul(picked_mask, w), {-1}), valid) : valid;
+  const Tensor nll = neg(mul(sum(mul(logp, picked_mask), {-1}), target_weight));
+  Tensor nll_reduced;
+  if (options.reduction == Reduction::mean) nll_reduced = div(sum(nll), sum(target_weight));
+  else nll_reduced = detail::reduce_loss(nll, options.reduction);
+  if (eps == 0.0) return nll_reduced;
+  const Tensor smooth = mul(neg(sum(w.defined() ? mul(logp, w) : logp, {-1})), valid);
+  Tensor smooth_reduced;
+  if (options.reduction == Reduction::mean) smooth_reduced = w.defined() ? div(sum(smooth), sum(target_weight)) : mean(smooth);
+  else smooth_reduced = detail::reduce_loss(smooth, options.reduction);
+  return add(mul(nll_reduced, scalar(1.0 - eps, t)), mul(smooth_reduced, scalar(eps / static_cast<double>(C), t)));
+}
+
+inline Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, const Tensor& weight,
+                                               const Tensor& pos_weight, Reduction reduction) {
+  constexpr const char* op = "binary_cross_entropy_with_logits";
+  VOX_CHECK(is_floating(logits.dtype()), op, "logits must be floating, got ", logits.dtype());
+  VOX_CHECK(target.shape() == logits.shape(), op, "target shape ", target.shape(), " differs from logits shape ",
+            logits.shape());
+  const DType t = logits.dtype();
+  const Tensor y = cast(target, t);
+  // softplus(-x) = max(-x, 0) + log(exp(-max(-x, 0)) + exp(-x - max(-x, 0)))
+  const Tensor m = clamp(neg(logits), 0.0, std::nullopt);
+  const Tensor softplus_neg = add(m, log(add(exp(neg(m)), exp(sub(neg(logits), m)))));
+  Tensor log_weight = ones(Shape{}, t);
+  if (pos_weight.defined()) log_weight = add(mul(sub(pos_weight, scalar(1.0, t)), y), scalar(1.0, t));
+  Tensor loss = add(mul(sub(scalar(1.0, t), y), logits), mul(log_weight, softplus_neg));
+  if (weight.defined()) loss = mul(loss, weight);
+  return detail::reduce_loss(loss, reduction);
+}
+
+}  // namespace vox
