@@ -10,11 +10,6 @@
 #include <cstring>
 #include <vector>
 
-// The vector helpers are always inlined into the per-target clones; the ABI note GCC gives
-// for passing them by value does not apply.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 namespace vox::kernels::cpu {
 
 namespace gemm_detail {
@@ -26,14 +21,13 @@ template <> struct Vec<double> { using type = f64x4; static constexpr int lanes 
 
 constexpr int kRows = 6;
 
-template <class T>
-[[gnu::always_inline]] inline typename Vec<T>::type load(const T* p) {
-  typename Vec<T>::type v;
+// Vectors pass by reference: by value, GCC notes an ABI difference between the clones.
+template <class V, class T>
+[[gnu::always_inline]] inline void load(V& v, const T* p) {
   __builtin_memcpy(&v, p, sizeof(v));
-  return v;
 }
-template <class T>
-[[gnu::always_inline]] inline void store(T* p, typename Vec<T>::type v) {
+template <class V, class T>
+[[gnu::always_inline]] inline void store(T* p, const V& v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
@@ -78,7 +72,9 @@ template <class T>
       V c[kRows][2];
       for (int i = 0; i < kRows; ++i) c[i][0] = c[i][1] = V{} ;
       for (int64_t k = 0; k < K; ++k) {
-        const V b0 = load(panel + k * NR), b1 = load(panel + k * NR + L);
+        V b0, b1;
+        load(b0, panel + k * NR);
+        load(b1, panel + k * NR + L);
 #pragma GCC unroll 6
         for (int i = 0; i < kRows; ++i) {
           const T av = a[i][k];
@@ -91,8 +87,11 @@ template <class T>
         T* out = C + (m0 + i) * ldc + n0;
         if (width == NR) {
           if (accumulate) {
-            store(out, load(out) + c[i][0]);
-            store(out + L, load(out + L) + c[i][1]);
+            V o0, o1;
+            load(o0, out);
+            load(o1, out + L);
+            store(out, o0 + c[i][0]);
+            store(out + L, o1 + c[i][1]);
           } else {
             store(out, c[i][0]);
             store(out + L, c[i][1]);
@@ -131,5 +130,3 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, 
 }
 
 }  // namespace vox::kernels::cpu
-
-#pragma GCC diagnostic pop
