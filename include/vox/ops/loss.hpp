@@ -1,9 +1,8 @@
 #pragma once
 // Losses with PyTorch's exact semantics.
-//   cross_entropy: class weights, ignore_index and label smoothing; "mean" divides the
-//   negative log-likelihood by the summed weights of the targets that are not ignored, and the
-//   smoothing term as torch does (by the same weights, or, without weights, by the element
-//   count including ignored ones).
+//   cross_entropy: class weights, ignore_index and label smoothing; "mean" divides both the
+//   negative log-likelihood and the smoothing term by the summed weights of the targets that
+//   are not ignored (their count, without weights).
 //   binary_cross_entropy_with_logits: the log-sum-exp form, stable for any logit, with optional
 //   weight and pos_weight.
 // Both are built from differentiable ops, so their gradients come from the tape.
@@ -54,7 +53,7 @@ inline Tensor cross_entropy(const Tensor& logits, const Tensor& target, const Cr
   if (eps == 0.0) return nll_reduced;
   const Tensor smooth = mul(neg(sum(w.defined() ? mul(logp, w) : logp, {-1})), valid);
   Tensor smooth_reduced;
-  if (options.reduction == Reduction::mean) smooth_reduced = w.defined() ? div(sum(smooth), sum(target_weight)) : mean(smooth);
+  if (options.reduction == Reduction::mean) smooth_reduced = div(sum(smooth), sum(target_weight));
   else smooth_reduced = detail::reduce_loss(smooth, options.reduction);
   return add(mul(nll_reduced, scalar(1.0 - eps, t)), mul(smooth_reduced, scalar(eps / static_cast<double>(C), t)));
 }

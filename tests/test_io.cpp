@@ -1,0 +1,104 @@
+// JSON and safetensors: round trips, and malformed input rejected with a vox::Error that says
+// what and where, never a crash.
+#include <filesystem>
+#include <fstream>
+
+#include <vox/io/safetensors.hpp>
+
+#include "harness.hpp"
+
+using namespace vox;
+using doctest::Contains;
+
+TEST_CASE("json parses documents and reports the byte offset of errors") {
+  const json::Value v = json::parse(R"({"a": [1, -2.5e3, true, null], "b": {"c": "x\n\u00e9\ud83d\ude00"}, "big": 9007199254740993})");
+  CHECK(v.find("a")->as_array()[1].as_double() == -2500.0);
+  CHECK(v.find("big")->as_int64() == 9007199254740993LL);
+  CHECK(v.find("b")->find("c")->as_string() == "x\n\xc3\xa9\xf0\x9f\x98\x80");
+  CHECK_THROWS_WITH_AS(json::parse(R"({"a": 1,})", "cfg"), Contains("cfg: expected a string key at byte 8"), Error);
+  CHECK_THROWS_WITH_AS(json::parse(R"({"a": 1, "a": 2})"), Contains("duplicate key"), Error);
+  CHECK_THROWS_WITH_AS(json::parse("[1, 2"), Contains("expected ',' or ']'"), Error);
+  CHECK_THROWS_WITH_AS(json::parse("01"), Contains("unexpected data"), Error);
+  CHECK_THROWS_WITH_AS(json::parse("\"\\ud800\""), Contains("surrogate"), Error);
+  CHECK_THROWS_WITH_AS(json::parse(std::string(1000, '[')), Contains("nesting deeper than 64"), Error);
+  CHECK_THROWS_WITH_AS(json::parse("1.5").as_int64("n"), Contains("n must be an integer"), Error);
+  CHECK_THROWS_AS(json::parse(""), Error);
+  CHECK_THROWS_AS(json::parse("\"abc"), Error);
+}
+
+TEST_CASE("safetensors round-trips every dtype and the metadata") {
+  const std::string path = (std::filesystem::temp_directory_path() / "vox_roundtrip.safetensors").string();
+  std::map<std::string, Tensor> tensors;
+  for (DType t : {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i8, DType::u8, DType::i32, DType::i64, DType::boolean})
+    tensors[std::string(dtype_name(t))] = randint(0, 2, {2, 3}, DType::i64).to(t);
+  tensors["permuted"] = randn({3, 4}).permute({1, 0});
+  tensors["scalar"] = scalar(2.5);
+  tensors["empty"] = zeros({0, 4});
+  io::save_safetensors(path, tensors, {{"format", "pt"}});
+  const io::Safetensors loaded = io::load_safetensors(path);
+  CHECK(loaded.metadata.at("format") == "pt");
+  for (const auto& [name, t] : tensors) {
+    INFO(name);
+    const Tensor& l = loaded.at(name);
+    CHECK(l.dtype() == t.dtype());
+    CHECK(l.shape() == t.shape());
+    CHECK(testing::values(l) == testing::values(t));
+  }
+  std::filesystem::remove(path);
+}
+
+namespace {
+std::string image(const std::string& header, const std::string& data) {
+  std::string out(8, '\0');
+  uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xFF);
+  return out + header + data;
+}
+void expect_rejected(const std::string& bytes, const std::string& message) {
+  INFO("expecting: " << message);
+  CHECK_THROWS_WITH_AS(io::parse_safetensors(bytes.data(), bytes.size(), "w.safetensors"), Contains(message.c_str()), Error);
+}
+}  // namespace
+
+TEST_CASE("malformed safetensors are rejected with the file, the tensor and the problem") {
+  const std::string eight(8, '\x01');
+  expect_rejected("abc", "too short");
+  expect_rejected(std::string("\xff\xff\xff\xff\xff\xff\xff\x7f", 8) + "{}", "runs past the end");
+  expect_rejected(image("[1]", ""), "must be a JSON object");
+  expect_rejected(image("{\"w\":", ""), "w.safetensors header: unexpected end of input");
+  expect_rejected(image(R"({"w":{"dtype":"F32","shape":[2]}})", eight), "needs dtype, shape and data_offsets");
+  expect_rejected(image(R"({"w":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", eight), "dtype \"Q4\" is not supported");
+  expect_rejected(image(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", eight), "8 bytes of data for shape [3]");
+  expect_rejected(image(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", eight), "fall outside the 8-byte data section");
+  expect_rejected(image(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", eight), "out of range");
+  expect_rejected(image(R"({"w":{"dtype":"F32","shape":[1,1,1,1,1,1,1,1,2],"data_offsets":[0,8]}})", eight), "at most 8");
+  expect_rejected(image(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", eight), "data_offsets [8, 0]");
+  expect_rejected(image(R"({"w":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,8]}})", eight), "overflows");
+  expect_rejected(image(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"U8","shape":[4],"data_offsets":[4,8]}})", eight),
+                  "overlap");
+  expect_rejected(image(R"({"b":{"dtype":"BOOL","shape":[2],"data_offsets":[0,2]}})", std::string("\x01\x07", 2)), "bool byte 1");
+  expect_rejected(image(R"({"__metadata__":{"k":1}})", ""), "is not a string");
+  CHECK_THROWS_WITH_AS(io::load_safetensors("/nonexistent/w.safetensors"), Contains("cannot open /nonexistent/w.safetensors"), Error);
+}
+
+TEST_CASE("random corruptions of a valid file never crash the reader") {
+  const std::string path = (std::filesystem::temp_directory_path() / "vox_fuzz_seed.safetensors").string();
+  io::save_safetensors(path, {{"a", randn({3, 4})}, {"b", ones({5}, DType::i64)}}, {{"k", "v"}});
+  const std::vector<char> valid = io::read_file(path);
+  std::filesystem::remove(path);
+  Generator gen(99);
+  const auto positions = randint(0, static_cast<int64_t>(valid.size()), {2000}).to_vector<int64_t>();
+  const auto bytes = randint(0, 256, {2000}).to_vector<int64_t>();
+  int rejected = 0;
+  for (size_t i = 0; i < positions.size(); ++i) {
+    std::vector<char> corrupt = valid;
+    corrupt[static_cast<size_t>(positions[i])] = static_cast<char>(bytes[i]);
+    const size_t cut = i % 7 == 0 ? static_cast<size_t>(positions[i]) : corrupt.size();  // also truncate
+    try {
+      io::parse_safetensors(corrupt.data(), cut, "fuzz");
+    } catch (const Error&) {
+      ++rejected;
+    }
+  }
+  CHECK(rejected > 0);
+}
