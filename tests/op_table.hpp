@@ -49,7 +49,7 @@ inline Tensor make_input(const InputSpec& s, DType dtype, Generator& gen) {
     case Fill::away_from_zero: {
       const Tensor magnitude = uniform(s.shape, 0.5, 1.5, dtype, &gen);
       const Tensor sign = bernoulli(s.shape, 0.5, dtype, &gen);
-      return detail::map_binary<detail::Kinds::floating>("fill", magnitude, sign, dtype, dtype,
+      return detail::map_binary<detail::Kinds::floating>("fill", magnitude, sign, dtype,
                                                          [](auto m, auto b) { return b > 0 ? m : -m; });
     }
     case Fill::boolean: return bernoulli(s.shape, 0.5, DType::boolean, &gen);

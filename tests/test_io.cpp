@@ -23,6 +23,10 @@ TEST_CASE("json parses documents and reports the byte offset of errors") {
   CHECK_THROWS_WITH_AS(json::parse(std::string(1000, '[')), Contains("nesting deeper than 64"), Error);
   CHECK_THROWS_WITH_AS(json::parse("1.5").as_int64("n"), Contains("n must be an integer"), Error);
   CHECK_THROWS_AS(json::parse(""), Error);
+  std::string many = "{";
+  for (int i = 0; i < 100000; ++i) many += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":0";
+  CHECK(json::parse(many + "}").as_object().size() == 100000);  // no quadratic blow-up
+  CHECK_THROWS_WITH_AS(json::parse(many + ",\"k5\":1}"), Contains("duplicate key \"k5\""), Error);
   CHECK_THROWS_AS(json::parse("\"abc"), Error);
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -146,6 +147,7 @@ class Parser {
   Value parse_object(int depth) {
     ++pos_;
     std::vector<std::pair<std::string, Value>> members;
+    std::set<std::string> keys;  // duplicate detection stays O(n log n) for huge headers
     skip_space();
     if (pos_ < text_.size() && text_[pos_] == '}') {
       ++pos_;
@@ -155,8 +157,7 @@ class Parser {
       skip_space();
       if (pos_ >= text_.size() || text_[pos_] != '"') error("expected a string key");
       std::string key = parse_string();
-      for (const auto& m : members)
-        if (m.first == key) error("duplicate key \"" + key + "\"");
+      if (!keys.insert(key).second) error("duplicate key \"" + key + "\"");
       skip_space();
       if (pos_ >= text_.size() || text_[pos_] != ':') error("expected ':'");
       ++pos_;

@@ -12,9 +12,9 @@ namespace vox {
 inline Tensor relu(const Tensor& x) {
   VOX_CHECK(is_floating(x.dtype()), "relu", "needs a floating tensor, got ", x.dtype());
   using detail::Kinds;
-  Tensor out = detail::map_unary<Kinds::floating>("relu", x, x.dtype(), x.dtype(), [](auto v) { return v > 0 ? v : decltype(v)(0); });
+  Tensor out = detail::map_unary<Kinds::floating>("relu", x, x.dtype(), [](auto v) { return v > 0 ? v : decltype(v)(0); });
   autograd::record("ReluBackward", out, {x}, [y = out.detach()](const Tensor& g) {
-    return std::vector<Tensor>{detail::map_binary<Kinds::floating>("relu", g, y, g.dtype(), g.dtype(),
+    return std::vector<Tensor>{detail::map_binary<Kinds::floating>("relu", g, y, g.dtype(),
                                                                    [](auto gv, auto v) { return v > 0 ? gv : decltype(gv)(0); })};
   });
   return out;
@@ -23,11 +23,11 @@ inline Tensor relu(const Tensor& x) {
 inline Tensor leaky_relu(const Tensor& x, double negative_slope) {
   VOX_CHECK(is_floating(x.dtype()), "leaky_relu", "needs a floating tensor, got ", x.dtype());
   using detail::Kinds;
-  Tensor out = detail::map_unary<Kinds::floating>("leaky_relu", x, x.dtype(), x.dtype(), [negative_slope](auto v) {
+  Tensor out = detail::map_unary<Kinds::floating>("leaky_relu", x, x.dtype(), [negative_slope](auto v) {
     return v > 0 ? v : static_cast<decltype(v)>(negative_slope) * v;
   });
   autograd::record("LeakyReluBackward", out, {x}, [x = x.detach(), negative_slope](const Tensor& g) {
-    return std::vector<Tensor>{detail::map_binary<Kinds::floating>("leaky_relu", g, x, g.dtype(), g.dtype(), [negative_slope](auto gv, auto v) {
+    return std::vector<Tensor>{detail::map_binary<Kinds::floating>("leaky_relu", g, x, g.dtype(), [negative_slope](auto gv, auto v) {
       return v > 0 ? gv : static_cast<decltype(gv)>(negative_slope) * gv;
     })};
   });
@@ -41,14 +41,14 @@ inline Tensor prelu(const Tensor& x, const Tensor& weight) {
   VOX_CHECK(weight.rank() == 1 && (weight.size(0) == 1 || (x.rank() >= 1 && weight.size(0) == x.size(-1))), op,
             "weight must be [1] or [C] with C the last axis of ", x.shape(), ", got ", weight.shape());
   using detail::Kinds;
-  Tensor out = detail::map_binary<Kinds::floating>(op, x, weight, x.dtype(), x.dtype(),
+  Tensor out = detail::map_binary<Kinds::floating>(op, x, weight, x.dtype(),
                                                   [](auto v, auto a) { return v > 0 ? v : a * v; });
   autograd::record("PreluBackward", out, {x, weight}, [x = x.detach(), w = weight.detach(), need_w = weight.requires_grad()](const Tensor& g) {
     Tensor gx = detail::map_ternary<Kinds::floating>("prelu", g, x, w, g.dtype(),
                                                      [](auto gv, auto v, auto a) { return v > 0 ? gv : a * gv; });
     Tensor gw;
     if (need_w)
-      gw = sum_to(detail::map_binary<Kinds::floating>("prelu", g, x, g.dtype(), g.dtype(),
+      gw = sum_to(detail::map_binary<Kinds::floating>("prelu", g, x, g.dtype(),
                                                       [](auto gv, auto v) { return v > 0 ? decltype(gv)(0) : gv * v; }),
                   w.shape());
     return std::vector<Tensor>{gx, gw};
@@ -60,14 +60,14 @@ inline Tensor gelu(const Tensor& x, GeluApproximation approximation) {
   VOX_CHECK(is_floating(x.dtype()), "gelu", "needs a floating tensor, got ", x.dtype());
   using detail::Kinds;
   const bool exact = approximation == GeluApproximation::none;
-  Tensor out = detail::map_unary<Kinds::floating>("gelu", x, x.dtype(), x.dtype(), [exact](auto v) {
+  Tensor out = detail::map_unary<Kinds::floating>("gelu", x, x.dtype(), [exact](auto v) {
     using C = decltype(v);
     if (exact) return C(0.5) * v * (C(1) + std::erf(v * C(std::numbers::sqrt2 / 2)));
     const C k = C(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);  // sqrt(2 / pi)
     return C(0.5) * v * (C(1) + std::tanh(k * (v + C(0.044715) * v * v * v)));
   });
   autograd::record("GeluBackward", out, {x}, [x = x.detach(), exact](const Tensor& g) {
-    return std::vector<Tensor>{detail::map_binary<Kinds::floating>("gelu", g, x, g.dtype(), g.dtype(), [exact](auto gv, auto v) {
+    return std::vector<Tensor>{detail::map_binary<Kinds::floating>("gelu", g, x, g.dtype(), [exact](auto gv, auto v) {
       using C = decltype(v);
       if (exact) {
         const C cdf = C(0.5) * (C(1) + std::erf(v * C(std::numbers::sqrt2 / 2)));

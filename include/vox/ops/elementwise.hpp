@@ -25,7 +25,7 @@ inline DType arithmetic_dtype(const char* op, const Tensor& a, const Tensor& b) 
 
 inline Tensor add(const Tensor& a, const Tensor& b) {
   const DType t = detail::arithmetic_dtype("add", a, b);
-  Tensor out = detail::map_binary<detail::Kinds::numeric>("add", a, b, t, t, [](auto x, auto y) { return x + y; });
+  Tensor out = detail::map_binary<detail::Kinds::numeric>("add", a, b, t, [](auto x, auto y) { return x + y; });
   const Shape sa = a.shape(), sb = b.shape();
   autograd::record("AddBackward", out, {a, b}, [sa, sb](const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, sa), sum_to(g, sb)};
@@ -35,7 +35,7 @@ inline Tensor add(const Tensor& a, const Tensor& b) {
 
 inline Tensor sub(const Tensor& a, const Tensor& b) {
   const DType t = detail::arithmetic_dtype("sub", a, b);
-  Tensor out = detail::map_binary<detail::Kinds::numeric>("sub", a, b, t, t, [](auto x, auto y) { return x - y; });
+  Tensor out = detail::map_binary<detail::Kinds::numeric>("sub", a, b, t, [](auto x, auto y) { return x - y; });
   const Shape sa = a.shape(), sb = b.shape();
   autograd::record("SubBackward", out, {a, b}, [sa, sb](const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, sa), sum_to(neg(g), sb)};
@@ -45,7 +45,7 @@ inline Tensor sub(const Tensor& a, const Tensor& b) {
 
 inline Tensor mul(const Tensor& a, const Tensor& b) {
   const DType t = detail::arithmetic_dtype("mul", a, b);
-  Tensor out = detail::map_binary<detail::Kinds::numeric>("mul", a, b, t, t, [](auto x, auto y) { return x * y; });
+  Tensor out = detail::map_binary<detail::Kinds::numeric>("mul", a, b, t, [](auto x, auto y) { return x * y; });
   // Each input's gradient needs only the other operand: keep just what will be used.
   Tensor other_for_a = a.requires_grad() ? b : Tensor();
   Tensor other_for_b = b.requires_grad() ? a : Tensor();
@@ -58,7 +58,7 @@ inline Tensor mul(const Tensor& a, const Tensor& b) {
 
 inline Tensor div(const Tensor& a, const Tensor& b) {
   const DType t = detail::floating_of(detail::arithmetic_dtype("div", a, b));
-  Tensor out = detail::map_binary<detail::Kinds::floating>("div", a, b, t, t, [](auto x, auto y) { return x / y; });
+  Tensor out = detail::map_binary<detail::Kinds::floating>("div", a, b, t, [](auto x, auto y) { return x / y; });
   autograd::record("DivBackward", out, {a, b}, [a, b, out = out.detach()](const Tensor& g) {
     Tensor ga, gb;
     if (a.requires_grad()) ga = sum_to(div(g, b), a.shape());
@@ -73,7 +73,7 @@ inline Tensor div(const Tensor& a, const Tensor& b) {
 
 inline Tensor pow(const Tensor& a, const Tensor& b) {
   const DType t = detail::floating_of(detail::arithmetic_dtype("pow", a, b));
-  Tensor out = detail::map_binary<detail::Kinds::floating>("pow", a, b, t, t,
+  Tensor out = detail::map_binary<detail::Kinds::floating>("pow", a, b, t,
                                                            [](auto x, auto y) { return std::pow(x, y); });
   autograd::record("PowBackward", out, {a, b}, [a, b, out = out.detach()](const Tensor& g) {
     Tensor ga, gb;
@@ -97,7 +97,7 @@ inline Tensor pow(const Tensor& a, const Tensor& b) {
 
 inline Tensor neg(const Tensor& x) {
   VOX_CHECK(x.dtype() != DType::boolean, "neg", "bool tensor of shape ", x.shape());
-  Tensor out = detail::map_unary<detail::Kinds::numeric>("neg", x, x.dtype(), x.dtype(), [](auto v) { return -v; });
+  Tensor out = detail::map_unary<detail::Kinds::numeric>("neg", x, x.dtype(), [](auto v) { return -v; });
   autograd::record("NegBackward", out, {x}, [](const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
   return out;
 }
@@ -105,7 +105,7 @@ inline Tensor neg(const Tensor& x) {
 namespace detail {
 template <class F>
 Tensor compare(const char* op, const Tensor& a, const Tensor& b, F f) {
-  return map_binary<Kinds::all>(op, a, b, promote(a.dtype(), b.dtype()), DType::boolean, f);
+  return map_binary<Kinds::all, Out::boolean>(op, a, b, promote(a.dtype(), b.dtype()), f);
 }
 }  // namespace detail
 

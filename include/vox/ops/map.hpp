@@ -26,35 +26,36 @@ inline void check_cpu(const char* op, std::initializer_list<const Tensor*> tenso
 
 inline Tensor as_dtype(const Tensor& t, DType d) { return t.dtype() == d ? t : t.detach().to(d); }
 
-// out = f(a) in `in` dtype (output `out` dtype: the same as `in`, or bool).
-template <Kinds K, class F>
-Tensor map_unary(const char* op, const Tensor& a, DType in, DType out, F f) {
+// The result dtype of a map: the input dtype, or bool (comparisons). A compile-time choice, so
+// each op instantiates only the kernels it can reach.
+enum class Out { same, boolean };
+
+// out = f(a) computed in dtype `in`.
+template <Kinds K, Out O = Out::same, class F>
+Tensor map_unary(const char* op, const Tensor& a, DType in, F f) {
   check_cpu(op, {&a});
   const Tensor ain = as_dtype(a, in);
-  Tensor result = empty(a.shape(), out);
+  Tensor result = empty(a.shape(), O == Out::same ? in : DType::boolean);
   auto layout = layout_for<2>(a.shape(), {&result, &ain});
   dispatch_kind<K>(in, op, [&]<class T>() {
-    using C = compute_t<T>;
-    const T* pa = static_cast<const T*>(ain.raw_data());
-    if (out == in) kernels::cpu::map1<C>(layout, result.data<T>(), pa, f);
-    else kernels::cpu::map1<C>(layout, result.data<bool>(), pa, f);
+    using TO = std::conditional_t<O == Out::same, T, bool>;
+    kernels::cpu::map1<compute_t<T>>(layout, result.data<TO>(), static_cast<const T*>(ain.raw_data()), f);
   });
   return result;
 }
 
-template <Kinds K, class F>
-Tensor map_binary(const char* op, const Tensor& a, const Tensor& b, DType in, DType out, F f) {
+// out = f(a, b) over the broadcast shape, computed in dtype `in`.
+template <Kinds K, Out O = Out::same, class F>
+Tensor map_binary(const char* op, const Tensor& a, const Tensor& b, DType in, F f) {
   check_cpu(op, {&a, &b});
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
   const Tensor ain = as_dtype(a, in), bin = as_dtype(b, in);
-  Tensor result = empty(shape, out);
+  Tensor result = empty(shape, O == Out::same ? in : DType::boolean);
   auto layout = layout_for<3>(shape, {&result, &ain, &bin});
   dispatch_kind<K>(in, op, [&]<class T>() {
-    using C = compute_t<T>;
-    const T* pa = static_cast<const T*>(ain.raw_data());
-    const T* pb = static_cast<const T*>(bin.raw_data());
-    if (out == in) kernels::cpu::map2<C>(layout, result.data<T>(), pa, pb, f);
-    else kernels::cpu::map2<C>(layout, result.data<bool>(), pa, pb, f);
+    using TO = std::conditional_t<O == Out::same, T, bool>;
+    kernels::cpu::map2<compute_t<T>>(layout, result.data<TO>(), static_cast<const T*>(ain.raw_data()),
+                                     static_cast<const T*>(bin.raw_data()), f);
   });
   return result;
 }

@@ -58,19 +58,19 @@ Tensor reduce_runs(const char* op, const Tensor& x, const std::vector<bool>& fla
     for (int64_t i = begin; i < end; ++i) next[i] = 1;
     Tensor reduced = empty(next, out_dtype);
     dispatch_numeric(current.dtype() == DType::boolean ? DType::u8 : current.dtype(), op, [&]<class T>() {
+      // Sums accumulate in f64 (i64 for integers) and keep floating dtypes; max and min keep T.
       using C = compute_t<T>;
-      using Acc = std::conditional_t<std::is_same_v<Reducer<C>, kernels::cpu::SumReducer<C>>,
-                                     std::conditional_t<std::is_floating_point_v<C>, double, int64_t>, C>;
-      const T* in = static_cast<const T*>(current.raw_data());
-      dispatch_numeric(out_dtype, op, [&]<class TO>() {
-        if constexpr (std::is_same_v<T, half> || std::is_same_v<T, bfloat16>) {
-          // Widen 16-bit storage once; the kernel reads plain floats.
-          Tensor wide = current.to(DType::f32);
-          kernels::cpu::reduce_middle<Reducer<Acc>>(wide.data<float>(), reduced.data<TO>(), A, R, B);
-        } else {
-          kernels::cpu::reduce_middle<Reducer<Acc>>(in, reduced.data<TO>(), A, R, B);
-        }
-      });
+      constexpr bool is_sum = std::is_same_v<Reducer<C>, kernels::cpu::SumReducer<C>>;
+      using Wide = std::conditional_t<std::is_floating_point_v<C>, double, int64_t>;
+      using Acc = std::conditional_t<is_sum, Wide, C>;
+      using TO = std::conditional_t<is_sum && !std::is_floating_point_v<C>, int64_t, T>;
+      VOX_CHECK(dtype_v<TO> == out_dtype, op, "cannot reduce dtype ", x.dtype(), " (shape ", x.shape(), ")");
+      if constexpr (std::is_same_v<T, half> || std::is_same_v<T, bfloat16>) {
+        const Tensor wide = current.to(DType::f32);  // widen 16-bit storage once
+        kernels::cpu::reduce_middle<Reducer<Acc>>(wide.data<float>(), reduced.data<TO>(), A, R, B);
+      } else {
+        kernels::cpu::reduce_middle<Reducer<Acc>>(static_cast<const T*>(current.raw_data()), reduced.data<TO>(), A, R, B);
+      }
     });
     current = reduced;
     shape = next;

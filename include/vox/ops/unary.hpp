@@ -14,10 +14,10 @@ namespace detail {
 template <class F, class DF>
 Tensor floating_unary(const char* name, const char* node, const Tensor& x, F f, bool save_output, DF df) {
   const DType t = floating_of(x.dtype());
-  Tensor out = map_unary<Kinds::floating>(name, x, t, t, f);
+  Tensor out = map_unary<Kinds::floating>(name, x, t, f);
   Tensor saved = save_output ? out.detach() : x.detach();
   autograd::record(node, out, {x}, [saved, df, name](const Tensor& g) {
-    return std::vector<Tensor>{map_binary<Kinds::floating>(name, g, saved, g.dtype(), g.dtype(), df)};
+    return std::vector<Tensor>{map_binary<Kinds::floating>(name, g, saved, g.dtype(), df)};
   });
   return out;
 }
@@ -65,13 +65,13 @@ inline Tensor pow(const Tensor& x, double exponent) {
 
 inline Tensor abs(const Tensor& x) {
   VOX_CHECK(x.dtype() != DType::boolean, "abs", "bool tensor of shape ", x.shape());
-  Tensor out = detail::map_unary<detail::Kinds::numeric>("abs", x, x.dtype(), x.dtype(), [](auto v) {
+  Tensor out = detail::map_unary<detail::Kinds::numeric>("abs", x, x.dtype(), [](auto v) {
     if constexpr (std::is_unsigned_v<decltype(v)>) return v;
     else return v < 0 ? -v : v;
   });
   autograd::record("AbsBackward", out, {x}, [x = x.detach()](const Tensor& g) {
     return std::vector<Tensor>{detail::map_binary<detail::Kinds::floating>(
-        "abs", g, x, g.dtype(), g.dtype(), [](auto gv, auto v) { return v > 0 ? gv : v < 0 ? -gv : decltype(gv)(0); })};
+        "abs", g, x, g.dtype(), [](auto gv, auto v) { return v > 0 ? gv : v < 0 ? -gv : decltype(gv)(0); })};
   });
   return out;
 }
@@ -80,7 +80,7 @@ inline Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<do
   VOX_CHECK(min || max, "clamp", "needs a min, a max, or both");
   VOX_CHECK(!min || !max || *min <= *max, "clamp", "min ", *min, " is above max ", *max);
   const double lo = min.value_or(-INFINITY), hi = max.value_or(INFINITY);
-  Tensor out = detail::map_unary<detail::Kinds::numeric>("clamp", x, x.dtype(), x.dtype(), [lo, hi](auto v) {
+  Tensor out = detail::map_unary<detail::Kinds::numeric>("clamp", x, x.dtype(), [lo, hi](auto v) {
     using C = decltype(v);
     if (v != v) return v;
     const double d = static_cast<double>(v);
@@ -88,7 +88,7 @@ inline Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<do
   });
   autograd::record("ClampBackward", out, {x}, [x = x.detach(), lo, hi](const Tensor& g) {
     return std::vector<Tensor>{detail::map_binary<detail::Kinds::floating>(
-        "clamp", g, x, g.dtype(), g.dtype(), [lo, hi](auto gv, auto v) {
+        "clamp", g, x, g.dtype(), [lo, hi](auto gv, auto v) {
           const double d = static_cast<double>(v);
           return (d >= lo && d <= hi) ? gv : decltype(gv)(0);
         })};

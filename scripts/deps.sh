@@ -1,0 +1,20 @@
+# Sourced by the other scripts: installs, from Debian's packages, whatever of the given list is
+# missing. Runs apt-get only when something is missing; uses sudo when not root.
+install_debian_packages() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    return 0
+  fi
+  echo "vox: installing from Debian: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# What building and testing vox needs. python3-torch serves the PyTorch parity fixtures only.
+VOX_BUILD_PACKAGES=(cmake g++ make zlib1g-dev doctest-dev)
+VOX_TEST_PACKAGES=(python3-torch python3-numpy)

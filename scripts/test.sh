@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: install what is missing, build and run every test (CTest: doctest
+# programs, PyTorch parity, the main job), then build and run them all again under
+# AddressSanitizer and UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+install_debian_packages "${VOX_BUILD_PACKAGES[@]}" "${VOX_TEST_PACKAGES[@]}"
+jobs="$(nproc)"
+
+echo "== vox: release build and tests"
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake --build build/release -j"$jobs"
+(cd build/release && ctest --output-on-failure -j"$jobs")
+
+echo "== vox: the same tests under AddressSanitizer and UndefinedBehaviorSanitizer"
+cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DVOX_SANITIZE=ON > /dev/null
+cmake --build build/sanitize -j"$jobs"
+(cd build/sanitize && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+   ctest --output-on-failure -j"$jobs")
