@@ -24,7 +24,11 @@ TEST_CASE("json parses documents and reports the byte offset of errors") {
   CHECK_THROWS_WITH_AS(json::parse("1.5").as_int64("n"), Contains("n must be an integer"), Error);
   CHECK_THROWS_AS(json::parse(""), Error);
   std::string many = "{";
-  for (int i = 0; i < 100000; ++i) many += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":0";
+  for (int i = 0; i < 100000; ++i) {
+    many += i ? ",\"k" : "\"k";
+    many += std::to_string(i);
+    many += "\":0";
+  }
   CHECK(json::parse(many + "}").as_object().size() == 100000);  // no quadratic blow-up
   CHECK_THROWS_WITH_AS(json::parse(many + ",\"k5\":1}"), Contains("duplicate key \"k5\""), Error);
   CHECK_THROWS_AS(json::parse("\"abc"), Error);
