@@ -5,9 +5,9 @@
 // into a small column buffer ([tile][taps x channels], bounded, one per thread and reused), and
 // one GEMM against the repacked weights produces the tile's outputs. The whole volume is never
 // unfolded. The data gradient gathers, for each input position, the output positions that read
-// it, so threads never write the same element and no atomics are needed. The weight gradient is
-// split over kernel taps and output-channel blocks; each weight element is summed in one fixed
-// order, so results do not depend on the thread count.
+// it, so threads never write the same element and no atomics are needed. The weight gradient
+// sums tile products into a fixed number of partial gradients, so its results do not depend on
+// the thread count either.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -20,8 +20,11 @@ namespace vox::kernels::cpu {
 
 namespace conv_detail {
 
+// Rows per tile: the column buffer stays around 384 KiB (L2-resident next to the packed
+// weights), in whole multiples of the GEMM's 6-row register tile.
 inline int64_t tile_for(int64_t row_length) {
-  return std::clamp<int64_t>(32768 / std::max<int64_t>(row_length, 1), 12, 384);
+  const int64_t rows = std::clamp<int64_t>(98304 / std::max<int64_t>(row_length, 1), 6, 768);
+  return rows / 6 * 6;
 }
 
 struct Position {
@@ -71,16 +74,21 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, 
   using namespace conv_detail;
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * cg;
   const int64_t P = g.out_positions(), C = g.out_channels;
-  // Weights per group as [K][og], the GEMM's right-hand side.
-  std::vector<T> wt(static_cast<size_t>(g.groups * K * og));
-  for (int64_t grp = 0; grp < g.groups; ++grp)
-    for (int64_t co = 0; co < og; ++co)
-      for (int64_t k = 0; k < K; ++k) wt[static_cast<size_t>((grp * K + k) * og + co)] = w[(grp * og + co) * K + k];
+  // Weights per group as [K][og], the GEMM's right-hand side, packed once for every tile.
+  std::vector<std::vector<T>> packed(static_cast<size_t>(g.groups));
+  {
+    std::vector<T> wt(static_cast<size_t>(K * og));
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      for (int64_t co = 0; co < og; ++co)
+        for (int64_t k = 0; k < K; ++k) wt[static_cast<size_t>(k * og + co)] = w[(grp * og + co) * K + k];
+      packed[static_cast<size_t>(grp)] = pack_b<T>(og, K, wt.data(), og);
+    }
+  }
   const bool pointwise = is_pointwise(g) && g.groups == 1;
   const int64_t tile = tile_for(K);
   const int64_t tiles = (P + tile - 1) / tile;
   parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
-    std::vector<T> col(pointwise ? 0 : static_cast<size_t>(tile * K)), scratch;
+    std::vector<T> col(pointwise ? 0 : static_cast<size_t>(tile * K));
     for (int64_t ti = tb; ti < te; ++ti) {
       const int64_t p0 = ti * tile, rows = std::min(tile, P - p0);
       for (int64_t grp = 0; grp < g.groups; ++grp) {
@@ -91,7 +99,7 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, 
           a = col.data();
           lda = K;
         }
-        gemm<T>(rows, og, K, a, lda, wt.data() + grp * K * og, og, y + p0 * C + grp * og, C, false, scratch);
+        gemm_packed<T>(rows, og, K, a, lda, packed[static_cast<size_t>(grp)].data(), y + p0 * C + grp * og, C, false);
       }
       if (bias)
         for (int64_t r = 0; r < rows; ++r) {
@@ -107,18 +115,24 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
   using namespace conv_detail;
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * og;
   const int64_t Q = g.in_positions();
-  // Weights per group as [tap][og][cg]: the GEMM's right-hand side for gathered dy rows.
-  std::vector<T> w2(static_cast<size_t>(g.groups * K * cg));
-  for (int64_t grp = 0; grp < g.groups; ++grp)
-    for (int64_t t = 0; t < kv; ++t)
-      for (int64_t co = 0; co < og; ++co)
-        for (int64_t ci = 0; ci < cg; ++ci)
-          w2[static_cast<size_t>(((grp * kv + t) * og + co) * cg + ci)] = w[((grp * og + co) * kv + t) * cg + ci];
+  // Weights per group as [tap][og][cg]: the GEMM's right-hand side for gathered dy rows,
+  // packed once for every tile.
+  std::vector<std::vector<T>> packed(static_cast<size_t>(g.groups));
+  {
+    std::vector<T> w2(static_cast<size_t>(K * cg));
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      for (int64_t t = 0; t < kv; ++t)
+        for (int64_t co = 0; co < og; ++co)
+          for (int64_t ci = 0; ci < cg; ++ci)
+            w2[static_cast<size_t>((t * og + co) * cg + ci)] = w[((grp * og + co) * kv + t) * cg + ci];
+      packed[static_cast<size_t>(grp)] = pack_b<T>(cg, K, w2.data(), cg);
+    }
+  }
   const bool pointwise = is_pointwise(g) && g.groups == 1;
   const int64_t tile = tile_for(K);
   const int64_t tiles = (Q + tile - 1) / tile;
   parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
-    std::vector<T> col(pointwise ? 0 : static_cast<size_t>(tile * K)), scratch;
+    std::vector<T> col(pointwise ? 0 : static_cast<size_t>(tile * K));
     for (int64_t ti = tb; ti < te; ++ti) {
       const int64_t q0 = ti * tile, rows = std::min(tile, Q - q0);
       for (int64_t grp = 0; grp < g.groups; ++grp) {
@@ -151,8 +165,8 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
           a = col.data();
           lda = K;
         }
-        gemm<T>(rows, cg, K, a, lda, w2.data() + grp * K * cg, cg, dx + q0 * g.in_channels + grp * cg, g.in_channels,
-                false, scratch);
+        gemm_packed<T>(rows, cg, K, a, lda, packed[static_cast<size_t>(grp)].data(), dx + q0 * g.in_channels + grp * cg,
+                       g.in_channels, false);
       }
     }
   });
@@ -163,27 +177,37 @@ void conv_backward_weight(const ConvGeometry& g, const T* x, const T* dy, T* dw)
   using namespace conv_detail;
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * cg;
   const int64_t P = g.out_positions();
-  // Work items: (group, tap, block of output channels). Each owns its weight elements.
-  const int64_t co_blocks = std::clamp<int64_t>((16 + kv * g.groups - 1) / (kv * g.groups), 1, std::max<int64_t>(og / 8, 1));
-  const int64_t tile = tile_for(cg + og);
-  const int64_t items = g.groups * kv * co_blocks;
-  parallel_for(0, items, 1, [&](int64_t ib, int64_t ie) {
-    std::vector<T> col(static_cast<size_t>(tile * cg)), dyt(static_cast<size_t>(tile * og)), scratch;
-    for (int64_t item = ib; item < ie; ++item) {
-      const int64_t grp = item / (kv * co_blocks), t = (item / co_blocks) % kv, blk = item % co_blocks;
-      const int64_t c0 = og * blk / co_blocks, c1 = og * (blk + 1) / co_blocks, width = c1 - c0;
-      if (width == 0) continue;
-      T* out = dw + (grp * og + c0) * K + t * cg;  // rows of stride K
-      for (int64_t r = 0; r < width; ++r) std::fill(out + r * K, out + r * K + cg, T(0));
-      for (int64_t p0 = 0; p0 < P; p0 += tile) {
-        const int64_t rows = std::min(tile, P - p0);
-        for (int64_t r = 0; r < rows; ++r) gather_taps(g, x, p0 + r, grp, t, t + 1, col.data() + r * cg);
-        for (int64_t r = 0; r < rows; ++r) {  // dy tile, transposed to [width][rows]
-          const T* src = dy + (p0 + r) * g.out_channels + grp * og + c0;
-          for (int64_t c = 0; c < width; ++c) dyt[static_cast<size_t>(c * rows + r)] = src[c];
+  const int64_t tile = tile_for(K);
+  const int64_t tiles = (P + tile - 1) / tile;
+  // Position tiles are split into a fixed number of chunks, each summing into its own copy of
+  // the weight gradient; the chunk count depends only on the sizes (fewer when the weights are
+  // large), so the result is the same on any number of threads.
+  const int64_t weight = g.weight_size();
+  const int64_t chunks = std::clamp<int64_t>(std::min<int64_t>(tiles, (int64_t{32} << 20) / std::max<int64_t>(weight, 1)), 1, 16);
+  std::vector<T> partial(static_cast<size_t>(chunks * weight), T(0));
+  parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
+    std::vector<T> col(static_cast<size_t>(tile * K)), dyt(static_cast<size_t>(tile * og)), scratch;
+    for (int64_t chunk = cb; chunk < ce; ++chunk) {
+      T* acc = partial.data() + chunk * weight;
+      for (int64_t ti = tiles * chunk / chunks; ti < tiles * (chunk + 1) / chunks; ++ti) {
+        const int64_t p0 = ti * tile, rows = std::min(tile, P - p0);
+        for (int64_t grp = 0; grp < g.groups; ++grp) {
+          for (int64_t r = 0; r < rows; ++r) gather_taps(g, x, p0 + r, grp, 0, kv, col.data() + r * K);
+          for (int64_t r = 0; r < rows; ++r) {  // dy tile, transposed to [og][rows]
+            const T* src = dy + (p0 + r) * g.out_channels + grp * og;
+            for (int64_t c = 0; c < og; ++c) dyt[static_cast<size_t>(c * rows + r)] = src[c];
+          }
+          // dW[grp][og][K] += dy^T [og][rows] x col [rows][K]
+          gemm<T>(og, K, rows, dyt.data(), rows, col.data(), K, acc + grp * og * K, K, true, scratch);
         }
-        gemm<T>(width, cg, rows, dyt.data(), rows, col.data(), cg, out, K, true, scratch);
       }
+    }
+  });
+  parallel_for(0, weight, 16384, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      T total = partial[static_cast<size_t>(i)];
+      for (int64_t c = 1; c < chunks; ++c) total += partial[static_cast<size_t>(c * weight + i)];
+      dw[i] = total;
     }
   });
 }

@@ -47,9 +47,19 @@ template <class T>
   }
 }
 
+// Panels of B as pack_b lays them out: ceil(N / NR) panels of [K][NR].
 template <class T>
-[[gnu::always_inline]] inline void gemm_impl(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                                             int64_t ldb, T* C, int64_t ldc, bool accumulate, std::vector<T>& scratch) {
+constexpr int64_t panel_width() {
+  return 2 * Vec<T>::lanes;
+}
+template <class T>
+inline int64_t packed_size(int64_t N, int64_t K) {
+  return (N + panel_width<T>() - 1) / panel_width<T>() * K * panel_width<T>();
+}
+
+template <class T>
+[[gnu::always_inline]] inline void gemm_packed_impl(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                                                    const T* packed, T* C, int64_t ldc, bool accumulate) {
   using V = typename Vec<T>::type;
   constexpr int L = Vec<T>::lanes;
   constexpr int64_t NR = 2 * L;
@@ -60,25 +70,22 @@ template <class T>
     return;
   }
   const int64_t panels = (N + NR - 1) / NR;
-  scratch.resize(static_cast<size_t>(panels * K * NR));
-  pack_b(N, K, B, ldb, scratch.data());
   for (int64_t p = 0; p < panels; ++p) {
-    const T* panel = scratch.data() + p * K * NR;
+    const T* panel = packed + p * K * NR;
     const int64_t n0 = p * NR, width = std::min<int64_t>(NR, N - n0);
     for (int64_t m0 = 0; m0 < M; m0 += kRows) {
       const int64_t rows = std::min<int64_t>(kRows, M - m0);
       const T* a[kRows];
       for (int i = 0; i < kRows; ++i) a[i] = A + (m0 + std::min<int64_t>(i, rows - 1)) * lda;
       V c[kRows][2];
-      for (int i = 0; i < kRows; ++i) c[i][0] = c[i][1] = V{} ;
+      for (int i = 0; i < kRows; ++i) c[i][0] = c[i][1] = V{};
       for (int64_t k = 0; k < K; ++k) {
         V b0, b1;
         load(b0, panel + k * NR);
         load(b1, panel + k * NR + L);
 #pragma GCC unroll 6
         for (int i = 0; i < kRows; ++i) {
-          const T av = a[i][k];
-          const V ab = av - V{};  // broadcast
+          const V ab = a[i][k] - V{};  // broadcast
           c[i][0] += ab * b0;
           c[i][1] += ab * b1;
         }
@@ -108,16 +115,31 @@ template <class T>
 }
 }  // namespace gemm_detail
 
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void gemm_f32(
-    int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-    bool accumulate, std::vector<float>& scratch) {
-  gemm_detail::gemm_impl<float>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, scratch);
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void gemm_packed_f32(
+    int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* packed, float* C, int64_t ldc, bool accumulate) {
+  gemm_detail::gemm_packed_impl<float>(M, N, K, A, lda, packed, C, ldc, accumulate);
 }
 
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void gemm_f64(
-    int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* B, int64_t ldb, double* C,
-    int64_t ldc, bool accumulate, std::vector<double>& scratch) {
-  gemm_detail::gemm_impl<double>(M, N, K, A, lda, B, ldb, C, ldc, accumulate, scratch);
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void gemm_packed_f64(
+    int64_t M, int64_t N, int64_t K, const double* A, int64_t lda, const double* packed, double* C, int64_t ldc,
+    bool accumulate) {
+  gemm_detail::gemm_packed_impl<double>(M, N, K, A, lda, packed, C, ldc, accumulate);
+}
+
+// B[K][N] repacked for gemm_packed; callers that multiply many A by one B pack it once.
+template <class T>
+std::vector<T> pack_b(int64_t N, int64_t K, const T* B, int64_t ldb) {
+  std::vector<T> packed(static_cast<size_t>(gemm_detail::packed_size<T>(N, K)));
+  gemm_detail::pack_b(N, K, B, ldb, packed.data());
+  return packed;
+}
+
+// C[M][N] (+)= A[M][K] * B, with B already packed by pack_b. Runs on the calling thread.
+template <class T>
+void gemm_packed(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* packed, T* C, int64_t ldc,
+                 bool accumulate) {
+  if constexpr (std::is_same_v<T, float>) gemm_packed_f32(M, N, K, A, lda, packed, C, ldc, accumulate);
+  else gemm_packed_f64(M, N, K, A, lda, packed, C, ldc, accumulate);
 }
 
 // C[M][N] (+)= A[M][K] * B[K][N] on the calling thread. `scratch` holds the packed B; callers
@@ -125,8 +147,9 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) in
 template <class T>
 void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
           bool accumulate, std::vector<T>& scratch) {
-  if constexpr (std::is_same_v<T, float>) gemm_f32(M, N, K, A, lda, B, ldb, C, ldc, accumulate, scratch);
-  else gemm_f64(M, N, K, A, lda, B, ldb, C, ldc, accumulate, scratch);
+  scratch.resize(static_cast<size_t>(gemm_detail::packed_size<T>(N, K)));
+  if (K > 0) gemm_detail::pack_b(N, K, B, ldb, scratch.data());
+  gemm_packed<T>(M, N, K, A, lda, scratch.data(), C, ldc, accumulate);
 }
 
 }  // namespace vox::kernels::cpu
