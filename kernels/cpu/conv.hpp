@@ -129,6 +129,7 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
     }
   }
   const bool pointwise = is_pointwise(g) && g.groups == 1;
+  const bool unit_stride = g.stride == std::array<int64_t, 3>{1, 1, 1};
   const int64_t tile = tile_for(K);
   const int64_t tiles = (Q + tile - 1) / tile;
   parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
@@ -149,15 +150,17 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
               const int64_t nh = i.h + g.padding[1] - kh * g.dilation[1];
               const int64_t nw = i.w + g.padding[2] - kw * g.dilation[2];
               T* dst = row + t * og;
-              const bool hit = nd >= 0 && nh >= 0 && nw >= 0 && nd % g.stride[0] == 0 && nh % g.stride[1] == 0 &&
-                               nw % g.stride[2] == 0 && nd / g.stride[0] < g.out[0] && nh / g.stride[1] < g.out[1] &&
-                               nw / g.stride[2] < g.out[2];
-              if (!hit) {
+              bool hit = nd >= 0 && nh >= 0 && nw >= 0;
+              int64_t od = nd, oh = nh, ow = nw;
+              if (hit && !unit_stride) {  // divisions only where a stride needs them
+                hit = nd % g.stride[0] == 0 && nh % g.stride[1] == 0 && nw % g.stride[2] == 0;
+                od = nd / g.stride[0], oh = nh / g.stride[1], ow = nw / g.stride[2];
+              }
+              if (!hit || od >= g.out[0] || oh >= g.out[1] || ow >= g.out[2]) {
                 std::fill(dst, dst + og, T(0));
                 continue;
               }
-              const int64_t o = ((i.n * g.out[0] + nd / g.stride[0]) * g.out[1] + nh / g.stride[1]) * g.out[2] +
-                                nw / g.stride[2];
+              const int64_t o = ((i.n * g.out[0] + od) * g.out[1] + oh) * g.out[2] + ow;
               const T* src = dy + o * g.out_channels + grp * og;
               std::copy(src, src + og, dst);
             }
