@@ -12,12 +12,15 @@
 
 #include <vox/vox.hpp>
 
+#include "kernels/reference/attention.hpp"
 #include "kernels/reference/conv.hpp"
 #include "kernels/reference/indexing.hpp"
+#include "kernels/reference/loss.hpp"
 #include "kernels/reference/matmul.hpp"
 #include "kernels/reference/norm.hpp"
 #include "kernels/reference/pool.hpp"
 #include "kernels/reference/reduce.hpp"
+#include "kernels/reference/softmax.hpp"
 
 namespace vox::testing {
 
@@ -117,19 +120,7 @@ inline std::vector<double> softmax_ref(const std::vector<double>& x, const Shape
   int64_t outer = 1, inner = 1;
   for (int64_t i = 0; i < axis; ++i) outer *= s[i];
   for (int64_t i = axis + 1; i < s.size(); ++i) inner *= s[i];
-  const int64_t n = s[axis];
-  std::vector<double> y(x.size());
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t i = 0; i < inner; ++i) {
-      double m = -INFINITY, total = 0;
-      for (int64_t k = 0; k < n; ++k) m = std::max(m, x[static_cast<size_t>((o * n + k) * inner + i)]);
-      for (int64_t k = 0; k < n; ++k) total += std::exp(x[static_cast<size_t>((o * n + k) * inner + i)] - m);
-      for (int64_t k = 0; k < n; ++k) {
-        const double v = x[static_cast<size_t>((o * n + k) * inner + i)] - m;
-        y[static_cast<size_t>((o * n + k) * inner + i)] = log ? v - std::log(total) : std::exp(v) / total;
-      }
-    }
-  return y;
+  return kernels::reference::softmax(x, outer, s[axis], inner, log);
 }
 }  // namespace table_detail
 
@@ -137,8 +128,6 @@ inline std::vector<OpSpec> op_table() {
   using namespace table_detail;
   namespace ref = kernels::reference;
   std::vector<OpSpec> t;
-  auto first = [](const std::vector<Tensor>& in) { return in[0]; };
-  (void)first;
 
   // ---------------------------------------------------------------- elementwise
   const Shape A{2, 3, 1, 5}, B{3, 4, 1};  // broadcast to [2, 3, 4, 5]
@@ -466,21 +455,8 @@ inline std::vector<OpSpec> op_table() {
                  return cross_entropy(in[0], in[1], o);
                },
                [](const Values& in) {
-                 // PyTorch: (1 - e) * sum(w_t nll) / sum(w_t) + e / C * sum(-sum_c w_c logp_c) / sum(w_t).
-                 double nll = 0, smooth = 0, wsum = 0;
-                 for (int64_t r = 0; r < 6; ++r) {
-                   const int64_t target = static_cast<int64_t>(in[1][static_cast<size_t>(r)]);
-                   if (target == -100) continue;
-                   double m = -INFINITY, total = 0;
-                   for (int64_t c = 0; c < 5; ++c) m = std::max(m, in[0][static_cast<size_t>(r * 5 + c)]);
-                   for (int64_t c = 0; c < 5; ++c) total += std::exp(in[0][static_cast<size_t>(r * 5 + c)] - m);
-                   auto logp = [&](int64_t c) { return in[0][static_cast<size_t>(r * 5 + c)] - m - std::log(total); };
-                   const double wt = in[2][static_cast<size_t>(target)];
-                   nll -= wt * logp(target);
-                   wsum += wt;
-                   for (int64_t c = 0; c < 5; ++c) smooth -= in[2][static_cast<size_t>(c)] * logp(c);
-                 }
-                 return std::vector<double>{0.9 * nll / wsum + 0.1 / 5 * smooth / wsum};
+                 std::vector<int64_t> target(in[1].begin(), in[1].end());
+                 return std::vector<double>{ref::cross_entropy_mean(in[0], target, 5, in[2], -100, 0.1)};
                },
                30 * 6.0});
   t.push_back({"bce_with_logits", {{Shape{3, 4}}, {Shape{3, 4}, Fill::positive, false}, {Shape{4}, Fill::positive, false}, {Shape{4}, Fill::positive, false}},
@@ -489,13 +465,9 @@ inline std::vector<OpSpec> op_table() {
                  return binary_cross_entropy_with_logits(in[0], mul(in[1], scalar(0.4, in[1].dtype())), in[2], in[3]);
                },
                [](const Values& in) {
-                 double total = 0;
-                 for (size_t i = 0; i < 12; ++i) {
-                   const double x = in[0][i], y = 0.4 * in[1][i], w = in[2][i % 4], pw = in[3][i % 4];
-                   const double log_sig = -std::log1p(std::exp(-x)), log_one_minus = -std::log1p(std::exp(x));
-                   total += -w * (pw * y * log_sig + (1 - y) * log_one_minus);
-                 }
-                 return std::vector<double>{total / 12};
+                 std::vector<double> y(12), w(12), pw(12);
+                 for (size_t i = 0; i < 12; ++i) y[i] = 0.4 * in[1][i], w[i] = in[2][i % 4], pw[i] = in[3][i % 4];
+                 return std::vector<double>{ref::bce_with_logits_mean(in[0], y, w, pw)};
                },
                12 * 10.0});
 
@@ -508,23 +480,13 @@ inline std::vector<OpSpec> op_table() {
                  return scaled_dot_product_attention(in[0], in[1], in[2], mask);
                },
                [](const Values& in) {
-                 std::vector<double> y(2 * 3 * 3, 0.0);
-                 for (int64_t b = 0; b < 2; ++b)
-                   for (int64_t i = 0; i < 3; ++i) {
-                     double s[5], m = -INFINITY, total = 0;
-                     for (int64_t j = 0; j < 5; ++j) {
-                       double dot = 0;
-                       for (int64_t e = 0; e < 4; ++e)
-                         dot += in[0][static_cast<size_t>((b * 3 + i) * 4 + e)] * in[1][static_cast<size_t>((b * 5 + j) * 4 + e)];
-                       const bool keep = j == 0 || in[3][static_cast<size_t>(i * 5 + j)] != 0;
-                       s[j] = keep ? dot / 2.0 : -INFINITY;
-                       m = std::max(m, s[j]);
-                     }
-                     for (double& v : s) total += (v = std::exp(v - m));
-                     for (int64_t j = 0; j < 5; ++j)
-                       for (int64_t e = 0; e < 3; ++e)
-                         y[static_cast<size_t>((b * 3 + i) * 3 + e)] += s[j] / total * in[2][static_cast<size_t>((b * 5 + j) * 3 + e)];
-                   }
+                 std::vector<bool> attend(15);
+                 for (size_t i = 0; i < 15; ++i) attend[i] = i % 5 == 0 || in[3][i] != 0;
+                 std::vector<double> y;
+                 for (int64_t b = 0; b < 2; ++b) {
+                   const auto part = ref::attention(in[0].data() + b * 12, in[1].data() + b * 20, in[2].data() + b * 15, 3, 5, 4, 3, 0.5, attend);
+                   y.insert(y.end(), part.begin(), part.end());
+                 }
                  return y;
                },
                2 * 3 * 5 * (4 + 3) * 2.0});

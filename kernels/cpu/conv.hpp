@@ -49,15 +49,15 @@ inline bool is_pointwise(const ConvGeometry& g) {
 
 // Gathers the taps of output position p for group grp: row[tap][ci] (zeros outside the input).
 template <class T>
-void gather_taps(const ConvGeometry& g, const T* x, int64_t p, int64_t grp, int64_t tap_begin, int64_t tap_end, T* row) {
+void gather_taps(const ConvGeometry& g, const T* x, int64_t p, int64_t grp, T* row) {
   const Position o = unravel(p, g.out);
   const int64_t cg = g.in_per_group();
-  for (int64_t t = tap_begin; t < tap_end; ++t) {
+  for (int64_t t = 0; t < g.kernel_volume(); ++t) {
     const int64_t kw = t % g.kernel[2], kh = (t / g.kernel[2]) % g.kernel[1], kd = t / (g.kernel[2] * g.kernel[1]);
     const int64_t id = o.d * g.stride[0] - g.padding[0] + kd * g.dilation[0];
     const int64_t ih = o.h * g.stride[1] - g.padding[1] + kh * g.dilation[1];
     const int64_t iw = o.w * g.stride[2] - g.padding[2] + kw * g.dilation[2];
-    T* dst = row + (t - tap_begin) * cg;
+    T* dst = row + t * cg;
     if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1] || iw < 0 || iw >= g.in[2]) {
       std::fill(dst, dst + cg, T(0));
     } else {
@@ -67,112 +67,100 @@ void gather_taps(const ConvGeometry& g, const T* x, int64_t p, int64_t grp, int6
   }
 }
 
+// Packs one [K][N] right-hand side per group; fill(grp, buffer) writes group grp's matrix.
+template <class T, class Fill>
+std::vector<std::vector<T>> pack_groups(int64_t groups, int64_t K, int64_t N, Fill fill) {
+  std::vector<std::vector<T>> packed(static_cast<size_t>(groups));
+  std::vector<T> buffer(static_cast<size_t>(K * N));
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    fill(grp, buffer.data());
+    packed[static_cast<size_t>(grp)] = pack_b<T>(N, K, buffer.data(), N);
+  }
+  return packed;
+}
+
+// out[p][grp * N + j] = sum_k A_grp[p][k] * B_grp[k][j] for every position p, in parallel tiles.
+// Rows of A are gathered by gather(p, grp, row) into a per-thread buffer, or read in place from
+// `direct` (row stride direct_ld) when the convolution is pointwise.
+template <class T, class Gather>
+void tiled_group_gemm(int64_t positions, int64_t groups, int64_t K, int64_t N, const std::vector<std::vector<T>>& packed,
+                      const T* direct, int64_t direct_ld, T* out, int64_t ldc, Gather gather) {
+  const int64_t tile = tile_for(K);
+  const int64_t tiles = (positions + tile - 1) / tile;
+  parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
+    std::vector<T> col(direct ? 0 : static_cast<size_t>(tile * K));
+    for (int64_t ti = tb; ti < te; ++ti) {
+      const int64_t p0 = ti * tile, rows = std::min(tile, positions - p0);
+      for (int64_t grp = 0; grp < groups; ++grp) {
+        const T* a = direct ? direct + p0 * direct_ld : col.data();
+        if (!direct)
+          for (int64_t r = 0; r < rows; ++r) gather(p0 + r, grp, col.data() + r * K);
+        gemm_packed<T>(rows, N, K, a, direct ? direct_ld : K, packed[static_cast<size_t>(grp)].data(),
+                       out + p0 * ldc + grp * N, ldc, false);
+      }
+    }
+  });
+}
+
 }  // namespace conv_detail
 
 template <class T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   using namespace conv_detail;
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * cg;
-  const int64_t P = g.out_positions(), C = g.out_channels;
-  // Weights per group as [K][og], the GEMM's right-hand side, packed once for every tile.
-  std::vector<std::vector<T>> packed(static_cast<size_t>(g.groups));
-  {
-    std::vector<T> wt(static_cast<size_t>(K * og));
-    for (int64_t grp = 0; grp < g.groups; ++grp) {
-      for (int64_t co = 0; co < og; ++co)
-        for (int64_t k = 0; k < K; ++k) wt[static_cast<size_t>(k * og + co)] = w[(grp * og + co) * K + k];
-      packed[static_cast<size_t>(grp)] = pack_b<T>(og, K, wt.data(), og);
-    }
-  }
-  const bool pointwise = is_pointwise(g) && g.groups == 1;
-  const int64_t tile = tile_for(K);
-  const int64_t tiles = (P + tile - 1) / tile;
-  parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
-    std::vector<T> col(pointwise ? 0 : static_cast<size_t>(tile * K));
-    for (int64_t ti = tb; ti < te; ++ti) {
-      const int64_t p0 = ti * tile, rows = std::min(tile, P - p0);
-      for (int64_t grp = 0; grp < g.groups; ++grp) {
-        const T* a = x + p0 * g.in_channels;
-        int64_t lda = g.in_channels;
-        if (!pointwise) {
-          for (int64_t r = 0; r < rows; ++r) gather_taps(g, x, p0 + r, grp, 0, kv, col.data() + r * K);
-          a = col.data();
-          lda = K;
-        }
-        gemm_packed<T>(rows, og, K, a, lda, packed[static_cast<size_t>(grp)].data(), y + p0 * C + grp * og, C, false);
-      }
-      if (bias)
-        for (int64_t r = 0; r < rows; ++r) {
-          T* out = y + (p0 + r) * C;
-          for (int64_t c = 0; c < C; ++c) out[c] += bias[c];
-        }
-    }
+  const int64_t C = g.out_channels;
+  // Right-hand side per group: the weights as [K][og].
+  const auto packed = pack_groups<T>(g.groups, K, og, [&](int64_t grp, T* wt) {
+    for (int64_t co = 0; co < og; ++co)
+      for (int64_t k = 0; k < K; ++k) wt[k * og + co] = w[(grp * og + co) * K + k];
   });
+  const bool pointwise = is_pointwise(g) && g.groups == 1;
+  tiled_group_gemm<T>(g.out_positions(), g.groups, K, og, packed, pointwise ? x : nullptr, g.in_channels, y, C,
+                      [&](int64_t p, int64_t grp, T* row) { gather_taps(g, x, p, grp, row); });
+  if (bias)
+    parallel_for(0, g.out_positions(), 4096, [&](int64_t b, int64_t e) {
+      for (int64_t p = b; p < e; ++p)
+        for (int64_t c = 0; c < C; ++c) y[p * C + c] += bias[c];
+    });
 }
 
 template <class T>
 void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
   using namespace conv_detail;
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * og;
-  const int64_t Q = g.in_positions();
-  // Weights per group as [tap][og][cg]: the GEMM's right-hand side for gathered dy rows,
-  // packed once for every tile.
-  std::vector<std::vector<T>> packed(static_cast<size_t>(g.groups));
-  {
-    std::vector<T> w2(static_cast<size_t>(K * cg));
-    for (int64_t grp = 0; grp < g.groups; ++grp) {
-      for (int64_t t = 0; t < kv; ++t)
-        for (int64_t co = 0; co < og; ++co)
-          for (int64_t ci = 0; ci < cg; ++ci)
-            w2[static_cast<size_t>((t * og + co) * cg + ci)] = w[((grp * og + co) * kv + t) * cg + ci];
-      packed[static_cast<size_t>(grp)] = pack_b<T>(cg, K, w2.data(), cg);
-    }
-  }
+  // Right-hand side per group: the weights as [tap][og][cg], for rows of gathered dy.
+  const auto packed = pack_groups<T>(g.groups, K, cg, [&](int64_t grp, T* w2) {
+    for (int64_t t = 0; t < kv; ++t)
+      for (int64_t co = 0; co < og; ++co)
+        for (int64_t ci = 0; ci < cg; ++ci) w2[(t * og + co) * cg + ci] = w[((grp * og + co) * kv + t) * cg + ci];
+  });
   const bool pointwise = is_pointwise(g) && g.groups == 1;
   const bool unit_stride = g.stride == std::array<int64_t, 3>{1, 1, 1};
-  const int64_t tile = tile_for(K);
-  const int64_t tiles = (Q + tile - 1) / tile;
-  parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
-    std::vector<T> col(pointwise ? 0 : static_cast<size_t>(tile * K));
-    for (int64_t ti = tb; ti < te; ++ti) {
-      const int64_t q0 = ti * tile, rows = std::min(tile, Q - q0);
-      for (int64_t grp = 0; grp < g.groups; ++grp) {
-        const T* a = dy + q0 * g.out_channels;
-        int64_t lda = g.out_channels;
-        if (!pointwise) {
-          for (int64_t r = 0; r < rows; ++r) {
-            const Position i = unravel(q0 + r, g.in);
-            T* row = col.data() + r * K;
-            for (int64_t t = 0; t < kv; ++t) {
-              const int64_t kw = t % g.kernel[2], kh = (t / g.kernel[2]) % g.kernel[1],
-                            kd = t / (g.kernel[2] * g.kernel[1]);
-              const int64_t nd = i.d + g.padding[0] - kd * g.dilation[0];
-              const int64_t nh = i.h + g.padding[1] - kh * g.dilation[1];
-              const int64_t nw = i.w + g.padding[2] - kw * g.dilation[2];
-              T* dst = row + t * og;
-              bool hit = nd >= 0 && nh >= 0 && nw >= 0;
-              int64_t od = nd, oh = nh, ow = nw;
-              if (hit && !unit_stride) {  // divisions only where a stride needs them
-                hit = nd % g.stride[0] == 0 && nh % g.stride[1] == 0 && nw % g.stride[2] == 0;
-                od = nd / g.stride[0], oh = nh / g.stride[1], ow = nw / g.stride[2];
-              }
-              if (!hit || od >= g.out[0] || oh >= g.out[1] || ow >= g.out[2]) {
-                std::fill(dst, dst + og, T(0));
-                continue;
-              }
-              const int64_t o = ((i.n * g.out[0] + od) * g.out[1] + oh) * g.out[2] + ow;
-              const T* src = dy + o * g.out_channels + grp * og;
-              std::copy(src, src + og, dst);
-            }
-          }
-          a = col.data();
-          lda = K;
-        }
-        gemm_packed<T>(rows, cg, K, a, lda, packed[static_cast<size_t>(grp)].data(), dx + q0 * g.in_channels + grp * cg,
-                       g.in_channels, false);
+  // Row q holds, for each tap, the dy of the output position that tap connects to input q.
+  auto gather = [&](int64_t q, int64_t grp, T* row) {
+    const Position i = unravel(q, g.in);
+    for (int64_t t = 0; t < kv; ++t) {
+      const int64_t kw = t % g.kernel[2], kh = (t / g.kernel[2]) % g.kernel[1], kd = t / (g.kernel[2] * g.kernel[1]);
+      const int64_t nd = i.d + g.padding[0] - kd * g.dilation[0];
+      const int64_t nh = i.h + g.padding[1] - kh * g.dilation[1];
+      const int64_t nw = i.w + g.padding[2] - kw * g.dilation[2];
+      T* dst = row + t * og;
+      bool hit = nd >= 0 && nh >= 0 && nw >= 0;
+      int64_t od = nd, oh = nh, ow = nw;
+      if (hit && !unit_stride) {  // divisions only where a stride needs them
+        hit = nd % g.stride[0] == 0 && nh % g.stride[1] == 0 && nw % g.stride[2] == 0;
+        od = nd / g.stride[0], oh = nh / g.stride[1], ow = nw / g.stride[2];
       }
+      if (!hit || od >= g.out[0] || oh >= g.out[1] || ow >= g.out[2]) {
+        std::fill(dst, dst + og, T(0));
+        continue;
+      }
+      const T* src = dy + (((i.n * g.out[0] + od) * g.out[1] + oh) * g.out[2] + ow) * g.out_channels + grp * og;
+      std::copy(src, src + og, dst);
     }
-  });
+  };
+  tiled_group_gemm<T>(g.in_positions(), g.groups, K, cg, packed, pointwise ? dy : nullptr, g.out_channels, dx,
+                      g.in_channels, gather);
 }
 
 template <class T>
@@ -195,7 +183,7 @@ void conv_backward_weight(const ConvGeometry& g, const T* x, const T* dy, T* dw)
       for (int64_t ti = tiles * chunk / chunks; ti < tiles * (chunk + 1) / chunks; ++ti) {
         const int64_t p0 = ti * tile, rows = std::min(tile, P - p0);
         for (int64_t grp = 0; grp < g.groups; ++grp) {
-          for (int64_t r = 0; r < rows; ++r) gather_taps(g, x, p0 + r, grp, 0, kv, col.data() + r * K);
+          for (int64_t r = 0; r < rows; ++r) gather_taps(g, x, p0 + r, grp, col.data() + r * K);
           for (int64_t r = 0; r < rows; ++r) {  // dy tile, transposed to [og][rows]
             const T* src = dy + (p0 + r) * g.out_channels + grp * og;
             for (int64_t c = 0; c < og; ++c) dyt[static_cast<size_t>(c * rows + r)] = src[c];
