@@ -1,5 +1,5 @@
-// Times conv3d forward, input gradient and weight gradient for one shape, as the median of
-// repeated runs, and prints one "vox <pass> <ms>" line per pass for benchmarks/peers scripts.
+// Times conv3d forward, input gradient and weight gradient (each backward pass alone) for one
+// shape, as the median of repeated runs, and prints one "vox <pass> <ms>" line per pass for benchmarks/peers scripts.
 //
 //   vox_conv3d_timing [--size S] [--channels C] [--batch N] [--repeats R] [--threads T]
 #include <algorithm>
@@ -14,7 +14,7 @@ using namespace vox;
 
 int main(int argc, char** argv) try {
   int64_t size = 64, channels = 32, batch = 1;
-  int repeats = 7, threads = 0;
+  int repeats = 11, threads = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string arg = argv[i];
     const std::string value = argv[i + 1];
@@ -30,37 +30,30 @@ int main(int argc, char** argv) try {
   const Tensor x = randn({batch, size, size, size, channels}, DType::f32, &gen);
   const Tensor w = randn({channels, 3, 3, 3, channels}, DType::f32, &gen, 0.0, 0.05);
   const ConvOptions same{.padding = {1}};
-  auto median_ms = [&](auto&& body) {
+  // median_ms(setup, timed): setup runs outside the timer, so each backward pass is timed alone.
+  auto median_ms = [&](auto&& setup, auto&& timed) {
     std::vector<double> ms;
-    body();  // warm-up
-    for (int r = 0; r < repeats; ++r) {
+    for (int r = 0; r <= repeats; ++r) {
+      setup();
       const auto start = std::chrono::steady_clock::now();
-      body();
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+      timed();
+      if (r > 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     }
     std::sort(ms.begin(), ms.end());
     return ms[ms.size() / 2];
   };
   const Tensor dy = randn({batch, size, size, size, channels}, DType::f32, &gen);
-  const double forward = median_ms([&] { conv(x, w, {}, same); });
-  Tensor xg = x.clone();
+  const double forward = median_ms([] {}, [&] { conv(x, w, {}, same); });
+  Tensor xg = x.clone(), wg = w.clone(), y;
   xg.set_requires_grad();
-  const double input_grad = median_ms([&] {
-    conv(xg, w, {}, same).backward(dy);
-    xg.zero_grad();
-  });
-  Tensor wg = w.clone();
   wg.set_requires_grad();
-  const double weight_grad = median_ms([&] {
-    conv(x, wg, {}, same).backward(dy);
-    wg.zero_grad();
-  });
+  const double input_grad = median_ms([&] { xg.zero_grad(), y = conv(xg, w, {}, same); }, [&] { y.backward(dy); });
+  const double weight_grad = median_ms([&] { wg.zero_grad(), y = conv(x, wg, {}, same); }, [&] { y.backward(dy); });
   const double flops = 2.0 * static_cast<double>(batch * size * size * size) * channels * channels * 27;
   std::printf("vox threads %d\n", num_threads());
   std::printf("vox forward %.3f ms %.1f GFLOP/s\n", forward, flops / forward / 1e6);
-  // The gradient runs include a forward pass; subtract it to report the backward kernel alone.
-  std::printf("vox input_grad %.3f ms %.1f GFLOP/s\n", input_grad - forward, flops / (input_grad - forward) / 1e6);
-  std::printf("vox weight_grad %.3f ms %.1f GFLOP/s\n", weight_grad - forward, flops / (weight_grad - forward) / 1e6);
+  std::printf("vox input_grad %.3f ms %.1f GFLOP/s\n", input_grad, flops / input_grad / 1e6);
+  std::printf("vox weight_grad %.3f ms %.1f GFLOP/s\n", weight_grad, flops / weight_grad / 1e6);
   return 0;
 } catch (const vox::Error& e) {
   std::fprintf(stderr, "error: %s\n", e.what());
