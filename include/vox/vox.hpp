@@ -3,4 +3,6 @@
 // Include this one header; see README.md for the layout of the library.
 #include "vox/autograd.hpp"
 #include "vox/core.hpp"
+#include "vox/nn.hpp"
 #include "vox/ops.hpp"
+#include "vox/optim.hpp"

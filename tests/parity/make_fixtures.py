@@ -8,39 +8,17 @@ converting layouts with vox's public functions.
 
 Run with Debian's interpreter, which has python3-torch: /usr/bin/python3 make_fixtures.py OUTDIR
 """
-import json
 import os
-import struct
 import sys
 
 import torch
 import torch.nn.functional as F
 
+from safetensors_writer import save
+
+# Fixtures are f64 so that parity is checked to ~1e-10.
 torch.manual_seed(0)
 torch.set_default_dtype(torch.float64)
-
-DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.int64: "I64", torch.bool: "BOOL"}
-
-
-def save(path, tensors, metadata):
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
 
 CASES = []
 

@@ -1,0 +1,48 @@
+#pragma once
+// Runtime-shaped containers, for networks whose depth comes from a configuration (a U-Net's
+// number of levels): a module with a virtual forward, and a sequence of them named "0", "1", ...
+#include <memory>
+
+#include "vox/nn/module.hpp"
+
+namespace vox::nn {
+
+class DynamicModule : public Module {
+ public:
+  virtual Tensor forward(const Tensor& x) = 0;
+};
+
+// Wraps any layer with forward(Tensor) as a DynamicModule.
+template <class M>
+class Boxed : public DynamicModule {
+ public:
+  explicit Boxed(M layer) : layer_(std::move(layer)) {}
+  Tensor forward(const Tensor& x) override { return layer_.forward(x); }
+  void visit_children(const ChildVisitor& visit) override { layer_.visit_children(visit); }
+  M& get() { return layer_; }
+
+ private:
+  M layer_;
+};
+
+class DynamicSequential : public DynamicModule {
+ public:
+  DynamicSequential& add(std::unique_ptr<DynamicModule> m) {
+    items_.push_back(std::move(m));
+    return *this;
+  }
+  Tensor forward(const Tensor& x) override {
+    Tensor h = x;
+    for (auto& m : items_) h = m->forward(h);
+    return h;
+  }
+  void visit_children(const ChildVisitor& visit) override {
+    for (size_t i = 0; i < items_.size(); ++i) visit(std::to_string(i), *items_[i]);
+  }
+  size_t size() const { return items_.size(); }
+
+ private:
+  std::vector<std::unique_ptr<DynamicModule>> items_;
+};
+
+}  // namespace vox::nn

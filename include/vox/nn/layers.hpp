@@ -1,0 +1,227 @@
+#pragma once
+// Layers. The spatial dimension and the kind of layer are template parameters, checked at
+// compile time; channel counts and sizes are runtime values. Parameter names and shapes are
+// PyTorch's (conv weights are stored channels-last and converted by state_dict()).
+#include <numeric>
+#include <tuple>
+#include <utility>
+
+#include "vox/nn/init.hpp"
+#include "vox/nn/module.hpp"
+
+namespace vox::nn {
+
+namespace detail {
+inline std::vector<int64_t> kernel_axes(const std::vector<int64_t>& k, int d, const char* layer) {
+  VOX_CHECK(k.size() == 1 || static_cast<int>(k.size()) == d, layer, "kernel needs 1 or ", d, " sizes, got ", k.size());
+  std::vector<int64_t> out(static_cast<size_t>(d), k[0]);
+  for (size_t i = 0; i < k.size(); ++i) out[i] = k[i];
+  for (int64_t v : out) VOX_CHECK(v >= 1, layer, "kernel sizes must be >= 1");
+  return out;
+}
+}  // namespace detail
+
+// Conv<D>: weight [out, k..., in/groups] (PyTorch [out, in/groups, k...]), optional bias [out].
+template <int D>
+class Conv : public Module {
+  static_assert(D == 2 || D == 3, "vox::nn::Conv is 2-D or 3-D");
+
+ public:
+  Conv(int64_t in, int64_t out, std::vector<int64_t> kernel, ConvOptions options = {}, bool bias = true,
+       Generator* gen = nullptr)
+      : options_(std::move(options)) {
+    VOX_CHECK(in >= 1 && out >= 1 && options_.groups >= 1 && in % options_.groups == 0 && out % options_.groups == 0,
+              "nn::Conv", "channels ", in, " -> ", out, " must be positive and divisible by groups ", options_.groups);
+    const auto k = detail::kernel_axes(kernel, D, "nn::Conv");
+    Shape shape{out};
+    for (int64_t v : k) shape.push_back(v);
+    shape.push_back(in / options_.groups);
+    const int64_t fan_in = in / options_.groups * std::accumulate(k.begin(), k.end(), int64_t{1}, std::multiplies<>());
+    weight_ = &register_parameter("weight", init::pytorch_default(shape, fan_in, gen), TorchLayout::channels_first);
+    if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, fan_in, gen));
+  }
+  Tensor forward(const Tensor& x) const { return conv(x, *weight_, bias_ ? *bias_ : Tensor(), options_); }
+  Tensor& weight() { return *weight_; }
+
+ private:
+  ConvOptions options_;
+  Tensor* weight_ = nullptr;
+  Tensor* bias_ = nullptr;
+};
+
+// ConvTranspose<D>: weight [in, k..., out/groups] (PyTorch [in, out/groups, k...]).
+template <int D>
+class ConvTranspose : public Module {
+  static_assert(D == 2 || D == 3, "vox::nn::ConvTranspose is 2-D or 3-D");
+
+ public:
+  ConvTranspose(int64_t in, int64_t out, std::vector<int64_t> kernel, ConvTransposeOptions options = {}, bool bias = true,
+                Generator* gen = nullptr)
+      : options_(std::move(options)) {
+    VOX_CHECK(in >= 1 && out >= 1 && options_.groups >= 1 && in % options_.groups == 0 && out % options_.groups == 0,
+              "nn::ConvTranspose", "channels ", in, " -> ", out, " must be positive and divisible by groups ", options_.groups);
+    const auto k = detail::kernel_axes(kernel, D, "nn::ConvTranspose");
+    Shape shape{in};
+    for (int64_t v : k) shape.push_back(v);
+    shape.push_back(out / options_.groups);
+    // PyTorch takes the fan-in of a transposed conv from weight axis 1: out/groups * kernel.
+    const int64_t fan_in = out / options_.groups * std::accumulate(k.begin(), k.end(), int64_t{1}, std::multiplies<>());
+    weight_ = &register_parameter("weight", init::pytorch_default(shape, fan_in, gen), TorchLayout::channels_first);
+    if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, fan_in, gen));
+  }
+  Tensor forward(const Tensor& x) const { return conv_transpose(x, *weight_, bias_ ? *bias_ : Tensor(), options_); }
+
+ private:
+  ConvTransposeOptions options_;
+  Tensor* weight_ = nullptr;
+  Tensor* bias_ = nullptr;
+};
+
+// InstanceNorm<D>: per-sample, per-channel statistics; affine off by default, as in PyTorch.
+template <int D>
+class InstanceNorm : public Module {
+  static_assert(D >= 1 && D <= 3, "vox::nn::InstanceNorm is 1-, 2- or 3-D");
+
+ public:
+  explicit InstanceNorm(int64_t channels, bool affine = false, double eps = 1e-5) : channels_(channels), eps_(eps) {
+    if (affine) {
+      weight_ = &register_parameter("weight", ones({channels}));
+      bias_ = &register_parameter("bias", zeros({channels}));
+    }
+  }
+  Tensor forward(const Tensor& x) const {
+    VOX_CHECK(x.rank() == D + 2 && x.size(-1) == channels_, "nn::InstanceNorm", "expects [N, ", D, " spatial axes, ", channels_,
+              "], got ", x.shape());
+    return instance_norm(x, weight_ ? *weight_ : Tensor(), bias_ ? *bias_ : Tensor(), eps_);
+  }
+
+ private:
+  int64_t channels_;
+  double eps_;
+  Tensor* weight_ = nullptr;
+  Tensor* bias_ = nullptr;
+};
+
+// BatchNorm<D>: batch statistics in training (updating running_mean / running_var with
+// momentum 0.1 and counting num_batches_tracked), running statistics in eval.
+template <int D>
+class BatchNorm : public Module {
+  static_assert(D >= 1 && D <= 3, "vox::nn::BatchNorm is 1-, 2- or 3-D");
+
+ public:
+  explicit BatchNorm(int64_t channels, double eps = 1e-5, double momentum = 0.1) : eps_(eps), momentum_(momentum) {
+    weight_ = &register_parameter("weight", ones({channels}));
+    bias_ = &register_parameter("bias", zeros({channels}));
+    running_mean_ = &register_buffer("running_mean", zeros({channels}));
+    running_var_ = &register_buffer("running_var", ones({channels}));
+    batches_ = &register_buffer("num_batches_tracked", zeros({}, DType::i64));
+  }
+  Tensor forward(const Tensor& x) {
+    if (is_training()) *batches_->data<int64_t>() += 1;
+    return batch_norm(x, *running_mean_, *running_var_, *weight_, *bias_, is_training(), momentum_, eps_);
+  }
+
+ private:
+  double eps_, momentum_;
+  Tensor *weight_, *bias_, *running_mean_, *running_var_, *batches_;
+};
+
+// PReLU with one slope or one per channel (the last axis), initialised to 0.25.
+class PReLU : public Module {
+ public:
+  explicit PReLU(int64_t num_parameters = 1, double init = 0.25) {
+    weight_ = &register_parameter("weight", full({num_parameters}, init));
+  }
+  Tensor forward(const Tensor& x) const { return prelu(x, *weight_); }
+
+ private:
+  Tensor* weight_;
+};
+
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) const { return relu(x); }
+};
+
+class LeakyReLU : public Module {
+ public:
+  explicit LeakyReLU(double negative_slope = 0.01) : slope_(negative_slope) {}
+  Tensor forward(const Tensor& x) const { return leaky_relu(x, slope_); }
+
+ private:
+  double slope_;
+};
+
+class GELU : public Module {
+ public:
+  explicit GELU(GeluApproximation approximation = GeluApproximation::none) : approximation_(approximation) {}
+  Tensor forward(const Tensor& x) const { return gelu(x, approximation_); }
+
+ private:
+  GeluApproximation approximation_;
+};
+
+// Dropout in training mode, identity in eval mode.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p = 0.5) : p_(p) { VOX_CHECK(p >= 0 && p <= 1, "nn::Dropout", "p = ", p, " is outside [0, 1]"); }
+  Tensor forward(const Tensor& x) const { return dropout(x, p_, is_training()); }
+
+ private:
+  double p_;
+};
+
+// Linear: weight [out, in] and bias [out], as PyTorch.
+class Linear : public Module {
+ public:
+  Linear(int64_t in, int64_t out, bool bias = true, Generator* gen = nullptr) {
+    weight_ = &register_parameter("weight", init::pytorch_default({out, in}, in, gen));
+    if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, in, gen));
+  }
+  Tensor forward(const Tensor& x) const { return linear(x, *weight_, bias_ ? *bias_ : Tensor()); }
+
+ private:
+  Tensor* weight_ = nullptr;
+  Tensor* bias_ = nullptr;
+};
+
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) const { return x; }
+};
+
+// A module that can stand in a Sequential: it has forward(Tensor) -> Tensor.
+template <class M>
+concept Layer = std::derived_from<M, Module> && requires(M m, const Tensor& x) {
+  { m.forward(x) } -> std::convertible_to<Tensor>;
+};
+
+// Sequential<A, B, C>: a flat type list of layers applied in order, children named "0", "1",
+// ... as in torch.nn.Sequential. No nesting is needed to compose.
+template <Layer... Layers>
+class Sequential : public Module {
+ public:
+  explicit Sequential(Layers... layers) : layers_(std::move(layers)...) {}
+  Tensor forward(const Tensor& x) {
+    return std::apply([&x](auto&... layer) {
+      Tensor h = x;
+      ((h = layer.forward(h)), ...);
+      return h;
+    }, layers_);
+  }
+  void visit_children(const ChildVisitor& visit) override {
+    std::apply([&visit](auto&... layer) {
+      int index = 0;
+      (visit(std::to_string(index++), layer), ...);
+    }, layers_);
+  }
+  template <size_t I>
+  auto& get() {
+    return std::get<I>(layers_);
+  }
+
+ private:
+  std::tuple<Layers...> layers_;
+};
+
+}  // namespace vox::nn

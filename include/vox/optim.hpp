@@ -1,0 +1,5 @@
+#pragma once
+// Floor 6: optimizers.
+#include "vox/optim/adam.hpp"
+#include "vox/optim/optimizer.hpp"
+#include "vox/optim/sgd.hpp"

@@ -1,0 +1,75 @@
+#pragma once
+// Adam and AdamW, as torch.optim.Adam / AdamW (amsgrad off):
+//   Adam:  g = g + wd p.   AdamW: p = p (1 - lr wd).
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+//   p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+#include <cmath>
+
+#include "vox/optim/optimizer.hpp"
+
+namespace vox::optim {
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool decoupled_weight_decay = false;  // true: AdamW
+};
+
+class Adam : public Optimizer {
+ public:
+  Adam(std::vector<Tensor> params, AdamOptions o) : Optimizer(std::move(params)), o_(o) {
+    VOX_CHECK(o.lr >= 0 && o.eps >= 0 && o.weight_decay >= 0, "Adam", "lr, eps and weight_decay must be >= 0");
+    VOX_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "Adam", "betas must be in [0, 1), got ", o.beta1,
+              " and ", o.beta2);
+    lr_ = o.lr;
+    m_ = state_like_params();
+    v_ = state_like_params();
+    steps_.assign(params_.size(), 0);
+  }
+  void step() override {
+    for_each_parameter([&](auto* p, const auto* g, size_t i, int64_t n) {
+      using T = std::remove_pointer_t<decltype(p)>;
+      const int64_t t = ++steps_[i];
+      T* m = m_[i].template data<T>();
+      T* v = v_[i].template data<T>();
+      const double correction1 = 1 - std::pow(o_.beta1, static_cast<double>(t));
+      const double correction2 = 1 - std::pow(o_.beta2, static_cast<double>(t));
+      const T step_size = static_cast<T>(lr_ / correction1), root2 = static_cast<T>(std::sqrt(correction2));
+      const T b1 = static_cast<T>(o_.beta1), b2 = static_cast<T>(o_.beta2), eps = static_cast<T>(o_.eps);
+      const T wd = static_cast<T>(o_.weight_decay), decay = static_cast<T>(1 - lr_ * o_.weight_decay);
+      const bool decoupled = o_.decoupled_weight_decay;
+      parallel_for(0, n, 32768, [&](int64_t b, int64_t e) {
+        for (int64_t j = b; j < e; ++j) {
+          T grad = g[j];
+          if (decoupled) p[j] *= decay;
+          else grad += wd * p[j];
+          m[j] = b1 * m[j] + (1 - b1) * grad;
+          v[j] = b2 * v[j] + (1 - b2) * grad * grad;
+          p[j] -= step_size * m[j] / (std::sqrt(v[j]) / root2 + eps);
+        }
+      });
+    });
+  }
+
+ private:
+  AdamOptions o_;
+  std::vector<Tensor> m_, v_;
+  std::vector<int64_t> steps_;
+};
+
+// AdamW: Adam with decoupled weight decay (default 0.01, as torch.optim.AdamW).
+class AdamW : public Adam {
+ public:
+  AdamW(std::vector<Tensor> params, AdamOptions o = {.weight_decay = 0.01}) : Adam(std::move(params), with_decoupled(o)) {}
+
+ private:
+  static AdamOptions with_decoupled(AdamOptions o) {
+    o.decoupled_weight_decay = true;
+    return o;
+  }
+};
+
+}  // namespace vox::optim

@@ -1,0 +1,54 @@
+#pragma once
+// Optimizers update leaf parameters in place from their .grad, with PyTorch's exact rules, in
+// one fused pass per parameter. Parameters without a gradient are skipped, as in PyTorch.
+#include <cmath>
+#include <vector>
+
+#include "vox/ops.hpp"
+
+namespace vox::optim {
+
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      VOX_CHECK(params_[i].is_leaf() && params_[i].requires_grad(), "optimizer", "parameter ", i, " (shape ",
+                params_[i].shape(), ") must be a leaf that requires grad");
+      VOX_CHECK(params_[i].is_contiguous() && (params_[i].dtype() == DType::f32 || params_[i].dtype() == DType::f64),
+                "optimizer", "parameter ", i, " must be a contiguous f32 or f64 tensor, got ", params_[i].dtype());
+    }
+  }
+  virtual ~Optimizer() = default;
+  virtual void step() = 0;
+  void zero_grad() {
+    for (Tensor& p : params_) p.zero_grad();
+  }
+  double learning_rate() const { return lr_; }
+  void set_learning_rate(double lr) { lr_ = lr; }
+  const std::vector<Tensor>& params() const { return params_; }
+
+ protected:
+  // Calls update(p, g, i) with raw pointers for each parameter that has a gradient.
+  template <class Update>
+  void for_each_parameter(Update&& update) {
+    for (size_t i = 0; i < params_.size(); ++i) {
+      Tensor& p = params_[i];
+      const Tensor g = p.grad();
+      if (!g.defined()) continue;
+      VOX_CHECK(g.shape() == p.shape(), "optimizer", "gradient shape ", g.shape(), " differs from parameter ", i, " shape ",
+                p.shape());
+      const Tensor gc = g.to(p.dtype()).contiguous();
+      dispatch_float(p.dtype(), "optimizer", [&]<class T>() { update(p.data<T>(), gc.data<T>(), i, p.numel()); });
+    }
+  }
+  std::vector<Tensor> state_like_params() const {
+    std::vector<Tensor> s;
+    for (const Tensor& p : params_) s.push_back(zeros_like(p.detach()));
+    return s;
+  }
+
+  std::vector<Tensor> params_;
+  double lr_ = 0;
+};
+
+}  // namespace vox::optim

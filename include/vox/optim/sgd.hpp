@@ -1,0 +1,54 @@
+#pragma once
+// SGD with momentum, dampening, Nesterov momentum and L2 weight decay, as torch.optim.SGD:
+//   d = g + wd p;  b = d (first step) or mu b + (1 - dampening) d;
+//   d = d + mu b (Nesterov) or b;  p = p - lr d.
+#include "vox/optim/optimizer.hpp"
+
+namespace vox::optim {
+
+struct SgdOptions {
+  double lr = 0.01;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  bool nesterov = false;
+};
+
+class SGD : public Optimizer {
+ public:
+  SGD(std::vector<Tensor> params, SgdOptions o) : Optimizer(std::move(params)), o_(o) {
+    VOX_CHECK(o.lr >= 0 && o.momentum >= 0 && o.weight_decay >= 0, "SGD", "lr, momentum and weight_decay must be >= 0");
+    VOX_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD", "Nesterov needs momentum > 0 and dampening 0");
+    lr_ = o.lr;
+    buffers_ = state_like_params();
+    started_.assign(params_.size(), false);
+  }
+  void step() override {
+    for_each_parameter([&](auto* p, const auto* g, size_t i, int64_t n) {
+      using T = std::remove_pointer_t<decltype(p)>;
+      T* buf = buffers_[i].template data<T>();
+      const bool first = !started_[i];
+      const T lr = static_cast<T>(lr_), mu = static_cast<T>(o_.momentum), wd = static_cast<T>(o_.weight_decay),
+              damp = static_cast<T>(1 - o_.dampening);
+      const bool momentum = o_.momentum != 0, nesterov = o_.nesterov;
+      parallel_for(0, n, 32768, [&](int64_t b, int64_t e) {
+        for (int64_t j = b; j < e; ++j) {
+          T d = g[j] + wd * p[j];
+          if (momentum) {
+            buf[j] = first ? d : mu * buf[j] + damp * d;
+            d = nesterov ? d + mu * buf[j] : buf[j];
+          }
+          p[j] -= lr * d;
+        }
+      });
+      started_[i] = true;
+    });
+  }
+
+ private:
+  SgdOptions o_;
+  std::vector<Tensor> buffers_;
+  std::vector<bool> started_;
+};
+
+}  // namespace vox::optim
