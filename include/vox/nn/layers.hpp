@@ -2,7 +2,6 @@
 // Layers. The spatial dimension and the kind of layer are template parameters, checked at
 // compile time; channel counts and sizes are runtime values. Parameter names and shapes are
 // PyTorch's (conv weights are stored channels-last and converted by state_dict()).
-#include <numeric>
 #include <tuple>
 #include <utility>
 
@@ -19,6 +18,23 @@ inline std::vector<int64_t> kernel_axes(const std::vector<int64_t>& k, int d, co
   for (int64_t v : out) VOX_CHECK(v >= 1, layer, "kernel sizes must be >= 1");
   return out;
 }
+
+// A (transposed) conv weight [lead, k..., trail] and its fan-in, trail * kernel volume (PyTorch
+// takes the fan-in from weight axis 1, which is `trail` in vox's channels-last layout).
+struct WeightSpec {
+  Shape shape;
+  int64_t fan_in;
+};
+inline WeightSpec conv_weight(int64_t lead, const std::vector<int64_t>& kernel, int64_t trail, int d, const char* layer) {
+  const auto k = kernel_axes(kernel, d, layer);
+  WeightSpec w{Shape{lead}, trail};
+  for (int64_t v : k) {
+    w.shape.push_back(v);
+    w.fan_in *= v;
+  }
+  w.shape.push_back(trail);
+  return w;
+}
 }  // namespace detail
 
 // Conv<D>: weight [out, k..., in/groups] (PyTorch [out, in/groups, k...]), optional bias [out].
@@ -32,13 +48,9 @@ class Conv : public Module {
       : options_(std::move(options)) {
     VOX_CHECK(in >= 1 && out >= 1 && options_.groups >= 1 && in % options_.groups == 0 && out % options_.groups == 0,
               "nn::Conv", "channels ", in, " -> ", out, " must be positive and divisible by groups ", options_.groups);
-    const auto k = detail::kernel_axes(kernel, D, "nn::Conv");
-    Shape shape{out};
-    for (int64_t v : k) shape.push_back(v);
-    shape.push_back(in / options_.groups);
-    const int64_t fan_in = in / options_.groups * std::accumulate(k.begin(), k.end(), int64_t{1}, std::multiplies<>());
-    weight_ = &register_parameter("weight", init::pytorch_default(shape, fan_in, gen), TorchLayout::channels_first);
-    if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, fan_in, gen));
+    const auto w = detail::conv_weight(out, kernel, in / options_.groups, D, "nn::Conv");
+    weight_ = &register_parameter("weight", init::pytorch_default(w.shape, w.fan_in, gen), TorchLayout::channels_first);
+    if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, w.fan_in, gen));
   }
   Tensor forward(const Tensor& x) const { return conv(x, *weight_, bias_ ? *bias_ : Tensor(), options_); }
   Tensor& weight() { return *weight_; }
@@ -60,14 +72,9 @@ class ConvTranspose : public Module {
       : options_(std::move(options)) {
     VOX_CHECK(in >= 1 && out >= 1 && options_.groups >= 1 && in % options_.groups == 0 && out % options_.groups == 0,
               "nn::ConvTranspose", "channels ", in, " -> ", out, " must be positive and divisible by groups ", options_.groups);
-    const auto k = detail::kernel_axes(kernel, D, "nn::ConvTranspose");
-    Shape shape{in};
-    for (int64_t v : k) shape.push_back(v);
-    shape.push_back(out / options_.groups);
-    // PyTorch takes the fan-in of a transposed conv from weight axis 1: out/groups * kernel.
-    const int64_t fan_in = out / options_.groups * std::accumulate(k.begin(), k.end(), int64_t{1}, std::multiplies<>());
-    weight_ = &register_parameter("weight", init::pytorch_default(shape, fan_in, gen), TorchLayout::channels_first);
-    if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, fan_in, gen));
+    const auto w = detail::conv_weight(in, kernel, out / options_.groups, D, "nn::ConvTranspose");
+    weight_ = &register_parameter("weight", init::pytorch_default(w.shape, w.fan_in, gen), TorchLayout::channels_first);
+    if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, w.fan_in, gen));
   }
   Tensor forward(const Tensor& x) const { return conv_transpose(x, *weight_, bias_ ? *bias_ : Tensor(), options_); }
 
