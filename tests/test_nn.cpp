@@ -190,3 +190,78 @@ TEST_CASE("optimizers refuse parameters they cannot update") {
   CHECK_THROWS_WITH_AS(optim::SGD({p}, {.momentum = 0, .nesterov = true}), Contains("Nesterov"), Error);
   CHECK_THROWS_WITH_AS(optim::Adam({p}, {.beta1 = 1.0}), Contains("betas"), Error);
 }
+
+TEST_CASE("Dice, DiceCE and focal losses match MONAI's, forward and gradient") {
+  using namespace vox::losses;
+  const Tensor weight = from_vector<double>({0.5, 1.0, 2.0, 1.5}, {4});
+  struct Case {
+    std::string name;
+    std::function<Tensor(const Tensor&, const Tensor&)> loss;
+    double rtol;  // MONAI's focal loss computes in f32 whatever its input
+  };
+  const std::vector<Case> cases{
+      {"loss_dice_softmax", [](auto& x, auto& t) { return dice_loss(x, t, {.activation = Activation::softmax}); }, 1e-10},
+      {"loss_dice_sigmoid_nobg_batch_squared",
+       [](auto& x, auto& t) {
+         return dice_loss(x, t, {.include_background = false, .activation = Activation::sigmoid, .squared_pred = true, .batch = true});
+       },
+       1e-10},
+      {"loss_dice_jaccard_none",
+       [](auto& x, auto& t) { return dice_loss(x, t, {.activation = Activation::softmax, .jaccard = true, .reduction = Reduction::none}); },
+       1e-10},
+      {"loss_dice_ce",
+       [&](auto& x, auto& t) {
+         return dice_ce_loss(x, t, {.dice = {.activation = Activation::softmax}, .ce_weight = weight, .lambda_dice = 0.7});
+       },
+       1e-10},
+      {"loss_focal_sigmoid", [](auto& x, auto& t) { return focal_loss(x, t); }, 1e-5},
+      {"loss_focal_softmax_alpha", [](auto& x, auto& t) { return focal_loss(x, t, {.gamma = 1.5, .alpha = 0.25, .use_softmax = true}); }, 1e-5},
+      {"loss_focal_softmax_nobg", [](auto& x, auto& t) { return focal_loss(x, t, {.include_background = false, .use_softmax = true}); }, 1e-5},
+      {"loss_focal_weight_sum",
+       [](auto& x, auto& t) { return focal_loss(x, t, {.alpha = 0.3, .weight = {0.5, 1.0, 2.0, 1.5}, .reduction = Reduction::sum}); },
+       1e-5},
+  };
+  for (const Case& c : cases) {
+    SUBCASE(c.name.c_str()) {
+      const io::Safetensors f = io::load_safetensors(model_fixture(c.name));
+      Tensor x = f.at("x").clone();
+      x.set_requires_grad();
+      const Tensor out = c.loss(from_channels_first(x), f.at("labels"));
+      VOX_CHECK_CLOSE(values(out), values(f.at("out")), c.rtol * 1e-2, c.rtol, c.name << " value");
+      sum(out).backward();
+      VOX_CHECK_CLOSE(values(x.grad()), values(f.at("grad_x")), c.rtol * 1e-2, c.rtol * 10, c.name << " gradient");
+    }
+  }
+  CHECK_THROWS_WITH_AS(focal_loss(randn({2, 3}), zeros({2}, DType::i64), {.include_background = false, .alpha = 0.25, .use_softmax = true}),
+                       Contains("alpha with use_softmax"), Error);
+}
+
+TEST_CASE("deep supervision weights halve per level and sum to one; clipping matches torch's rule") {
+  using namespace vox::losses;
+  const std::vector<Tensor> outputs{full({1}, 1.0), full({1}, 10.0), full({1}, 100.0)};
+  const Tensor total = deep_supervision_loss(outputs, {zeros({1}), zeros({1}), zeros({1})},
+                                             [](const Tensor& o, const Tensor&) { return sum(o); });
+  CHECK(total.item<float>() == doctest::Approx((1.0 + 10.0 / 2 + 100.0 / 4) / 1.75));
+  Tensor a = zeros({2}), b = zeros({1});
+  a.set_requires_grad();
+  b.set_requires_grad();
+  a.set_grad(from_vector<float>({3, 0}, {2}));
+  b.set_grad(from_vector<float>({4}, {1}));
+  CHECK(optim::clip_grad_norm({a, b}, 1.0) == doctest::Approx(5.0));
+  CHECK(values(a.grad())[0] == doctest::Approx(3.0 / (5.0 + 1e-6)));
+  CHECK(values(b.grad())[0] == doctest::Approx(4.0 / (5.0 + 1e-6)));
+  CHECK(optim::clip_grad_norm({a, b}, 10.0) == doctest::Approx(1.0).epsilon(1e-5));  // under the limit: unchanged
+  CHECK(values(b.grad())[0] == doctest::Approx(4.0 / (5.0 + 1e-6)));
+}
+
+TEST_CASE("gradient accumulation over two half-batches equals one full batch") {
+  nn::Conv<3> layer(1, 2, {3}, {.padding = {1}});
+  const Tensor x = randn({4, 5, 5, 5, 1});
+  const Tensor t = randint(0, 2, {4, 5, 5, 5});
+  cross_entropy(layer.forward(x), t).backward();
+  const auto full_batch = values(layer.weight().grad());
+  layer.zero_grad();
+  for (int half = 0; half < 2; ++half)
+    mul(cross_entropy(layer.forward(x.slice(0, 2 * half, 2 * half + 2)), t.slice(0, 2 * half, 2 * half + 2)), scalar(0.5)).backward();
+  VOX_CHECK_CLOSE(values(layer.weight().grad()), full_batch, 1e-6, 1e-5, "accumulated gradient");
+}

@@ -6,3 +6,4 @@
 #include "vox/nn.hpp"
 #include "vox/ops.hpp"
 #include "vox/optim.hpp"
+#include "vox/train.hpp"

@@ -12,6 +12,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceCELoss, DiceLoss, FocalLoss
 from monai.networks.nets import UNet
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -54,6 +55,19 @@ def optim_case(out_dir, name, make):
     save(os.path.join(out_dir, name + ".safetensors"), tensors, {"torch": torch.__version__})
 
 
+def loss_case(out_dir, name, loss):
+    """Logits [2, 4, 3, 5, 6] (NCDHW, f64) and labels [2, 3, 5, 6]; the loss, and d(sum loss)/dx."""
+    torch.manual_seed(7)
+    x = torch.randn(2, 4, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 4, (2, 3, 5, 6))
+    out = loss(x, labels.unsqueeze(1))
+    out.sum().backward()
+    if out.dim() > 2:  # reduction "none" keeps singleton spatial axes: [N, C, 1, 1, 1] -> [N, C]
+        out = out.reshape(out.shape[0], out.shape[1])
+    save(os.path.join(out_dir, name + ".safetensors"), {"x": x, "labels": labels, "out": out, "grad_x": x.grad},
+         {"torch": torch.__version__})
+
+
 def main():
     out_dir = sys.argv[1]
     unet_case(out_dir, "monai_unet_instance", "instance")
@@ -63,7 +77,17 @@ def main():
     optim_case(out_dir, "optim_sgd_dampened", lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.5, dampening=0.3))
     optim_case(out_dir, "optim_adam", lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3))
     optim_case(out_dir, "optim_adamw", lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05))
-    print(f"wrote model and optimizer fixtures to {out_dir}")
+    weight = torch.tensor([0.5, 1.0, 2.0, 1.5], dtype=torch.float64)
+    loss_case(out_dir, "loss_dice_softmax", DiceLoss(to_onehot_y=True, softmax=True))
+    loss_case(out_dir, "loss_dice_sigmoid_nobg_batch_squared",
+              DiceLoss(to_onehot_y=True, sigmoid=True, include_background=False, batch=True, squared_pred=True))
+    loss_case(out_dir, "loss_dice_jaccard_none", DiceLoss(to_onehot_y=True, softmax=True, jaccard=True, reduction="none"))
+    loss_case(out_dir, "loss_dice_ce", DiceCELoss(to_onehot_y=True, softmax=True, ce_weight=weight, lambda_dice=0.7))
+    loss_case(out_dir, "loss_focal_sigmoid", FocalLoss(to_onehot_y=True))
+    loss_case(out_dir, "loss_focal_softmax_alpha", FocalLoss(to_onehot_y=True, use_softmax=True, alpha=0.25, gamma=1.5))
+    loss_case(out_dir, "loss_focal_softmax_nobg", FocalLoss(to_onehot_y=True, use_softmax=True, include_background=False))
+    loss_case(out_dir, "loss_focal_weight_sum", FocalLoss(to_onehot_y=True, weight=[0.5, 1.0, 2.0, 1.5], alpha=0.3, reduction="sum"))
+    print(f"wrote model, optimizer and loss fixtures to {out_dir}")
 
 
 if __name__ == "__main__":
