@@ -265,3 +265,24 @@ TEST_CASE("gradient accumulation over two half-batches equals one full batch") {
     mul(cross_entropy(layer.forward(x.slice(0, 2 * half, 2 * half + 2)), t.slice(0, 2 * half, 2 * half + 2)), scalar(0.5)).backward();
   VOX_CHECK_CLOSE(values(layer.weight().grad()), full_batch, 1e-6, 1e-5, "accumulated gradient");
 }
+
+TEST_CASE("GroupNorm, LayerNorm, Residual and SkipConcat modules") {
+  nn::GroupNorm gn(2, 6);
+  CHECK(gn.named_parameters().size() == 2);
+  const Tensor x = randn({2, 3, 4, 6});
+  VOX_CHECK_CLOSE(values(gn.forward(x)), values(group_norm(x, 2, ones({6}), zeros({6}))), 0.0, 0.0, "group norm module");
+  nn::LayerNorm ln(Shape{4, 6});
+  CHECK(ln.state_dict().at("weight").shape() == Shape{4, 6});
+  VOX_CHECK_CLOSE(values(ln.forward(x)), values(layer_norm(x, 2)), 1e-6, 1e-6, "layer norm module");
+
+  nn::Residual<nn::Conv<3>, nn::PReLU> res(nn::Conv<3>(3, 3, {3}, {.padding = {1}}), nn::PReLU());
+  CHECK(res.named_parameters()[0].name == "body.0.weight");
+  const Tensor v = randn({1, 4, 4, 4, 3});
+  VOX_CHECK_CLOSE(values(res.forward(v)), values(add(v, res.body().forward(v))), 0.0, 0.0, "residual");
+  nn::Residual<nn::Conv<3>> widening(nn::Conv<3>(3, 5, {1}));
+  CHECK_THROWS_WITH_AS(widening.forward(v), Contains("identity residual"), Error);
+
+  nn::SkipConcat<nn::Conv<3>> skip(nn::Conv<3>(3, 2, {1}));
+  CHECK(skip.named_parameters()[0].name == "submodule.0.weight");
+  CHECK(skip.forward(v).shape() == Shape{1, 4, 4, 4, 5});
+}

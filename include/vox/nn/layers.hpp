@@ -133,6 +133,45 @@ class BatchNorm : public Module {
   Tensor *weight_, *bias_, *running_mean_, *running_var_, *batches_;
 };
 
+// GroupNorm: channels (last axis) in `groups` groups, affine by default, as torch.nn.GroupNorm.
+class GroupNorm : public Module {
+ public:
+  GroupNorm(int64_t groups, int64_t channels, bool affine = true, double eps = 1e-5) : groups_(groups), eps_(eps) {
+    VOX_CHECK(groups >= 1 && channels % groups == 0, "nn::GroupNorm", "groups ", groups, " must divide channels ", channels);
+    if (affine) {
+      weight_ = &register_parameter("weight", ones({channels}));
+      bias_ = &register_parameter("bias", zeros({channels}));
+    }
+  }
+  Tensor forward(const Tensor& x) const { return group_norm(x, groups_, weight_ ? *weight_ : Tensor(), bias_ ? *bias_ : Tensor(), eps_); }
+
+ private:
+  int64_t groups_;
+  double eps_;
+  Tensor* weight_ = nullptr;
+  Tensor* bias_ = nullptr;
+};
+
+// LayerNorm over the trailing axes `normalized_shape`, affine by default, as torch.nn.LayerNorm.
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(const Shape& normalized_shape, bool affine = true, double eps = 1e-5)
+      : axes_(normalized_shape.size()), eps_(eps) {
+    VOX_CHECK(axes_ >= 1, "nn::LayerNorm", "needs at least one normalised axis");
+    if (affine) {
+      weight_ = &register_parameter("weight", ones(normalized_shape));
+      bias_ = &register_parameter("bias", zeros(normalized_shape));
+    }
+  }
+  Tensor forward(const Tensor& x) const { return layer_norm(x, axes_, weight_ ? *weight_ : Tensor(), bias_ ? *bias_ : Tensor(), eps_); }
+
+ private:
+  int64_t axes_;
+  double eps_;
+  Tensor* weight_ = nullptr;
+  Tensor* bias_ = nullptr;
+};
+
 // PReLU with one slope or one per channel (the last axis), initialised to 0.25.
 class PReLU : public Module {
  public:
@@ -229,6 +268,37 @@ class Sequential : public Module {
 
  private:
   std::tuple<Layers...> layers_;
+};
+
+// Residual<Layers...>: x + body(x), the body a Sequential of the layers, named "body".
+template <Layer... Layers>
+class Residual : public Module {
+ public:
+  explicit Residual(Layers... layers) : body_(std::move(layers)...) {}
+  Tensor forward(const Tensor& x) {
+    const Tensor y = body_.forward(x);
+    VOX_CHECK(y.shape() == x.shape(), "nn::Residual", "the body maps ", x.shape(), " to ", y.shape(),
+              "; an identity residual needs the same shape");
+    return add(x, y);
+  }
+  void visit_children(const ChildVisitor& visit) override { visit("body", body_); }
+  Sequential<Layers...>& body() { return body_; }
+
+ private:
+  Sequential<Layers...> body_;
+};
+
+// SkipConcat<Layers...>: concatenates [x, submodule(x)] on the channel (last) axis, the U-Net
+// skip; the body is named "submodule" as in MONAI's SkipConnection.
+template <Layer... Layers>
+class SkipConcat : public Module {
+ public:
+  explicit SkipConcat(Layers... layers) : body_(std::move(layers)...) {}
+  Tensor forward(const Tensor& x) { return concat({x, body_.forward(x)}, -1); }
+  void visit_children(const ChildVisitor& visit) override { visit("submodule", body_); }
+
+ private:
+  Sequential<Layers...> body_;
 };
 
 }  // namespace vox::nn
