@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 install_debian_packages "${VOX_BUILD_PACKAGES[@]}"
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DVOX_BUILD_TESTS=OFF > /dev/null
-cmake --build build/release -j"$(nproc)" --target vox_train_synthetic
+cmake -S . -B build/demo -DCMAKE_BUILD_TYPE=Release -DVOX_BUILD_TESTS=OFF -DVOX_BUILD_EXAMPLES=ON -DVOX_BUILD_BENCHMARKS=OFF > /dev/null
+cmake --build build/demo -j"$(nproc)" --target vox_train_synthetic
 if [ "$#" -eq 0 ]; then set -- --arch monai-unet; fi
-./build/release/examples/vox_train_synthetic "$@"
+./build/demo/examples/vox_train_synthetic "$@"

@@ -9,12 +9,13 @@ install_debian_packages "${VOX_BUILD_PACKAGES[@]}" "${VOX_TEST_PACKAGES[@]}"
 jobs="$(nproc)"
 
 echo "== vox: release build and tests"
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DVOX_BUILD_TESTS=ON -DVOX_BUILD_EXAMPLES=ON -DVOX_BUILD_BENCHMARKS=OFF -DVOX_SANITIZE=OFF > /dev/null
 cmake --build build/release -j"$jobs"
 (cd build/release && ctest --output-on-failure -j"$jobs")
 
 echo "== vox: the same tests under AddressSanitizer and UndefinedBehaviorSanitizer"
-cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DVOX_SANITIZE=ON > /dev/null
+cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" -DVOX_SANITIZE=ON \
+  -DVOX_BUILD_TESTS=ON -DVOX_BUILD_EXAMPLES=ON -DVOX_BUILD_BENCHMARKS=OFF > /dev/null
 cmake --build build/sanitize -j"$jobs"
 (cd build/sanitize && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure -j"$jobs")

@@ -6,12 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/deps.sh
-install_debian_packages "${VOX_BUILD_PACKAGES[@]}" python3-torch python3-numpy
+install_debian_packages "${VOX_BUILD_PACKAGES[@]}" libbenchmark-dev python3-torch python3-numpy
 threads="${1:-$(nproc)}"; size="${2:-64}"; channels="${3:-32}"
-cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DVOX_BUILD_BENCHMARKS=ON > /dev/null
-cmake --build build/release -j"$(nproc)" --target vox_conv3d_timing > /dev/null
+cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DVOX_BUILD_BENCHMARKS=ON -DVOX_BUILD_TESTS=OFF > /dev/null
+cmake --build build/bench -j"$(nproc)" --target vox_conv3d_timing > /dev/null
 log="$(mktemp)"
-./build/release/benchmarks/vox_conv3d_timing --threads "$threads" --size "$size" --channels "$channels" | tee "$log"
+./build/bench/benchmarks/vox_conv3d_timing --threads "$threads" --size "$size" --channels "$channels" | tee "$log"
 OMP_NUM_THREADS="$threads" /usr/bin/python3 benchmarks/peers/conv3d_torch.py --threads "$threads" --size "$size" --channels "$channels" | tee -a "$log"
 echo
 echo "| pass | vox ms | torch NCDHW ms | torch channels_last_3d ms | ratio (best torch / vox) |"
