@@ -48,6 +48,24 @@ inline Tensor resample(const char* op, const char* node, const Tensor& x, int sp
   return out;
 }
 
+// One AxisTable per spatial axis: add_row(axis, o, table) appends output o's entries.
+template <class AddRow>
+std::array<kernels::cpu::AxisTable, 3> axis_tables(const char* op, const Tensor& x, const std::array<int64_t, 3>& in,
+                                                   const std::array<int64_t, 3>& out, AddRow add_row) {
+  std::array<kernels::cpu::AxisTable, 3> tables;
+  for (size_t i = 0; i < 3; ++i) {
+    VOX_CHECK(out[i] >= 1 && in[i] >= 1, op, "input and output sizes must be >= 1, input ", x.shape(), ", output axis ", i,
+              " of size ", out[i]);
+    tables[i].in_size = in[i];
+    tables[i].out_size = out[i];
+    for (int64_t o = 0; o < out[i]; ++o) {
+      add_row(i, o, tables[i]);
+      tables[i].close_row();
+    }
+  }
+  return tables;
+}
+
 struct PoolAxes {
   std::array<int64_t, 3> kernel, stride, padding, out;
 };
@@ -73,20 +91,13 @@ inline Tensor avg_pool3d(const Tensor& x, const PoolOptions& options) {
   const int spatial = detail::volume_dims("avg_pool3d", x);
   const auto a = detail::pool_axes("avg_pool3d", x, spatial, options);
   const auto in = detail::spatial_of(x, spatial);
-  std::array<kernels::cpu::AxisTable, 3> tables;
-  for (size_t i = 0; i < 3; ++i) {
-    auto& t = tables[i];
-    t.in_size = in[i];
-    t.out_size = a.out[i];
-    for (int64_t o = 0; o < a.out[i]; ++o) {
-      const int64_t start = o * a.stride[i] - a.padding[i];
-      const int64_t padded_end = std::min(start + a.kernel[i], in[i] + a.padding[i]);
-      const int64_t lo = std::max<int64_t>(start, 0), hi = std::min(padded_end, in[i]);
-      const double divisor = static_cast<double>(options.count_include_pad ? padded_end - start : hi - lo);
-      for (int64_t j = lo; j < hi; ++j) t.add(j, 1.0 / divisor);
-      t.close_row();
-    }
-  }
+  const auto tables = detail::axis_tables("avg_pool3d", x, in, a.out, [&](size_t i, int64_t o, kernels::cpu::AxisTable& t) {
+    const int64_t start = o * a.stride[i] - a.padding[i];
+    const int64_t padded_end = std::min(start + a.kernel[i], in[i] + a.padding[i]);
+    const int64_t lo = std::max<int64_t>(start, 0), hi = std::min(padded_end, in[i]);
+    const double divisor = static_cast<double>(options.count_include_pad ? padded_end - start : hi - lo);
+    for (int64_t j = lo; j < hi; ++j) t.add(j, 1.0 / divisor);
+  });
   return detail::resample("avg_pool3d", "AvgPoolBackward", x, spatial, tables);
 }
 
@@ -94,19 +105,10 @@ inline Tensor adaptive_avg_pool3d(const Tensor& x, const std::vector<int64_t>& o
   const int spatial = detail::volume_dims("adaptive_avg_pool3d", x);
   const auto out = detail::per_axis("adaptive_avg_pool3d", "output_size", output_size, spatial, 1);
   const auto in = detail::spatial_of(x, spatial);
-  std::array<kernels::cpu::AxisTable, 3> tables;
-  for (size_t i = 0; i < 3; ++i) {
-    VOX_CHECK(out[i] >= 1, "adaptive_avg_pool3d", "output sizes must be >= 1");
-    VOX_CHECK(in[i] >= 1, "adaptive_avg_pool3d", "empty spatial axis in shape ", x.shape());
-    auto& t = tables[i];
-    t.in_size = in[i];
-    t.out_size = out[i];
-    for (int64_t o = 0; o < out[i]; ++o) {
-      const int64_t lo = (o * in[i]) / out[i], hi = ((o + 1) * in[i] + out[i] - 1) / out[i];
-      for (int64_t j = lo; j < hi; ++j) t.add(j, 1.0 / static_cast<double>(hi - lo));
-      t.close_row();
-    }
-  }
+  const auto tables = detail::axis_tables("adaptive_avg_pool3d", x, in, out, [&](size_t i, int64_t o, kernels::cpu::AxisTable& t) {
+    const int64_t lo = (o * in[i]) / out[i], hi = ((o + 1) * in[i] + out[i] - 1) / out[i];
+    for (int64_t j = lo; j < hi; ++j) t.add(j, 1.0 / static_cast<double>(hi - lo));
+  });
   return detail::resample("adaptive_avg_pool3d", "AdaptiveAvgPoolBackward", x, spatial, tables);
 }
 

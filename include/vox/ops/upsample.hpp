@@ -12,17 +12,10 @@ inline Tensor upsample_nearest(const Tensor& x, const std::vector<int64_t>& outp
   const int spatial = detail::volume_dims("upsample_nearest", x);
   const auto out = detail::per_axis("upsample_nearest", "output_size", output_size, spatial, 1);
   const auto in = detail::spatial_of(x, spatial);
-  std::array<kernels::cpu::AxisTable, 3> tables;
-  for (size_t i = 0; i < 3; ++i) {
-    VOX_CHECK(out[i] >= 1 && in[i] >= 1, "upsample_nearest", "sizes must be >= 1, input ", x.shape());
-    tables[i].in_size = in[i];
-    tables[i].out_size = out[i];
+  const auto tables = detail::axis_tables("upsample_nearest", x, in, out, [&](size_t i, int64_t o, kernels::cpu::AxisTable& t) {
     const double scale = static_cast<double>(in[i]) / static_cast<double>(out[i]);
-    for (int64_t o = 0; o < out[i]; ++o) {
-      tables[i].add(std::min<int64_t>(static_cast<int64_t>(std::floor(static_cast<double>(o) * scale)), in[i] - 1), 1.0);
-      tables[i].close_row();
-    }
-  }
+    t.add(std::min<int64_t>(static_cast<int64_t>(std::floor(static_cast<double>(o) * scale)), in[i] - 1), 1.0);
+  });
   return detail::resample("upsample_nearest", "UpsampleNearestBackward", x, spatial, tables);
 }
 
@@ -30,24 +23,17 @@ inline Tensor upsample_trilinear(const Tensor& x, const std::vector<int64_t>& ou
   const int spatial = detail::volume_dims("upsample_trilinear", x);
   const auto out = detail::per_axis("upsample_trilinear", "output_size", output_size, spatial, 1);
   const auto in = detail::spatial_of(x, spatial);
-  std::array<kernels::cpu::AxisTable, 3> tables;
-  for (size_t i = 0; i < 3; ++i) {
-    VOX_CHECK(out[i] >= 1 && in[i] >= 1, "upsample_trilinear", "sizes must be >= 1, input ", x.shape());
-    tables[i].in_size = in[i];
-    tables[i].out_size = out[i];
+  const auto tables = detail::axis_tables("upsample_trilinear", x, in, out, [&](size_t i, int64_t o, kernels::cpu::AxisTable& t) {
     const double n_in = static_cast<double>(in[i]), n_out = static_cast<double>(out[i]);
-    for (int64_t o = 0; o < out[i]; ++o) {
-      double src;
-      if (align_corners) src = n_out > 1 ? static_cast<double>(o) * (n_in - 1) / (n_out - 1) : 0.0;
-      else src = std::max(0.0, (static_cast<double>(o) + 0.5) * (n_in / n_out) - 0.5);
-      const int64_t i0 = std::min<int64_t>(static_cast<int64_t>(std::floor(src)), in[i] - 1);
-      const int64_t i1 = std::min<int64_t>(i0 + 1, in[i] - 1);
-      const double frac = src - static_cast<double>(i0);
-      tables[i].add(i0, 1.0 - frac);
-      if (frac != 0.0) tables[i].add(i1, frac);
-      tables[i].close_row();
-    }
-  }
+    double src;
+    if (align_corners) src = n_out > 1 ? static_cast<double>(o) * (n_in - 1) / (n_out - 1) : 0.0;
+    else src = std::max(0.0, (static_cast<double>(o) + 0.5) * (n_in / n_out) - 0.5);
+    const int64_t i0 = std::min<int64_t>(static_cast<int64_t>(std::floor(src)), in[i] - 1);
+    const int64_t i1 = std::min<int64_t>(i0 + 1, in[i] - 1);
+    const double frac = src - static_cast<double>(i0);
+    t.add(i0, 1.0 - frac);
+    if (frac != 0.0) t.add(i1, frac);
+  });
   return detail::resample("upsample_trilinear", "UpsampleTrilinearBackward", x, spatial, tables);
 }
 

@@ -57,14 +57,7 @@ inline Tensor target_like(const char* op, const Tensor& prediction, const Tensor
 
 inline Tensor without_background(const Tensor& t) { return slice(t, -1, 1, t.size(-1)); }
 
-inline Tensor reduce(const Tensor& per_item, Reduction r) {
-  switch (r) {
-    case Reduction::none: return per_item;
-    case Reduction::sum: return sum(per_item);
-    case Reduction::mean: return mean(per_item);
-  }
-  return per_item;
-}
+using vox::detail::reduce_loss;
 }  // namespace detail
 
 inline Tensor dice_loss(const Tensor& prediction, const Tensor& target, const DiceOptions& o = {}) {
@@ -87,7 +80,7 @@ inline Tensor dice_loss(const Tensor& prediction, const Tensor& target, const Di
   if (o.jaccard) denominator = mul(sub(denominator, intersection), scalar(2.0, p.dtype()));
   const Tensor ratio = div(add(mul(intersection, scalar(2.0, p.dtype())), scalar(o.smooth_nr, p.dtype())),
                            add(denominator, scalar(o.smooth_dr, p.dtype())));
-  return detail::reduce(sub(scalar(1.0, p.dtype()), ratio), o.reduction);
+  return detail::reduce_loss(sub(scalar(1.0, p.dtype()), ratio), o.reduction);
 }
 
 struct DiceCEOptions {
@@ -158,7 +151,7 @@ inline Tensor focal_loss(const Tensor& logits, const Tensor& target, const Focal
     for (int64_t a = 1; a + 1 < loss.rank(); ++a) spatial.push_back(a);
     return sum(spatial.empty() ? loss : mean(loss, spatial));
   }
-  return detail::reduce(loss, o.reduction);
+  return detail::reduce_loss(loss, o.reduction);
 }
 
 using LossFn = std::function<Tensor(const Tensor& output, const Tensor& target)>;
