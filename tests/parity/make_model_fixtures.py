@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Fixtures for model and optimizer parity, from MONAI's and PyTorch's own classes.
+"""Fixtures for model and optimizer parity, from MONAI's, nnU-Net's and PyTorch's own classes.
 
 monai_unet_{instance,batch}.safetensors: the state_dict ("state.<key>"), an input x (NCDHW,
 non-cubic), the output, a target, the cross-entropy loss and every parameter's gradient
 ("grad.<key>") after one backward; for batch norm also the running statistics after the pass.
+model_<name>.safetensors: AttentionUnet, ResNets, nnU-Net's PlainConvUNet, torch's
+MultiheadAttention and the MLPerf 3D U-Net (written here from its published layout, with its
+state_dict keys), in f64: the state_dict, input, outputs, fixed random projections r<i> of the outputs
+(loss = sum_i mean(out_i * r_i)), every parameter's gradient and the buffers after the pass.
 optim_{sgd_nesterov,adam,adamw}.safetensors: initial parameters, five gradients per parameter and
 the parameters after five steps of the PyTorch optimizer, in f64.
 """
@@ -13,7 +17,8 @@ import sys
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceLoss, FocalLoss
-from monai.networks.nets import UNet
+from monai.networks.nets import AttentionUnet, UNet, resnet10, resnet18, resnet34, resnet50
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_writer import save  # noqa: E402
@@ -37,6 +42,130 @@ def unet_case(out_dir, name, norm):
     for k, b in net.named_buffers():
         tensors["after." + k] = b
     save(os.path.join(out_dir, name + ".safetensors"), tensors, {"monai_norm": norm})
+
+
+def model_case(out_dir, name, net, x, run, meta=None):
+    """run(net, x) -> list of outputs, each laid out NC... like x. In f64: deep stacks of norms
+    over few voxels make f32 gradients differ from the exact ones by percents, in PyTorch too, so
+    the exact arithmetic is compared in f64 (the f32 kernels have their own tests)."""
+    net = net.double()
+    x = x.double()
+    net.train()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    outputs = run(net, x)
+    projections = [torch.randn_like(o) for o in outputs]
+    loss = sum((o * r).mean() for o, r in zip(outputs, projections))
+    loss.backward()
+    tensors = {"state." + k: v for k, v in state.items()}
+    tensors["x"] = x
+    for i, (o, r) in enumerate(zip(outputs, projections)):
+        tensors[f"out{i}"] = o
+        tensors[f"r{i}"] = r
+    for k, p in net.named_parameters():
+        tensors["grad." + k] = p.grad
+    for k, b in net.named_buffers():
+        tensors["after." + k] = b
+    meta = dict(meta or {})
+    meta["parameters"] = str(sum(p.numel() for p in net.parameters()))
+    save(os.path.join(out_dir, "model_" + name + ".safetensors"), tensors, meta)
+
+
+class MLPerfUNet3D(nn.Module):
+    """The MLPerf KiTS19 3D U-Net's layout and state_dict keys: conv blocks are Sequential(conv
+    without bias, InstanceNorm3d(affine), ReLU); upsampling is a k2 s2 transposed conv with bias,
+    concatenated before the skip; the output is a 1x1x1 conv."""
+
+    @staticmethod
+    def block(cin, cout, stride):
+        return nn.Sequential(nn.Conv3d(cin, cout, 3, stride, 1, bias=False), nn.InstanceNorm3d(cout, affine=True), nn.ReLU())
+
+    class Double(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = MLPerfUNet3D.block(cin, cout, stride)
+            self.conv2 = MLPerfUNet3D.block(cout, cout, 1)
+
+        def forward(self, x):
+            return self.conv2(self.conv1(x))
+
+    class Up(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.upsample_conv = nn.Sequential(nn.ConvTranspose3d(cin, cout, 2, 2, 0, bias=True), nn.Identity(), nn.Identity())
+            self.conv1 = MLPerfUNet3D.block(2 * cout, cout, 1)
+            self.conv2 = MLPerfUNet3D.block(cout, cout, 1)
+
+        def forward(self, x, skip):
+            return self.conv2(self.conv1(torch.cat((self.upsample_conv(x), skip), dim=1)))
+
+    class Output(nn.Module):
+        def __init__(self, cin, classes):
+            super().__init__()
+            self.conv = nn.Conv3d(cin, classes, 1, 1, 0, bias=True)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    def __init__(self, in_channels=1, n_class=3, filters=(32, 64, 128, 256, 320)):
+        super().__init__()
+        self.input_block = self.Double(in_channels, filters[0], 1)
+        self.downsample = nn.ModuleList([self.Double(i, o, 2) for i, o in zip(filters[:-1], filters[1:])])
+        self.bottleneck = self.Double(filters[-1], filters[-1], 2)
+        ups = [self.Up(filters[-1], filters[-1])] + [self.Up(i, o) for i, o in zip(reversed(filters[1:]), reversed(filters[:-1]))]
+        self.upsample = nn.ModuleList(ups)
+        self.output = self.Output(filters[0], n_class)
+
+    def forward(self, x):
+        x = self.input_block(x)
+        skips = [x]
+        for d in self.downsample:
+            x = d(x)
+            skips.append(x)
+        x = self.bottleneck(x)
+        for up, skip in zip(self.upsample, reversed(skips)):
+            x = up(x, skip)
+        return self.output(x)
+
+
+def model_cases(out_dir):
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    single = lambda net, x: [net(x)]  # noqa: E731
+    torch.manual_seed(11)
+    model_case(out_dir, "attention_unet", AttentionUnet(3, 1, 2, channels=(4, 8, 16, 32), strides=(2, 2, 2)),
+               torch.randn(2, 1, 16, 24, 8), single)
+    torch.manual_seed(12)
+    model_case(out_dir, "resnet18", resnet18(n_input_channels=2, num_classes=3, widen_factor=0.25),
+               torch.randn(2, 2, 20, 24, 28), single)
+    torch.manual_seed(13)
+    model_case(out_dir, "resnet50", resnet50(n_input_channels=1, num_classes=2, widen_factor=0.125, conv1_t_size=3,
+                                             conv1_t_stride=2), torch.randn(2, 1, 24, 20, 16), single)
+    torch.manual_seed(14)
+    model_case(out_dir, "resnet10_shortcut_a", resnet10(n_input_channels=1, num_classes=2, widen_factor=0.25,
+                                                        shortcut_type="A", no_max_pool=True),
+               torch.randn(2, 1, 12, 12, 12), single)
+    torch.manual_seed(15)
+    model_case(out_dir, "unet3d", MLPerfUNet3D(), torch.randn(1, 1, 32, 64, 32), single)
+    torch.manual_seed(16)
+    nnunet = PlainConvUNet(1, 4, (8, 16, 32, 64), nn.Conv3d, [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+                           [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], 2, 3, (1, 2, 2), conv_bias=True,
+                           norm_op=nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
+                           nonlin=nn.LeakyReLU, nonlin_kwargs={"negative_slope": 1e-2, "inplace": True},
+                           deep_supervision=True)
+    model_case(out_dir, "nnunet_plain", nnunet, torch.randn(2, 1, 8, 16, 24), lambda net, x: list(net(x)))
+    torch.manual_seed(17)
+    attention = nn.MultiheadAttention(12, 3, batch_first=True)
+
+    def tokens(net, x):  # NCDHW volume -> tokens [N, DHW, C] -> back to NCDHW
+        t = x.flatten(2).transpose(1, 2)
+        out = net(t, t, t, need_weights=False)[0]
+        return [out.transpose(1, 2).reshape(x.shape)]
+
+    model_case(out_dir, "mhsa", attention, torch.randn(2, 12, 3, 4, 5), tokens)
+    for depth, make in ((10, resnet10), (18, resnet18), (34, resnet34), (50, resnet50)):
+        net = make(n_input_channels=1, num_classes=2)
+        save(os.path.join(out_dir, f"count_resnet{depth}.safetensors"), {"dummy": torch.zeros(1)},
+             {"parameters": str(sum(p.numel() for p in net.parameters()))})
 
 
 def optim_case(out_dir, name, make):
@@ -72,6 +201,7 @@ def main():
     out_dir = sys.argv[1]
     unet_case(out_dir, "monai_unet_instance", "instance")
     unet_case(out_dir, "monai_unet_batch", "batch")
+    model_cases(out_dir)
     optim_case(out_dir, "optim_sgd_nesterov",
                lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4))
     optim_case(out_dir, "optim_sgd_dampened", lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.5, dampening=0.3))

@@ -12,19 +12,6 @@ class DynamicModule : public Module {
   virtual Tensor forward(const Tensor& x) = 0;
 };
 
-// Wraps any layer with forward(Tensor) as a DynamicModule.
-template <class M>
-class Boxed : public DynamicModule {
- public:
-  explicit Boxed(M layer) : layer_(std::move(layer)) {}
-  Tensor forward(const Tensor& x) override { return layer_.forward(x); }
-  void visit_children(const ChildVisitor& visit) override { layer_.visit_children(visit); }
-  M& get() { return layer_; }
-
- private:
-  M layer_;
-};
-
 class DynamicSequential : public DynamicModule {
  public:
   DynamicSequential& add(std::unique_ptr<DynamicModule> m) {
@@ -43,6 +30,24 @@ class DynamicSequential : public DynamicModule {
 
  private:
   std::vector<std::unique_ptr<DynamicModule>> items_;
+};
+
+// Children "0", "1", ... of one type, as torch.nn.ModuleList; the owner decides how to run them.
+template <class M>
+class ModuleList : public Module {
+ public:
+  M& push_back(M m) {
+    items_.push_back(std::make_unique<M>(std::move(m)));
+    return *items_.back();
+  }
+  M& operator[](size_t i) { return *items_.at(i); }
+  size_t size() const { return items_.size(); }
+  void visit_children(const ChildVisitor& visit) override {
+    for (size_t i = 0; i < items_.size(); ++i) visit(std::to_string(i), *items_[i]);
+  }
+
+ private:
+  std::vector<std::unique_ptr<M>> items_;
 };
 
 }  // namespace vox::nn

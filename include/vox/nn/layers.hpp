@@ -189,6 +189,11 @@ class ReLU : public Module {
   Tensor forward(const Tensor& x) const { return relu(x); }
 };
 
+class Sigmoid : public Module {
+ public:
+  Tensor forward(const Tensor& x) const { return sigmoid(x); }
+};
+
 class LeakyReLU : public Module {
  public:
   explicit LeakyReLU(double negative_slope = 0.01) : slope_(negative_slope) {}
@@ -225,6 +230,8 @@ class Linear : public Module {
     if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, in, gen));
   }
   Tensor forward(const Tensor& x) const { return linear(x, *weight_, bias_ ? *bias_ : Tensor()); }
+  Tensor& weight() { return *weight_; }
+  Tensor bias() const { return bias_ ? *bias_ : Tensor(); }
 
  private:
   Tensor* weight_ = nullptr;

@@ -73,6 +73,19 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
 
+  // Converts every floating parameter and buffer to `dtype` (PyTorch's module.to(dtype)), e.g.
+  // f64 for reference runs. Integer buffers (counters) keep their type; gradients are dropped.
+  void to(DType dtype) {
+    VOX_CHECK(is_floating(dtype), "Module::to", "needs a floating dtype, got ", dtype_name(dtype));
+    for (const auto& list : {named_parameters(), named_buffers()})
+      for (const auto& t : list) {
+        if (!is_floating(t.tensor->dtype()) || t.tensor->dtype() == dtype) continue;
+        const bool trainable = t.tensor->requires_grad();
+        *t.tensor = t.tensor->detach().to(dtype);
+        if (trainable) t.tensor->set_requires_grad(true);
+      }
+  }
+
   void zero_grad() {
     for (const auto& p : named_parameters()) p.tensor->zero_grad();
   }

@@ -1,0 +1,207 @@
+// Floor 5: the model zoo against the originals. Each network is built by vox, loaded with the
+// original's state_dict (MONAI's AttentionUnet and ResNets, nnU-Net's PlainConvUNet, torch's
+// MultiheadAttention, the MLPerf 3D U-Net), run in training mode on the same input, and must give
+// the same outputs, the same parameter gradients of a fixed projection loss, and the same batch
+// norm running statistics. Both sides run in f64: these networks' f32 gradients are
+// ill-conditioned (norms over few voxels deep in the network move PyTorch's own f32 gradients by
+// percents from the exact ones), so f64 is where a wrong formula cannot hide. The f32 kernels are
+// tested op by op, and the MONAI U-Net test in test_nn.cpp runs the whole network in f32.
+// Fixtures: tests/parity/make_model_fixtures.py, made at test time.
+#include <cstdlib>
+#include <functional>
+
+#include <vox/io/safetensors.hpp>
+#include <vox/nn.hpp>
+
+#include "harness.hpp"
+
+using namespace vox;
+using namespace vox::testing;
+using namespace vox::nn::models;
+using doctest::Contains;
+
+namespace {
+
+io::Safetensors fixture(const std::string& name) {
+  const char* dir = std::getenv("VOX_MODEL_PARITY_DIR");
+  return io::load_safetensors(std::string(dir ? dir : "parity-models") + "/" + name + ".safetensors");
+}
+
+double relative_max_error(const Tensor& got, const Tensor& want) {
+  const auto g = values(got), w = values(want);
+  REQUIRE(g.size() == w.size());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    diff = std::max(diff, std::abs(g[i] - w[i]));
+    scale = std::max(scale, std::abs(w[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+// PyTorch's layout <-> vox's: channels move between axis 1 and the last axis for rank >= 3.
+Tensor from_torch(const Tensor& t) { return t.rank() >= 3 ? from_channels_first(t) : t; }
+Tensor to_torch(const Tensor& t) { return t.rank() >= 3 ? to_channels_first(t) : t; }
+
+using Outputs = std::vector<Tensor>;
+
+// Converts `net` to f64, loads the fixture's state (with `load`), runs `run` in training mode,
+// and compares outputs, parameter gradients and buffers, each within 1e-9 of its largest element.
+template <class Net>
+void check_against_original(const std::string& name, Net& net, const std::function<Outputs(Net&, const Tensor&)>& run,
+                            const std::function<void(Net&, const std::map<std::string, Tensor>&)>& load) {
+  const io::Safetensors f = fixture("model_" + name);
+  std::map<std::string, Tensor> state;
+  for (const auto& [key, t] : f.tensors)
+    if (key.rfind("state.", 0) == 0) state[key.substr(6)] = t;
+  CHECK(net.parameter_count() == std::stoll(f.metadata.at("parameters")));
+  net.to(DType::f64);
+  load(net, state);
+  net.train();
+  const Outputs outputs = run(net, from_torch(f.at("x")));
+  Tensor loss = scalar(0.0, DType::f64);
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const Tensor& want = f.at("out" + std::to_string(i));
+    const Tensor got = to_torch(outputs[i]);
+    REQUIRE(got.shape() == want.shape());
+    const double err = relative_max_error(got, want);
+    INFO(name << " output " << i << ": max error " << err << " of the largest element");
+    CHECK(err < 1e-9);
+    loss = add(loss, mean(mul(outputs[i], from_torch(f.at("r" + std::to_string(i))))));
+  }
+  CHECK_FALSE(f.contains("out" + std::to_string(outputs.size())));  // as many outputs as the original
+  loss.backward();
+  // A bias right before a norm that removes per-channel constants has a vanishing gradient: both
+  // sides hold rounding noise there. Such gradients must vanish in vox too.
+  double largest = 0;
+  for (const auto& p : net.named_parameters())
+    for (double v : values(f.at("grad." + p.name))) largest = std::max(largest, std::abs(v));
+  for (const auto& p : net.named_parameters()) {
+    Tensor g = p.tensor->grad();
+    REQUIRE_MESSAGE(g.defined(), p.name << " has no gradient");
+    if (p.layout == nn::TorchLayout::channels_first) g = to_channels_first(g);
+    const Tensor& want = f.at("grad." + p.name);
+    double want_max = 0, got_max = 0;
+    for (double v : values(want)) want_max = std::max(want_max, std::abs(v));
+    for (double v : values(g)) got_max = std::max(got_max, std::abs(v));
+    if (want_max < 1e-6 * largest) {
+      INFO(name << " " << p.name << ": the original's gradient vanishes (" << want_max << "), vox's is " << got_max);
+      CHECK(got_max < 1e-6 * largest);
+      continue;
+    }
+    const double err = relative_max_error(g, want);
+    INFO(name << " " << p.name << " gradient: max error " << err << " of the largest element");
+    CHECK(err < 1e-9);
+  }
+  for (const auto& [key, t] : net.state_dict()) {
+    if (!f.contains("after." + key)) continue;
+    INFO(name << " " << key << " after the training pass");
+    if (t.dtype() == DType::i64) CHECK(values(t) == values(f.at("after." + key)));
+    else CHECK(relative_max_error(t, f.at("after." + key)) < 1e-9);
+  }
+}
+
+template <class Net>
+Outputs single(Net& net, const Tensor& x) {
+  return {net.forward(x)};
+}
+template <class Net>
+void strict(Net& net, const std::map<std::string, Tensor>& state) {
+  net.load_state_dict(state);
+}
+
+}  // namespace
+
+TEST_CASE("MONAI's AttentionUnet: keys, outputs and gradients") {
+  AttentionUNet net({.in_channels = 1, .out_channels = 2, .channels = {4, 8, 16, 32}, .strides = {2, 2, 2}});
+  check_against_original<AttentionUNet>("attention_unet", net, single<AttentionUNet>, strict<AttentionUNet>);
+  CHECK_THROWS_WITH_AS(net.forward(randn({1, 12, 16, 16, 1})), Contains("divisible by the product of the strides"), Error);
+}
+
+TEST_CASE("MONAI's ResNets: parameter counts, and parity for basic, bottleneck and shortcut-A layouts") {
+  for (int depth : {10, 18, 34, 50}) {
+    ResNet3D net(resnet_config(depth, {.n_input_channels = 1, .num_classes = 2}));
+    const std::string name = "count_resnet" + std::to_string(depth);
+    INFO(name);
+    CHECK(net.parameter_count() == std::stoll(fixture(name).metadata.at("parameters")));
+  }
+  SUBCASE("resnet18") {
+    ResNet3D net(resnet_config(18, {.n_input_channels = 2, .widen_factor = 0.25, .num_classes = 3}));
+    check_against_original<ResNet3D>("resnet18", net, single<ResNet3D>, strict<ResNet3D>);
+  }
+  SUBCASE("resnet50") {
+    ResNet3D net(resnet_config(50, {.n_input_channels = 1, .conv1_t_size = 3, .conv1_t_stride = 2, .widen_factor = 0.125, .num_classes = 2}));
+    check_against_original<ResNet3D>("resnet50", net, single<ResNet3D>, strict<ResNet3D>);
+  }
+  SUBCASE("resnet10, shortcut A, no max pool") {
+    ResNet3D net(resnet_config(10, {.n_input_channels = 1, .no_max_pool = true, .shortcut = ResNetShortcut::A,
+                                    .widen_factor = 0.25, .num_classes = 2}));
+    check_against_original<ResNet3D>("resnet10_shortcut_a", net, single<ResNet3D>, strict<ResNet3D>);
+  }
+  CHECK_THROWS_WITH_AS(resnet_config(19), Contains("no ResNet of depth 19"), Error);
+}
+
+TEST_CASE("the MLPerf 3D U-Net: 31,190,243 parameters, outputs and gradients") {
+  UNet3D net;
+  CHECK(net.parameter_count() == 31190243);
+  check_against_original<UNet3D>("unet3d", net, single<UNet3D>, strict<UNet3D>);
+  CHECK_THROWS_WITH_AS(net.forward(randn({1, 32, 48, 32, 1})), Contains("divisible by 32"), Error);
+}
+
+TEST_CASE("nnU-Net's PlainConvUNet: anisotropic stages, deep supervision, nnU-Net's alias keys") {
+  PlainConvUNetConfig config{.input_channels = 1,
+                             .num_classes = 3,
+                             .features_per_stage = {8, 16, 32, 64},
+                             .kernel_sizes = {{1, 3, 3}, {3, 3, 3}, {3, 3, 3}, {3, 3, 3}},
+                             .strides = {{1, 1, 1}, {1, 2, 2}, {2, 2, 2}, {2, 2, 2}},
+                             .n_conv_per_stage = {2, 2, 2, 2},
+                             .n_conv_per_stage_decoder = {1, 2, 2}};
+  PlainConvUNet net(config);
+  check_against_original<PlainConvUNet>(
+      "nnunet_plain", net, [](PlainConvUNet& n, const Tensor& x) { return n.forward_all(x); },
+      [](PlainConvUNet& n, const std::map<std::string, Tensor>& state) { n.load_nnunet_state_dict(state); });
+
+  // nnunet_state_dict() has exactly the original's keys, aliases included.
+  const io::Safetensors f = fixture("model_nnunet_plain");
+  std::vector<std::string> want, got;
+  for (const auto& [key, t] : f.tensors)
+    if (key.rfind("state.", 0) == 0) want.push_back(key.substr(6));
+  for (const auto& [key, t] : net.nnunet_state_dict()) got.push_back(key);
+  std::sort(want.begin(), want.end());
+  CHECK(got == want);
+
+  // An alias that disagrees with its canonical tensor is refused.
+  auto state = net.nnunet_state_dict();
+  state["decoder.encoder.stages.0.0.convs.0.all_modules.0.bias"] = zeros({8});
+  CHECK_THROWS_WITH_AS(net.load_nnunet_state_dict(state), Contains("should be the same tensor"), Error);
+
+  config.deep_supervision = false;
+  PlainConvUNet plain(config);
+  CHECK(plain.forward_all(randn({1, 4, 8, 8, 1})).size() == 1);
+  CHECK_THROWS_WITH_AS(plain.forward(randn({1, 4, 6, 8, 1})), Contains("divisible by the product of the strides"), Error);
+}
+
+TEST_CASE("multi-head self-attention over a volume's voxels matches torch.nn.MultiheadAttention") {
+  nn::MultiheadSelfAttention net(12, 3);
+  check_against_original<nn::MultiheadSelfAttention>("mhsa", net, single<nn::MultiheadSelfAttention>,
+                                                     strict<nn::MultiheadSelfAttention>);
+  CHECK_THROWS_WITH_AS(nn::MultiheadSelfAttention(10, 3), Contains("divisible by num_heads"), Error);
+  CHECK_THROWS_WITH_AS(net.forward(randn({2, 5, 8})), Contains("expects tokens"), Error);
+  // Tokens [N, L, E] and the same voxels as a volume give the same result.
+  const Tensor volume = randn({1, 2, 3, 2, 12});
+  VOX_CHECK_CLOSE(values(net.forward(volume)), values(net.forward(reshape(volume, {1, 12, 12}))), 0.0, 0.0, "tokens vs volume");
+}
+
+TEST_CASE("the attention gate scales the skip features by a per-voxel weight in (0, 1)") {
+  nn::AttentionGate<3> gate(2, 4, 6);
+  const Tensor g = randn({1, 3, 4, 5, 4}), x = randn({1, 3, 4, 5, 6});
+  const Tensor y = gate.forward(g, x);
+  REQUIRE(y.shape() == x.shape());
+  const auto xv = values(x), yv = values(y);
+  for (size_t v = 0; v < xv.size(); v += 6) {  // one factor per voxel, shared by its 6 channels
+    const double factor = yv[v] / xv[v];
+    CHECK(factor > 0.0);
+    CHECK(factor < 1.0);
+    for (size_t c = 1; c < 6; ++c) CHECK(yv[v + c] == doctest::Approx(factor * xv[v + c]).epsilon(1e-5));
+  }
+  CHECK_THROWS_WITH_AS(gate.forward(randn({1, 3, 4, 4, 4}), x), Contains("share batch and spatial sizes"), Error);
+}
