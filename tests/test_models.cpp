@@ -114,7 +114,7 @@ void strict(Net& net, const std::map<std::string, Tensor>& state) {
 TEST_CASE("MONAI's AttentionUnet: keys, outputs and gradients") {
   AttentionUNet net({.in_channels = 1, .out_channels = 2, .channels = {4, 8, 16, 32}, .strides = {2, 2, 2}});
   check_against_original<AttentionUNet>("attention_unet", net, single<AttentionUNet>, strict<AttentionUNet>);
-  CHECK_THROWS_WITH_AS(net.forward(randn({1, 12, 16, 16, 1})), Contains("divisible by the product of the strides"), Error);
+  CHECK_THROWS_WITH_AS(net.forward(randn({1, 12, 16, 16, 1}, DType::f64)), Contains("divisible by the product of the strides"), Error);
 }
 
 TEST_CASE("MONAI's ResNets: parameter counts, and parity for basic, bottleneck and shortcut-A layouts") {
@@ -144,7 +144,7 @@ TEST_CASE("the MLPerf 3D U-Net: 31,190,243 parameters, outputs and gradients") {
   UNet3D net;
   CHECK(net.parameter_count() == 31190243);
   check_against_original<UNet3D>("unet3d", net, single<UNet3D>, strict<UNet3D>);
-  CHECK_THROWS_WITH_AS(net.forward(randn({1, 32, 48, 32, 1})), Contains("divisible by 32"), Error);
+  CHECK_THROWS_WITH_AS(net.forward(randn({1, 32, 48, 32, 1}, DType::f64)), Contains("divisible by 32"), Error);
 }
 
 TEST_CASE("nnU-Net's PlainConvUNet: anisotropic stages, deep supervision, nnU-Net's alias keys") {
@@ -185,9 +185,9 @@ TEST_CASE("multi-head self-attention over a volume's voxels matches torch.nn.Mul
   check_against_original<nn::MultiheadSelfAttention>("mhsa", net, single<nn::MultiheadSelfAttention>,
                                                      strict<nn::MultiheadSelfAttention>);
   CHECK_THROWS_WITH_AS(nn::MultiheadSelfAttention(10, 3), Contains("divisible by num_heads"), Error);
-  CHECK_THROWS_WITH_AS(net.forward(randn({2, 5, 8})), Contains("expects tokens"), Error);
+  CHECK_THROWS_WITH_AS(net.forward(randn({2, 5, 8}, DType::f64)), Contains("expects tokens"), Error);
   // Tokens [N, L, E] and the same voxels as a volume give the same result.
-  const Tensor volume = randn({1, 2, 3, 2, 12});
+  const Tensor volume = randn({1, 2, 3, 2, 12}, DType::f64);
   VOX_CHECK_CLOSE(values(net.forward(volume)), values(net.forward(reshape(volume, {1, 12, 12}))), 0.0, 0.0, "tokens vs volume");
 }
 
