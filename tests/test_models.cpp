@@ -38,65 +38,80 @@ double relative_max_error(const Tensor& got, const Tensor& want) {
   return diff / std::max(scale, 1e-30);
 }
 
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (double v : values(t)) m = std::max(m, std::abs(v));
+  return m;
+}
+
 // PyTorch's layout <-> vox's: channels move between axis 1 and the last axis for rank >= 3.
 Tensor from_torch(const Tensor& t) { return t.rank() >= 3 ? from_channels_first(t) : t; }
 Tensor to_torch(const Tensor& t) { return t.rank() >= 3 ? to_channels_first(t) : t; }
 
 using Outputs = std::vector<Tensor>;
 
-// Converts `net` to f64, loads the fixture's state (with `load`), runs `run` in training mode,
-// and compares outputs, parameter gradients and buffers, each within 1e-9 of its largest element.
+// Loads the fixture's state (with `load`), runs `run` in training mode, and compares outputs,
+// parameter gradients and buffers. An f64 fixture (loss = sum_i mean(out_i * r_i)) is compared
+// within 1e-9 of each tensor's largest element. An f32 one holds outputs only (compared within
+// 1e-4 max abs) and the buffers after the pass (within 1e-4 of their largest element): the f32
+// gradients of ReLU networks are not comparable across implementations. A ReLU whose input lies
+// within rounding of zero switches sides between two correct f32 computations; measured in a
+// ResNet-18 stem, one such voxel in 1.5 million moved the weight gradient behind it by 5e-5 in
+// norm, and a few of them move the ResNet-18's gradients by 0.5% (vox f32 against torch f32 and
+// against the exact f64 gradients alike). With the gates fixed, the same f32 chain agrees with f64
+// to 6e-7. The MONAI U-Net (PReLU) is compared in f32 gradients too, in test_nn.cpp.
 template <class Net>
 void check_against_original(const std::string& name, Net& net, const std::function<Outputs(Net&, const Tensor&)>& run,
                             const std::function<void(Net&, const std::map<std::string, Tensor>&)>& load) {
   const io::Safetensors f = fixture("model_" + name);
+  const bool exact = f.at("x").dtype() == DType::f64;
+  const double out_tol = exact ? 1e-9 : 1e-4, buffer_tol = exact ? 1e-9 : 1e-4;
   std::map<std::string, Tensor> state;
   for (const auto& [key, t] : f.tensors)
     if (key.rfind("state.", 0) == 0) state[key.substr(6)] = t;
   CHECK(net.parameter_count() == std::stoll(f.metadata.at("parameters")));
-  net.to(DType::f64);
+  if (exact) net.to(DType::f64);
   load(net, state);
   net.train();
   const Outputs outputs = run(net, from_torch(f.at("x")));
-  Tensor loss = scalar(0.0, DType::f64);
+  Tensor loss = scalar(0.0, f.at("x").dtype());
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Tensor& want = f.at("out" + std::to_string(i));
     const Tensor got = to_torch(outputs[i]);
     REQUIRE(got.shape() == want.shape());
-    const double err = relative_max_error(got, want);
-    INFO(name << " output " << i << ": max error " << err << " of the largest element");
-    CHECK(err < 1e-9);
-    loss = add(loss, mean(mul(outputs[i], from_torch(f.at("r" + std::to_string(i))))));
+    double err = relative_max_error(got, want);
+    if (!exact) err *= max_abs(want);  // absolute in f32
+    INFO(name << " output " << i << ": max error " << err);
+    CHECK(err < out_tol);
+    if (exact) loss = add(loss, mean(mul(outputs[i], from_torch(f.at("r" + std::to_string(i))))));
   }
   CHECK_FALSE(f.contains("out" + std::to_string(outputs.size())));  // as many outputs as the original
-  loss.backward();
-  // A bias right before a norm that removes per-channel constants has a vanishing gradient: both
-  // sides hold rounding noise there. Such gradients must vanish in vox too.
-  double largest = 0;
-  for (const auto& p : net.named_parameters())
-    for (double v : values(f.at("grad." + p.name))) largest = std::max(largest, std::abs(v));
-  for (const auto& p : net.named_parameters()) {
-    Tensor g = p.tensor->grad();
-    REQUIRE_MESSAGE(g.defined(), p.name << " has no gradient");
-    if (p.layout == nn::TorchLayout::channels_first) g = to_channels_first(g);
-    const Tensor& want = f.at("grad." + p.name);
-    double want_max = 0, got_max = 0;
-    for (double v : values(want)) want_max = std::max(want_max, std::abs(v));
-    for (double v : values(g)) got_max = std::max(got_max, std::abs(v));
-    if (want_max < 1e-6 * largest) {
-      INFO(name << " " << p.name << ": the original's gradient vanishes (" << want_max << "), vox's is " << got_max);
-      CHECK(got_max < 1e-6 * largest);
-      continue;
+  if (exact) {
+    loss.backward();
+    // A bias right before a norm that removes per-channel constants has a vanishing gradient:
+    // both sides hold rounding noise there. Such gradients must vanish in vox too.
+    double largest = 0;
+    for (const auto& p : net.named_parameters()) largest = std::max(largest, max_abs(f.at("grad." + p.name)));
+    for (const auto& p : net.named_parameters()) {
+      Tensor g = p.tensor->grad();
+      REQUIRE_MESSAGE(g.defined(), p.name << " has no gradient");
+      if (p.layout == nn::TorchLayout::channels_first) g = to_channels_first(g);
+      const Tensor& want = f.at("grad." + p.name);
+      if (max_abs(want) < 1e-6 * largest) {
+        INFO(name << " " << p.name << ": the original's gradient vanishes (" << max_abs(want) << "), vox's is " << max_abs(g));
+        CHECK(max_abs(g) < 1e-6 * largest);
+        continue;
+      }
+      const double err = relative_max_error(g, want);
+      INFO(name << " " << p.name << " gradient: max error " << err << " of the largest element");
+      CHECK(err < 1e-9);
     }
-    const double err = relative_max_error(g, want);
-    INFO(name << " " << p.name << " gradient: max error " << err << " of the largest element");
-    CHECK(err < 1e-9);
   }
   for (const auto& [key, t] : net.state_dict()) {
     if (!f.contains("after." + key)) continue;
     INFO(name << " " << key << " after the training pass");
     if (t.dtype() == DType::i64) CHECK(values(t) == values(f.at("after." + key)));
-    else CHECK(relative_max_error(t, f.at("after." + key)) < 1e-9);
+    else CHECK(relative_max_error(t, f.at("after." + key)) < buffer_tol);
   }
 }
 
@@ -128,6 +143,10 @@ TEST_CASE("MONAI's ResNets: parameter counts, and parity for basic, bottleneck a
     ResNet3D net(resnet_config(18, {.n_input_channels = 2, .widen_factor = 0.25, .num_classes = 3}));
     check_against_original<ResNet3D>("resnet18", net, single<ResNet3D>, strict<ResNet3D>);
   }
+  SUBCASE("resnet18, full width, f32, forward") {
+    ResNet3D net(resnet_config(18, {.n_input_channels = 1, .num_classes = 2}));
+    check_against_original<ResNet3D>("resnet18_f32", net, single<ResNet3D>, strict<ResNet3D>);
+  }
   SUBCASE("resnet50") {
     ResNet3D net(resnet_config(50, {.n_input_channels = 1, .conv1_t_size = 3, .conv1_t_stride = 2, .widen_factor = 0.125, .num_classes = 2}));
     check_against_original<ResNet3D>("resnet50", net, single<ResNet3D>, strict<ResNet3D>);
@@ -141,10 +160,13 @@ TEST_CASE("MONAI's ResNets: parameter counts, and parity for basic, bottleneck a
 }
 
 TEST_CASE("the MLPerf 3D U-Net: 31,190,243 parameters, outputs and gradients") {
-  UNet3D net;
-  CHECK(net.parameter_count() == 31190243);
+  UNet3D f32;
+  CHECK(f32.parameter_count() == 31190243);
+  check_against_original<UNet3D>("unet3d_f32", f32, single<UNet3D>, strict<UNet3D>);
+  UNet3D net({.filters = {8, 16, 32, 64, 80}});  // the same five levels, narrower, for the f64 gradients
   check_against_original<UNet3D>("unet3d", net, single<UNet3D>, strict<UNet3D>);
   CHECK_THROWS_WITH_AS(net.forward(randn({1, 32, 48, 32, 1}, DType::f64)), Contains("divisible by 32"), Error);
+  CHECK_THROWS_WITH_AS(UNet3D({.filters = {8}}), Contains("at least 2 filter levels"), Error);
 }
 
 TEST_CASE("nnU-Net's PlainConvUNet: anisotropic stages, deep supervision, nnU-Net's alias keys") {

@@ -44,25 +44,30 @@ def unet_case(out_dir, name, norm):
     save(os.path.join(out_dir, name + ".safetensors"), tensors, {"monai_norm": norm})
 
 
-def model_case(out_dir, name, net, x, run, meta=None):
-    """run(net, x) -> list of outputs, each laid out NC... like x. In f64: deep stacks of norms
-    over few voxels make f32 gradients differ from the exact ones by percents, in PyTorch too, so
-    the exact arithmetic is compared in f64 (the f32 kernels have their own tests)."""
-    net = net.double()
-    x = x.double()
+def model_case(out_dir, name, net, x, run, meta=None, f32_forward=False):
+    """run(net, x) -> list of outputs, each laid out NC... like x.
+
+    By default in f64, with loss = sum_i mean(out_i * r_i) and every gradient: the f32 gradients
+    of ReLU networks move by percents when one ReLU input within rounding of zero switches sides,
+    and deep norms over few voxels amplify rounding (PyTorch's own f32 gradients of the MLPerf
+    U-Net differ from its f64 ones by up to 1.5%), so the arithmetic is compared exactly in f64.
+    With f32_forward, the f32 outputs and buffers only."""
+    if not f32_forward:
+        net, x = net.double(), x.double()
     net.train()
     state = {k: v.clone() for k, v in net.state_dict().items()}
     outputs = run(net, x)
-    projections = [torch.randn_like(o) for o in outputs]
-    loss = sum((o * r).mean() for o, r in zip(outputs, projections))
-    loss.backward()
     tensors = {"state." + k: v for k, v in state.items()}
     tensors["x"] = x
-    for i, (o, r) in enumerate(zip(outputs, projections)):
+    for i, o in enumerate(outputs):
         tensors[f"out{i}"] = o
-        tensors[f"r{i}"] = r
-    for k, p in net.named_parameters():
-        tensors["grad." + k] = p.grad
+    if not f32_forward:
+        projections = [torch.randn_like(o) for o in outputs]
+        sum((o * r).mean() for o, r in zip(outputs, projections)).backward()
+        for i, r in enumerate(projections):
+            tensors[f"r{i}"] = r
+        for k, p in net.named_parameters():
+            tensors["grad." + k] = p.grad
     for k, b in net.named_buffers():
         tensors["after." + k] = b
     meta = dict(meta or {})
@@ -145,7 +150,13 @@ def model_cases(out_dir):
                                                         shortcut_type="A", no_max_pool=True),
                torch.randn(2, 1, 12, 12, 12), single)
     torch.manual_seed(15)
-    model_case(out_dir, "unet3d", MLPerfUNet3D(), torch.randn(1, 1, 32, 64, 32), single)
+    model_case(out_dir, "unet3d", MLPerfUNet3D(filters=(8, 16, 32, 64, 80)), torch.randn(1, 1, 32, 64, 32), single)
+    # f32 forward on non-cubic inputs: the full-width ResNet-18 and the MLPerf U-Net.
+    torch.manual_seed(18)
+    model_case(out_dir, "resnet18_f32", resnet18(n_input_channels=1, num_classes=2), torch.randn(2, 1, 32, 48, 64), single,
+               f32_forward=True)
+    torch.manual_seed(19)
+    model_case(out_dir, "unet3d_f32", MLPerfUNet3D(), torch.randn(1, 1, 32, 64, 96), single, f32_forward=True)
     torch.manual_seed(16)
     nnunet = PlainConvUNet(1, 4, (8, 16, 32, 64), nn.Conv3d, [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
                            [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], 2, 3, (1, 2, 2), conv_bias=True,
