@@ -7,6 +7,7 @@
 #include <memory>
 #include <new>
 
+#include "vox/core/backend.hpp"
 #include "vox/core/device.hpp"
 #include "vox/core/error.hpp"
 
@@ -44,8 +45,13 @@ inline constexpr size_t kCpuAlignment = 64;
 class Storage {
  public:
   Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-    VOX_CHECK(device.is_cpu(), "Storage", "device ", device,
-              " has no allocator in this build (compile with the CUDA backend)");
+    if (device.is_cuda()) {  // the backend's caching allocator keeps its own counters
+      DeviceBackend& backend = cuda_backend("Storage");
+      VOX_CHECK(device.index >= 0 && device.index < backend.device_count(), "Storage", "device ", device, " does not exist (",
+                backend.device_count(), " CUDA device(s) found)");
+      data_ = backend.allocate(nbytes, device.index);
+      return;
+    }
     const size_t rounded = (std::max<size_t>(nbytes, 1) + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
     data_ = std::aligned_alloc(kCpuAlignment, rounded);
     if (!data_) throw Error(detail::concat("Storage: out of memory allocating ", nbytes, " bytes"));
@@ -60,6 +66,10 @@ class Storage {
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   ~Storage() {
+    if (device_.is_cuda()) {
+      cuda_backend("Storage").deallocate(data_, nbytes_, device_.index);
+      return;
+    }
     std::free(data_);
     detail::cpu_counters().current.fetch_sub(static_cast<int64_t>(accounted_));
   }

@@ -74,6 +74,8 @@ class Tensor {
   T* data() const {
     VOX_CHECK(dtype() == dtype_v<T>, "Tensor::data", "tensor has dtype ", dtype(),
               ", asked for ", dtype_name(dtype_v<T>));
+    VOX_CHECK(device().is_cpu(), "Tensor::data", "host access to a tensor on ", device(),
+              "; copy it with .to(Device::cpu()) first");
     return static_cast<T*>(raw_data());
   }
   template <class T> T item() const;
@@ -164,7 +166,8 @@ inline Tensor full(const Shape& shape, double value, DType dtype = DType::f32, D
 }
 inline Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu()) {
   Tensor t = empty(shape, dtype, device);
-  std::memset(t.raw_data(), 0, static_cast<size_t>(t.numel()) * dtype_size(dtype));
+  if (device.is_cpu()) std::memset(t.raw_data(), 0, static_cast<size_t>(t.numel()) * dtype_size(dtype));
+  else t.fill(0.0);
   return t;
 }
 inline Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu()) {
@@ -230,11 +233,33 @@ kernels::cpu::StridedLayout<K> layout_for(const Shape& shape, const std::array<c
 }
 }  // namespace detail
 
+namespace detail {
+// `src` moved to `target` as a contiguous tensor of the same shape and dtype.
+inline Tensor transfer(const Tensor& src, Device target) {
+  const Tensor c = src.contiguous();  // on the source device
+  Tensor out = empty(c.shape(), c.dtype(), target);
+  cuda_backend("copy").copy_bytes(out.raw_data(), target, c.raw_data(), c.device(), static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
+  return out;
+}
+// The strides of `t` seen over `shape` (zero on broadcast axes).
+inline Strides broadcast_strides(const Tensor& t, const Shape& shape) {
+  Strides st = Strides::filled(shape.size(), 0);
+  const int64_t lead = shape.size() - t.rank();
+  for (int64_t i = 0; i < t.rank(); ++i) st[lead + i] = t.shape()[i] == 1 ? 0 : t.strides()[i];
+  return st;
+}
+}  // namespace detail
+
 inline void Tensor::copy_from(const Tensor& src) const {
-  VOX_CHECK(device().is_cpu() && src.device().is_cpu(), "copy", "CPU copy asked for devices ",
-            device(), " and ", src.device());
   VOX_CHECK(broadcast_shapes(shape(), src.shape(), "copy") == shape(), "copy", "source shape ",
             src.shape(), " does not broadcast to destination shape ", shape());
+  if (!device().is_cpu() || !src.device().is_cpu()) {
+    const Tensor staged = src.device() == device() ? src : detail::transfer(src, device());
+    if (device().is_cpu()) return copy_from(staged);
+    cuda_backend("copy").copy_strided(raw_data(), dtype(), strides(), staged.raw_data(), staged.dtype(),
+                                      detail::broadcast_strides(staged, shape()), shape(), device().index);
+    return;
+  }
   auto layout = detail::layout_for<2>(shape(), {this, &src});
   dispatch_all(dtype(), "copy", [&]<class D>() {
     dispatch_all(src.dtype(), "copy", [&]<class S>() {
@@ -256,7 +281,7 @@ inline void Tensor::copy_from(const Tensor& src) const {
 inline void Tensor::fill(double value) const {
   Tensor v = empty(Shape{}, DType::f64);
   *v.data<double>() = value;
-  copy_from(v);
+  copy_from(device().is_cpu() ? v : v.to(dtype()).to(device()));
 }
 
 inline Tensor Tensor::contiguous() const {
@@ -281,8 +306,9 @@ inline Tensor Tensor::to(DType target) const {
 
 inline Tensor Tensor::to(Device target) const {
   if (target == device()) return *this;
-  fail("Tensor::to", "copy from ", device(), " to ", target,
-       " needs the CUDA backend, which this build does not include");
+  Tensor out = empty(shape(), dtype(), target);
+  out.copy_from(*this);
+  return out;
 }
 
 template <class T>
@@ -293,7 +319,7 @@ T Tensor::item() const {
 
 template <class T>
 std::vector<T> Tensor::to_vector() const {
-  Tensor c = to(dtype_v<T>).contiguous();
+  Tensor c = to(Device::cpu()).to(dtype_v<T>).contiguous();
   std::vector<T> out(static_cast<size_t>(numel()));
   const T* p = c.data<T>();
   for (size_t i = 0; i < out.size(); ++i) out[i] = p[i];

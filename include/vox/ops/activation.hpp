@@ -12,10 +12,11 @@ namespace vox {
 inline Tensor relu(const Tensor& x) {
   VOX_CHECK(is_floating(x.dtype()), "relu", "needs a floating tensor, got ", x.dtype());
   using detail::Kinds;
-  Tensor out = detail::map_unary<Kinds::floating>("relu", x, x.dtype(), [](auto v) { return v > 0 ? v : decltype(v)(0); });
+  Tensor out = detail::map_unary<Kinds::floating>("relu", x, x.dtype(), [](auto v) { return v > 0 ? v : decltype(v)(0); },
+                                                  UnaryOp::relu);
   autograd::record("ReluBackward", out, {x}, [y = out.detach()](const Tensor& g) {
-    return std::vector<Tensor>{detail::map_binary<Kinds::floating>("relu", g, y, g.dtype(),
-                                                                   [](auto gv, auto v) { return v > 0 ? gv : decltype(gv)(0); })};
+    return std::vector<Tensor>{detail::map_binary<Kinds::floating>(
+        "relu", g, y, g.dtype(), [](auto gv, auto v) { return v > 0 ? gv : decltype(gv)(0); }, BinaryOp::relu_backward)};
   });
   return out;
 }

@@ -25,7 +25,8 @@ inline DType arithmetic_dtype(const char* op, const Tensor& a, const Tensor& b) 
 
 inline Tensor add(const Tensor& a, const Tensor& b) {
   const DType t = detail::arithmetic_dtype("add", a, b);
-  Tensor out = detail::map_binary<detail::Kinds::numeric>("add", a, b, t, [](auto x, auto y) { return x + y; });
+  Tensor out = detail::map_binary<detail::Kinds::numeric>("add", a, b, t, [](auto x, auto y) { return x + y; },
+                                                             BinaryOp::add);
   const Shape sa = a.shape(), sb = b.shape();
   autograd::record("AddBackward", out, {a, b}, [sa, sb](const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, sa), sum_to(g, sb)};
@@ -35,7 +36,8 @@ inline Tensor add(const Tensor& a, const Tensor& b) {
 
 inline Tensor sub(const Tensor& a, const Tensor& b) {
   const DType t = detail::arithmetic_dtype("sub", a, b);
-  Tensor out = detail::map_binary<detail::Kinds::numeric>("sub", a, b, t, [](auto x, auto y) { return x - y; });
+  Tensor out = detail::map_binary<detail::Kinds::numeric>("sub", a, b, t, [](auto x, auto y) { return x - y; },
+                                                             BinaryOp::sub);
   const Shape sa = a.shape(), sb = b.shape();
   autograd::record("SubBackward", out, {a, b}, [sa, sb](const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, sa), sum_to(neg(g), sb)};
@@ -45,7 +47,8 @@ inline Tensor sub(const Tensor& a, const Tensor& b) {
 
 inline Tensor mul(const Tensor& a, const Tensor& b) {
   const DType t = detail::arithmetic_dtype("mul", a, b);
-  Tensor out = detail::map_binary<detail::Kinds::numeric>("mul", a, b, t, [](auto x, auto y) { return x * y; });
+  Tensor out = detail::map_binary<detail::Kinds::numeric>("mul", a, b, t, [](auto x, auto y) { return x * y; },
+                                                             BinaryOp::mul);
   // Each input's gradient needs only the other operand: keep just what will be used.
   Tensor other_for_a = a.requires_grad() ? b : Tensor();
   Tensor other_for_b = b.requires_grad() ? a : Tensor();
@@ -58,13 +61,15 @@ inline Tensor mul(const Tensor& a, const Tensor& b) {
 
 inline Tensor div(const Tensor& a, const Tensor& b) {
   const DType t = detail::floating_of(detail::arithmetic_dtype("div", a, b));
-  Tensor out = detail::map_binary<detail::Kinds::floating>("div", a, b, t, [](auto x, auto y) { return x / y; });
+  Tensor out = detail::map_binary<detail::Kinds::floating>("div", a, b, t, [](auto x, auto y) { return x / y; },
+                                                            BinaryOp::div);
   autograd::record("DivBackward", out, {a, b}, [a, b, out = out.detach()](const Tensor& g) {
     Tensor ga, gb;
     if (a.requires_grad()) ga = sum_to(div(g, b), a.shape());
     if (b.requires_grad())
-      gb = sum_to(detail::map_ternary<detail::Kinds::floating>("div", g, out, b, g.dtype(),
-                                                              [](auto gv, auto o, auto bv) { return -gv * o / bv; }),
+      gb = sum_to(g.device().is_cuda() ? neg(div(mul(g, out), b))
+                                       : detail::map_ternary<detail::Kinds::floating>("div", g, out, b, g.dtype(),
+                                                                                      [](auto gv, auto o, auto bv) { return -gv * o / bv; }),
                   b.shape());
     return std::vector<Tensor>{ga, gb};
   });
@@ -97,7 +102,7 @@ inline Tensor pow(const Tensor& a, const Tensor& b) {
 
 inline Tensor neg(const Tensor& x) {
   VOX_CHECK(x.dtype() != DType::boolean, "neg", "bool tensor of shape ", x.shape());
-  Tensor out = detail::map_unary<detail::Kinds::numeric>("neg", x, x.dtype(), [](auto v) { return -v; });
+  Tensor out = detail::map_unary<detail::Kinds::numeric>("neg", x, x.dtype(), [](auto v) { return -v; }, UnaryOp::neg);
   autograd::record("NegBackward", out, {x}, [](const Tensor& g) { return std::vector<Tensor>{neg(g)}; });
   return out;
 }

@@ -21,9 +21,20 @@ inline Tensor matmul_2d_or_more(const Tensor& a, const Tensor& b) {
   full_b.push_back(K), full_b.push_back(N);
   out_shape.push_back(M), out_shape.push_back(N);
   const DType t = a.dtype();
+  const int64_t batches = numel_of(batch);
+  if (a.device().is_cuda()) {
+    VOX_CHECK(b.device() == a.device(), "matmul", "operands are on ", a.device(), " and ", b.device());
+    // A batch axis that only one operand has is read with batch stride 0, not copied.
+    const bool a_shared = numel_of(batch_a) == 1, b_shared = numel_of(batch_b) == 1;
+    const Tensor ac = a_shared ? a.detach().contiguous() : a.detach().expand(full_a).contiguous();
+    const Tensor bc = b_shared ? b.detach().contiguous() : b.detach().expand(full_b).contiguous();
+    Tensor out = empty(out_shape, t, a.device());
+    cuda_backend("matmul").matmul(t, batches, M, N, K, ac.raw_data(), a_shared ? 0 : M * K, bc.raw_data(), b_shared ? 0 : K * N,
+                                  out.raw_data(), a.device().index);
+    return out;
+  }
   const Tensor ac = a.detach().expand(full_a).contiguous(), bc = b.detach().expand(full_b).contiguous();
   Tensor out = empty(out_shape, t);
-  const int64_t batches = numel_of(batch);
   dispatch_float(t, "matmul", [&]<class T>() {
     const T* pa = ac.data<T>();
     const T* pb = bc.data<T>();
@@ -46,7 +57,7 @@ inline Tensor matmul_2d_or_more(const Tensor& a, const Tensor& b) {
 }  // namespace detail
 
 inline Tensor matmul(const Tensor& a, const Tensor& b) {
-  detail::check_cpu("matmul", {&a, &b});
+  VOX_CHECK(a.device() == b.device(), "matmul", "operands are on ", a.device(), " and ", b.device());
   VOX_CHECK(a.rank() >= 1 && b.rank() >= 1, "matmul", "operands must have rank >= 1, got shapes ", a.shape(), " and ",
             b.shape());
   VOX_CHECK(a.dtype() == b.dtype(), "matmul", "dtypes differ: ", a.dtype(), " and ", b.dtype(), " (shapes ", a.shape(),

@@ -40,7 +40,13 @@ inline Shape dropped_shape(const Shape& s, const std::vector<bool>& flags) {
 // has the keepdim shape and dtype out_dtype.
 template <template <class> class Reducer>
 Tensor reduce_runs(const char* op, const Tensor& x, const std::vector<bool>& flags, DType out_dtype) {
-  check_cpu(op, {&x});
+  if (x.device().is_cuda()) {
+    constexpr bool is_sum = std::is_same_v<Reducer<double>, kernels::cpu::SumReducer<double>>;
+    VOX_CHECK(is_sum, op, "this reduction has no CUDA kernel yet; its operand is on ", x.device());
+    VOX_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::f64, op, "CUDA sums take f32 or f64, got ", x.dtype());
+  } else {
+    check_cpu(op, {&x});
+  }
   Tensor current = x.detach().contiguous();
   Shape shape = x.shape();
   for (int64_t end = shape.size(); end > 0;) {
@@ -56,7 +62,14 @@ Tensor reduce_runs(const char* op, const Tensor& x, const std::vector<bool>& fla
     for (int64_t i = end; i < shape.size(); ++i) B *= shape[i];
     Shape next = shape;
     for (int64_t i = begin; i < end; ++i) next[i] = 1;
-    Tensor reduced = empty(next, out_dtype);
+    Tensor reduced = empty(next, out_dtype, x.device());
+    if (x.device().is_cuda()) {
+      cuda_backend(op).sum_middle(out_dtype, A, R, B, reduced.raw_data(), current.raw_data(), 1.0, x.device().index);
+      current = reduced;
+      shape = next;
+      end = begin;
+      continue;
+    }
     dispatch_numeric(current.dtype() == DType::boolean ? DType::u8 : current.dtype(), op, [&]<class T>() {
       // Sums accumulate in f64 (i64 for integers) and keep floating dtypes; max and min keep T.
       using C = compute_t<T>;

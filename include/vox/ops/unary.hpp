@@ -10,13 +10,18 @@
 namespace vox {
 
 namespace detail {
-// y = f(x) in floating dtype; backward g * df(saved), saved being x or y as the op chooses.
+// y = f(x) in floating dtype; backward g * df(saved), saved being x or y as the op chooses. On
+// CUDA the forward is the backend kernel `cuda_op` and the backward `cuda_df(g, saved)`, composed
+// of ops that have CUDA kernels.
+using CudaBackward = Tensor (*)(const Tensor& g, const Tensor& saved);
 template <class F, class DF>
-Tensor floating_unary(const char* name, const char* node, const Tensor& x, F f, bool save_output, DF df) {
+Tensor floating_unary(const char* name, const char* node, const Tensor& x, F f, bool save_output, DF df,
+                      std::optional<UnaryOp> cuda_op = std::nullopt, CudaBackward cuda_df = nullptr) {
   const DType t = floating_of(x.dtype());
-  Tensor out = map_unary<Kinds::floating>(name, x, t, f);
+  Tensor out = map_unary<Kinds::floating>(name, x, t, f, cuda_op);
   Tensor saved = save_output ? out.detach() : x.detach();
-  autograd::record(node, out, {x}, [saved, df, name](const Tensor& g) {
+  autograd::record(node, out, {x}, [saved, df, name, cuda_df](const Tensor& g) {
+    if (g.device().is_cuda() && cuda_df) return std::vector<Tensor>{cuda_df(g, saved)};
     return std::vector<Tensor>{map_binary<Kinds::floating>(name, g, saved, g.dtype(), df)};
   });
   return out;
@@ -24,29 +29,34 @@ Tensor floating_unary(const char* name, const char* node, const Tensor& x, F f, 
 }  // namespace detail
 
 inline Tensor exp(const Tensor& x) {
-  return detail::floating_unary("exp", "ExpBackward", x, [](auto v) { return std::exp(v); }, true,
-                                [](auto g, auto y) { return g * y; });
+  return detail::floating_unary(
+      "exp", "ExpBackward", x, [](auto v) { return std::exp(v); }, true, [](auto g, auto y) { return g * y; }, UnaryOp::exp,
+      [](const Tensor& g, const Tensor& y) { return mul(g, y); });
 }
 
 inline Tensor log(const Tensor& x) {
-  return detail::floating_unary("log", "LogBackward", x, [](auto v) { return std::log(v); }, false,
-                                [](auto g, auto v) { return g / v; });
+  return detail::floating_unary(
+      "log", "LogBackward", x, [](auto v) { return std::log(v); }, false, [](auto g, auto v) { return g / v; }, UnaryOp::log,
+      [](const Tensor& g, const Tensor& v) { return div(g, v); });
 }
 
 inline Tensor sqrt(const Tensor& x) {
-  return detail::floating_unary("sqrt", "SqrtBackward", x, [](auto v) { return std::sqrt(v); }, true,
-                                [](auto g, auto y) { return g / (y + y); });
+  return detail::floating_unary(
+      "sqrt", "SqrtBackward", x, [](auto v) { return std::sqrt(v); }, true, [](auto g, auto y) { return g / (y + y); },
+      UnaryOp::sqrt, [](const Tensor& g, const Tensor& y) { return div(g, add(y, y)); });
 }
 
 inline Tensor sigmoid(const Tensor& x) {
   return detail::floating_unary(
       "sigmoid", "SigmoidBackward", x, [](auto v) { return decltype(v)(1) / (decltype(v)(1) + std::exp(-v)); }, true,
-      [](auto g, auto y) { return g * y * (decltype(y)(1) - y); });
+      [](auto g, auto y) { return g * y * (decltype(y)(1) - y); }, UnaryOp::sigmoid,
+      [](const Tensor& g, const Tensor& y) { return mul(mul(g, y), sub(scalar(1.0, y.dtype()), y)); });
 }
 
 inline Tensor tanh(const Tensor& x) {
-  return detail::floating_unary("tanh", "TanhBackward", x, [](auto v) { return std::tanh(v); }, true,
-                                [](auto g, auto y) { return g * (decltype(y)(1) - y * y); });
+  return detail::floating_unary(
+      "tanh", "TanhBackward", x, [](auto v) { return std::tanh(v); }, true, [](auto g, auto y) { return g * (decltype(y)(1) - y * y); },
+      UnaryOp::tanh, [](const Tensor& g, const Tensor& y) { return mul(g, sub(scalar(1.0, y.dtype()), mul(y, y))); });
 }
 
 inline Tensor square(const Tensor& x) {

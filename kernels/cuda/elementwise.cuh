@@ -1,0 +1,150 @@
+#pragma once
+// Elementwise kernels: strided copies with dtype conversion (the basis of contiguous(), to()
+// and broadcasting), binary ops over broadcast operands and unary ops. Indexing is 64-bit and
+// grid-stride, so any size runs with a bounded grid; operands that are contiguous and of the
+// output's shape take a path without index arithmetic.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "vox/core/backend.hpp"
+
+namespace vox::cuda {
+
+constexpr int kMaxRank = 8;
+
+// Shape and the strides (in elements) of up to three operands, passed by value to kernels.
+struct Indexer {
+  int rank = 0;
+  int64_t shape[kMaxRank];
+  int64_t strides[3][kMaxRank];
+
+  __device__ void offsets(int64_t linear, int64_t* out, int operands) const {
+    for (int k = 0; k < operands; ++k) out[k] = 0;
+    for (int d = rank - 1; d >= 0; --d) {
+      const int64_t i = linear % shape[d];
+      linear /= shape[d];
+      for (int k = 0; k < operands; ++k) out[k] += i * strides[k][d];
+    }
+  }
+};
+
+inline Indexer make_indexer(const Shape& shape, std::initializer_list<const Strides*> strides) {
+  Indexer ix;
+  ix.rank = static_cast<int>(shape.size());
+  for (int d = 0; d < ix.rank; ++d) ix.shape[d] = shape[d];
+  int k = 0;
+  for (const Strides* s : strides) {
+    for (int d = 0; d < ix.rank; ++d) ix.strides[k][d] = (*s)[d];
+    ++k;
+  }
+  return ix;
+}
+
+// A grid for n elements: enough blocks to fill the device, no more than needed.
+inline dim3 grid_for(int64_t n, int threads = 256) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return dim3(static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(blocks, 1), 65535 * 8)));
+}
+
+// ---- value conversion through double (exact for every vox dtype except the 64-bit integers
+// beyond 2^53, which no tensor of vox's uses as data)
+template <class T>
+__device__ double to_double(T v) {
+  return static_cast<double>(v);
+}
+template <>
+__device__ inline double to_double<__half>(__half v) {
+  return static_cast<double>(__half2float(v));
+}
+template <>
+__device__ inline double to_double<__nv_bfloat16>(__nv_bfloat16 v) {
+  return static_cast<double>(__bfloat162float(v));
+}
+template <class T>
+__device__ T from_double(double v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ inline __half from_double<__half>(double v) {
+  return __double2half(v);
+}
+template <>
+__device__ inline __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
+  return __double2bfloat16(v);
+}
+template <>
+__device__ inline bool from_double<bool>(double v) {
+  return v != 0.0;
+}
+// Float -> integer conversions truncate toward zero, as on the CPU.
+template <>
+__device__ inline int64_t from_double<int64_t>(double v) {
+  return static_cast<int64_t>(v);
+}
+
+template <class D, class S>
+__global__ void copy_strided_kernel(D* dst, const S* src, Indexer ix, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    int64_t off[2];
+    ix.offsets(i, off, 2);
+    dst[off[0]] = from_double<D>(to_double(src[off[1]]));
+  }
+}
+
+template <class D, class S>
+__global__ void copy_same_kernel(D* dst, const S* src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = from_double<D>(to_double(src[i]));
+}
+
+// ---- binary and unary ops, computed in T (f32 or f64)
+template <class T>
+__device__ T apply_binary(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::add: return a + b;
+    case BinaryOp::sub: return a - b;
+    case BinaryOp::mul: return a * b;
+    case BinaryOp::div: return a / b;
+    case BinaryOp::relu_backward: return b > T(0) ? a : T(0);  // a: gradient, b: the ReLU output
+  }
+  return T(0);
+}
+
+template <class T>
+__device__ T apply_unary(UnaryOp op, T v) {
+  switch (op) {
+    case UnaryOp::neg: return -v;
+    case UnaryOp::exp: return exp(v);
+    case UnaryOp::log: return log(v);
+    case UnaryOp::sqrt: return sqrt(v);
+    case UnaryOp::relu: return v > T(0) ? v : T(0);
+    case UnaryOp::sigmoid: return T(1) / (T(1) + exp(-v));
+    case UnaryOp::tanh: return tanh(v);
+  }
+  return T(0);
+}
+
+template <class T>
+__global__ void binary_strided_kernel(BinaryOp op, T* dst, const T* a, const T* b, Indexer ix, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    int64_t off[3];
+    ix.offsets(i, off, 3);
+    dst[off[0]] = apply_binary(op, a[off[1]], b[off[2]]);
+  }
+}
+
+template <class T>
+__global__ void binary_contiguous_kernel(BinaryOp op, T* dst, const T* a, const T* b, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = apply_binary(op, a[i], b[i]);
+}
+
+template <class T>
+__global__ void unary_kernel(UnaryOp op, T* dst, const T* src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = apply_unary(op, src[i]);
+}
+
+}  // namespace vox::cuda
