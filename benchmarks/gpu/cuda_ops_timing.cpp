@@ -1,0 +1,68 @@
+// Median times of vox's CUDA ops, one line each: "vox <op> <median ms> <rate> <unit>".
+// Every timed call is followed by a device synchronisation, so a time covers the whole op
+// (launches, allocation from the cache, the kernel). Inputs are random, never zeros.
+//   vox_cuda_ops_timing [--iters N]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include <vox/vox.hpp>
+
+using namespace vox;
+
+namespace {
+double median_ms(int iters, const std::function<void()>& op) {
+  auto& backend = cuda_backend("timing");
+  for (int i = 0; i < 3; ++i) op();  // warm-up: handles, the allocator's cache
+  backend.synchronize(0);
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    op();
+    backend.synchronize(0);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  return ms[ms.size() / 2];
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  int iters = 30;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (!std::strcmp(argv[i], "--iters")) iters = std::atoi(argv[i + 1]);
+  if (!cuda_is_available()) {
+    std::fprintf(stderr, "vox_cuda_ops_timing: no CUDA device\n");
+    return 1;
+  }
+  const Device gpu = Device::cuda(0);
+  std::printf("# device: %s\n", cuda_backend("timing").device_name(0).c_str());
+  NoGradGuard no_grad;
+
+  const int64_t n = int64_t{1} << 26;
+  const Tensor a = randn({n}).to(gpu), b = randn({n}).to(gpu);
+  double t = median_ms(iters, [&] { (void)add(a, b); });
+  std::printf("vox add_f32_2^26 %.4f %.1f GB/s\n", t, 3.0 * 4 * n / (t * 1e6));
+  t = median_ms(iters, [&] { (void)relu(a); });
+  std::printf("vox relu_f32_2^26 %.4f %.1f GB/s\n", t, 2.0 * 4 * n / (t * 1e6));
+  const Tensor rows = randn({1024, 1024, 3}).to(gpu);
+  t = median_ms(iters, [&] { (void)add(rows, randn({3}).to(gpu)); });
+  std::printf("vox add_broadcast_f32_3M %.4f %.1f GB/s\n", t, 2.0 * 4 * rows.numel() / (t * 1e6));
+  t = median_ms(iters, [&] { (void)sum(a); });
+  std::printf("vox sum_f32_2^26 %.4f %.1f GB/s\n", t, 4.0 * n / (t * 1e6));
+  const Tensor channels = randn({64, 64, 64, 32}).to(gpu);  // an NDHWC activation: per-channel sums
+  t = median_ms(iters, [&] { (void)sum(channels, {0, 1, 2}); });
+  std::printf("vox sum_channels_last_64^3x32 %.4f %.1f GB/s\n", t, 4.0 * channels.numel() / (t * 1e6));
+  for (int64_t s : {1024, 4096}) {
+    const Tensor x = randn({s, s}).to(gpu), y = randn({s, s}).to(gpu);
+    t = median_ms(iters, [&] { (void)matmul(x, y); });
+    std::printf("vox matmul_f32_%lld %.4f %.2f TFLOP/s\n", static_cast<long long>(s), t, 2.0 * s * s * s / (t * 1e9));
+  }
+  const DeviceMemoryStats m = cuda_memory_stats();
+  std::printf("# allocator: peak allocated %.1f MiB, reserved %.1f MiB, %lld requests, %lld reached cudaMalloc\n",
+              m.peak_allocated_bytes / 1048576.0, m.reserved_bytes / 1048576.0, static_cast<long long>(m.allocations),
+              static_cast<long long>(m.device_allocations));
+}

@@ -1,0 +1,51 @@
+"""The ops of benchmarks/gpu/cuda_ops_timing.cpp in PyTorch, timed the same way (median of
+synchronised calls after three warm-ups, random inputs, TF32 off so matmul is full f32)."""
+import argparse
+import time
+
+import torch
+
+
+def median_ms(iters, op):
+    for _ in range(3):
+        op()
+    torch.cuda.synchronize()
+    ms = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        op()
+        torch.cuda.synchronize()
+        ms.append((time.perf_counter() - start) * 1e3)
+    return sorted(ms)[len(ms) // 2]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--iters", type=int, default=30)
+    iters = parser.parse_args().iters
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_grad_enabled(False)
+    dev = torch.device("cuda")
+    print(f"# device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    n = 1 << 26
+    a, b = torch.randn(n, device=dev), torch.randn(n, device=dev)
+    t = median_ms(iters, lambda: a + b)
+    print(f"torch add_f32_2^26 {t:.4f} {3 * 4 * n / (t * 1e6):.1f} GB/s")
+    t = median_ms(iters, lambda: torch.relu(a))
+    print(f"torch relu_f32_2^26 {t:.4f} {2 * 4 * n / (t * 1e6):.1f} GB/s")
+    rows = torch.randn(1024, 1024, 3, device=dev)
+    t = median_ms(iters, lambda: rows + torch.randn(3).to(dev))
+    print(f"torch add_broadcast_f32_3M {t:.4f} {2 * 4 * rows.numel() / (t * 1e6):.1f} GB/s")
+    t = median_ms(iters, lambda: a.sum())
+    print(f"torch sum_f32_2^26 {t:.4f} {4 * n / (t * 1e6):.1f} GB/s")
+    channels = torch.randn(64, 64, 64, 32, device=dev)
+    t = median_ms(iters, lambda: channels.sum(dim=(0, 1, 2)))
+    print(f"torch sum_channels_last_64^3x32 {t:.4f} {4 * channels.numel() / (t * 1e6):.1f} GB/s")
+    for s in (1024, 4096):
+        x, y = torch.randn(s, s, device=dev), torch.randn(s, s, device=dev)
+        t = median_ms(iters, lambda: x @ y)
+        print(f"torch matmul_f32_{s} {t:.4f} {2 * s ** 3 / (t * 1e9):.2f} TFLOP/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# On a machine with a CUDA GPU: build the CUDA backend, run the tests labelled gpu, run them again
+# under compute-sanitizer's memcheck, then time vox's CUDA ops against PyTorch's in one run.
+# Everything is logged into LOG_DIR (default build/gpu-logs), the device line first.
+#   bash scripts/gpu_check.sh [LOG_DIR]
+# DOCTEST_DIR may name a doctest CMake package directory where doctest is not installed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+logs="${1:-build/gpu-logs}"
+mkdir -p "$logs"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/device.txt"
+nvcc --version | tail -1 | tee -a "$logs/device.txt"
+extra=()
+[ -n "${DOCTEST_DIR:-}" ] && extra+=("-Ddoctest_DIR=$DOCTEST_DIR")
+cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DVOX_ENABLE_CUDA=ON -DVOX_BUILD_TESTS=ON -DVOX_BUILD_EXAMPLES=OFF "${extra[@]}" \
+  > "$logs/configure.log" 2>&1 || { tail -30 "$logs/configure.log"; exit 1; }
+cmake --build build/gpu -j"$(nproc)" --target test_cuda vox_cuda_ops_timing > "$logs/build.log" 2>&1 || { tail -40 "$logs/build.log"; exit 1; }
+status=0
+(cd build/gpu && ctest -L gpu --output-on-failure) 2>&1 | tee "$logs/ctest_gpu.log" || status=1
+build/gpu/tests/test_cuda 2>&1 | tee "$logs/test_cuda.log" > /dev/null
+if command -v compute-sanitizer > /dev/null; then
+  compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 build/gpu/tests/test_cuda > "$logs/memcheck.log" 2>&1 || status=1
+  tail -3 "$logs/memcheck.log"
+fi
+bash benchmarks/peers/cuda_vs_torch.sh build/gpu python3 2>&1 | tee "$logs/bench_vs_torch.log" || status=1
+exit $status
