@@ -87,8 +87,11 @@ TEST_CASE("sums and means over any axes match the CPU") {
   check_op("sum middle", {x}, [](auto& v) { return sum(v[0], {1, 2}, true); }, 1e-5, 1e-5);
   check_op("sum split axes", {x}, [](auto& v) { return sum(v[0], {0, 2}); }, 1e-5, 1e-5);
   check_op("mean", {x}, [](auto& v) { return mean(v[0], {1}); }, 1e-5, 1e-5);
-  const Tensor big = randn({1 << 20});  // one block per output, long rows
+  const Tensor big = randn({1 << 20});  // a full sum: split over many blocks, then summed again
   check_op("sum of 2^20", {big}, [](auto& v) { return sum(v[0]); }, 1e-4, 1e-3);
+  // per-channel sums of a channels-last volume (columns, a partial tile of 24 lanes, two passes)
+  check_op("per-channel sum", {randn({4, 16, 16, 24})}, [](auto& v) { return sum(v[0], {0, 1, 2}); }, 1e-4, 1e-4);
+  check_op("few columns", {randn({3000, 5})}, [](auto& v) { return sum(v[0], {0}); }, 1e-4, 1e-4);
 }
 
 TEST_CASE("matmul on cuBLAS matches the CPU: 2-D, batched, broadcast batch, vectors") {

@@ -4,6 +4,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 
@@ -70,7 +72,12 @@ class CudaBackend final : public DeviceBackend {
     return prop.name;
   }
 
-  void* allocate(size_t nbytes, int device) override { return allocator_.allocate(nbytes, device); }
+  void* allocate(size_t nbytes, int device) override {
+    // Once the CUDA runtime is up, register the cache's release at exit: atexit handlers run in
+    // reverse order, so this one runs before the runtime's own teardown.
+    std::call_once(exit_once_, [] { std::atexit([] { release_all_caches(); }); });
+    return allocator_.allocate(nbytes, device);
+  }
   void deallocate(void* ptr, size_t, int device) override { allocator_.deallocate(ptr, device); }
   DeviceMemoryStats memory_stats(int device) const override { return allocator_.stats(device); }
   void reset_peak_memory(int device) override { allocator_.reset_peak(device); }
@@ -116,7 +123,10 @@ class CudaBackend final : public DeviceBackend {
     const bool flat = is_contiguous(a_strides, shape) && is_contiguous(b_strides, shape);
     const Indexer ix = make_indexer(shape, {&out_strides, &a_strides, &b_strides});
     dispatch_compute(dtype, "binary op", [&]<class T>() {
-      if (flat)
+      if (flat && vec4_ready<T>(n, {dst, a, b}))
+        binary_vec4_kernel<T><<<grid_for(n / 4), 256>>>(op, static_cast<Vec4<T>*>(dst), static_cast<const Vec4<T>*>(a),
+                                                        static_cast<const Vec4<T>*>(b), n / 4);
+      else if (flat)
         binary_contiguous_kernel<T><<<grid_for(n), 256>>>(op, static_cast<T*>(dst), static_cast<const T*>(a),
                                                           static_cast<const T*>(b), n);
       else
@@ -130,7 +140,10 @@ class CudaBackend final : public DeviceBackend {
     if (n == 0) return;
     VOX_CUDA_CHECK(cudaSetDevice(device));
     dispatch_compute(dtype, "unary op", [&]<class T>() {
-      unary_kernel<T><<<grid_for(n), 256>>>(op, static_cast<T*>(dst), static_cast<const T*>(src), n);
+      if (vec4_ready<T>(n, {dst, src}))
+        unary_vec4_kernel<T><<<grid_for(n / 4), 256>>>(op, static_cast<Vec4<T>*>(dst), static_cast<const Vec4<T>*>(src), n / 4);
+      else
+        unary_kernel<T><<<grid_for(n), 256>>>(op, static_cast<T*>(dst), static_cast<const T*>(src), n);
     });
     VOX_CUDA_CHECK_LAUNCH("unary_kernel");
   }
@@ -140,14 +153,39 @@ class CudaBackend final : public DeviceBackend {
     if (outer * inner == 0) return;
     VOX_CUDA_CHECK(cudaSetDevice(device));
     dispatch_compute(dtype, "sum", [&]<class T>() {
-      if (inner >= 32)
-        sum_columns_kernel<T><<<grid_for(outer * inner), 256>>>(static_cast<T*>(dst), static_cast<const T*>(src), outer, reduced,
-                                                                inner, scale);
+      T* out = static_cast<T*>(dst);
+      const T* in = static_cast<const T*>(src);
+      const bool columns = inner >= 16;
+      const int64_t groups = columns ? outer * ((inner + kLanes - 1) / kLanes) : outer * inner;
+      // Enough chunks of R for about four blocks per multiprocessor, each chunk at least 256 long.
+      const int64_t wanted = (4 * multiprocessors(device) + groups - 1) / groups;
+      const int64_t splits = std::clamp<int64_t>(std::min<int64_t>(wanted, (reduced + 255) / 256), 1, 65535);
+      const int64_t chunk = (reduced + splits - 1) / splits;
+      T* target = out;
+      void* scratch = nullptr;
+      if (splits > 1) {
+        scratch = allocate(static_cast<size_t>(splits * outer * inner) * sizeof(T), device);
+        target = static_cast<T*>(scratch);
+      }
+      const double pass_scale = splits > 1 ? 1.0 : scale;
+      if (columns)
+        sum_columns_kernel<T><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), dim3(kLanes, kRowsPerBlock)>>>(
+            target, in, outer, reduced, inner, chunk, pass_scale);
       else
-        sum_rows_kernel<T, 256><<<grid_for(outer * inner * 256), 256>>>(static_cast<T*>(dst), static_cast<const T*>(src), outer,
-                                                                        reduced, inner, scale);
+        sum_rows_kernel<T, 256><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), 256>>>(
+            target, in, outer, reduced, inner, chunk, pass_scale);
+      VOX_CUDA_CHECK_LAUNCH("sum pass 1");
+      if (splits > 1) {  // partial [S][A*B]: sum over S
+        const int64_t width = outer * inner;
+        if (width >= 16)
+          sum_columns_kernel<T><<<dim3(static_cast<unsigned>((width + kLanes - 1) / kLanes), 1), dim3(kLanes, kRowsPerBlock)>>>(
+              out, target, 1, splits, width, splits, scale);
+        else
+          sum_rows_kernel<T, 256><<<dim3(static_cast<unsigned>(width), 1), 256>>>(out, target, 1, splits, width, splits, scale);
+        VOX_CUDA_CHECK_LAUNCH("sum pass 2");
+        deallocate(scratch, 0, device);  // stream order: pass 2 runs before any later reuse
+      }
     });
-    VOX_CUDA_CHECK_LAUNCH("sum kernel");
   }
 
   void matmul(DType dtype, int64_t batch, int64_t m, int64_t n, int64_t k, const void* a, int64_t a_batch_stride, const void* b,
@@ -190,6 +228,16 @@ class CudaBackend final : public DeviceBackend {
     return handle;
   }
 
+  int multiprocessors(int device) {
+    std::lock_guard<std::mutex> lock(handle_mutex_);
+    int& count = multiprocessors_[device];
+    if (count == 0) VOX_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    return count;
+  }
+  static void release_all_caches();
+
+  std::once_flag exit_once_;
+  std::map<int, int> multiprocessors_;
   mutable std::once_flag count_once_;
   mutable int count_ = 0;
   CachingAllocator allocator_;
@@ -199,10 +247,19 @@ class CudaBackend final : public DeviceBackend {
 
 // Registered before main(); never destroyed, so tensors freed during static destruction still
 // find their allocator.
-const bool registered = [] {
-  detail::cuda_backend_slot() = new CudaBackend();
-  return true;
+CudaBackend* const backend = [] {
+  auto* b = new CudaBackend();
+  detail::cuda_backend_slot() = b;
+  return b;
 }();
+
+// At exit: cached blocks go back to the driver (live tensors, if any, stay with the process).
+void CudaBackend::release_all_caches() {
+  try {
+    for (int d = 0; d < backend->device_count(); ++d) backend->empty_cache(d);
+  } catch (const Error&) {  // the runtime may already be shutting down; nothing more to do
+  }
+}
 
 }  // namespace
 }  // namespace vox::cuda

@@ -147,4 +147,41 @@ __global__ void unary_kernel(UnaryOp op, T* dst, const T* src, int64_t n) {
     dst[i] = apply_unary(op, src[i]);
 }
 
+// Four elements per thread through one 16-byte (f32) or 32-byte (f64) access: fewer, wider
+// memory transactions. For n a multiple of 4 and 16-byte-aligned pointers (the launcher checks).
+template <class T>
+struct alignas(4 * sizeof(T)) Vec4 {
+  T v[4];
+};
+
+template <class T>
+__global__ void binary_vec4_kernel(BinaryOp op, Vec4<T>* dst, const Vec4<T>* a, const Vec4<T>* b, int64_t n4) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4; i += int64_t{gridDim.x} * blockDim.x) {
+    const Vec4<T> x = a[i], y = b[i];
+    Vec4<T> out;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) out.v[k] = apply_binary(op, x.v[k], y.v[k]);
+    dst[i] = out;
+  }
+}
+
+template <class T>
+__global__ void unary_vec4_kernel(UnaryOp op, Vec4<T>* dst, const Vec4<T>* src, int64_t n4) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4; i += int64_t{gridDim.x} * blockDim.x) {
+    const Vec4<T> x = src[i];
+    Vec4<T> out;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) out.v[k] = apply_unary(op, x.v[k]);
+    dst[i] = out;
+  }
+}
+
+template <class T>
+bool vec4_ready(int64_t n, std::initializer_list<const void*> pointers) {
+  if (n % 4 != 0) return false;
+  for (const void* p : pointers)
+    if (reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) != 0) return false;
+  return true;
+}
+
 }  // namespace vox::cuda
