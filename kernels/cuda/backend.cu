@@ -73,8 +73,8 @@ class CudaBackend final : public DeviceBackend {
   }
 
   void* allocate(size_t nbytes, int device) override {
-    // Once the CUDA runtime is up, register the cache's release at exit: atexit handlers run in
-    // reverse order, so this one runs before the runtime's own teardown.
+    // Once the CUDA runtime is up, register the release of caches and handles at exit: atexit
+    // handlers run in reverse order, so this one runs before the runtime's own teardown.
     std::call_once(exit_once_, [] { std::atexit([] { release_all_caches(); }); });
     return allocator_.allocate(nbytes, device);
   }
@@ -253,10 +253,17 @@ CudaBackend* const backend = [] {
   return b;
 }();
 
-// At exit: cached blocks go back to the driver (live tensors, if any, stay with the process).
+// At exit: cached blocks and cuBLAS handles (with their workspaces) go back to the driver; live
+// tensors, if any, stay with the process.
 void CudaBackend::release_all_caches() {
   try {
     for (int d = 0; d < backend->device_count(); ++d) backend->empty_cache(d);
+    std::lock_guard<std::mutex> lock(backend->handle_mutex_);
+    for (auto& [device, handle] : backend->handles_) {
+      cudaSetDevice(device);
+      cublasDestroy(handle);
+    }
+    backend->handles_.clear();
   } catch (const Error&) {  // the runtime may already be shutting down; nothing more to do
   }
 }
