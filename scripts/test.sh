@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: install what is missing, build and run every test (CTest: doctest
 # programs, PyTorch parity, the main job), then build and run them all again under
-# AddressSanitizer and UndefinedBehaviorSanitizer.
+# AddressSanitizer and UndefinedBehaviorSanitizer. Where nvcc is installed, the CUDA backend and
+# its tests (label gpu) are built too and run; without a GPU they report themselves skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -19,3 +20,14 @@ cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-
 cmake --build build/sanitize -j"$jobs"
 (cd build/sanitize && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure -j"$jobs")
+
+nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
+if [ -x "$nvcc" ]; then
+  echo "== vox: the CUDA backend and its tests (label gpu), compiled with $("$nvcc" --version | tail -1)"
+  cmake -S . -B build/cuda -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" -DVOX_ENABLE_CUDA=ON \
+    -DVOX_BUILD_TESTS=ON -DVOX_BUILD_EXAMPLES=OFF -DVOX_BUILD_BENCHMARKS=OFF > /dev/null
+  cmake --build build/cuda -j"$jobs" --target test_cuda vox_cuda_ops_timing
+  (cd build/cuda && ctest -L gpu --output-on-failure)
+else
+  echo "== vox: nvcc not found; the CUDA backend was not compiled"
+fi
