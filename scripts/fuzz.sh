@@ -11,7 +11,7 @@ mkdir -p "$out"
 for target in tests/fuzz/fuzz_*.cpp; do
   name="$(basename "$target" .cpp)"
   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    -I include -I . "$target" -o "$out/$name"
+    -I include -I . "$target" -o "$out/$name" -lz
   mkdir -p "$out/corpus-$name"
   echo "== $name for ${seconds}s"
   "$out/$name" -max_total_time="$seconds" -max_len=4096 -timeout=10 "$out/corpus-$name"

@@ -31,14 +31,14 @@ void check_op(const std::string& name, const std::vector<Tensor>& inputs, const 
     const Tensor y_cpu = f(cpu), y_dev = f(dev);
     REQUIRE(y_dev.device() == gpu);
     const double scale = dtype == DType::f64 ? 1e-6 : 1.0;  // f64 must agree far closer than f32
-    VOX_CHECK_CLOSE(values(y_dev.to(Device::cpu())), values(y_cpu), rtol * scale, atol * scale, name << " forward, " << dtype_name(dtype));
+    VOX_CHECK_CLOSE(values(y_dev.to(Device::cpu())), values(y_cpu), atol * scale, rtol * scale, name << " forward, " << dtype_name(dtype));
     const Tensor r = randn(y_cpu.shape(), dtype);
     sum(mul(y_cpu, r)).backward();
     sum(mul(y_dev, r.to(gpu))).backward();
     for (size_t i = 0; i < inputs.size(); ++i) {
       REQUIRE(dev[i].grad().defined());
       CHECK(dev[i].grad().device() == gpu);
-      VOX_CHECK_CLOSE(values(dev[i].grad().to(Device::cpu())), values(cpu[i].grad()), rtol * scale, atol * scale,
+      VOX_CHECK_CLOSE(values(dev[i].grad().to(Device::cpu())), values(cpu[i].grad()), atol * scale, rtol * scale,
                       name << " gradient " << i << ", " << dtype_name(dtype));
     }
   }
