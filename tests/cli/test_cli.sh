@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The vox program on real files: `vox info` reports what nibabel reports, `vox convert`
+# reorients and windows with the geometry kept, and bad input ends with status 1 and one line.
+#   test_cli.sh VOX_BINARY NIFTI_FIXTURE_DIR
+set -euo pipefail
+vox="$1"; fixtures="$2"
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+nibabel_data="$(/usr/bin/python3 -c 'import nibabel, os; print(os.path.join(os.path.dirname(nibabel.__file__), "tests", "data"))')"
+fail() { echo "FAIL: $*"; exit 1; }
+
+out="$("$vox" info "$nibabel_data/anatomical.nii")"
+echo "$out"
+grep -q "^dims: *33 x 41 x 25 (i x j x k)" <<<"$out" || fail "dims"
+grep -q "^orientation: LAS" <<<"$out" || fail "orientation"
+grep -q "big-endian" <<<"$out" || fail "byte order"
+grep -q "^spacing: *2 x 2 x 2 mm" <<<"$out" || fail "spacing"
+out="$("$vox" info "$nibabel_data/functional.nii")"
+grep -q "20 volumes" <<<"$out" || fail "4-D"
+grep -q "^scaling:" <<<"$out" || fail "scaling"
+
+"$vox" convert "$nibabel_data/anatomical.nii" "$tmp/ras.nii.gz" --orient RAS
+out="$("$vox" info "$tmp/ras.nii.gz")"
+grep -q "^orientation: RAS" <<<"$out" || fail "convert --orient"
+grep -q "gzip" <<<"$out" || fail "gzip output"
+/usr/bin/python3 - "$nibabel_data/anatomical.nii" "$tmp/ras.nii.gz" <<'PY' || fail "nibabel disagrees with vox's output"
+import sys
+import nibabel as nib
+import numpy as np
+a, b = nib.load(sys.argv[1]), nib.load(sys.argv[2])
+ras = nib.as_closest_canonical(a)
+assert "".join(nib.aff2axcodes(b.affine)) == "RAS"
+assert np.allclose(b.affine, ras.affine, atol=1e-4), (b.affine, ras.affine)
+assert np.array_equal(np.asarray(b.dataobj), np.asarray(ras.dataobj))
+print("nibabel reads vox's output as its own RAS reorientation")
+PY
+"$vox" convert "$fixtures/dtype_i2_le.nii" "$tmp/lung.nii" --window lung --nifti2
+out="$("$vox" info "$tmp/lung.nii")"
+grep -q "NIfTI-2" <<<"$out" || fail "--nifti2"
+grep -q "read as f32" <<<"$out" || fail "windowed output type"
+
+# bad input: status 1 and a single line starting with "vox: "
+set +e
+err="$("$vox" info "$tmp/missing.nii" 2>&1)"; status=$?
+set -e
+[ "$status" -eq 1 ] || fail "missing file gave status $status"
+[ "$(wc -l <<<"$err")" -eq 1 ] && grep -q "^vox: .*cannot open" <<<"$err" || fail "missing file message: $err"
+head -c 200 "$nibabel_data/anatomical.nii" > "$tmp/truncated.nii"
+set +e
+err="$("$vox" info "$tmp/truncated.nii" 2>&1)"; status=$?
+set -e
+[ "$status" -eq 1 ] && grep -q "^vox: nifti: .*too short" <<<"$err" || fail "truncated file: $status $err"
+set +e
+"$vox" convert "$nibabel_data/anatomical.nii" "$tmp/x.nii" --window nosuch > /dev/null 2>&1; status=$?
+set -e
+[ "$status" -eq 1 ] || fail "unknown window preset gave status $status"
+echo "cli ok"
