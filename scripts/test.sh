@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: install what is missing, build and run every test (CTest: doctest
 # programs, PyTorch parity, the main job), then build and run them all again under
-# AddressSanitizer and UndefinedBehaviorSanitizer. Where nvcc is installed, the CUDA backend and
-# its tests (label gpu) are built too and run; without a GPU they report themselves skipped.
+# AddressSanitizer and UndefinedBehaviorSanitizer, and fuzz every parser for a bounded time.
+# Where nvcc is installed, the CUDA backend and its tests (label gpu) are built too and run;
+# without a GPU they report themselves skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -20,6 +21,9 @@ cmake -S . -B build/sanitize -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-
 cmake --build build/sanitize -j"$jobs"
 (cd build/sanitize && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure -j"$jobs")
+
+echo "== vox: every parser's libFuzzer target (clang, ASan + UBSan), 15 seconds each"
+bash scripts/fuzz.sh 15
 
 nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
 if [ -x "$nvcc" ]; then
