@@ -69,8 +69,6 @@ inline std::vector<unsigned char> read_bytes(const std::string& path, size_t lim
     status = inflate(&zs, Z_NO_FLUSH);
     out.resize(before + chunk - zs.avail_out);
     if (status == Z_STREAM_END) {
-      if (zs.avail_in == 0 && fed < raw.size()) {  // more input beyond 4 GiB
-      }
       // concatenated gzip members (as some writers produce): continue with the next one
       if (zs.avail_in > 0 && out.size() < limit) {
         VOX_CHECK(inflateReset(&zs) == Z_OK, "nifti", path, ": corrupt gzip stream");

@@ -160,19 +160,21 @@ class PlainConvUNet : public Module {
   }
   // The state_dict with nnU-Net's alias keys, as torch's strict load_state_dict expects.
   std::map<std::string, Tensor> nnunet_state_dict() const {
-    auto state = state_dict();
-    std::map<std::string, Tensor> out = state;
-    for (const auto& [key, t] : state) {
-      if (key.rfind("encoder.", 0) == 0) out["decoder." + key] = t;
-      for (const auto& [from, to] : block_aliases())
-        for (const std::string& k : {key, "decoder." + key}) {
-          const size_t at = k.find(from);
-          if (at != std::string::npos && (k == key || key.rfind("encoder.", 0) == 0))
-            out[k.substr(0, at) + to + k.substr(at + from.size())] = t;
+    std::map<std::string, Tensor> out;
+    for (const auto& [key, t] : state_dict()) {
+      std::vector<std::string> names{key};
+      if (key.rfind("encoder.", 0) == 0) names.push_back("decoder." + key);  // the decoder's reference to the encoder
+      for (const std::string& name : names) {
+        out[name] = t;
+        for (const auto& [canon, alias] : block_aliases()) {
+          const size_t at = name.find(canon);
+          if (at != std::string::npos) out[name.substr(0, at) + alias + name.substr(at + canon.size())] = t;
         }
+      }
     }
     return out;
   }
+
 
  private:
   struct Encoder : Module {
