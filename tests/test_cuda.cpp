@@ -105,6 +105,10 @@ TEST_CASE("matmul on cuBLAS matches the CPU: 2-D, batched, broadcast batch, vect
 TEST_CASE("a small MLP trains on the GPU exactly as on the CPU") {
   const Tensor x = randn({64, 16}), w1 = mul(randn({32, 16}), scalar(0.3)), w2 = mul(randn({1, 32}), scalar(0.3));
   check_op("mlp", {x, w1, w2}, [](auto& v) { return sigmoid(linear(tanh(linear(v[0], v[1], {})), v[2], {})); }, 1e-5, 1e-6);
+  // a tensor used three times: its gradients are summed on the device
+  check_op("reused input", {randn({7, 9})}, [](auto& v) { return add(mul(v[0], v[0]), relu(v[0])); }, 1e-6, 1e-6);
+  const Tensor w = mul(randn({16, 16}), scalar(0.2));
+  check_op("residual", {x, w}, [](auto& v) { return add(v[0], tanh(linear(v[0], v[1], {}))); }, 1e-5, 1e-6);
 }
 
 TEST_CASE("ops without a CUDA kernel yet say so, and devices do not mix") {

@@ -15,6 +15,12 @@ inline Tensor add_gradients(const Tensor& a, const Tensor& b) {
   VOX_CHECK(a.shape() == b.shape(), "backward", "gradients of shapes ", a.shape(), " and ", b.shape(),
             " reach the same tensor");
   Tensor out = empty(a.shape(), a.dtype(), a.device());
+  if (a.device().is_cuda()) {
+    const Tensor bd = b.to(a.dtype()).to(a.device());
+    cuda_backend("backward").binary(BinaryOp::add, a.dtype(), a.shape(), out.raw_data(), a.raw_data(), a.strides(), bd.raw_data(),
+                                    bd.strides(), a.device().index);
+    return out;
+  }
   auto layout = vox::detail::layout_for<3>(a.shape(), {&out, &a, &b});
   dispatch_floating(a.dtype(), "backward", [&]<class T>() {
     T* o = out.data<T>();
