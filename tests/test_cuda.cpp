@@ -107,8 +107,10 @@ TEST_CASE("a small MLP trains on the GPU exactly as on the CPU") {
   check_op("mlp", {x, w1, w2}, [](auto& v) { return sigmoid(linear(tanh(linear(v[0], v[1], {})), v[2], {})); }, 1e-5, 1e-6);
   // a tensor used three times: its gradients are summed on the device
   check_op("reused input", {randn({7, 9})}, [](auto& v) { return add(mul(v[0], v[0]), relu(v[0])); }, 1e-6, 1e-6);
+  // The weight gradient sums 64 products per element, in cuBLAS' order on the GPU and the GEMM's
+  // on the CPU; f32 rounding of such sums reaches ~2e-6 absolute (the f64 run holds 1e-11).
   const Tensor w = mul(randn({16, 16}), scalar(0.2));
-  check_op("residual", {x, w}, [](auto& v) { return add(v[0], tanh(linear(v[0], v[1], {}))); }, 1e-5, 1e-6);
+  check_op("residual", {x, w}, [](auto& v) { return add(v[0], tanh(linear(v[0], v[1], {}))); }, 1e-5, 1e-5);
 }
 
 TEST_CASE("ops without a CUDA kernel yet say so, and devices do not mix") {
