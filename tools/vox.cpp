@@ -1,6 +1,7 @@
 // The vox command-line program.
 //   vox info PATH                         what a NIfTI file holds: size, type, geometry, values
-//   vox convert IN OUT [--orient CODE] [--window PRESET | --window CENTER,WIDTH] [--nifti2]
+//   vox convert IN OUT [--orient CODE] [--spacing S | --spacing X,Y,Z [--labels]]
+//                      [--window PRESET | --window CENTER,WIDTH] [--nifti2]
 // Bad input ends the program with status 1 and one line "vox: <what went wrong>".
 #include <algorithm>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include <vox/data/intensity.hpp>
+#include <vox/data/resample.hpp>
 #include <vox/io/nifti.hpp>
 
 using namespace vox;
@@ -21,6 +23,7 @@ const char* kUsage =
     "  vox info PATH            size, type, spacing, orientation, affine and value range of a NIfTI file\n"
     "  vox convert IN OUT       rewrite a NIfTI file (.nii or .nii.gz by OUT's name), geometry preserved\n"
     "      --orient CODE        reorient first, e.g. RAS or LPS (nibabel's orientation codes)\n"
+    "      --spacing S|X,Y,Z    resample to this voxel spacing in mm (trilinear; nearest with --labels)\n"
     "      --window W           apply a CT window, to [0, 1]: a preset (lung, mediastinum, abdomen, liver,\n"
     "                           bone, brain, subdural, stroke) or CENTER,WIDTH in HU\n"
     "      --nifti2             write NIfTI-2 instead of NIfTI-1\n";
@@ -78,7 +81,8 @@ int info(const std::vector<std::string>& args) {
 
 int convert(const std::vector<std::string>& args) {
   std::vector<std::string> positional;
-  std::string orient, window;
+  std::string orient, window, spacing;
+  bool labels = false;
   int version = 1;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -88,6 +92,8 @@ int convert(const std::vector<std::string>& args) {
     };
     if (a == "--orient") orient = value();
     else if (a == "--window") window = value();
+    else if (a == "--spacing") spacing = value();
+    else if (a == "--labels") labels = true;
     else if (a == "--nifti2") version = 2;
     else if (!a.empty() && a[0] == '-') throw UsageError{"unknown option " + a};
     else positional.push_back(a);
@@ -95,6 +101,21 @@ int convert(const std::vector<std::string>& args) {
   if (positional.size() != 2) throw UsageError{"convert takes IN and OUT"};
   io::Image image = io::read_nifti(positional[0]).image;
   if (!orient.empty()) image = io::reorient(image, orient);
+  if (!spacing.empty()) {
+    std::vector<double> mm;
+    try {
+      for (size_t start = 0; start <= spacing.size();) {
+        const size_t comma = std::min(spacing.find(',', start), spacing.size());
+        mm.push_back(std::stod(spacing.substr(start, comma - start)));
+        start = comma + 1;
+      }
+    } catch (const std::exception&) {
+      throw UsageError{"--spacing takes S or X,Y,Z in mm, got " + spacing};
+    }
+    if (mm.size() == 1) mm = {mm[0], mm[0], mm[0]};
+    if (mm.size() != 3) throw UsageError{"--spacing takes S or X,Y,Z in mm, got " + spacing};
+    image = data::resample_to_spacing(image, {mm[0], mm[1], mm[2]}, labels ? data::Interpolation::nearest : data::Interpolation::linear);
+  }
   if (!window.empty()) {
     data::Window w;
     const size_t comma = window.find(',');

@@ -33,6 +33,12 @@ assert np.allclose(b.affine, ras.affine, atol=1e-4), (b.affine, ras.affine)
 assert np.array_equal(np.asarray(b.dataobj), np.asarray(ras.dataobj))
 print("nibabel reads vox's output as its own RAS reorientation")
 PY
+"$vox" convert "$nibabel_data/anatomical.nii" "$tmp/iso.nii" --spacing 1.5
+out="$("$vox" info "$tmp/iso.nii")"
+grep -q "^dims: *44 x 55 x 33 (i x j x k)" <<<"$out" || fail "--spacing size"
+grep -q "^spacing: *1.5 x 1.5 x 1.5 mm" <<<"$out" || fail "--spacing spacing"
+"$vox" convert "$nibabel_data/anatomical.nii" "$tmp/labels.nii" --spacing 4,4,4 --labels
+grep -q "read as i32" <<<"$("$vox" info "$tmp/labels.nii")" || fail "--labels keeps the dtype"
 "$vox" convert "$fixtures/dtype_i2_le.nii" "$tmp/lung.nii" --window lung --nifti2
 out="$("$vox" info "$tmp/lung.nii")"
 grep -q "NIfTI-2" <<<"$out" || fail "--nifti2"
