@@ -13,7 +13,7 @@
 #include <vox/io/safetensors.hpp>
 #include <vox/nn.hpp>
 
-#include "harness.hpp"
+#include "model_parity.hpp"
 
 using namespace vox;
 using namespace vox::testing;
@@ -21,28 +21,6 @@ using namespace vox::nn::models;
 using doctest::Contains;
 
 namespace {
-
-io::Safetensors fixture(const std::string& name) {
-  const char* dir = std::getenv("VOX_MODEL_PARITY_DIR");
-  return io::load_safetensors(std::string(dir ? dir : "parity-models") + "/" + name + ".safetensors");
-}
-
-double relative_max_error(const Tensor& got, const Tensor& want) {
-  const auto g = values(got), w = values(want);
-  REQUIRE(g.size() == w.size());
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    diff = std::max(diff, std::abs(g[i] - w[i]));
-    scale = std::max(scale, std::abs(w[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
-
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (double v : values(t)) m = std::max(m, std::abs(v));
-  return m;
-}
 
 // PyTorch's layout <-> vox's: channels move between axis 1 and the last axis for rank >= 3.
 Tensor from_torch(const Tensor& t) { return t.rank() >= 3 ? from_channels_first(t) : t; }
@@ -63,12 +41,10 @@ using Outputs = std::vector<Tensor>;
 template <class Net>
 void check_against_original(const std::string& name, Net& net, const std::function<Outputs(Net&, const Tensor&)>& run,
                             const std::function<void(Net&, const std::map<std::string, Tensor>&)>& load) {
-  const io::Safetensors f = fixture("model_" + name);
+  const io::Safetensors f = model_fixture("model_" + name);
   const bool exact = f.at("x").dtype() == DType::f64;
   const double out_tol = exact ? 1e-9 : 1e-4, buffer_tol = exact ? 1e-9 : 1e-4;
-  std::map<std::string, Tensor> state;
-  for (const auto& [key, t] : f.tensors)
-    if (key.rfind("state.", 0) == 0) state[key.substr(6)] = t;
+  const std::map<std::string, Tensor> state = fixture_state(f);
   CHECK(net.parameter_count() == std::stoll(f.metadata.at("parameters")));
   if (exact) net.to(DType::f64);
   load(net, state);
@@ -88,24 +64,7 @@ void check_against_original(const std::string& name, Net& net, const std::functi
   CHECK_FALSE(f.contains("out" + std::to_string(outputs.size())));  // as many outputs as the original
   if (exact) {
     loss.backward();
-    // A bias right before a norm that removes per-channel constants has a vanishing gradient:
-    // both sides hold rounding noise there. Such gradients must vanish in vox too.
-    double largest = 0;
-    for (const auto& p : net.named_parameters()) largest = std::max(largest, max_abs(f.at("grad." + p.name)));
-    for (const auto& p : net.named_parameters()) {
-      Tensor g = p.tensor->grad();
-      REQUIRE_MESSAGE(g.defined(), p.name << " has no gradient");
-      if (p.layout == nn::TorchLayout::channels_first) g = to_channels_first(g);
-      const Tensor& want = f.at("grad." + p.name);
-      if (max_abs(want) < 1e-6 * largest) {
-        INFO(name << " " << p.name << ": the original's gradient vanishes (" << max_abs(want) << "), vox's is " << max_abs(g));
-        CHECK(max_abs(g) < 1e-6 * largest);
-        continue;
-      }
-      const double err = relative_max_error(g, want);
-      INFO(name << " " << p.name << " gradient: max error " << err << " of the largest element");
-      CHECK(err < 1e-9);
-    }
+    check_gradients(net, f, 1e-9, name);
   }
   for (const auto& [key, t] : net.state_dict()) {
     if (!f.contains("after." + key)) continue;
@@ -137,7 +96,7 @@ TEST_CASE("MONAI's ResNets: parameter counts, and parity for basic, bottleneck a
     ResNet3D net(resnet_config(depth, {.n_input_channels = 1, .num_classes = 2}));
     const std::string name = "count_resnet" + std::to_string(depth);
     INFO(name);
-    CHECK(net.parameter_count() == std::stoll(fixture(name).metadata.at("parameters")));
+    CHECK(net.parameter_count() == std::stoll(model_fixture(name).metadata.at("parameters")));
   }
   SUBCASE("resnet18") {
     ResNet3D net(resnet_config(18, {.n_input_channels = 2, .widen_factor = 0.25, .num_classes = 3}));
@@ -183,7 +142,7 @@ TEST_CASE("nnU-Net's PlainConvUNet: anisotropic stages, deep supervision, nnU-Ne
       [](PlainConvUNet& n, const std::map<std::string, Tensor>& state) { n.load_nnunet_state_dict(state); });
 
   // nnunet_state_dict() has exactly the original's keys, aliases included.
-  const io::Safetensors f = fixture("model_nnunet_plain");
+  const io::Safetensors f = model_fixture("model_nnunet_plain");
   std::vector<std::string> want, got;
   for (const auto& [key, t] : f.tensors)
     if (key.rfind("state.", 0) == 0) want.push_back(key.substr(6));

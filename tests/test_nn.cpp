@@ -7,29 +7,11 @@
 #include <vox/nn.hpp>
 #include <vox/optim.hpp>
 
-#include "harness.hpp"
+#include "model_parity.hpp"
 
 using namespace vox;
 using namespace vox::testing;
 using doctest::Contains;
-
-namespace {
-std::string model_fixture(const std::string& name) {
-  const char* dir = std::getenv("VOX_MODEL_PARITY_DIR");
-  return std::string(dir ? dir : "parity-models") + "/" + name + ".safetensors";
-}
-
-// Max |got - want| relative to max |want|, over a whole tensor.
-double relative_max_error(const Tensor& got, const Tensor& want) {
-  const auto g = values(got), w = values(want);
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    diff = std::max(diff, std::abs(g[i] - w[i]));
-    scale = std::max(scale, std::abs(w[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
-}  // namespace
 
 TEST_CASE("the MONAI U-Net has MONAI's parameter counts and state_dict keys") {
   nn::models::MonaiUNet instance;
@@ -103,12 +85,9 @@ TEST_CASE("the MONAI U-Net matches MONAI's UNet forward and backward, with MONAI
   for (const auto& [name, norm] : std::vector<std::pair<std::string, nn::models::NormKind>>{
            {"monai_unet_instance", nn::models::NormKind::instance}, {"monai_unet_batch", nn::models::NormKind::batch}}) {
     SUBCASE(name.c_str()) {
-      const io::Safetensors f = io::load_safetensors(model_fixture(name));
-      std::map<std::string, Tensor> state;
-      for (const auto& [key, t] : f.tensors)
-        if (key.rfind("state.", 0) == 0) state[key.substr(6)] = t;
+      const io::Safetensors f = model_fixture(name);
       nn::models::MonaiUNet net({.norm = norm});
-      net.load_state_dict(state);
+      net.load_state_dict(fixture_state(f));
       const Tensor y = net.forward(from_channels_first(f.at("x")));
       const auto c = compare(values(to_channels_first(y)), values(f.at("out")), 1e-4, 0.0);
       INFO("forward: " << c.str());
@@ -116,30 +95,7 @@ TEST_CASE("the MONAI U-Net matches MONAI's UNet forward and backward, with MONAI
       const Tensor loss = cross_entropy(y, f.at("target"));
       CHECK(loss.item<float>() == doctest::Approx(f.at("loss").item<float>()).epsilon(1e-5));
       loss.backward();
-      // A conv bias directly before instance norm has an exactly zero gradient (the norm removes
-      // per-channel constants); PyTorch and vox both hold rounding noise there, ~1e-8 of the
-      // largest gradient. Such vanishing gradients must vanish in vox too; every other
-      // parameter's gradient must agree within 1e-3 of its largest element.
-      double largest = 0;
-      for (const auto& p : net.named_parameters())
-        for (double v : values(f.at("grad." + p.name))) largest = std::max(largest, std::abs(v));
-      for (const auto& p : net.named_parameters()) {
-        Tensor g = p.tensor->grad();
-        REQUIRE(g.defined());
-        if (p.layout == nn::TorchLayout::channels_first) g = to_channels_first(g);
-        const Tensor& want = f.at("grad." + p.name);
-        double want_max = 0, got_max = 0;
-        for (double v : values(want)) want_max = std::max(want_max, std::abs(v));
-        for (double v : values(g)) got_max = std::max(got_max, std::abs(v));
-        if (want_max < 1e-6 * largest) {
-          INFO(p.name << ": PyTorch's gradient vanishes (" << want_max << "), vox's is " << got_max);
-          CHECK(got_max < 1e-6 * largest);
-          continue;
-        }
-        const double err = relative_max_error(g, want);
-        INFO(p.name << " gradient: max error " << err << " of the largest element");
-        CHECK(err < 1e-3);
-      }
+      check_gradients(net, f, 1e-3, name);  // within 1e-3 of each gradient's largest element
       for (const auto& [key, t] : net.state_dict())
         if (f.contains("after." + key) && t.dtype() != DType::i64) {
           INFO(key << " after the training pass");
@@ -162,7 +118,7 @@ TEST_CASE("SGD, Adam and AdamW match PyTorch after five steps") {
   };
   for (const Case& c : cases) {
     SUBCASE(c.name.c_str()) {
-      const io::Safetensors f = io::load_safetensors(model_fixture(c.name));
+      const io::Safetensors f = model_fixture(c.name);
       std::vector<Tensor> params{f.at("p0").clone(), f.at("p1").clone()};
       for (Tensor& p : params) p.set_requires_grad();
       auto opt = c.make(params);
@@ -223,7 +179,7 @@ TEST_CASE("Dice, DiceCE and focal losses match MONAI's, forward and gradient") {
   };
   for (const Case& c : cases) {
     SUBCASE(c.name.c_str()) {
-      const io::Safetensors f = io::load_safetensors(model_fixture(c.name));
+      const io::Safetensors f = model_fixture(c.name);
       Tensor x = f.at("x").clone();
       x.set_requires_grad();
       const Tensor out = c.loss(from_channels_first(x), f.at("labels"));

@@ -46,51 +46,44 @@ inline bool has_suffix(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Bytes of a file, gunzipped when it starts with the gzip magic, at most `limit` of them.
-inline std::vector<unsigned char> read_bytes(const std::string& path, size_t limit) {
-  const std::vector<char> raw = read_file(path);
-  if (raw.size() < 2 || static_cast<unsigned char>(raw[0]) != 0x1f || static_cast<unsigned char>(raw[1]) != 0x8b) {
-    std::vector<unsigned char> out(raw.begin(), raw.begin() + static_cast<std::ptrdiff_t>(std::min(limit, raw.size())));
-    return out;
-  }
-  z_stream zs{};
+inline bool is_gzip(const std::vector<char>& raw) {
+  return raw.size() >= 2 && static_cast<unsigned char>(raw[0]) == 0x1f && static_cast<unsigned char>(raw[1]) == 0x8b;
+}
+
+// The first `limit` bytes of a gzip file's contents (fewer if the stream ends first).
+inline std::vector<unsigned char> gunzip(const std::vector<char>& raw, size_t limit, const std::string& path) {
+  struct Inflater {  // ends the stream on every path out, errors included
+    z_stream zs{};
+    ~Inflater() { inflateEnd(&zs); }
+  } inflater;
+  z_stream& zs = inflater.zs;
   VOX_CHECK(inflateInit2(&zs, 15 + 32) == Z_OK, "nifti", path, ": cannot start gzip decompression");
   std::vector<unsigned char> out;
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data()));
-  zs.avail_in = static_cast<uInt>(std::min<size_t>(raw.size(), std::numeric_limits<uInt>::max()));
-  size_t fed = zs.avail_in;
-  int status = Z_OK;
+  size_t fed = 0;
   while (out.size() < limit) {
+    if (zs.avail_in == 0 && fed < raw.size()) {  // zlib takes at most 4 GiB of input at a time
+      const size_t next = std::min<size_t>(raw.size() - fed, std::numeric_limits<uInt>::max());
+      zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data() + fed));
+      zs.avail_in = static_cast<uInt>(next);
+      fed += next;
+    }
     const size_t chunk = std::min<size_t>(limit - out.size(), size_t{1} << 24);
     const size_t before = out.size();
     out.resize(before + chunk);
     zs.next_out = out.data() + before;
     zs.avail_out = static_cast<uInt>(chunk);
-    status = inflate(&zs, Z_NO_FLUSH);
+    const int status = inflate(&zs, Z_NO_FLUSH);
     out.resize(before + chunk - zs.avail_out);
     if (status == Z_STREAM_END) {
+      if (zs.avail_in == 0 && fed == raw.size()) break;
       // concatenated gzip members (as some writers produce): continue with the next one
-      if (zs.avail_in > 0 && out.size() < limit) {
-        VOX_CHECK(inflateReset(&zs) == Z_OK, "nifti", path, ": corrupt gzip stream");
-        continue;
-      }
-      break;
+      VOX_CHECK(inflateReset(&zs) == Z_OK, "nifti", path, ": corrupt gzip stream");
+      continue;
     }
-    if (status != Z_OK) {
-      inflateEnd(&zs);
-      fail("nifti", path, ": corrupt gzip data (zlib: ", zs.msg ? zs.msg : "error ", status, ") after ", out.size(),
-           " decompressed bytes");
-    }
-    if (zs.avail_in == 0 && fed < raw.size()) {
-      const size_t next = std::min<size_t>(raw.size() - fed, std::numeric_limits<uInt>::max());
-      zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(raw.data() + fed));
-      zs.avail_in = static_cast<uInt>(next);
-      fed += next;
-    } else if (zs.avail_in == 0 && chunk != 0 && zs.avail_out != 0) {
-      break;  // input exhausted without a stream end: a truncated file; the caller sees the size
-    }
+    if (status == Z_BUF_ERROR && zs.avail_in == 0 && fed == raw.size()) break;  // truncated: the caller sees the size
+    VOX_CHECK(status == Z_OK, "nifti", path, ": corrupt gzip data (zlib: ", zs.msg ? zs.msg : "error ", status, ") after ",
+              out.size(), " decompressed bytes");
   }
-  inflateEnd(&zs);
   return out;
 }
 
@@ -177,7 +170,11 @@ inline NiftiImage read_nifti(const std::string& path) {
       pair = true;
       header_path = path.substr(0, path.size() - std::strlen(ext)) + (has_suffix(path, ".gz") ? ".hdr.gz" : ".hdr");
     }
-  std::vector<unsigned char> head = read_bytes(header_path, 544);
+  // Each file is read once: a single-file image's voxels come from the bytes its header came from.
+  const std::vector<char> header_file = read_file(header_path);
+  const std::vector<unsigned char> head =
+      is_gzip(header_file) ? gunzip(header_file, 544, header_path)
+                           : std::vector<unsigned char>(header_file.begin(), header_file.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(544, header_file.size())));
   VOX_CHECK(head.size() >= 348, "nifti", header_path, ": ", head.size(), " bytes is too short for a NIfTI header (348 or 540)");
 
   NiftiInfo info;
@@ -238,9 +235,18 @@ inline NiftiImage read_nifti(const std::string& path) {
   const size_t offset = pair ? static_cast<size_t>(vox_offset) : std::max<size_t>(static_cast<size_t>(vox_offset), static_cast<size_t>(sizeof_hdr));
   const size_t nbytes = static_cast<size_t>(count) * static_cast<size_t>(bytes_per_voxel);
 
-  std::vector<unsigned char> data = read_bytes(data_path, offset + nbytes);
-  VOX_CHECK(data.size() == offset + nbytes, "nifti", data_path, ": the header declares ", nbytes, " bytes of voxels at offset ",
-            offset, " (vox_offset) but the ", has_suffix(data_path, ".gz") ? "decompressed " : "", "file holds ", data.size(), " bytes");
+  const std::vector<char> data_file = pair ? read_file(data_path) : std::vector<char>();
+  const std::vector<char>& data_raw = pair ? data_file : header_file;
+  std::vector<unsigned char> inflated;
+  const unsigned char* data_bytes = reinterpret_cast<const unsigned char*>(data_raw.data());
+  size_t data_size = std::min(data_raw.size(), offset + nbytes);
+  if (is_gzip(data_raw)) {
+    inflated = gunzip(data_raw, offset + nbytes, data_path);
+    data_bytes = inflated.data();
+    data_size = inflated.size();
+  }
+  VOX_CHECK(data_size == offset + nbytes, "nifti", data_path, ": the header declares ", nbytes, " bytes of voxels at offset ",
+            offset, " (vox_offset) but the ", has_suffix(data_path, ".gz") ? "decompressed " : "", "file holds ", data_size, " bytes");
 
   // ---- voxels: [k, j, i] or [k, j, i, t]
   const int64_t ni = dim[0] >= 1 ? dim[1] : 1, nj = dim[0] >= 2 ? dim[2] : 1, nk = dim[0] >= 3 ? dim[3] : 1,
@@ -262,7 +268,7 @@ inline NiftiImage read_nifti(const std::string& path) {
       default: out_dtype = DType::f64; break;
     }
   Tensor flat = empty({count}, out_dtype);
-  const unsigned char* src = data.data() + offset;
+  const unsigned char* src = data_bytes + offset;
   auto fill = [&]<class S, class D>(D* dst) {
     for (int64_t n = 0; n < count; ++n) {
       unsigned char tmp[sizeof(S)];

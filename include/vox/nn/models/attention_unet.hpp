@@ -87,9 +87,7 @@ class AttentionUNet : public Module {
  public:
   explicit AttentionUNet(AttentionUNetConfig config = {}) : config_(std::move(config)) {
     const auto& c = config_;
-    VOX_CHECK(c.channels.size() >= 2, "AttentionUNet", "needs at least 2 channel levels, got ", c.channels.size());
-    VOX_CHECK(c.strides.size() >= c.channels.size() - 1, "AttentionUNet", "needs ", c.channels.size() - 1, " strides, got ",
-              c.strides.size());
+    monai::check_levels("AttentionUNet", c.channels, c.strides);
     VOX_CHECK(c.up_kernel_size % 2 == 1, "AttentionUNet", "up_kernel_size must be odd, got ", c.up_kernel_size);
     model_.add(std::make_unique<monai::ConvBlock>(c.in_channels, c.channels[0], 1, c.dropout));
     model_.add(level(0));

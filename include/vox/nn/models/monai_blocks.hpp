@@ -28,6 +28,13 @@ struct BlockOptions {
   bool bias = true;
 };
 
+// The level lists of MONAI's U-Nets: at least two channel counts and one stride per level below
+// the top.
+inline void check_levels(const char* model, const std::vector<int64_t>& channels, const std::vector<int64_t>& strides) {
+  VOX_CHECK(channels.size() >= 2, model, "needs at least 2 channel levels, got ", channels.size());
+  VOX_CHECK(strides.size() >= channels.size() - 1, model, "needs ", channels.size() - 1, " strides, got ", strides.size());
+}
+
 class ADN : public DynamicModule {
  public:
   ADN(int64_t channels, const BlockOptions& o) : dropout_(o.dropout) {

@@ -28,9 +28,7 @@ class MonaiUNet : public Module {
  public:
   explicit MonaiUNet(MonaiUNetConfig config = {}) : config_(std::move(config)) {
     const auto& c = config_;
-    VOX_CHECK(c.channels.size() >= 2, "MonaiUNet", "needs at least 2 channel levels, got ", c.channels.size());
-    VOX_CHECK(c.strides.size() >= c.channels.size() - 1, "MonaiUNet", "needs ", c.channels.size() - 1, " strides, got ",
-              c.strides.size());
+    monai::check_levels("MonaiUNet", c.channels, c.strides);
     VOX_CHECK(c.kernel_size % 2 == 1 && c.up_kernel_size % 2 == 1, "MonaiUNet", "kernel sizes must be odd");
     model_ = block(c.in_channels, c.out_channels, 0, true);
   }
