@@ -15,6 +15,6 @@ install_debian_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# What building and testing vox needs. python3-torch and python3-nibabel serve the test fixtures only.
+# What building and testing vox needs. python3-torch, -nibabel and -pydicom serve the test fixtures only.
 VOX_BUILD_PACKAGES=(cmake g++ make zlib1g-dev doctest-dev)
-VOX_TEST_PACKAGES=(python3-torch python3-numpy python3-nibabel)
+VOX_TEST_PACKAGES=(python3-torch python3-numpy python3-nibabel python3-pydicom)

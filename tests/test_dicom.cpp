@@ -1,0 +1,247 @@
+// DICOM against pydicom: every file of pydicom's own test set is either parsed by vox with as
+// many top-level elements as pydicom finds, or (where pydicom fails too, or the file is cut off)
+// refused with a vox::Error; every file pydicom's numpy and RLE handlers decode gives vox equal
+// stored values. Series written by pydicom at test time (shuffled names and InstanceNumbers,
+// oblique and reversed geometry, implicit VR and big endian, enhanced multi-frame) give the
+// expected volume and affine; missing slices, uneven spacing, gantry tilt and mixed orientations
+// are reported. Malformed bytes raise vox::Error. Fixtures: tests/io/make_dicom_fixtures.py.
+#include <cstdlib>
+#include <filesystem>
+
+#include <vox/io/dicom.hpp>
+#include <vox/io/json.hpp>
+#include <vox/io/safetensors.hpp>
+
+#include "harness.hpp"
+
+using namespace vox;
+using namespace vox::io;
+using namespace vox::testing;
+using doctest::Contains;
+
+namespace {
+std::string fixture_dir() {
+  const char* dir = std::getenv("VOX_DICOM_DIR");
+  return dir ? dir : "dicom";
+}
+std::string slurp(const std::string& path) {
+  const std::vector<char> bytes = read_file(path);
+  return std::string(bytes.begin(), bytes.end());
+}
+std::string file_name(const std::string& path) { return std::filesystem::path(path).filename().string(); }
+const json::Value& field(const json::Value& object, const std::string& key) {
+  const json::Value* v = object.find(key);
+  REQUIRE_MESSAGE(v != nullptr, "fixture field " << key);
+  return *v;
+}
+
+// Files vox refuses on purpose, with the reason; every other file pydicom parses, vox parses.
+bool vox_refuses(const std::string& name) {
+  return name == "MR_truncated.dcm"        // pixel data longer than the file
+         || name == "rtplan_truncated.dcm"  // an element longer than the file
+         || name == "no_meta.dcm"           // a stray byte before the first element
+         || name == "DICOMDIR-nooffset";    // its last record overruns the sequence's declared length
+}
+}  // namespace
+
+TEST_CASE("every pydicom test file: vox parses what pydicom parses, and decodes equal pixels") {
+  const json::Value entries = json::parse(slurp(fixture_dir() + "/pydicom.json"));
+  const Safetensors expected = load_safetensors(fixture_dir() + "/pydicom.safetensors");
+  int parsed = 0, decoded = 0, refused = 0;
+  for (size_t i = 0; i < entries.as_array().size(); ++i) {
+    const json::Value& entry = entries.as_array()[i];
+    const std::string path = field(entry, "path").as_string();
+    const std::string name = file_name(path);
+    INFO(path);
+    DicomFile file;
+    try {
+      file = read_dicom(path);
+    } catch (const Error& e) {
+      INFO(e.what());
+      CHECK((vox_refuses(name) || !field(entry, "parses").as_bool()));
+      ++refused;
+      continue;
+    }
+    CHECK_FALSE(vox_refuses(name));
+    ++parsed;
+    if (field(entry, "parses").as_bool()) CHECK(static_cast<double>(file.data.elements().size()) == field(entry, "elements").as_double());
+    if (field(entry, "pixels").as_bool()) {
+      const Tensor got = dicom_stored_values(file);
+      const Tensor& want = expected.at("pixels." + std::to_string(i));
+      REQUIRE(got.shape() == want.shape());
+      CHECK(values(got) == values(want));
+      ++decoded;
+    }
+  }
+  MESSAGE(parsed << " files parsed, " << decoded << " decoded and equal to pydicom, " << refused << " refused");
+  CHECK(decoded >= 50);
+  CHECK(refused <= 6);
+}
+
+TEST_CASE("the transfer syntaxes and pixel layouts vox decodes natively") {
+  const std::string dir = fixture_dir();
+  const json::Value entries = json::parse(slurp(dir + "/pydicom.json"));
+  std::map<std::string, std::string> syntax_of;
+  for (size_t i = 0; i < entries.as_array().size(); ++i) {
+    const std::string path = field(entries.as_array()[i], "path").as_string();
+    try {
+      syntax_of[file_name(path)] = read_dicom(path, {.stop_before_pixels = true}).syntax.name;
+    } catch (const Error&) {
+    }
+  }
+  CHECK(syntax_of["MR_small_implicit.dcm"] == "Implicit VR Little Endian");
+  CHECK(syntax_of["MR_small.dcm"] == "Explicit VR Little Endian");
+  CHECK(syntax_of["MR_small_bigendian.dcm"] == "Explicit VR Big Endian");
+  CHECK(syntax_of["image_dfl.dcm"] == "Deflated Explicit VR Little Endian");
+  CHECK(syntax_of["MR_small_RLE.dcm"] == "RLE Lossless");
+  CHECK(syntax_of["ExplVR_BigEndNoMeta.dcm"] == "Explicit VR Big Endian");   // no meta: guessed
+  CHECK(syntax_of["ExplVR_LitEndNoMeta.dcm"] == "Explicit VR Little Endian");
+
+  // the same MR slice in five encodings decodes to the same values
+  const std::string base = std::filesystem::path(field(entries.as_array()[0], "path").as_string()).parent_path().string();
+  const std::string files_dir = base.substr(0, base.find("test_files") + std::string("test_files").size());
+  const Tensor reference = dicom_stored_values(read_dicom(files_dir + "/MR_small.dcm"));
+  for (const char* other : {"MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm", "MR_small_RLE.dcm", "MR_small_padded.dcm"}) {
+    INFO(other);
+    CHECK(values(dicom_stored_values(read_dicom(files_dir + "/" + other))) == values(reference));
+  }
+  // CT: stored values, then Hounsfield units through RescaleSlope/RescaleIntercept
+  const DicomFile ct = read_dicom(files_dir + "/CT_small.dcm");
+  const DicomRescale rescale = dicom_rescale(ct.data);
+  CHECK(rescale.slope == 1.0);
+  CHECK(rescale.intercept == -1024.0);
+  const DicomVolume volume = read_dicom_volume(files_dir + "/CT_small.dcm");
+  CHECK(volume.image.voxels.dtype() == DType::f32);
+  const auto stored = values(dicom_stored_values(ct)), hu = values(volume.image.voxels);
+  for (size_t n = 0; n < stored.size(); ++n) REQUIRE(hu[n] == stored[n] - 1024.0);
+  // multi-frame RLE and 32-bit RGB
+  CHECK(dicom_stored_values(read_dicom(files_dir + "/SC_rgb_rle_32bit_2frame.dcm")).shape() == Shape{2, 100, 100, 3});
+  CHECK(dicom_stored_values(read_dicom(files_dir + "/rtdose_rle.dcm")).shape() == Shape{15, 10, 10});
+  // a compressed syntax without its decoder names the syntax
+  if (!dicom_has_decoder("1.2.840.10008.1.2.4.80"))
+    CHECK_THROWS_WITH_AS(dicom_stored_values(read_dicom(files_dir + "/MR_small_jpeg_ls_lossless.dcm")), Contains("JPEG-LS Lossless"),
+                         Error);
+}
+
+TEST_CASE("series written by pydicom give the expected volume and affine") {
+  const std::string dir = fixture_dir();
+  const json::Value cases = json::parse(slurp(dir + "/series.json"));
+  const Safetensors expected = load_safetensors(dir + "/series.safetensors");
+  auto check_volume = [&](const DicomVolume& v, const std::string& name, bool check_affine) {
+    const Tensor& want = expected.at("volume." + name);
+    REQUIRE(v.image.voxels.shape() == want.shape());
+    CHECK(values(v.image.voxels) == values(want));  // rescaled values of 16-bit data are exact in f32
+    if (!check_affine) return;
+    const Affine a = v.image.affine(Convention::lps);
+    const auto w = values(expected.at("affine." + name));
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < 4; ++c) {
+        INFO(name << " affine[" << r << "][" << c << "]");
+        CHECK(a[r][c] == doctest::Approx(w[static_cast<size_t>(4 * r + c)]).epsilon(1e-6).scale(1.0));
+      }
+  };
+  for (const char* name : {"axial", "oblique", "reversed_normal", "implicit_vr", "big_endian", "enhanced"}) {
+    INFO(name);
+    const DicomVolume v = read_dicom_volume(field(field(cases, name), "path").as_string());
+    check_volume(v, name, true);
+    CHECK(v.warnings.empty());
+  }
+  // the stray README.txt beside the axial series is skipped
+  int64_t skipped = 0;
+  CHECK(scan_dicom_directory(field(field(cases, "axial"), "path").as_string(), true, &skipped).size() == 1);
+  CHECK(skipped == 1);
+
+  // two series: the larger by default, and the choice reported; the other on request
+  const std::string two = field(field(cases, "two_series"), "path").as_string();
+  std::vector<std::string> reports;
+  DicomSeriesOptions options;
+  options.report = [&](const std::string& line) { reports.push_back(line); };
+  const DicomVolume larger = read_dicom_volume(two, options);
+  CHECK(larger.series_uid == field(field(cases, "two_series"), "uid").as_string());
+  check_volume(larger, "two_series", true);
+  REQUIRE(reports.size() == 1);
+  CHECK(reports[0].find("chosen of 2 series") != std::string::npos);
+  options.series_uid = field(field(cases, "two_series"), "other_uid").as_string();
+  check_volume(read_dicom_volume(two, options), "two_series_small", true);
+  options.series_uid = "1.2.3";
+  CHECK_THROWS_WITH_AS(read_dicom_volume(two, options), Contains("no series 1.2.3"), Error);
+}
+
+TEST_CASE("missing slices, uneven spacing, gantry tilt and mixed orientations are reported") {
+  const std::string dir = fixture_dir();
+  const json::Value cases = json::parse(slurp(dir + "/series.json"));
+  const Safetensors expected = load_safetensors(dir + "/series.safetensors");
+  const std::vector<std::pair<std::string, std::string>> uneven{
+      {"missing_slice", "1 missing slice"}, {"uneven_spacing", "uneven spacing"}, {"gantry_tilt", "gantry tilt"}};
+  for (const auto& [name, words] : uneven) {
+    INFO(name);
+    const std::string path = field(field(cases, name), "path").as_string();
+    CHECK_THROWS_WITH_AS(read_dicom_volume(path), Contains(words.c_str()), Error);
+    DicomSeriesOptions allow;
+    allow.allow_uneven = true;
+    const DicomVolume v = read_dicom_volume(path, allow);
+    REQUIRE(v.warnings.size() == 1);
+    CHECK(v.warnings[0].find(words) != std::string::npos);
+    CHECK(values(v.image.voxels) == values(expected.at("volume." + name)));  // every slice, in spatial order
+  }
+  CHECK_THROWS_WITH_AS(read_dicom_volume(field(field(cases, "mixed_orientation"), "path").as_string()), Contains("mixed orientations"), Error);
+}
+
+TEST_CASE("malformed DICOM raises vox::Error, never crashes") {
+  const std::string dir = fixture_dir();
+  const json::Value entries = json::parse(slurp(dir + "/pydicom.json"));
+  std::string mr;
+  for (size_t i = 0; i < entries.as_array().size(); ++i)
+    if (file_name(field(entries.as_array()[i], "path").as_string()) == "MR_small.dcm") mr = field(entries.as_array()[i], "path").as_string();
+  REQUIRE(!mr.empty());
+  const std::vector<char> raw = read_file(mr);
+  const std::vector<uint8_t> bytes(raw.begin(), raw.end());
+  // cut off at every length: parses a prefix or raises vox::Error
+  int errors = 0;
+  for (size_t n = 0; n < bytes.size(); n += 7) {
+    try {
+      const DicomFile f = parse_dicom(std::vector<uint8_t>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(n)), "cut");
+      if (f.data.has(dicom_tags::pixel_data)) (void)dicom_stored_values(f);
+    } catch (const Error&) {
+      ++errors;
+    }
+  }
+  CHECK(errors > 0);
+  // a length past the end names the tag and the byte offset
+  const DicomFile good = parse_dicom(bytes, "MR_small.dcm");
+  const size_t pixels_at = good.data.at(dicom_tags::pixel_data).offset;
+  CHECK_THROWS_WITH_AS(parse_dicom(std::vector<uint8_t>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(pixels_at + 100)), "short.dcm"),
+                       Contains("(7FE0,0010) at byte"), Error);
+  // not DICOM at all
+  CHECK_THROWS_WITH_AS(parse_dicom(std::vector<uint8_t>(300, 'x'), "text.txt"), Contains("not a DICOM file"), Error);
+  // an unknown transfer syntax is named
+  std::vector<uint8_t> unknown = bytes;
+  const std::string uid = "1.2.840.10008.1.2.1";
+  auto at = std::search(unknown.begin(), unknown.end(), uid.begin(), uid.end());
+  REQUIRE(at != unknown.end());
+  *(at + static_cast<std::ptrdiff_t>(uid.size()) - 1) = '7';
+  CHECK_THROWS_WITH_AS(parse_dicom(unknown, "unknown.dcm"), Contains("transfer syntax 1.2.840.10008.1.2.7"), Error);
+  // Rows that disagree with the pixel data's length
+  CHECK(dicom_pixel_format(good.data).rows == 64);
+  std::vector<uint8_t> big_rows = bytes;
+  const size_t rows_at = good.data.at(dicom_tags::rows).offset;
+  big_rows[rows_at] = 0xFF, big_rows[rows_at + 1] = 0x00;
+  CHECK_THROWS_WITH_AS(dicom_stored_values(parse_dicom(big_rows, "rows.dcm")), Contains("pixel data holds"), Error);
+}
+
+TEST_CASE("RLE segments that overrun are refused") {
+  DicomPixelFormat f;
+  f.rows = 2, f.columns = 2, f.bits_allocated = 8, f.bits_stored = 8, f.high_bit = 7;
+  std::vector<uint8_t> frame(64, 0);
+  frame[0] = 1;   // one segment
+  frame[4] = 64;  // at byte 64
+  frame.push_back(10);  // literal run of 11 bytes for a 4-byte plane
+  frame.insert(frame.end(), 11, 7);
+  CHECK_THROWS_WITH_AS(dicom_detail::decode_rle_frame(frame, f, "rle"), Contains("overruns"), Error);
+  frame.resize(65);
+  frame[64] = static_cast<uint8_t>(-3);  // replicate 4 times
+  frame.push_back(9);
+  CHECK(dicom_detail::decode_rle_frame(frame, f, "rle") == std::vector<uint8_t>{9, 9, 9, 9});
+  frame[0] = 2;
+  CHECK_THROWS_WITH_AS(dicom_detail::decode_rle_frame(frame, f, "rle"), Contains("2 segments, 1 expected"), Error);
+}
