@@ -7,12 +7,16 @@ source scripts/deps.sh
 install_debian_packages clang libclang-rt-dev zlib1g-dev
 seconds="${1:-60}"
 out=build/fuzz
+pydicom_files=/usr/lib/python3/dist-packages/pydicom/data/test_files
 mkdir -p "$out"
 for target in tests/fuzz/fuzz_*.cpp; do
   name="$(basename "$target" .cpp)"
   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -I include -I . "$target" -o "$out/$name" -lz
   mkdir -p "$out/corpus-$name"
+  # seed files from Debian's packages, read where they are installed (never copied here)
+  seeds=()
+  if [ "$name" = fuzz_dicom ] && [ -d "$pydicom_files" ]; then seeds=("$pydicom_files"); fi
   echo "== $name for ${seconds}s"
-  "$out/$name" -max_total_time="$seconds" -max_len=4096 -timeout=10 "$out/corpus-$name"
+  "$out/$name" -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 "$out/corpus-$name" "${seeds[@]}"
 done

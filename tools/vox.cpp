@@ -1,7 +1,8 @@
 // The vox command-line program.
-//   vox info PATH                         what a NIfTI file holds: size, type, geometry, values
-//   vox convert IN OUT [--orient CODE] [--spacing S | --spacing X,Y,Z [--labels]]
-//                      [--window PRESET | --window CENTER,WIDTH] [--nifti2]
+//   vox info PATH [--series UID] [--allow-uneven]
+//                 what a NIfTI file, a DICOM file or a DICOM directory holds: size, type, geometry, values
+//   vox convert IN OUT [--series UID] [--allow-uneven] [--orient CODE]
+//                      [--spacing S | --spacing X,Y,Z [--labels]] [--window PRESET | --window CENTER,WIDTH] [--nifti2]
 // Bad input ends the program with status 1 and one line "vox: <what went wrong>".
 #include <algorithm>
 #include <cstdio>
@@ -12,6 +13,7 @@
 
 #include <vox/data/intensity.hpp>
 #include <vox/data/resample.hpp>
+#include <vox/io/dicom.hpp>
 #include <vox/io/nifti.hpp>
 
 using namespace vox;
@@ -20,8 +22,13 @@ namespace {
 
 const char* kUsage =
     "usage: vox <command> [options]\n"
-    "  vox info PATH            size, type, spacing, orientation, affine and value range of a NIfTI file\n"
-    "  vox convert IN OUT       rewrite a NIfTI file (.nii or .nii.gz by OUT's name), geometry preserved\n"
+    "  vox info PATH            size, type, spacing, orientation, affine and value range of a NIfTI file,\n"
+    "                           a DICOM file, or a DICOM directory (its series, and the one read)\n"
+    "  vox convert IN OUT       NIfTI or DICOM (file or directory) in, NIfTI out (.nii or .nii.gz by OUT's\n"
+    "                           name), geometry preserved; CT comes out in Hounsfield units\n"
+    "      --series UID         the DICOM series to read (default: the one with the most slices)\n"
+    "      --allow-uneven       read a DICOM series with missing slices, uneven spacing or gantry tilt,\n"
+    "                           stacked at its mean spacing, with a warning (default: an error)\n"
     "      --orient CODE        reorient first, e.g. RAS or LPS (nibabel's orientation codes)\n"
     "      --spacing S|X,Y,Z    resample to this voxel spacing in mm (trilinear; nearest with --labels)\n"
     "      --window W           apply a CT window, to [0, 1]: a preset (lung, mediastinum, abdomen, liver,\n"
@@ -34,13 +41,111 @@ struct UsageError {
 
 std::string format_number(double v) {
   char buffer[32];
-  std::snprintf(buffer, sizeof(buffer), "%.6g", v);
+  std::snprintf(buffer, sizeof(buffer), "%.6g", v == 0 ? 0.0 : v);  // no "-0"
   return buffer;
 }
 
+bool is_nifti_path(const std::string& path) {
+  for (const char* ext : {".nii", ".nii.gz", ".hdr", ".hdr.gz", ".img", ".img.gz"})
+    if (io::nifti_detail::has_suffix(path, ext)) return true;
+  return false;
+}
+
+// The options every command that reads an image takes.
+struct InputOptions {
+  io::DicomSeriesOptions dicom;
+  // Takes args[i] (and its value) when it is an input option; false otherwise.
+  bool take(const std::vector<std::string>& args, size_t& i) {
+    if (args[i] == "--allow-uneven") {
+      dicom.allow_uneven = true;
+      return true;
+    }
+    if (args[i] == "--series") {
+      if (i + 1 >= args.size()) throw UsageError{"--series needs a SeriesInstanceUID"};
+      dicom.series_uid = args[++i];
+      return true;
+    }
+    return false;
+  }
+};
+
+io::DicomVolume read_dicom_reporting(const std::string& path, InputOptions options) {
+  options.dicom.report = [](const std::string& line) { std::cerr << "vox: " << line << "\n"; };
+  return io::read_dicom_volume(path, options.dicom);
+}
+
+io::Image read_image(const std::string& path, const InputOptions& options) {
+  if (is_nifti_path(path)) return io::read_nifti(path).image;
+  return read_dicom_reporting(path, options).image;
+}
+
+void print_geometry(const io::Image& im) {
+  std::cout << "spacing:     " << format_number(im.spacing[0]) << " x " << format_number(im.spacing[1]) << " x "
+            << format_number(im.spacing[2]) << " mm\n";
+  std::cout << "orientation: " << im.orientation_code() << "\n";
+}
+
+void print_affine(const io::Image& im) {
+  const io::Affine a = im.affine(io::Convention::ras);
+  std::cout << "affine (RAS):\n";
+  for (const auto& row : a)
+    std::cout << "  [" << format_number(row[0]) << ", " << format_number(row[1]) << ", " << format_number(row[2]) << ", "
+              << format_number(row[3]) << "]\n";
+}
+
+void print_range(const io::Image& im) {
+  const std::vector<double> v = im.voxels.to_vector<double>();
+  double lo = INFINITY, hi = -INFINITY;
+  int64_t nans = 0;
+  for (double e : v) {
+    if (std::isnan(e)) ++nans;
+    else lo = std::min(lo, e), hi = std::max(hi, e);
+  }
+  std::cout << "range:       " << format_number(lo) << " .. " << format_number(hi);
+  if (nans) std::cout << " (" << nans << " NaN)";
+  std::cout << "\n";
+}
+
+int dicom_info(const std::string& path, const InputOptions& options) {
+  const io::DicomVolume d = read_dicom_reporting(path, options);
+  const io::Image& im = d.image;
+  std::cout << "file:        " << path << "\n";
+  if (d.series.size() > 1) {
+    std::cout << "series:      " << d.series.size() << " in this directory (--series UID picks one):\n";
+    for (const auto& s : d.series)
+      std::cout << "  " << (s.uid == d.series_uid ? "* " : "  ") << s.uid << "  " << s.paths.size() << " files, " << s.modality << ", "
+                << s.rows << " x " << s.columns << (s.description.empty() ? "" : ", \"" + s.description + "\"") << "\n";
+  }
+  std::cout << "format:      DICOM, " << d.transfer_syntax << "\n";
+  std::cout << "series uid:  " << d.series_uid << (d.description.empty() ? "" : " (\"" + d.description + "\")") << "\n";
+  std::cout << "modality:    " << (d.modality.empty() ? "(none)" : d.modality) << ", " << d.photometric << "\n";
+  std::cout << "dims:        " << im.width() << " x " << im.height() << " x " << im.depth() << " (i x j x k)";
+  if (im.channels() > 1) std::cout << ", " << im.channels() << " samples";
+  std::cout << ", " << d.slices << (d.slices == 1 ? " slice\n" : " slices\n");
+  std::cout << "dtype:       " << dtype_name(im.voxels.dtype()) << "\n";
+  print_geometry(im);
+  if (!d.rescale.identity())
+    std::cout << "rescale:     slope " << format_number(d.rescale.slope) << ", intercept " << format_number(d.rescale.intercept)
+              << (d.modality == "CT" ? " (values in HU)" : "") << "\n";
+  if (d.window.present())
+    std::cout << "window:      center " << format_number(d.window.center) << ", width " << format_number(d.window.width) << "\n";
+  print_affine(im);
+  print_range(im);
+  for (const std::string& w : d.warnings) std::cout << "warning:     " << w << "\n";
+  return 0;
+}
+
 int info(const std::vector<std::string>& args) {
-  if (args.size() != 1) throw UsageError{"info takes one PATH"};
-  const std::string& path = args[0];
+  InputOptions options;
+  std::vector<std::string> positional;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (options.take(args, i)) continue;
+    if (!args[i].empty() && args[i][0] == '-') throw UsageError{"unknown option " + args[i]};
+    positional.push_back(args[i]);
+  }
+  if (positional.size() != 1) throw UsageError{"info takes one PATH"};
+  const std::string& path = positional[0];
+  if (!is_nifti_path(path)) return dicom_info(path, options);
   const io::NiftiImage n = io::read_nifti(path);
   const io::Image& im = n.image;
   const bool gz = io::nifti_detail::has_suffix(path, ".gz");
@@ -53,34 +158,20 @@ int info(const std::vector<std::string>& args) {
   if (im.channels() > 1) std::cout << ", " << im.channels() << " volumes";
   std::cout << "\n";
   std::cout << "dtype:       NIfTI datatype " << n.info.datatype << ", read as " << dtype_name(im.voxels.dtype()) << "\n";
-  std::cout << "spacing:     " << format_number(im.spacing[0]) << " x " << format_number(im.spacing[1]) << " x "
-            << format_number(im.spacing[2]) << " mm\n";
-  std::cout << "orientation: " << im.orientation_code() << "\n";
+  print_geometry(im);
   std::cout << "geometry:    " << (n.info.sform_code > 0 ? "sform" : n.info.qform_code > 0 ? "qform" : "none (nibabel's default)")
             << " (qform_code " << n.info.qform_code << ", sform_code " << n.info.sform_code << ")\n";
-  const io::Affine a = im.affine(io::Convention::ras);
-  std::cout << "affine (RAS):\n";
-  for (const auto& row : a)
-    std::cout << "  [" << format_number(row[0]) << ", " << format_number(row[1]) << ", " << format_number(row[2]) << ", "
-              << format_number(row[3]) << "]\n";
+  print_affine(im);
   if (n.info.scl_slope != 0 && std::isfinite(n.info.scl_slope) && (n.info.scl_slope != 1 || n.info.scl_inter != 0))
     std::cout << "scaling:     slope " << format_number(n.info.scl_slope) << ", inter " << format_number(n.info.scl_inter) << "\n";
-  const std::vector<double> v = im.voxels.to_vector<double>();
-  double lo = INFINITY, hi = -INFINITY;
-  int64_t nans = 0;
-  for (double e : v) {
-    if (std::isnan(e)) ++nans;
-    else lo = std::min(lo, e), hi = std::max(hi, e);
-  }
-  std::cout << "range:       " << format_number(lo) << " .. " << format_number(hi);
-  if (nans) std::cout << " (" << nans << " NaN)";
-  std::cout << "\n";
+  print_range(im);
   if (!n.info.description.empty()) std::cout << "description: " << n.info.description << "\n";
   return 0;
 }
 
 int convert(const std::vector<std::string>& args) {
   std::vector<std::string> positional;
+  InputOptions input;
   std::string orient, window, spacing;
   bool labels = false;
   int version = 1;
@@ -90,6 +181,7 @@ int convert(const std::vector<std::string>& args) {
       if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
       return args[++i];
     };
+    if (input.take(args, i)) continue;
     if (a == "--orient") orient = value();
     else if (a == "--window") window = value();
     else if (a == "--spacing") spacing = value();
@@ -99,7 +191,7 @@ int convert(const std::vector<std::string>& args) {
     else positional.push_back(a);
   }
   if (positional.size() != 2) throw UsageError{"convert takes IN and OUT"};
-  io::Image image = io::read_nifti(positional[0]).image;
+  io::Image image = read_image(positional[0], input);
   if (!orient.empty()) image = io::reorient(image, orient);
   if (!spacing.empty()) {
     std::vector<double> mm;

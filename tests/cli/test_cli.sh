@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The vox program on real files: `vox info` reports what nibabel reports, `vox convert`
-# reorients and windows with the geometry kept, and bad input ends with status 1 and one line.
-#   test_cli.sh VOX_BINARY NIFTI_FIXTURE_DIR
+# reorients and windows with the geometry kept, DICOM series (written by pydicom) convert to
+# NIfTI files nibabel reads with the expected voxels and affine, and bad input ends with
+# status 1 and one line.
+#   test_cli.sh VOX_BINARY NIFTI_FIXTURE_DIR DICOM_FIXTURE_DIR
 set -euo pipefail
-vox="$1"; fixtures="$2"
+vox="$1"; fixtures="$2"; dicom="$3"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 nibabel_data="$(/usr/bin/python3 -c 'import nibabel, os; print(os.path.join(os.path.dirname(nibabel.__file__), "tests", "data"))')"
 fail() { echo "FAIL: $*"; exit 1; }
@@ -59,4 +61,47 @@ set +e
 "$vox" convert "$nibabel_data/anatomical.nii" "$tmp/x.nii" --window nosuch > /dev/null 2>&1; status=$?
 set -e
 [ "$status" -eq 1 ] || fail "unknown window preset gave status $status"
+
+# DICOM: a directory of two series, the larger read and the choice reported on stderr
+out="$("$vox" info "$dicom/series/two_series" 2>"$tmp/stderr")"
+echo "$out"
+grep -q "^series: *2 in this directory" <<<"$out" || fail "dicom info lists the series"
+grep -q "^dims: *11 x 7 x 8 (i x j x k), 8 slices" <<<"$out" || fail "dicom info dims"
+grep -q "values in HU" <<<"$out" || fail "dicom info rescale"
+grep -q "chosen of 2 series" "$tmp/stderr" || fail "the series choice is reported"
+for case in oblique enhanced; do
+  path="$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]["path"])' "$dicom/series.json" "$case")"
+  "$vox" convert "$path" "$tmp/$case.nii.gz"
+  /usr/bin/python3 - "$tmp/$case.nii.gz" "$dicom/series.safetensors" "$case" <<'PY' || fail "nibabel disagrees with vox's $case conversion"
+import json, struct, sys
+import nibabel as nib
+import numpy as np
+img = nib.load(sys.argv[1])
+with open(sys.argv[2], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+    blob = f.read()
+def tensor(name):
+    h = header[name]
+    a, b = h["data_offsets"]
+    return np.frombuffer(blob[a:b], dtype=np.float64).reshape(h["shape"])
+lps = tensor("affine." + sys.argv[3])
+ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+assert np.allclose(img.affine, ras, atol=1e-4), (img.affine, ras)
+volume = np.transpose(np.asarray(img.dataobj), (2, 1, 0))  # nibabel's [i, j, k] to vox's [k, j, i]
+assert np.array_equal(volume, tensor("volume." + sys.argv[3]))
+print(sys.argv[3], "converted: nibabel reads the expected voxels and affine")
+PY
+done
+set +e
+err="$("$vox" convert "$dicom/series/missing_slice" "$tmp/missing.nii" 2>&1)"; status=$?
+set -e
+[ "$status" -eq 1 ] && grep -q "^vox: dicom: .*1 missing slice.*--allow-uneven" <<<"$err" || fail "missing slice: $status $err"
+"$vox" convert "$dicom/series/missing_slice" "$tmp/missing.nii" --allow-uneven 2>"$tmp/stderr"
+grep -q "^vox: warning: .*missing slice" "$tmp/stderr" || fail "--allow-uneven warns"
+set +e
+err="$("$vox" info "$dicom/series/two_series" --series 1.2.3 2>&1)"; status=$?
+set -e
+[ "$status" -eq 1 ] && grep -q "no series 1.2.3" <<<"$err" || fail "unknown series: $status $err"
+
 echo "cli ok"

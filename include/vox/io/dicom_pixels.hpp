@@ -122,6 +122,9 @@ inline std::vector<uint8_t> decode_rle_frame(const std::vector<uint8_t>& frame, 
   VOX_CHECK(segments == static_cast<uint32_t>(f.samples * bytes), "dicom", src, ": RLE frame has ", segments, " segments, ",
             f.samples * bytes, " expected for ", f.samples, " samples of ", f.bits_allocated, " bits");
   const size_t pixels = static_cast<size_t>(f.pixels_per_frame());
+  // PackBits expands two bytes to at most 128: refuse sizes the frame cannot hold before allocating
+  VOX_CHECK(pixels * segments <= 64 * frame.size(), "dicom", src, ": a ", frame.size(), "-byte RLE frame cannot hold ", segments,
+            " segments of ", pixels, " pixels");
   std::vector<uint8_t> plane(pixels), out(pixels * static_cast<size_t>(f.samples * bytes));
   for (uint32_t s = 0; s < segments; ++s) {
     const size_t begin = u32(4 + 4 * s), end = s + 1 < segments ? u32(8 + 4 * s) : frame.size();

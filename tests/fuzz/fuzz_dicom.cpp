@@ -1,0 +1,23 @@
+// libFuzzer target: any byte string parsed as a DICOM file, then its geometry, rescale and pixel
+// data read as a volume would read them: each step gives a result or throws vox::Error. Crashes,
+// hangs, leaks, sanitizer reports and allocations beyond what the input can hold are bugs.
+// scripts/fuzz.sh seeds it with pydicom's test files where Debian installs them.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <vox/io/dicom.hpp>
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  try {
+    const vox::io::DicomFile file = vox::io::parse_dicom(std::vector<uint8_t>(data, data + size), "fuzz.dcm",
+                                                         {.max_inflated_bytes = size_t{1} << 24});
+    std::vector<std::string> warnings;
+    (void)vox::io::dicom_detail::slices_of(file, 0, warnings);
+    (void)vox::io::dicom_window(file.data);
+    (void)vox::io::dicom_stored_values(file);
+  } catch (const vox::Error&) {
+  }
+  return 0;
+}
