@@ -4,15 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
-install_debian_packages clang libclang-rt-dev zlib1g-dev
+install_debian_packages clang libclang-rt-dev zlib1g-dev libjpeg62-turbo-dev libcharls-dev libopenjp2-7-dev
 seconds="${1:-60}"
 out=build/fuzz
 pydicom_files=/usr/lib/python3/dist-packages/pydicom/data/test_files
 mkdir -p "$out"
+# the DICOM decoders that are installed, as CMake finds them
+codec_flags=(); codec_libs=()
+if [ -f /usr/include/jpeglib.h ]; then codec_flags+=(-DVOX_WITH_LIBJPEG); codec_libs+=(-ljpeg); fi
+if [ -f /usr/include/charls/charls.h ]; then codec_flags+=(-DVOX_WITH_CHARLS); codec_libs+=(-lcharls); fi
+for dir in /usr/include/openjpeg-2.5 /usr/include/openjpeg-2.4; do
+  if [ -f "$dir/openjpeg.h" ]; then codec_flags+=(-DVOX_WITH_OPENJPEG -I"$dir"); codec_libs+=(-lopenjp2); break; fi
+done
 for target in tests/fuzz/fuzz_*.cpp; do
   name="$(basename "$target" .cpp)"
   clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-    -I include -I . "$target" -o "$out/$name" -lz
+    -I include -I . "${codec_flags[@]}" "$target" -o "$out/$name" -lz "${codec_libs[@]}"
   mkdir -p "$out/corpus-$name"
   # seed files from Debian's packages, read where they are installed (never copied here)
   seeds=()

@@ -4,7 +4,8 @@
 1. pydicom's own test files, read where the package installs them. For every file,
    pydicom.json says whether pydicom parses it, how many top-level elements it holds, and, where
    pydicom's numpy or RLE handler decodes its pixels, "pixels.<i>" in pydicom.safetensors holds
-   pixel_array (f64, frames first: [frames, rows, columns(, samples)]).
+   pixel_array (f64, frames first: [frames, rows, columns(, samples)]). Compressed files are
+   decoded by GDCM (Debian's python3-gdcm) through pydicom into "gdcm.<i>", where GDCM can.
 2. Series written by pydicom into OUTDIR/series/<case>/, with the geometry the test expects:
    axial, oblique and reversed-normal series whose file names and InstanceNumbers are shuffled,
    implicit VR and big-endian ones, two series in one directory, a missing slice, uneven
@@ -36,12 +37,20 @@ NATIVE_OR_RLE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.
                  "1.2.840.10008.1.2.5"}
 
 
+LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91"}
+try:
+    from pydicom.pixel_data_handlers import gdcm_handler
+    GDCM = gdcm_handler.is_available()
+except ImportError:
+    GDCM = False
+
+
 def pydicom_files(out):
     tensors, entries = {}, []
     paths = sorted(p for p in glob.glob(os.path.join(PYDICOM_FILES, "**", "*"), recursive=True)
                    if os.path.isfile(p) and not p.endswith((".txt", ".json", ".dump", ".gz", ".py")))
     for i, path in enumerate(paths):
-        entry = {"path": path, "parses": False, "elements": -1, "pixels": False}
+        entry = {"path": path, "parses": False, "elements": -1, "pixels": False, "gdcm": False}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -54,6 +63,19 @@ def pydicom_files(out):
                 entry["error"] = str(e)[:200]
             if entry["parses"] and "PixelData" in ds:
                 syntax = str(getattr(ds.file_meta, "TransferSyntaxUID", ""))
+                if syntax not in NATIVE_OR_RLE and GDCM:
+                    # compressed: GDCM's decoders (Debian's python3-gdcm) through pydicom
+                    try:
+                        ds.convert_pixel_data("gdcm")
+                        arr = ds.pixel_array
+                        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+                        samples = int(getattr(ds, "SamplesPerPixel", 1))
+                        shape = (frames, ds.Rows, ds.Columns) + ((samples,) if samples > 1 else ())
+                        tensors[f"gdcm.{i}"] = torch.from_numpy(np.asarray(arr, dtype=np.float64).reshape(shape).copy())
+                        entry["gdcm"] = True
+                        entry["lossy"] = syntax in LOSSY
+                    except Exception as e:  # noqa: BLE001
+                        entry["gdcm_error"] = str(e)[:200]
                 if syntax in NATIVE_OR_RLE:
                     try:
                         arr = ds.pixel_array

@@ -14,6 +14,7 @@
 // the smallest vox dtype that holds them: u8 or i8 for 8 bits and less, i32 for 16 bits and for
 // signed 32 bits, i64 for unsigned 32 and 64 bits, f32/f64 for float pixel data.
 #include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,9 @@ inline DicomPixelFormat dicom_pixel_format(const DicomDataSet& ds) {
             " does not fit BitsAllocated ", f.bits_allocated);
   VOX_CHECK(f.high_bit >= f.bits_stored - 1 && f.high_bit < f.bits_allocated, "dicom", src, ": HighBit ", f.high_bit,
             " does not fit BitsStored ", f.bits_stored, " and BitsAllocated ", f.bits_allocated);
+  VOX_CHECK(!f.is_float || f.bits_allocated == (ds.has(double_float_pixel_data) ? 64 : 32), "dicom", src, ": ",
+            ds.has(double_float_pixel_data) ? "Double Float" : "Float", " Pixel Data needs BitsAllocated ",
+            ds.has(double_float_pixel_data) ? 64 : 32, ", not ", f.bits_allocated);
   VOX_CHECK(f.planar_configuration == 0 || f.planar_configuration == 1, "dicom", src, ": PlanarConfiguration ",
             f.planar_configuration, " is not 0 or 1");
   return f;
@@ -230,8 +234,19 @@ void store_samples(const uint8_t* bytes, const DicomPixelFormat& f, bool planar,
 
 }  // namespace dicom_detail
 
+// The photometric interpretation of the values dicom_stored_values() gives: JPEG 2000 decoding
+// turns YBR_RCT and YBR_ICT into RGB; JPEG YBR_FULL_422 is upsampled to YBR_FULL; everything else
+// keeps what the data set says.
+inline std::string dicom_decoded_photometric(const DicomFile& file) {
+  const DicomPixelFormat f = dicom_pixel_format(file.data);
+  if (dicom_codecs::codec_of(file.syntax.uid) == dicom_codecs::Codec::jpeg_2000 && f.samples == 3) return "RGB";
+  if (f.photometric == "YBR_FULL_422") return "YBR_FULL";  // every decoder here upsamples the chroma
+  return f.photometric;
+}
+
 // The stored values of every frame; see the top of this file for the layout and dtypes.
-inline Tensor dicom_stored_values(const DicomFile& file) {
+// Pixel data that would decode to more than `max_bytes` is refused before it is decoded.
+inline Tensor dicom_stored_values(const DicomFile& file, size_t max_bytes = std::numeric_limits<size_t>::max()) {
   using namespace dicom_detail;
   const DicomDataSet& ds = file.data;
   const std::string& src = file.path;
@@ -247,6 +262,8 @@ inline Tensor dicom_stored_values(const DicomFile& file) {
   const int width = f.bytes_per_sample();
   const size_t frame_bytes = static_cast<size_t>(ybr422 ? f.pixels_per_frame() * 2 : samples_per_frame * width);
 
+  VOX_CHECK(frame_bytes * static_cast<size_t>(f.frames) <= max_bytes, "dicom", src, ": ", f.frames, " frame(s) of ", frame_bytes,
+            " bytes exceed the limit of ", max_bytes, " bytes");
   // every frame as native little-endian bytes
   std::vector<std::vector<uint8_t>> frames;
   bool planar = f.planar_configuration == 1 && f.samples > 1;
@@ -255,8 +272,10 @@ inline Tensor dicom_stored_values(const DicomFile& file) {
     const std::vector<std::vector<uint8_t>> encoded = encapsulated_frames(ds, *pixels, f.frames);
     const bool rle = file.syntax.uid == "1.2.840.10008.1.2.5";
     for (const std::vector<uint8_t>& frame : encoded)
-      frames.push_back(rle ? decode_rle_frame(frame, f, src) : decode_compressed_frame(file.syntax, frame, f.rows, f.columns, f.samples,
-                                                                                        f.bits_allocated, f.is_signed, src));
+      frames.push_back(rle ? decode_rle_frame(frame, f, src)
+                           : decode_compressed_frame(file.syntax, frame,
+                                                     {f.rows, f.columns, f.samples, f.bits_allocated, f.photometric.rfind("YBR_FULL", 0) == 0},
+                                                     src));
     planar = false;  // the decoders interleave
     for (const std::vector<uint8_t>& frame : frames)
       VOX_CHECK(frame.size() == frame_bytes, "dicom", src, ": a decoded frame has ", frame.size(), " bytes, ", frame_bytes, " expected");

@@ -328,7 +328,8 @@ inline DicomVolume assemble_dicom_series(const std::vector<std::string>& paths, 
   const int64_t n = static_cast<int64_t>(slices.size()), per_slice = format.rows * format.columns * format.samples;
   Shape shape{n, format.rows, format.columns};
   if (format.samples > 1) shape.push_back(format.samples);
-  const bool ybr = format.photometric == "YBR_FULL" || (format.photometric == "YBR_FULL_422" && !first.syntax.encapsulated);
+  const std::string photometric = dicom_decoded_photometric(first);
+  const bool ybr = photometric == "YBR_FULL" || photometric == "YBR_FULL_422";
   Tensor voxels;
   for (int64_t k = 0; k < n; ++k) {
     const Slice& s = slices[static_cast<size_t>(k)];
@@ -365,7 +366,7 @@ inline DicomVolume assemble_dicom_series(const std::vector<std::string>& paths, 
   volume.modality = first.data.text(modality);
   volume.description = first.data.text(series_description);
   volume.transfer_syntax = first.syntax.name;
-  volume.photometric = ybr ? "RGB" : format.photometric;
+  volume.photometric = ybr ? "RGB" : photometric;
   volume.slices = n;
   volume.rescale = slices.front().rescale;
   volume.window = dicom_window(files[slices.front().file].data);
