@@ -19,4 +19,4 @@ install_debian_packages() {
 # decoders (vox builds without them); python3-torch, -nibabel, -pydicom and -gdcm serve the test
 # fixtures only.
 VOX_BUILD_PACKAGES=(cmake g++ make zlib1g-dev doctest-dev libjpeg62-turbo-dev libcharls-dev libopenjp2-7-dev)
-VOX_TEST_PACKAGES=(python3-torch python3-numpy python3-nibabel python3-pydicom python3-gdcm)
+VOX_TEST_PACKAGES=(python3-torch python3-numpy python3-scipy python3-nibabel python3-pydicom python3-gdcm python3-venv)

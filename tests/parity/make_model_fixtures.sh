@@ -8,8 +8,6 @@ set -euo pipefail
 out="$1"
 mkdir -p "$out"
 venv="$out/venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import monai, dynamic_network_architectures" 2>/dev/null; then
-  /usr/bin/python3 -m venv --system-site-packages "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps "monai==1.2.0" "dynamic-network-architectures==0.3.1"
-fi
+source "$(dirname "$0")/monai_venv.sh"
+ensure_monai_venv "$venv"
 "$venv/bin/python" "$(dirname "$0")/make_model_fixtures.py" "$out"

@@ -8,6 +8,9 @@
 //   z_score                MONAI NormalizeIntensity: (x - mean) / std with the population std
 //                          (a zero std counts as 1); with nonzero_only, statistics over the
 //                          non-zero voxels, which alone are changed
+//   foreground_intensities nnU-Net's dataset fingerprint of intensities under the labels
+//   ct_normalize           nnU-Net's CTNormalization: clip to the 0.5/99.5 foreground
+//                          percentiles, then z-score with the dataset's foreground mean and std
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -79,6 +82,60 @@ inline Tensor z_score(const Tensor& x, bool nonzero_only = false) {
   if (std_dev == 0) std_dev = 1;
   for (double& e : v)
     if (!nonzero_only || e != 0) e = (e - mean) / std_dev;
+  return detail::from_doubles(v, x.shape());
+}
+
+// numpy.percentile's default ("linear"): q in [0, 100] over the values, sorted.
+inline double percentile(std::vector<double> values, double q) {
+  VOX_CHECK(!values.empty(), "percentile", "no values");
+  VOX_CHECK(q >= 0 && q <= 100, "percentile", "q must be in [0, 100], got ", q);
+  std::sort(values.begin(), values.end());
+  const double at = q / 100.0 * static_cast<double>(values.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(at)), hi = std::min(lo + 1, values.size() - 1);
+  return values[lo] + (values[hi] - values[lo]) * (at - static_cast<double>(lo));
+}
+
+// nnU-Net's foreground intensity properties of a dataset (one channel): the voxels under a
+// label > 0 of every training case, pooled. nnU-Net samples up to 10,000 per case with its own
+// RNG; vox uses every foreground voxel, so the statistics are exact rather than sampled.
+struct ForegroundIntensities {
+  double mean = 0, std = 0, median = 0, min = 0, max = 0, percentile_00_5 = 0, percentile_99_5 = 0;
+  int64_t voxels = 0;
+};
+
+inline ForegroundIntensities foreground_intensities(const std::vector<Tensor>& images, const std::vector<Tensor>& labels) {
+  VOX_CHECK(images.size() == labels.size() && !images.empty(), "foreground_intensities", images.size(), " images and ", labels.size(),
+            " labels; one label per image, at least one case");
+  std::vector<double> pooled;
+  for (size_t n = 0; n < images.size(); ++n) {
+    VOX_CHECK(images[n].numel() == labels[n].numel(), "foreground_intensities", "case ", n, ": image and label sizes differ");
+    const std::vector<double> v = detail::as_doubles(images[n]), l = detail::as_doubles(labels[n]);
+    for (size_t i = 0; i < v.size(); ++i)
+      if (l[i] > 0) pooled.push_back(v[i]);
+  }
+  VOX_CHECK(!pooled.empty(), "foreground_intensities", "no foreground voxel (label > 0) in any case");
+  ForegroundIntensities f;
+  f.voxels = static_cast<int64_t>(pooled.size());
+  double sum = 0;
+  for (double x : pooled) sum += x;
+  f.mean = sum / static_cast<double>(pooled.size());
+  double squares = 0;
+  for (double x : pooled) squares += (x - f.mean) * (x - f.mean);
+  f.std = std::sqrt(squares / static_cast<double>(pooled.size()));  // numpy's std: ddof 0
+  f.median = percentile(pooled, 50);
+  f.percentile_00_5 = percentile(pooled, 0.5);
+  f.percentile_99_5 = percentile(pooled, 99.5);
+  f.min = *std::min_element(pooled.begin(), pooled.end());
+  f.max = *std::max_element(pooled.begin(), pooled.end());
+  return f;
+}
+
+// nnU-Net's CTNormalization: clip to the foreground's 0.5 and 99.5 percentiles, then subtract
+// its mean and divide by max(std, 1e-8). Output f32.
+inline Tensor ct_normalize(const Tensor& x, const ForegroundIntensities& f) {
+  std::vector<double> v = detail::as_doubles(x);
+  const double std_dev = std::max(f.std, 1e-8);
+  for (double& e : v) e = (std::clamp(e, f.percentile_00_5, f.percentile_99_5) - f.mean) / std_dev;
   return detail::from_doubles(v, x.shape());
 }
 

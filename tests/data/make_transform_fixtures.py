@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""What MONAI 1.2.0, scipy and numpy make of a small random volume, for test_data.
+
+Volumes are stored in vox's [k, j, i] order; MONAI sees them channel-first as (1, i, j, k), as
+its NIfTI loader gives them. transforms.safetensors holds every result; transforms.json lists
+the cases (sizes in (i, j, k) order).
+    make_transform_fixtures.py OUTDIR
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import scipy.ndimage
+import torch
+from monai.data.utils import dense_patch_slices
+from monai.inferers.utils import _get_scan_interval
+from monai.transforms import CropForeground, DivisiblePad, Resize, ResizeWithPadOrCrop
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "parity"))
+from safetensors_writer import save  # noqa: E402
+
+
+def to_monai(vox):  # [k, j, i] -> (1, i, j, k)
+    return torch.from_numpy(np.ascontiguousarray(np.transpose(vox, (2, 1, 0))[None]))
+
+
+def to_vox(monai):  # (1, i, j, k) -> [k, j, i]
+    return torch.from_numpy(np.ascontiguousarray(np.transpose(np.asarray(monai)[0], (2, 1, 0)))).double()
+
+
+def main():
+    out = sys.argv[1]
+    rng = np.random.default_rng(7)
+    volume = rng.standard_normal((9, 10, 11))  # [k, j, i]: 11 x 10 x 9 voxels (i, j, k)
+    tensors = {"volume": torch.from_numpy(volume)}
+    cases = {"pad_or_crop": [], "divisible": [], "resize": [], "grid": [], "gaussian": []}
+    for n, size in enumerate([(8, 13, 9), (11, 7, 12), (5, 10, 4)]):
+        tensors[f"pad_or_crop.{n}"] = to_vox(ResizeWithPadOrCrop(size)(to_monai(volume)))
+        cases["pad_or_crop"].append(size)
+    for n, k in enumerate([(4, 4, 4), (3, 4, 5)]):
+        tensors[f"divisible.{n}"] = to_vox(DivisiblePad(k)(to_monai(volume)))
+        cases["divisible"].append(k)
+    for n, (size, mode) in enumerate([((7, 13, 5), "trilinear"), ((16, 6, 9), "trilinear"), ((7, 13, 5), "nearest-exact")]):
+        tensors[f"resize.{n}"] = to_vox(Resize(size, mode=mode, align_corners=None if mode != "trilinear" else False)(to_monai(volume)))
+        cases["resize"].append({"size": size, "mode": mode})
+    cropper = CropForeground(select_fn=lambda x: x > 1.5, margin=1)
+    tensors["foreground"] = to_vox(cropper(to_monai(volume)))
+    for n, (size, patch, overlap) in enumerate([((11, 10, 9), (4, 4, 4), 0.5), ((11, 10, 9), (5, 3, 9), 0.25),
+                                                ((64, 40, 33), (32, 16, 16), 0.5), ((7, 7, 7), (7, 2, 3), 0.0)]):
+        interval = _get_scan_interval(size, patch, 3, (overlap,) * 3)
+        starts = [[int(s.start) for s in box] for box in dense_patch_slices(size, patch, interval)]
+        cases["grid"].append({"size": size, "patch": patch, "overlap": overlap, "starts": starts})
+    for n, sigma in enumerate([(0.7, 0.7, 0.7), (1.3, 0.0, 2.1)]):  # (i, j, k)
+        tensors[f"gaussian.{n}"] = torch.from_numpy(
+            scipy.ndimage.gaussian_filter(volume, sigma=(sigma[2], sigma[1], sigma[0]), mode="reflect", truncate=4.0))
+        cases["gaussian"].append(sigma)
+    # nnU-Net's CT normalisation: foreground statistics pooled over two cases with numpy
+    labels = [(rng.random((9, 10, 11)) > 0.6).astype(np.float64), (rng.random((9, 10, 11)) > 0.3).astype(np.float64)]
+    images = [volume * 100 + 40, rng.standard_normal((9, 10, 11)) * 300 - 20]
+    pooled = np.concatenate([im[lab > 0] for im, lab in zip(images, labels)])
+    stats = {"mean": float(np.mean(pooled)), "std": float(np.std(pooled)), "median": float(np.median(pooled)),
+             "p00_5": float(np.percentile(pooled, 0.5)), "p99_5": float(np.percentile(pooled, 99.5)),
+             "min": float(np.min(pooled)), "max": float(np.max(pooled)), "voxels": int(pooled.size)}
+    for n in range(2):
+        tensors[f"ct.image.{n}"] = torch.from_numpy(images[n])
+        tensors[f"ct.label.{n}"] = torch.from_numpy(labels[n])
+        tensors[f"ct.normalized.{n}"] = torch.from_numpy((np.clip(images[n], stats["p00_5"], stats["p99_5"]) - stats["mean"])
+                                                         / max(stats["std"], 1e-8))
+    cases["ct"] = stats
+    save(os.path.join(out, "transforms.safetensors"), tensors, {})
+    with open(os.path.join(out, "transforms.json"), "w") as f:
+        json.dump(cases, f, indent=1)
+    print(f"transform fixtures in {out}")
+
+
+if __name__ == "__main__":
+    main()
