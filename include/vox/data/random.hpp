@@ -1,8 +1,8 @@
 #pragma once
 // Scalar random draws for the data pipeline (augmentation parameters, crop centres), from the
-// same Philox-4x32-10 as vox's tensors. A Random is a (seed, stream) pair and a counter, so a
-// sample's draws depend only on the seed and the sample's stream: a loader with any number of
-// threads gives every sample the same augmentation.
+// same Philox-4x32-10 as vox's tensors. A Random is a key and a counter; fork(stream) gives
+// each sample its own key, so a sample's draws depend only on the seed and its stream number,
+// and a loader with any number of threads gives every sample the same augmentation.
 #include <cmath>
 #include <cstdint>
 #include <numbers>
@@ -14,14 +14,15 @@ namespace vox::data {
 
 class Random {
  public:
-  explicit Random(uint64_t seed = 0, uint64_t stream = 0) : key_(seed), stream_(stream) {}
+  explicit Random(uint64_t seed = 0) : key_(seed) {}
 
-  // An independent stream, e.g. one per (epoch, sample).
-  Random fork(uint64_t stream) const { return Random(key_ ^ (0x9E3779B97F4A7C15ull * (stream_ + 1)), stream); }
+  // An independent generator for a sub-stream (e.g. one per epoch and sample): its key is a
+  // SplitMix64 mix of this key and the stream number, so distinct streams never share draws.
+  Random fork(uint64_t stream) const { return Random(mix(key_ ^ mix(stream + 0x632BE59BD9B4E019ull))); }
 
   uint32_t next_u32() {
     if (used_ == 4) {
-      block_ = philox4x32(key_, (stream_ << 40) ^ counter_++);
+      block_ = philox4x32(key_, counter_++);
       used_ = 0;
     }
     return block_[used_++];
@@ -44,7 +45,14 @@ class Random {
   }
 
  private:
-  uint64_t key_, stream_, counter_ = 0;
+  static uint64_t mix(uint64_t z) {  // SplitMix64's finaliser
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+
+  uint64_t key_, counter_ = 0;
   std::array<uint32_t, 4> block_{};
   int used_ = 4;
 };
