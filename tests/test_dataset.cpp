@@ -2,6 +2,7 @@
 // dataset round-trips through the MSD layout, nnU-Net v2 folders load too, bad datasets are
 // refused with errors that name the file, the cache is used when nothing changed, and the loader
 // gives the same batches for any thread count, with nnU-Net's share of foreground patches.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -58,6 +59,21 @@ TEST_CASE("synthetic spheres are seeded, labelled and written as an MSD dataset 
   // the case is the one the seed made
   Random r = Random(11).fork(0);
   CHECK(values(s.label.voxels) == values(synthetic_spheres(small, r).label.voxels));
+}
+
+TEST_CASE("create_test_image_3d follows MONAI's recipe") {
+  Random rng(3);
+  const Sample clean = create_test_image_3d({40, 36, 32}, rng, 6, 10, 3, 0.0, 4);
+  const auto image = values(clean.image.voxels), label = values(clean.label.voxels);
+  const double top = *std::max_element(label.begin(), label.end());
+  REQUIRE(top >= 1);
+  // without noise the image is the class map rescaled to [0, 1]
+  for (size_t v = 0; v < image.size(); ++v) REQUIRE(image[v] == doctest::Approx(label[v] / top));
+  const Sample noisy = create_test_image_3d({40, 36, 32}, rng, 6, 10, 3, 0.25, 4);
+  const auto ni = values(noisy.image.voxels);
+  CHECK(*std::min_element(ni.begin(), ni.end()) == 0.0);
+  CHECK(*std::max_element(ni.begin(), ni.end()) == 1.0);
+  CHECK_THROWS_WITH_AS(create_test_image_3d({20, 20, 20}, rng, 3, 10, 3), Contains("larger than 2 * max_radius"), Error);
 }
 
 TEST_CASE("the Shepp-Logan phantom has its defining values") {

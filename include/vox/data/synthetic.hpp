@@ -3,10 +3,12 @@
 //   - synthetic_spheres: a segmentation case: a noisy textured background with a few spheres of
 //     each foreground class, each class brighter than the last; the label says which voxel is
 //     which class. Seeded: the same seed gives the same case.
+//   - create_test_image_3d: MONAI's recipe of the same name (spheres of random classes, noise);
 //   - shepp_logan: the 3-D Shepp-Logan head phantom (ten ellipsoids, the table of Schabel's
 //     phantom3d, "modified" intensities of Toft for visible contrast), sampled on [-1, 1]^3.
 //   - write_synthetic_dataset: a Medical Segmentation Decathlon folder (imagesTr, labelsTr,
 //     imagesTs, dataset.json) of sphere cases as NIfTI, which load_msd_dataset reads.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <filesystem>
@@ -65,6 +67,46 @@ inline Sample synthetic_spheres(const SphereOptions& o, Random& rng) {
   out.label.voxels = empty({nz, ny, nx}, DType::u8);
   std::copy(label.begin(), label.end(), out.label.voxels.data<uint8_t>());
   out.image.spacing = out.label.spacing = o.spacing;
+  return out;
+}
+
+// MONAI's create_test_image_3d recipe (monai.data.synthetic), drawn from vox's generator: `objects`
+// spheres with centres at least `max_radius` from every face and radii in [min_radius, max_radius);
+// each sphere gets the class ceil(u * classes) (u uniform), or a brightness in [0.5, 1) when
+// classes is 1; the label is the ceiling of that; noise uniform in [0, classes * max_noise) is
+// combined by maximum; the image is rescaled to [0, 1]. Sizes are (i, j, k) = MONAI's
+// (height, width, depth).
+inline Sample create_test_image_3d(const std::array<int64_t, 3>& size, Random& rng, int64_t objects = 12, int64_t max_radius = 30,
+                                   int64_t min_radius = 5, double max_noise = 0.0, int64_t classes = 5) {
+  VOX_CHECK(max_radius > min_radius, "create_test_image_3d", "min_radius ", min_radius, " should be less than max_radius ", max_radius);
+  VOX_CHECK(min_radius >= 1, "create_test_image_3d", "min_radius ", min_radius, " should be at least 1");
+  const int64_t smallest = std::min({size[0], size[1], size[2]});
+  VOX_CHECK(smallest > 2 * max_radius, "create_test_image_3d", "the smallest size ", smallest, " should be larger than 2 * max_radius = ",
+            2 * max_radius);
+  VOX_CHECK(classes >= 1 && classes <= 255, "create_test_image_3d", "classes must be in [1, 255], got ", classes);
+  const auto [nx, ny, nz] = size;
+  std::vector<double> image(static_cast<size_t>(nx * ny * nz), 0.0);
+  for (int64_t n = 0; n < objects; ++n) {
+    const int64_t x = rng.integer(max_radius, nx - max_radius), y = rng.integer(max_radius, ny - max_radius),
+                  z = rng.integer(max_radius, nz - max_radius), r = rng.integer(min_radius, max_radius);
+    const double value = classes > 1 ? std::ceil(rng.uniform() * double(classes)) : rng.uniform() * 0.5 + 0.5;
+    for (int64_t k = 0; k < nz; ++k)
+      for (int64_t j = 0; j < ny; ++j)
+        for (int64_t i = 0; i < nx; ++i)
+          if ((i - x) * (i - x) + (j - y) * (j - y) + (k - z) * (k - z) <= r * r) image[static_cast<size_t>((k * ny + j) * nx + i)] = value;
+  }
+  Sample out;
+  out.label.voxels = empty({nz, ny, nx}, DType::u8);
+  uint8_t* label = out.label.voxels.data<uint8_t>();
+  for (size_t v = 0; v < image.size(); ++v) {
+    label[v] = static_cast<uint8_t>(std::ceil(image[v]));
+    image[v] = std::max(image[v], rng.uniform(0.0, double(classes) * max_noise));
+  }
+  const auto [lo, hi] = std::minmax_element(image.begin(), image.end());
+  const double min = *lo, range = *hi - *lo;
+  out.image.voxels = empty({nz, ny, nx}, DType::f32);
+  float* im = out.image.voxels.data<float>();
+  for (size_t v = 0; v < image.size(); ++v) im[v] = static_cast<float>(range > 0 ? (image[v] - min) / range : image[v]);
   return out;
 }
 
