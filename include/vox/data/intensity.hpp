@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/parallel.hpp"
 #include "vox/core/tensor.hpp"
 
 namespace vox::data {
@@ -54,13 +55,19 @@ inline Tensor from_doubles(const std::vector<double>& v, const Shape& shape) {
 
 inline Tensor scale_intensity_range(const Tensor& x, double a_min, double a_max, double b_min, double b_max, bool clip) {
   VOX_CHECK(a_max != a_min, "scale_intensity_range", "a_min and a_max are both ", a_min);
-  std::vector<double> v = detail::as_doubles(x);
+  // f32 out, computed in f64 per voxel; threaded, no f64 copy of the volume
+  Tensor out = empty(x.shape(), DType::f32);
+  out.copy_from(x);
+  float* v = out.data<float>();
   const double scale = (b_max - b_min) / (a_max - a_min), lo = std::min(b_min, b_max), hi = std::max(b_min, b_max);
-  for (double& e : v) {
-    e = (e - a_min) * scale + b_min;
-    if (clip) e = std::clamp(e, lo, hi);
-  }
-  return detail::from_doubles(v, x.shape());
+  kernels::cpu::parallel_for(0, out.numel(), 1 << 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      double r = (static_cast<double>(v[i]) - a_min) * scale + b_min;
+      if (clip) r = std::clamp(r, lo, hi);
+      v[i] = static_cast<float>(r);
+    }
+  });
+  return out;
 }
 
 inline Tensor apply_window(const Tensor& x, Window w) {

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/parallel.hpp"
 #include "vox/io/image.hpp"
 
 namespace vox::data {
@@ -74,31 +75,35 @@ inline io::Image resample_to_spacing(const io::Image& image, const std::array<do
                       static_cast<size_t>(channels) * elem);
     return out;
   }
-  const std::vector<float> in = image.voxels.to_vector<float>();
+  const Tensor source = image.voxels.to(DType::f32).contiguous();
+  const float* in = source.data<float>();
   out.voxels = empty(shape, DType::f32);
   float* o = out.voxels.data<float>();
-  int64_t w = 0;
-  for (int64_t k = 0; k < out_size[2]; ++k) {
-    const auto zk = static_cast<size_t>(k);
-    const int64_t k0 = axes[2].lo[zk], k1 = axes[2].hi[zk];
-    const double fz = axes[2].weight[zk];
-    for (int64_t j = 0; j < out_size[1]; ++j) {
-      const auto yj = static_cast<size_t>(j);
-      const int64_t j0 = axes[1].lo[yj], j1 = axes[1].hi[yj];
-      const double fy = axes[1].weight[yj];
-      for (int64_t i = 0; i < out_size[0]; ++i) {
-        const auto xi = static_cast<size_t>(i);
-        const int64_t i0 = axes[0].lo[xi], i1 = axes[0].hi[xi];
-        const double fx = axes[0].weight[xi];
-        for (int64_t c = 0; c < channels; ++c, ++w) {
-          auto at = [&](int64_t a, int64_t b, int64_t d) { return static_cast<double>(in[static_cast<size_t>(index(a, b, d) + c)]); };
-          const double c00 = at(i0, j0, k0) * (1 - fx) + at(i1, j0, k0) * fx, c10 = at(i0, j1, k0) * (1 - fx) + at(i1, j1, k0) * fx;
-          const double c01 = at(i0, j0, k1) * (1 - fx) + at(i1, j0, k1) * fx, c11 = at(i0, j1, k1) * (1 - fx) + at(i1, j1, k1) * fx;
-          o[w] = static_cast<float>((c00 * (1 - fy) + c10 * fy) * (1 - fz) + (c01 * (1 - fy) + c11 * fy) * fz);
+  // output slices are independent: threaded over k
+  kernels::cpu::parallel_for(0, out_size[2], 1, [&](int64_t k_begin, int64_t k_end) {
+    for (int64_t k = k_begin; k < k_end; ++k) {
+      int64_t w = k * out_size[1] * out_size[0] * channels;
+      const auto zk = static_cast<size_t>(k);
+      const int64_t k0 = axes[2].lo[zk], k1 = axes[2].hi[zk];
+      const double fz = axes[2].weight[zk];
+      for (int64_t j = 0; j < out_size[1]; ++j) {
+        const auto yj = static_cast<size_t>(j);
+        const int64_t j0 = axes[1].lo[yj], j1 = axes[1].hi[yj];
+        const double fy = axes[1].weight[yj];
+        for (int64_t i = 0; i < out_size[0]; ++i) {
+          const auto xi = static_cast<size_t>(i);
+          const int64_t i0 = axes[0].lo[xi], i1 = axes[0].hi[xi];
+          const double fx = axes[0].weight[xi];
+          for (int64_t c = 0; c < channels; ++c, ++w) {
+            auto at = [&](int64_t a, int64_t b, int64_t d) { return static_cast<double>(in[static_cast<size_t>(index(a, b, d) + c)]); };
+            const double c00 = at(i0, j0, k0) * (1 - fx) + at(i1, j0, k0) * fx, c10 = at(i0, j1, k0) * (1 - fx) + at(i1, j1, k0) * fx;
+            const double c01 = at(i0, j0, k1) * (1 - fx) + at(i1, j0, k1) * fx, c11 = at(i0, j1, k1) * (1 - fx) + at(i1, j1, k1) * fx;
+            o[w] = static_cast<float>((c00 * (1 - fy) + c10 * fy) * (1 - fz) + (c01 * (1 - fy) + c11 * fy) * fz);
+          }
         }
       }
     }
-  }
+  });
   return out;
 }
 

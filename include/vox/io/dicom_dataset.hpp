@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <memory>
@@ -286,6 +287,7 @@ struct DicomFile {
   std::string path;
   TransferSyntax syntax;
   bool has_meta = false;
+  bool stopped_before_pixels = false;  // read with stop_before_pixels, and the pixel data was reached
   DicomDataSet meta;
   DicomDataSet data;
 };
@@ -319,8 +321,10 @@ class DicomParser {
       VOX_CHECK(tag != dicom_tags::sequence_delimitation, "dicom", source_, ": sequence delimiter outside a sequence at byte ", start);
       VOX_CHECK(tag != dicom_tags::item, "dicom", source_, ": item tag outside a sequence at byte ", start);
       if (stop_before_pixels && (tag == dicom_tags::pixel_data || tag == dicom_tags::float_pixel_data ||
-                                 tag == dicom_tags::double_float_pixel_data))
+                                 tag == dicom_tags::double_float_pixel_data)) {
+        reached_pixels_ = true;
         return end;
+      }
       DicomElement e;
       e.tag = tag;
       uint32_t length;
@@ -380,6 +384,7 @@ class DicomParser {
   }
 
   DicomDataSet make_set(bool big_endian) const { return DicomDataSet(buffer_, big_endian, source_); }
+  bool reached_pixels() const { return reached_pixels_; }
 
  private:
   static bool long_length_vr(const char* vr) {
@@ -455,6 +460,7 @@ class DicomParser {
   std::shared_ptr<const std::vector<uint8_t>> buffer_;
   const uint8_t* b_;
   std::string source_;
+  bool reached_pixels_ = false;
 };
 
 namespace dicom_detail {
@@ -542,16 +548,38 @@ inline DicomFile parse_dicom(std::vector<uint8_t> bytes, const std::string& sour
     DicomParser inner(inflated_buffer, source);
     file.data = inner.make_set(false);
     inner.parse(file.data, 0, inflated_buffer->size(), true, false, false, 0, options.stop_before_pixels);
+    file.stopped_before_pixels = inner.reached_pixels();
     return file;
   }
   file.data = parser.make_set(file.syntax.big_endian);
   parser.parse(file.data, pos, size, file.syntax.explicit_vr, file.syntax.big_endian, false, 0, options.stop_before_pixels);
+  file.stopped_before_pixels = parser.reached_pixels();
   return file;
 }
 
 inline DicomFile read_dicom(const std::string& path, const DicomReadOptions& options = {}) {
   const std::vector<char> raw = read_file(path);
   return parse_dicom(std::vector<uint8_t>(raw.begin(), raw.end()), path, options);
+}
+
+// The header (everything before the pixel data) of a file, reading only its first bytes when
+// they hold it: series scans touch a few kilobytes of each file instead of all of it.
+inline DicomFile read_dicom_header(const std::string& path, size_t prefix = size_t{1} << 16) {
+  std::ifstream in(path, std::ios::binary);
+  VOX_CHECK(in.good(), "read_file", "cannot open ", path);
+  std::vector<uint8_t> head(prefix);
+  in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(prefix));
+  head.resize(static_cast<size_t>(in.gcount()));
+  if (head.size() == prefix) {  // more may follow: the prefix is enough only if it reaches the pixels
+    try {
+      DicomFile file = parse_dicom(head, path, {.stop_before_pixels = true});
+      if (file.stopped_before_pixels) return file;
+    } catch (const Error&) {
+      // an element runs past the prefix: read the whole file below
+    }
+    return read_dicom(path, {.stop_before_pixels = true});
+  }
+  return parse_dicom(std::move(head), path, {.stop_before_pixels = true});
 }
 
 }  // namespace vox::io

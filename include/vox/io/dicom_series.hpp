@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/parallel.hpp"
 #include "vox/io/dicom_pixels.hpp"
 #include "vox/io/image.hpp"
 
@@ -199,7 +200,7 @@ inline std::vector<DicomSeriesSummary> scan_dicom_directory(const std::string& d
   for (const std::string& path : paths) {
     DicomFile file;
     try {
-      file = read_dicom(path, {.stop_before_pixels = true});
+      file = read_dicom_header(path);
     } catch (const Error&) {
       ++not_images;  // not DICOM, or not readable as DICOM: skipped, counted
       continue;
@@ -240,8 +241,8 @@ inline DicomVolume assemble_dicom_series(const std::vector<std::string>& paths, 
   std::vector<DicomFile> files;
   std::vector<Slice> slices;
   std::vector<std::string> frame_warnings;
-  for (const std::string& path : paths) {
-    files.push_back(read_dicom(path));
+  for (const std::string& path : paths) {  // headers first; pixels once the order is known
+    files.push_back(read_dicom_header(path));
     for (Slice& s : slices_of(files.back(), files.size() - 1, frame_warnings)) slices.push_back(s);
   }
   for (const std::string& w : frame_warnings) warn(w);
@@ -321,8 +322,8 @@ inline DicomVolume assemble_dicom_series(const std::vector<std::string>& paths, 
   }
   VOX_CHECK(slice_spacing > 0 && std::isfinite(slice_spacing), "dicom", where, ": slice spacing ", slice_spacing, " is not positive");
 
-  // voxels, slice by slice in sorted order
-  std::vector<Tensor> stored(files.size());
+  // voxels: each file read in full and decoded once (files in parallel), its frames written to
+  // their sorted places
   bool rescaled = false;
   for (const Slice& s : slices) rescaled = rescaled || (options.rescale && !s.rescale.identity());
   const int64_t n = static_cast<int64_t>(slices.size()), per_slice = format.rows * format.columns * format.samples;
@@ -330,26 +331,39 @@ inline DicomVolume assemble_dicom_series(const std::vector<std::string>& paths, 
   if (format.samples > 1) shape.push_back(format.samples);
   const std::string photometric = dicom_decoded_photometric(first);
   const bool ybr = photometric == "YBR_FULL" || photometric == "YBR_FULL_422";
-  Tensor voxels;
-  for (int64_t k = 0; k < n; ++k) {
-    const Slice& s = slices[static_cast<size_t>(k)];
-    if (!stored[s.file].defined()) stored[s.file] = dicom_stored_values(files[s.file]);
-    const Tensor& source = stored[s.file];
-    VOX_CHECK(s.frame < source.size(0), "dicom", files[s.file].path, ": frame ", s.frame, " is missing");
-    if (!voxels.defined()) voxels = empty(shape, rescaled ? DType::f32 : source.dtype());
-    VOX_CHECK(rescaled || source.dtype() == voxels.dtype(), "dicom", where, ": ", files[s.file].path, " stores ",
-              dtype_name(source.dtype()), " values, the first slice ", dtype_name(voxels.dtype()));
-    dispatch_stored(source.dtype(), [&]<class T>() {
-      const T* from = source.data<T>() + s.frame * per_slice;
-      dispatch_stored(voxels.dtype(), [&]<class U>() {
-        U* to = voxels.data<U>() + k * per_slice;
-        for (int64_t v = 0; v < per_slice; ++v)
-          to[v] = rescaled ? static_cast<U>(s.rescale.slope * static_cast<double>(from[v]) + s.rescale.intercept)
-                           : static_cast<U>(from[v]);
-      });
-    });
-    if (ybr && voxels.dtype() == DType::u8) ybr_full_to_rgb(voxels.data<uint8_t>() + k * per_slice, format.rows * format.columns);
-  }
+  std::vector<std::vector<int64_t>> places(files.size());  // sorted positions k of each file's slices
+  for (int64_t k = 0; k < n; ++k) places[slices[static_cast<size_t>(k)].file].push_back(k);
+  const DType stored_type = dicom_detail::stored_dtype(format);
+  Tensor voxels = empty(shape, rescaled ? DType::f32 : stored_type);
+  std::vector<std::string> errors(files.size());
+  kernels::cpu::parallel_for(0, static_cast<int64_t>(files.size()), 1, [&](int64_t first_file, int64_t last_file) {
+    for (int64_t f = first_file; f < last_file; ++f) {
+      try {
+        const Tensor source = dicom_stored_values(read_dicom(files[static_cast<size_t>(f)].path));
+        VOX_CHECK(source.dtype() == stored_type && source.numel() / source.size(0) == per_slice, "dicom", where, ": ",
+                  files[static_cast<size_t>(f)].path, " stores other pixels (", dtype_name(source.dtype()), ") than ", first.path, " (",
+                  dtype_name(stored_type), ")");
+        for (int64_t k : places[static_cast<size_t>(f)]) {
+          const Slice& s = slices[static_cast<size_t>(k)];
+          VOX_CHECK(s.frame < source.size(0), "dicom", files[s.file].path, ": frame ", s.frame, " is missing");
+          dispatch_stored(source.dtype(), [&]<class T>() {
+            const T* from = source.data<T>() + s.frame * per_slice;
+            dispatch_stored(voxels.dtype(), [&]<class U>() {
+              U* to = voxels.data<U>() + k * per_slice;
+              for (int64_t v = 0; v < per_slice; ++v)
+                to[v] = rescaled ? static_cast<U>(s.rescale.slope * static_cast<double>(from[v]) + s.rescale.intercept)
+                                 : static_cast<U>(from[v]);
+            });
+          });
+          if (ybr && voxels.dtype() == DType::u8) ybr_full_to_rgb(voxels.data<uint8_t>() + k * per_slice, format.rows * format.columns);
+        }
+      } catch (const Error& e) {
+        errors[static_cast<size_t>(f)] = e.what();
+      }
+    }
+  });
+  for (const std::string& e : errors)
+    if (!e.empty()) throw Error(e);
   if (format.photometric == "MONOCHROME1")
     warn(where + ": MONOCHROME1 (higher values display darker); the values are kept as stored, not inverted");
 
