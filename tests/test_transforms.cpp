@@ -10,6 +10,7 @@
 #include <vox/data/augment.hpp>
 #include <vox/data/crop_pad.hpp>
 #include <vox/data/intensity.hpp>
+#include <vox/data/resample_spline.hpp>
 #include <vox/data/sampling.hpp>
 #include <vox/io/json.hpp>
 #include <vox/io/safetensors.hpp>
@@ -151,6 +152,36 @@ TEST_CASE("Gaussian smoothing is scipy's gaussian_filter; CT normalisation is nn
     VOX_CHECK_CLOSE(values(ct_normalize(images[static_cast<size_t>(n)], stats)), values(f.tensors.at("ct.normalized." + std::to_string(n))),
                     1e-6, 1e-6, "ct_normalize");  // f32 output
   CHECK_THROWS_WITH_AS(foreground_intensities({images[0]}, {zeros_like(labels[0])}), Contains("no foreground voxel"), Error);
+}
+
+TEST_CASE("cubic B-spline resampling is scipy's map_coordinates(order=3); nnU-Net's anisotropic rule keeps slices apart") {
+  const Fixtures f;
+  const Tensor& volume = f.tensors.at("volume");
+  auto spacing_of = [](const json::Value& v) {
+    const auto& a = v.as_array();
+    return std::array<double, 3>{a[0].as_double(), a[1].as_double(), a[2].as_double()};
+  };
+  const json::Value& b = f["bspline"];
+  const io::Image spline = resample_bspline(image_of(volume, spacing_of(*b.find("old"))), spacing_of(*b.find("new")));
+  const Tensor& want = f.tensors.at("bspline");
+  REQUIRE(spline.voxels.shape() == want.shape());
+  VOX_CHECK_CLOSE(values(spline.voxels), values(want), 2e-6, 1e-6, "bspline");  // f32 output of f64 arithmetic
+  // interpolation: on the input grid the spline gives the samples back
+  const io::Image same = resample_bspline(image_of(volume, {1, 1, 1}), {1, 1, 1});
+  VOX_CHECK_CLOSE(values(same.voxels), values(volume), 1e-6, 1e-6, "bspline at the samples");
+
+  const json::Value& n = f["nnunet"];
+  const std::array<double, 3> old = spacing_of(*n.find("old")), target = spacing_of(*n.find("new"));
+  CHECK(nnunet_separate_axis(old, target) == 2);                  // 3.2 / 0.8 = 4 > 3
+  CHECK(nnunet_separate_axis({1, 1, 2.5}, {1, 1, 1}) == -1);     // 2.5 <= 3
+  CHECK(nnunet_separate_axis({1, 1, 1}, {0.5, 0.5, 2}) == 2);     // the target is anisotropic
+  CHECK(nnunet_separate_axis({4, 1, 4}, {1, 1, 1}) == -1);        // two axes share the largest spacing
+  const io::Image anisotropic = resample_nnunet(image_of(volume, old), target, false);
+  VOX_CHECK_CLOSE(values(anisotropic.voxels), values(f.tensors.at("nnunet")), 2e-6, 1e-6, "nnunet");
+  // labels: nearest, dtype kept
+  const io::Image labels = resample_nnunet(image_of(gt(volume, full({}, 0.0)).to(DType::u8), old), target, true);
+  CHECK(labels.voxels.dtype() == DType::u8);
+  CHECK(labels.voxels.shape() == anisotropic.voxels.shape());
 }
 
 TEST_CASE("spatial augmentation: identity is identity, a quarter turn is rot90, labels stay labels") {

@@ -55,6 +55,25 @@ def main():
         tensors[f"gaussian.{n}"] = torch.from_numpy(
             scipy.ndimage.gaussian_filter(volume, sigma=(sigma[2], sigma[1], sigma[0]), mode="reflect", truncate=4.0))
         cases["gaussian"].append(sigma)
+    # cubic B-spline resampling at vox's sample positions: scipy's map_coordinates, order 3, mirror
+    def positions(n, old, new):
+        m = max(1, round(n * old / new))
+        return np.minimum(np.arange(m) * new / old, n - 1)
+    old, new = (0.8, 1.3, 2.1), (0.5, 1.6, 1.2)  # (i, j, k)
+    pk, pj, pi = (positions(volume.shape[0], old[2], new[2]), positions(volume.shape[1], old[1], new[1]),
+                  positions(volume.shape[2], old[0], new[0]))
+    grid = np.meshgrid(pk, pj, pi, indexing="ij")
+    tensors["bspline"] = torch.from_numpy(scipy.ndimage.map_coordinates(volume, grid, order=3, mode="mirror"))
+    cases["bspline"] = {"old": old, "new": new}
+    # nnU-Net's anisotropic case: spline in-plane (each k slice), nearest slice along k
+    old, new = (0.8, 0.8, 3.2), (0.6, 0.7, 1.5)
+    pk, pj, pi = (positions(volume.shape[0], old[2], new[2]), positions(volume.shape[1], old[1], new[1]),
+                  positions(volume.shape[2], old[0], new[0]))
+    jj, ii = np.meshgrid(pj, pi, indexing="ij")
+    in_plane = np.stack([scipy.ndimage.map_coordinates(volume[k], [jj, ii], order=3, mode="mirror") for k in range(volume.shape[0])])
+    nearest = np.clip(np.floor(pk + 0.5).astype(int), 0, volume.shape[0] - 1)
+    tensors["nnunet"] = torch.from_numpy(in_plane[nearest])
+    cases["nnunet"] = {"old": old, "new": new}
     # nnU-Net's CT normalisation: foreground statistics pooled over two cases with numpy
     labels = [(rng.random((9, 10, 11)) > 0.6).astype(np.float64), (rng.random((9, 10, 11)) > 0.3).astype(np.float64)]
     images = [volume * 100 + 40, rng.standard_normal((9, 10, 11)) * 300 - 20]
