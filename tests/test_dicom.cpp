@@ -319,6 +319,24 @@ TEST_CASE("data sets built by hand: float pixel data, bit-packed frames, inconsi
   CHECK(values(dicom_stored_values(parse_dicom(ds, "bits12.dcm"))) == std::vector<double>{-1, 2047});
 }
 
+TEST_CASE("headers are read from a file's first bytes, or from the whole file when those do not hold them") {
+  const json::Value entries = json::parse(slurp(fixture_dir() + "/pydicom.json"));
+  for (const char* name : {"CT_small.dcm", "MR_small_implicit.dcm", "image_dfl.dcm", "rtdose.dcm"}) {
+    std::string path;
+    for (const json::Value& e : entries.as_array())
+      if (file_name(field(e, "path").as_string()) == name) path = field(e, "path").as_string();
+    REQUIRE(!path.empty());
+    INFO(name);
+    const DicomFile full = read_dicom(path, {.stop_before_pixels = true});
+    for (size_t prefix : {size_t{64}, size_t{700}, size_t{1} << 16}) {
+      const DicomFile head = read_dicom_header(path, prefix);
+      CHECK(head.data.elements().size() == full.data.elements().size());
+      CHECK(head.data.text(dicom_tags::sop_instance_uid) == full.data.text(dicom_tags::sop_instance_uid));
+      CHECK(head.data.numbers(dicom_tags::image_position_patient) == full.data.numbers(dicom_tags::image_position_patient));
+    }
+  }
+}
+
 TEST_CASE("RLE segments that overrun are refused") {
   DicomPixelFormat f;
   f.rows = 2, f.columns = 2, f.bits_allocated = 8, f.bits_stored = 8, f.high_bit = 7;

@@ -2,7 +2,11 @@
 //   vox info PATH [--series UID] [--allow-uneven]
 //                 what a NIfTI file, a DICOM file or a DICOM directory holds: size, type, geometry, values
 //   vox convert IN OUT [--series UID] [--allow-uneven] [--orient CODE]
-//                      [--spacing S | --spacing X,Y,Z [--labels]] [--window PRESET | --window CENTER,WIDTH] [--nifti2]
+//                      [--spacing S | --spacing X,Y,Z [--labels | --interpolation linear|bspline|nnunet]]
+//                      [--window PRESET | --window CENTER,WIDTH] [--nifti2]
+//   vox synthetic DIR [--cases N] [--test N] [--size X,Y,Z] [--classes C] [--seed S]
+//                 an MSD-layout dataset of synthetic sphere cases (NIfTI)
+//   vox phantom OUT [--size N]    the 3-D Shepp-Logan phantom as NIfTI
 // Bad input ends the program with status 1 and one line "vox: <what went wrong>".
 #include <algorithm>
 #include <cstdio>
@@ -13,6 +17,8 @@
 
 #include <vox/data/intensity.hpp>
 #include <vox/data/resample.hpp>
+#include <vox/data/resample_spline.hpp>
+#include <vox/data/synthetic.hpp>
 #include <vox/io/dicom.hpp>
 #include <vox/io/nifti.hpp>
 
@@ -31,9 +37,15 @@ const char* kUsage =
     "                           stacked at its mean spacing, with a warning (default: an error)\n"
     "      --orient CODE        reorient first, e.g. RAS or LPS (nibabel's orientation codes)\n"
     "      --spacing S|X,Y,Z    resample to this voxel spacing in mm (trilinear; nearest with --labels)\n"
+    "      --interpolation M    linear (default), bspline (cubic B-spline), or nnunet (spline in-plane,\n"
+    "                           nearest across thick slices when the spacing is anisotropic)\n"
     "      --window W           apply a CT window, to [0, 1]: a preset (lung, mediastinum, abdomen, liver,\n"
     "                           bone, brain, subdural, stroke) or CENTER,WIDTH in HU\n"
-    "      --nifti2             write NIfTI-2 instead of NIfTI-1\n";
+    "      --nifti2             write NIfTI-2 instead of NIfTI-1\n"
+    "  vox synthetic DIR        write a synthetic dataset (MSD layout: imagesTr, labelsTr, imagesTs, dataset.json)\n"
+    "      --cases N --test N   training and test cases (default 8 and 2)\n"
+    "      --size X,Y,Z         voxels per case (default 64,64,64); --classes C (default 2); --seed S\n"
+    "  vox phantom OUT          the 3-D Shepp-Logan phantom, N^3 voxels (--size N, default 128)\n";
 
 struct UsageError {
   std::string message;
@@ -174,6 +186,7 @@ int convert(const std::vector<std::string>& args) {
   InputOptions input;
   std::string orient, window, spacing;
   bool labels = false;
+  std::string interpolation = "linear";
   int version = 1;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -186,6 +199,7 @@ int convert(const std::vector<std::string>& args) {
     else if (a == "--window") window = value();
     else if (a == "--spacing") spacing = value();
     else if (a == "--labels") labels = true;
+    else if (a == "--interpolation") interpolation = value();
     else if (a == "--nifti2") version = 2;
     else if (!a.empty() && a[0] == '-') throw UsageError{"unknown option " + a};
     else positional.push_back(a);
@@ -206,7 +220,12 @@ int convert(const std::vector<std::string>& args) {
     }
     if (mm.size() == 1) mm = {mm[0], mm[0], mm[0]};
     if (mm.size() != 3) throw UsageError{"--spacing takes S or X,Y,Z in mm, got " + spacing};
-    image = data::resample_to_spacing(image, {mm[0], mm[1], mm[2]}, labels ? data::Interpolation::nearest : data::Interpolation::linear);
+    const std::array<double, 3> target{mm[0], mm[1], mm[2]};
+    if (labels) image = data::resample_to_spacing(image, target, data::Interpolation::nearest);
+    else if (interpolation == "linear") image = data::resample_to_spacing(image, target, data::Interpolation::linear);
+    else if (interpolation == "bspline") image = data::resample_bspline(image, target);
+    else if (interpolation == "nnunet") image = data::resample_nnunet(image, target, false);
+    else throw UsageError{"--interpolation takes linear, bspline or nnunet, got " + interpolation};
   }
   if (!window.empty()) {
     data::Window w;
@@ -228,6 +247,82 @@ int convert(const std::vector<std::string>& args) {
   return 0;
 }
 
+std::vector<int64_t> parse_sizes(const std::string& text, const std::string& option) {
+  std::vector<int64_t> out;
+  try {
+    for (size_t start = 0; start <= text.size();) {
+      const size_t comma = std::min(text.find(',', start), text.size());
+      out.push_back(std::stoll(text.substr(start, comma - start)));
+      start = comma + 1;
+    }
+  } catch (const std::exception&) {
+    throw UsageError{option + " takes N or X,Y,Z, got " + text};
+  }
+  if (out.size() == 1) out = {out[0], out[0], out[0]};
+  if (out.size() != 3) throw UsageError{option + " takes N or X,Y,Z, got " + text};
+  return out;
+}
+
+int64_t parse_count(const std::string& text, const std::string& option) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(text, &used);
+    if (used == text.size() && v >= 0) return v;
+  } catch (const std::exception&) {
+  }
+  throw UsageError{option + " takes a whole number, got " + text};
+}
+
+int synthetic(const std::vector<std::string>& args) {
+  std::vector<std::string> positional;
+  int64_t cases = 8, test = 2;
+  uint64_t seed = 0;
+  data::SphereOptions o;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
+      return args[++i];
+    };
+    if (a == "--cases") cases = parse_count(value(), a);
+    else if (a == "--test") test = parse_count(value(), a);
+    else if (a == "--seed") seed = static_cast<uint64_t>(parse_count(value(), a));
+    else if (a == "--classes") o.classes = parse_count(value(), a);
+    else if (a == "--size") {
+      const auto s = parse_sizes(value(), a);
+      o.size = {s[0], s[1], s[2]};
+    } else if (!a.empty() && a[0] == '-') throw UsageError{"unknown option " + a};
+    else positional.push_back(a);
+  }
+  if (positional.size() != 1) throw UsageError{"synthetic takes one DIR"};
+  if (cases < 1) throw UsageError{"--cases must be at least 1"};
+  std::cerr << "vox: writing " << cases << " training and " << test << " test cases of " << o.size[0] << "x" << o.size[1] << "x"
+            << o.size[2] << " voxels to " << positional[0] << "\n";
+  data::write_synthetic_dataset(positional[0], cases, test, o, seed);
+  std::cout << "wrote " << positional[0] << "/dataset.json, imagesTr, labelsTr, imagesTs\n";
+  return 0;
+}
+
+int phantom(const std::vector<std::string>& args) {
+  std::vector<std::string> positional;
+  int64_t size = 128;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--size") {
+      if (i + 1 >= args.size()) throw UsageError{"--size needs a value"};
+      size = parse_count(args[++i], "--size");
+    } else if (!args[i].empty() && args[i][0] == '-') {
+      throw UsageError{"unknown option " + args[i]};
+    } else {
+      positional.push_back(args[i]);
+    }
+  }
+  if (positional.size() != 1) throw UsageError{"phantom takes one OUT path"};
+  const io::Image p = data::shepp_logan({size, size, size});
+  io::write_nifti(positional[0], p);
+  std::cout << "wrote " << positional[0] << ": Shepp-Logan phantom, " << size << "^3 voxels\n";
+  return 0;
+}
+
 std::string one_line(std::string s) {
   std::replace(s.begin(), s.end(), '\n', ' ');
   return s;
@@ -245,6 +340,8 @@ int main(int argc, char** argv) {
     const std::vector<std::string> rest(args.begin() + 1, args.end());
     if (args[0] == "info") return info(rest);
     if (args[0] == "convert") return convert(rest);
+    if (args[0] == "synthetic") return synthetic(rest);
+    if (args[0] == "phantom") return phantom(rest);
     throw UsageError{"unknown command \"" + args[0] + "\""};
   } catch (const UsageError& e) {
     std::cerr << "vox: " << e.message << "\n" << kUsage;

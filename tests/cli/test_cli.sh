@@ -104,4 +104,26 @@ err="$("$vox" info "$dicom/series/two_series" --series 1.2.3 2>&1)"; status=$?
 set -e
 [ "$status" -eq 1 ] && grep -q "no series 1.2.3" <<<"$err" || fail "unknown series: $status $err"
 
+# built-in data: a synthetic MSD dataset and the phantom, read back by nibabel
+"$vox" synthetic "$tmp/synthetic" --cases 2 --test 1 --size 24,20,16 --classes 3 --seed 5
+/usr/bin/python3 - "$tmp/synthetic" <<'PY' || fail "synthetic dataset"
+import json, os, sys
+import nibabel as nib
+import numpy as np
+root = sys.argv[1]
+d = json.load(open(os.path.join(root, "dataset.json")))
+assert d["numTraining"] == 2 and len(d["training"]) == 2 and len(d["test"]) == 1, d
+label = np.asarray(nib.load(os.path.join(root, d["training"][0]["label"])).dataobj)
+assert label.shape == (24, 20, 16) and set(np.unique(label)) <= {0, 1, 2} and label.max() == 2, np.unique(label)
+print("synthetic dataset read by nibabel")
+PY
+"$vox" phantom "$tmp/phantom.nii.gz" --size 33
+grep -q "^dims: *33 x 33 x 33" <<<"$("$vox" info "$tmp/phantom.nii.gz")" || fail "phantom"
+"$vox" convert "$nibabel_data/anatomical.nii" "$tmp/spline.nii" --spacing 1.5 --interpolation bspline
+grep -q "^dims: *44 x 55 x 33 (i x j x k)" <<<"$("$vox" info "$tmp/spline.nii")" || fail "--interpolation bspline"
+set +e
+"$vox" convert "$nibabel_data/anatomical.nii" "$tmp/x.nii" --spacing 2 --interpolation cubic > /dev/null 2>&1; status=$?
+set -e
+[ "$status" -eq 2 ] || fail "unknown interpolation gave status $status"
+
 echo "cli ok"
