@@ -104,6 +104,13 @@ TEST_CASE("nnU-Net v2 folders load; broken datasets are refused with the file na
   CHECK(d.training[0].id == "case_a");
   CHECK(d.label_names == std::vector<std::string>{"background", "a", "b"});
 
+  // the same files as a plain pair of folders
+  const MsdDataset folders = load_folder_dataset(root + "/imagesTr", root + "/labelsTr", 3);
+  REQUIRE(folders.training.size() == 2);
+  CHECK(folders.training[1].id == "case_b");
+  CHECK(folders.training[1].label == root + "/labelsTr/case_b.nii.gz");
+  CHECK_THROWS_WITH_AS(load_folder_dataset(root + "/labelsTr", root + "/imagesTr", 3), Contains("no image in"), Error);
+
   // a listed file that is missing
   const std::string broken = fresh_dir("broken");
   std::ofstream(broken + "/dataset.json") << R"({"modality": {"0": "MRI"}, "labels": {"0": "background", "1": "x"},

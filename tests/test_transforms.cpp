@@ -238,6 +238,43 @@ TEST_CASE("flips keep world positions; intensity transforms keep what they promi
     CHECK(values(f.image.voxels) == values(s.image.voxels));
     CHECK(values(f.label.voxels) == values(s.label.voxels));
   }
+  // quarter turns: every voxel stays at its world position; four turns are the identity
+  for (const auto& [a, b] : std::vector<std::pair<int, int>>{{0, 1}, {1, 2}, {2, 0}, {1, 0}})
+    for (int k = 1; k <= 3; ++k) {
+      INFO("rot90 k " << k << " in plane " << a << "," << b);
+      Sample r = s;
+      rot90(r, k, a, b);
+      const io::Affine A = before.affine(io::Convention::lps);
+      const auto rv = values(r.image.voxels), iv = values(before.voxels);
+      const Shape& rs = r.image.voxels.shape();
+      bool all = true;
+      for (int64_t z = 0; z < rs[0]; ++z)
+        for (int64_t y = 0; y < rs[1]; ++y)
+          for (int64_t x = 0; x < rs[2]; ++x) {
+            const auto w = world(r.image, double(x), double(y), double(z));
+            double idx[3];
+            for (int c = 0; c < 3; ++c) {  // A's columns are orthogonal, of length spacing
+              double dot = 0, len2 = 0;
+              for (int row = 0; row < 3; ++row) dot += (w[row] - A[row][3]) * A[row][c], len2 += A[row][c] * A[row][c];
+              idx[c] = dot / len2;
+            }
+            const int64_t i = std::llround(idx[0]), j = std::llround(idx[1]), kk = std::llround(idx[2]);
+            all = all && std::abs(idx[0] - double(i)) < 1e-9 && std::abs(idx[1] - double(j)) < 1e-9 && std::abs(idx[2] - double(kk)) < 1e-9 &&
+                  rv[static_cast<size_t>((z * rs[1] + y) * rs[2] + x)] == iv[static_cast<size_t>((kk * 6 + j) * 7 + i)];
+          }
+      CHECK(all);
+      rot90(r, 4 - k, a, b);
+      CHECK(values(r.image.voxels) == values(s.image.voxels));
+      CHECK(values(r.label.voxels) == values(s.label.voxels));
+    }
+  // a translation moves the content: +2 mm along i on a 1 mm grid shifts voxels by 2
+  Sample moved{image_of(volume), image_of(gt(volume, full({}, 0.0)).to(DType::u8))};
+  Random unused(0);
+  spatial_transform(moved, {.translation = {2, 0, 0}}, unused);
+  const auto mv = values(moved.image.voxels), ov = values(volume);
+  CHECK(mv[static_cast<size_t>((2 * 6 + 3) * 7 + 5)] == doctest::Approx(ov[static_cast<size_t>((2 * 6 + 3) * 7 + 3)]));
+  CHECK(mv[static_cast<size_t>((2 * 6 + 3) * 7 + 0)] == 0.0);  // moved in from outside
+
   // gamma with retained statistics keeps mean and std; contrast keeps the range
   io::Image g = image_of(add(mul(rand({4, 5, 6}), full({}, 3.0)), full({}, 1.0)));
   const auto stats_of = [](const io::Image& im) {

@@ -4,7 +4,7 @@
 //   spatial (rotation p 0.2 up to +-30 degrees about each axis, scaling p 0.2 in [0.7, 1.4],
 //   elastic deformation p 0 by default), Gaussian noise p 0.1, Gaussian blur p 0.2,
 //   brightness p 0.15, contrast p 0.15, low resolution p 0.25, inverted gamma p 0.1, gamma p 0.3,
-//   mirroring p 0.5 per axis.
+//   mirroring p 0.5 per axis; translation and quarter turns (rot90) are there, off by default.
 // Rotation, scaling and elastic displacement are composed and applied in one resampling (the
 // image trilinear, the label nearest, so labels never blend); outside the input, images get 0
 // and labels 0. The label always moves with the image. Intensity transforms touch the image only.
@@ -33,6 +33,7 @@ struct Sample {
 struct AugmentConfig {
   double p_rotation = 0.2, max_rotation = std::numbers::pi / 6;  // about each axis, radians
   double p_scale = 0.2, min_scale = 0.7, max_scale = 1.4;         // > 1 enlarges the content
+  double p_translation = 0.0, max_translation = 10;  // mm per axis (not in nnU-Net's defaults)
   double p_elastic = 0.0, min_alpha = 0, max_alpha = 900, min_sigma = 9, max_sigma = 13;  // voxels
   double p_noise = 0.1, max_noise_std = 0.1;  // batchgenerators draws "variance" in [0, 0.1] and uses it as the std
   double p_blur = 0.2, min_blur_sigma = 0.5, max_blur_sigma = 1.0, p_blur_per_channel = 0.5;
@@ -42,6 +43,7 @@ struct AugmentConfig {
   double p_gamma_inverted = 0.1, p_gamma = 0.3, min_gamma = 0.7, max_gamma = 1.5;
   double p_flip = 0.5;
   std::array<bool, 3> flip_axes{true, true, true};  // (i, j, k)
+  double p_rot90 = 0.0;  // quarter turns in the (i, j) plane, as MONAI's RandRotate90 (needs equal i and j sizes to keep the patch shape)
 };
 
 namespace augment_detail {
@@ -118,15 +120,51 @@ inline void flip(Sample& s, int axis) {
   if (s.has_label()) flip_one(s.label);
 }
 
+// Rotates image and label by k quarter turns in the plane of voxel axes a and b (0 = i, 1 = j,
+// 2 = k), from a towards b, as numpy.rot90 turns its first axis towards its second. Geometry
+// moves with the voxels (origin and direction columns follow), so world positions hold.
+inline void rot90(Sample& s, int k, int a, int b) {
+  VOX_CHECK(a >= 0 && a < 3 && b >= 0 && b < 3 && a != b, "rot90", "the plane needs two different axes among 0, 1, 2; got ", a, " and ", b);
+  k = ((k % 4) + 4) % 4;
+  for (int turn = 0; turn < k; ++turn) {
+    // one quarter turn: new axis a = old axis b reversed... as numpy: transpose (a, b), then flip a
+    auto turn_one = [&](io::Image& im) {
+      const int ta = 2 - a, tb = 2 - b;  // tensor dims of voxel axes a and b
+      std::vector<int64_t> order(static_cast<size_t>(im.voxels.rank()));
+      for (size_t d = 0; d < order.size(); ++d) order[d] = static_cast<int64_t>(d);
+      std::swap(order[static_cast<size_t>(ta)], order[static_cast<size_t>(tb)]);
+      const int64_t nb = im.voxels.size(tb);  // becomes the length of axis a
+      std::vector<bool> axes(order.size(), false);
+      axes[static_cast<size_t>(ta)] = true;
+      im.voxels = io::detail::flipped(im.voxels.permute(order).contiguous(), axes);
+      // new voxel (.., p_a, p_b) = old voxel with p'_a = p_b, p'_b = nb - 1 - p_a
+      std::array<double, 3> origin = im.origin;
+      io::Matrix3 dir = im.direction;
+      std::array<double, 3> spacing = im.spacing;
+      for (int r = 0; r < 3; ++r) {
+        origin[r] += im.direction[r][b] * im.spacing[b] * static_cast<double>(nb - 1);
+        dir[r][a] = -im.direction[r][b];
+        dir[r][b] = im.direction[r][a];
+      }
+      spacing[a] = im.spacing[b], spacing[b] = im.spacing[a];
+      im.origin = origin, im.direction = dir, im.spacing = spacing;
+    };
+    turn_one(s.image);
+    if (s.has_label()) turn_one(s.label);
+  }
+}
+
 // The parameters of one spatial transform.
 struct SpatialParams {
   std::array<double, 3> rotation{0, 0, 0};  // radians about the i, j, k axes, applied k then j then i
   double scale = 1;                         // > 1 enlarges the content
+  std::array<double, 3> translation{0, 0, 0};  // mm along the voxel axes i, j, k: the content moves by this
   double elastic_alpha = 0, elastic_sigma = 0;  // displacement field magnitude and smoothness, voxels
 };
 
-// Resamples image and label through rotation and scaling about the volume's centre (in mm) and
-// an optional smooth random displacement (drawn from rng). The grid and geometry are kept.
+// Resamples image and label through rotation and scaling about the volume's centre (in mm), a
+// translation, and an optional smooth random displacement (drawn from rng), in one resampling.
+// The grid and geometry are kept.
 inline void spatial_transform(Sample& s, const SpatialParams& p, Random& rng) {
   using namespace augment_detail;
   const std::array<int64_t, 3> n = dims_of(s.image);
@@ -172,7 +210,8 @@ inline void spatial_transform(Sample& s, const SpatialParams& p, Random& rng) {
         const double mm[3] = {(double(i) - centre[0]) * sp[0], (double(j) - centre[1]) * sp[1], (double(k) - centre[2]) * sp[2]};
         double at[3];
         for (int a = 0; a < 3; ++a) {
-          const double q = (r[0][a] * mm[0] + r[1][a] * mm[1] + r[2][a] * mm[2]) / p.scale;  // R^T mm / scale
+          const double q = (r[0][a] * (mm[0] - p.translation[0]) + r[1][a] * (mm[1] - p.translation[1]) +
+                            r[2][a] * (mm[2] - p.translation[2])) / p.scale;  // R^T (mm - t) / scale
           at[a] = q / sp[a] + centre[a] + (p.elastic_alpha > 0 ? displacement[static_cast<size_t>(a)][static_cast<size_t>(v)] : 0.0);
         }
         for (int64_t c = 0; c < channels; ++c)
@@ -290,6 +329,10 @@ inline void augment(Sample& s, const AugmentConfig& config, Random& rng) {
     p.scale = factor_around_one(rng, config.min_scale, config.max_scale);
     spatial = true;
   }
+  if (rng.chance(config.p_translation)) {
+    for (double& t : p.translation) t = rng.uniform(-config.max_translation, config.max_translation);
+    spatial = true;
+  }
   if (rng.chance(config.p_elastic)) {
     p.elastic_alpha = rng.uniform(config.min_alpha, config.max_alpha);
     p.elastic_sigma = rng.uniform(config.min_sigma, config.max_sigma);
@@ -314,6 +357,7 @@ inline void augment(Sample& s, const AugmentConfig& config, Random& rng) {
   if (rng.chance(config.p_gamma)) gamma(s.image, factor_around_one(rng, config.min_gamma, config.max_gamma), false);
   for (int axis = 0; axis < 3; ++axis)
     if (config.flip_axes[static_cast<size_t>(axis)] && rng.chance(config.p_flip)) flip(s, axis);
+  if (rng.chance(config.p_rot90)) rot90(s, static_cast<int>(rng.integer(1, 4)), 0, 1);
 }
 
 }  // namespace vox::data

@@ -5,7 +5,8 @@
 //     [{image, label}] and "test" [paths], "modality" and "labels" as {"0": "background"}) or an
 //     nnU-Net v2 raw folder (dataset.json with "channel_names" and "labels" as {"background": 0};
 //     cases found as imagesTr/<id>_0000<ending> with labelsTr/<id><ending>). Missing files and
-//     malformed JSON raise vox::Error naming them.
+//     malformed JSON raise vox::Error naming them. load_folder_dataset pairs the files of an
+//     images folder and a labels folder by name.
 //   - preprocess_case: read, check that image and label share a grid, crop to the non-zero
 //     region (nnU-Net), resample to a target spacing (trilinear / nearest), normalise (nnU-Net's
 //     CT scheme with the dataset's foreground statistics, or a per-image z-score).
@@ -127,6 +128,37 @@ inline MsdDataset load_msd_dataset(const std::string& root) {
       d.training.push_back({id, resolve(root, "imagesTr/" + id + "_0000" + ext), resolve(root, "labelsTr/" + id + ext)});
   }
   VOX_CHECK(!d.training.empty(), "dataset", json_path, ": no training cases");
+  return d;
+}
+
+// Image/label pairs from two folders: every image file (.nii, .nii.gz) of `images` whose name,
+// or whose name less an nnU-Net channel suffix "_0000", names a file in `labels`.
+inline MsdDataset load_folder_dataset(const std::string& images, const std::string& labels, int64_t classes) {
+  using namespace dataset_detail;
+  VOX_CHECK(fs::is_directory(images) && fs::is_directory(labels), "dataset", images, " and ", labels, " must both be folders");
+  VOX_CHECK(classes >= 2, "dataset", "classes must be at least 2 (background and one class), got ", classes);
+  MsdDataset d;
+  d.root = images;
+  d.name = fs::path(images).parent_path().filename().string();
+  d.channels = {"image"};
+  d.label_names.push_back("background");
+  for (int64_t c = 1; c < classes; ++c) d.label_names.push_back("class " + std::to_string(c));
+  std::vector<std::string> unpaired;
+  for (const auto& entry : fs::directory_iterator(images)) {
+    const std::string name = entry.path().filename().string();
+    const std::string stem = stem_of(name);
+    if (stem == name) continue;  // not an image file
+    const std::string ext = name.substr(stem.size());
+    std::string id = stem;
+    if (id.size() > 5 && id.compare(id.size() - 5, 5, "_0000") == 0) id = id.substr(0, id.size() - 5);
+    const fs::path label = fs::path(labels) / (id + ext), same = fs::path(labels) / name;
+    if (fs::exists(label)) d.training.push_back({id, entry.path().string(), label.string()});
+    else if (fs::exists(same)) d.training.push_back({id, entry.path().string(), same.string()});
+    else unpaired.push_back(name);
+  }
+  std::sort(d.training.begin(), d.training.end(), [](const auto& x, const auto& y) { return x.id < y.id; });
+  VOX_CHECK(!d.training.empty(), "dataset", "no image in ", images, " has a label of the same name in ", labels,
+            unpaired.empty() ? std::string() : " (for example " + unpaired.front() + ")");
   return d;
 }
 
