@@ -87,6 +87,33 @@ def main():
         tensors[f"ct.normalized.{n}"] = torch.from_numpy((np.clip(images[n], stats["p00_5"], stats["p99_5"]) - stats["mean"])
                                                          / max(stats["std"], 1e-8))
     cases["ct"] = stats
+    # metrics: MONAI's Dice, Hausdorff (95th percentile and maximum, undirected and directed) and
+    # average surface distance (one-way and symmetric) with anisotropic spacing
+    from monai.metrics import DiceMetric, compute_average_surface_distance, compute_hausdorff_distance
+    from monai.networks.utils import one_hot
+    k, j, i = np.meshgrid(np.arange(16), np.arange(20), np.arange(24), indexing="ij")
+    def ball(ci, cj, ck, r):
+        return ((i - ci) * 0.8) ** 2 + ((j - cj) * 1.2) ** 2 + ((k - ck) * 2.0) ** 2 <= r * r
+    truth = np.zeros((16, 20, 24), np.int64)
+    truth[ball(12, 10, 8, 6.5)] = 1
+    truth[ball(5, 5, 4, 3.5)] = 2
+    pred = np.zeros_like(truth)
+    pred[ball(13, 9, 8, 6.0)] = 1
+    pred[ball(5, 6, 5, 3.0)] = 2
+    pred[ball(20, 16, 12, 2.5)] = 2  # a false positive far away
+    spacing = (0.8, 1.2, 2.0)  # (i, j, k)
+    def hot(v):  # [k, j, i] labels -> (1, 3, i, j, k) one-hot
+        return one_hot(to_monai(v)[None], num_classes=3, dim=1)
+    results = {}
+    for name, kwargs in [("hd95", {"percentile": 95}), ("hd", {}), ("hd95_directed", {"percentile": 95, "directed": True})]:
+        results[name] = compute_hausdorff_distance(hot(pred), hot(truth), spacing=spacing, **kwargs)[0].tolist()
+    for name, symmetric in [("asd", False), ("asd_symmetric", True)]:
+        results[name] = compute_average_surface_distance(hot(pred), hot(truth), symmetric=symmetric, spacing=spacing)[0].tolist()
+    dice = DiceMetric(include_background=True, reduction="none")
+    results["dice"] = dice(hot(pred), hot(truth))[0].tolist()
+    tensors["metrics.truth"] = torch.from_numpy(truth.astype(np.float64))
+    tensors["metrics.pred"] = torch.from_numpy(pred.astype(np.float64))
+    cases["metrics"] = {"spacing": spacing, **results}
     save(os.path.join(out, "transforms.safetensors"), tensors, {})
     with open(os.path.join(out, "transforms.json"), "w") as f:
         json.dump(cases, f, indent=1)
