@@ -114,6 +114,21 @@ def main():
     tensors["metrics.truth"] = torch.from_numpy(truth.astype(np.float64))
     tensors["metrics.pred"] = torch.from_numpy(pred.astype(np.float64))
     cases["metrics"] = {"spacing": spacing, **results}
+    # sliding-window inference: a predictor whose output depends on the whole window (its mean),
+    # so that the blending weights matter
+    from monai.inferers import sliding_window_inference
+    scan = rng.random((13, 17, 21)).astype(np.float32)  # [k, j, i]
+    tensors["window.image"] = torch.from_numpy(scan.astype(np.float64))
+    def predictor(w):  # (B, 1, i, j, k) -> (B, 2, i, j, k)
+        mean = w.mean(dim=(1, 2, 3, 4), keepdim=True)
+        return torch.cat([w * mean, 1 - w * w], dim=1)
+    cases["window"] = []
+    for n, (roi, overlap, mode, batch) in enumerate([((8, 8, 8), 0.5, "gaussian", 1), ((10, 6, 16), 0.25, "constant", 3),
+                                                     ((21, 9, 7), 0.5, "gaussian", 4)]):
+        with torch.no_grad():
+            result = sliding_window_inference(to_monai(scan)[None].float(), roi, batch, predictor, overlap=overlap, mode=mode)
+        tensors[f"window.{n}"] = torch.from_numpy(np.ascontiguousarray(np.transpose(result[0].numpy(), (3, 2, 1, 0)))).double()
+        cases["window"].append({"patch": roi, "overlap": overlap, "gaussian": mode == "gaussian", "batch": batch})
     save(os.path.join(out, "transforms.safetensors"), tensors, {})
     with open(os.path.join(out, "transforms.json"), "w") as f:
         json.dump(cases, f, indent=1)
