@@ -8,6 +8,7 @@
 #include <vox/io/json.hpp>
 #include <vox/io/safetensors.hpp>
 #include <vox/train/metrics.hpp>
+#include <vox/train/postprocess.hpp>
 
 #include "harness.hpp"
 
@@ -84,4 +85,31 @@ TEST_CASE("classification: accuracy, confusion matrix, ROC AUC with ties") {
   CHECK(metrics::roc_auc({0.1, 0.4, 0.35, 0.8, 0.4, 0.9}, {0, 0, 1, 1, 1, 1}) == doctest::Approx(6.5 / 8));
   CHECK(metrics::roc_auc({0.1, 0.2, 0.3, 0.4}, {0, 0, 1, 1}) == 1.0);
   CHECK_THROWS_WITH_AS(metrics::roc_auc({0.1, 0.2}, {1, 1}), Contains("both positive and negative"), Error);
+}
+
+TEST_CASE("post-processing: the largest component per class, small objects removed, connectivity honoured") {
+  Tensor labels = zeros({4, 5, 6}, DType::u8);
+  uint8_t* l = labels.data<uint8_t>();
+  auto at = [&](int k, int j, int i) -> uint8_t& { return l[(k * 5 + j) * 6 + i]; };
+  for (int k = 0; k < 2; ++k)
+    for (int j = 0; j < 2; ++j)
+      for (int i = 0; i < 2; ++i) at(k, j, i) = 1;  // class 1: a 2x2x2 cube (8 voxels)
+  at(2, 2, 2) = 1;                                   // touches the cube only at a corner
+  at(3, 4, 5) = 1;                                   // alone
+  at(3, 0, 5) = 2, at(3, 1, 5) = 2;                  // class 2: one component of 2
+  const auto count = [](const Tensor& t, double value) {
+    const auto v = values(t);
+    return std::count(v.begin(), v.end(), value);
+  };
+  const Tensor largest26 = postprocess::keep_largest_component(labels);
+  CHECK(count(largest26, 1) == 9);  // the corner voxel joins the cube with 26-connectivity
+  CHECK(count(largest26, 2) == 2);
+  CHECK(largest26.dtype() == DType::u8);
+  const Tensor largest6 = postprocess::keep_largest_component(labels, 6);
+  CHECK(count(largest6, 1) == 8);
+  CHECK(values(largest6)[(3 * 5 + 4) * 6 + 5] == 0);
+  const Tensor big = postprocess::remove_small_objects(labels, 2, 6);
+  CHECK(count(big, 1) == 8);
+  CHECK(count(big, 2) == 2);
+  CHECK_THROWS_WITH_AS(postprocess::keep_largest_component(labels, 18), Contains("connectivity must be 6 or 26"), Error);
 }

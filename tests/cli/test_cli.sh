@@ -126,4 +126,27 @@ set +e
 set -e
 [ "$status" -eq 2 ] || fail "unknown interpolation gave status $status"
 
+# evaluate: a label map against itself (Dice 1, distances 0), and against a shifted copy
+label="$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["training"][0]["label"])' "$tmp/synthetic/dataset.json")"
+out="$("$vox" evaluate --pred "$tmp/synthetic/$label" --gt "$tmp/synthetic/$label")"
+echo "$out"
+grep -q '"class": 1, "dice": 1, "hd95_mm": 0, "asd_mm": 0' <<<"$out" || fail "evaluate against itself"
+grep -q '"mean_dice": 1' <<<"$out" || fail "evaluate mean"
+/usr/bin/python3 - "$tmp/synthetic/$label" "$tmp/shifted.nii.gz" <<'PY'
+import sys
+import nibabel as nib
+import numpy as np
+img = nib.load(sys.argv[1])
+nib.save(nib.Nifti1Image(np.roll(np.asarray(img.dataobj), 1, axis=0), img.affine), sys.argv[2])
+PY
+out="$("$vox" evaluate --pred "$tmp/shifted.nii.gz" --gt "$tmp/synthetic/$label" --csv)"
+echo "$out"
+[ "$(head -1 <<<"$out")" = "class,dice,hd95_mm,asd_mm" ] || fail "evaluate --csv header"
+/usr/bin/python3 - "$out" <<'PY' || fail "a one-voxel shift along i gives distances of 1.5 mm at most"
+import sys
+rows = [line.split(",") for line in sys.argv[1].strip().splitlines()[1:]]
+for c, dice, hd95, asd in rows:
+    assert 0 < float(dice) < 1 and 0 < float(hd95) <= 1.5 + 1e-6 and 0 < float(asd) <= 1.5, rows
+PY
+
 echo "cli ok"
