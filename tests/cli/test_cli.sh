@@ -149,4 +149,28 @@ for c, dice, hd95, asd in rows:
     assert 0 < float(dice) < 1 and 0 < float(hd95) <= 1.5 + 1e-6 and 0 < float(asd) <= 1.5, rows
 PY
 
+# preview: a valid PNG (every chunk's CRC checked, the pixels inflated) with the label's colour
+image="$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["training"][0]["image"])' "$tmp/synthetic/dataset.json")"
+"$vox" preview "$tmp/synthetic/$image" "$tmp/preview.png" --label "$tmp/synthetic/$label" --slices 2
+/usr/bin/python3 - "$tmp/preview.png" <<'PY' || fail "preview PNG"
+import struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+assert data[:8] == b"\x89PNG\r\n\x1a\n"
+pos, chunks = 8, {}
+while pos < len(data):
+    n, = struct.unpack(">I", data[pos:pos + 4])
+    kind, body, crc = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n], struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0]
+    assert zlib.crc32(kind + body) == crc, kind
+    chunks[kind] = chunks.get(kind, b"") + body
+    pos += 12 + n
+w, h, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+assert depth == 8 and colour == 2, (depth, colour)
+raw = zlib.decompress(chunks[b"IDAT"])
+assert len(raw) == h * (3 * w + 1)
+rows = [raw[y * (3 * w + 1) + 1:(y + 1) * (3 * w + 1)] for y in range(h)]
+pixels = {tuple(r[x:x + 3]) for r in rows for x in range(0, 3 * w, 3)}
+assert any(p[0] > p[1] + 40 and p[0] > p[2] + 40 for p in pixels), "no red label overlay"
+print(f"preview {w}x{h}, {len(pixels)} colours")
+PY
+
 echo "cli ok"
