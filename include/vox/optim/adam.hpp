@@ -54,6 +54,24 @@ class Adam : public Optimizer {
     });
   }
 
+  std::map<std::string, Tensor> state_dict() const override {
+    std::map<std::string, Tensor> s = Optimizer::state_dict();
+    for (size_t i = 0; i < params_.size(); ++i) {
+      s[key(i, "exp_avg")] = m_[i].clone();
+      s[key(i, "exp_avg_sq")] = v_[i].clone();
+      s[key(i, "step")] = full({}, static_cast<double>(steps_[i]), DType::f64);
+    }
+    return s;
+  }
+  void load_state_dict(const std::map<std::string, Tensor>& state) override {
+    Optimizer::load_state_dict(state);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      m_[i].copy_from(entry(state, key(i, "exp_avg"), m_[i].shape()));
+      v_[i].copy_from(entry(state, key(i, "exp_avg_sq"), v_[i].shape()));
+      steps_[i] = static_cast<int64_t>(entry(state, key(i, "step"), {}).item<double>());
+    }
+  }
+
  private:
   AdamOptions o_;
   std::vector<Tensor> m_, v_;

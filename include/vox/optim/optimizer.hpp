@@ -2,6 +2,8 @@
 // Optimizers update leaf parameters in place from their .grad, with PyTorch's exact rules, in
 // one fused pass per parameter. Parameters without a gradient are skipped, as in PyTorch.
 #include <cmath>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "vox/ops.hpp"
@@ -27,6 +29,15 @@ class Optimizer {
   void set_learning_rate(double lr) { lr_ = lr; }
   const std::vector<Tensor>& params() const { return params_; }
 
+  // The optimizer's state, for checkpoints: "lr" and per parameter i "state.<i>.<name>" (torch's
+  // names: exp_avg, exp_avg_sq, step; momentum_buffer). load_state_dict checks every key and shape.
+  virtual std::map<std::string, Tensor> state_dict() const {
+    return {{"lr", full({}, lr_, DType::f64)}};
+  }
+  virtual void load_state_dict(const std::map<std::string, Tensor>& state) {
+    lr_ = entry(state, "lr", {}).item<double>();
+  }
+
  protected:
   // Calls update(p, g, i) with raw pointers for each parameter that has a gradient.
   template <class Update>
@@ -40,6 +51,13 @@ class Optimizer {
       const Tensor gc = g.to(p.dtype()).contiguous();
       dispatch_float(p.dtype(), "optimizer", [&]<class T>() { update(p.data<T>(), gc.data<T>(), i, p.numel()); });
     }
+  }
+  static std::string key(size_t i, const char* name) { return "state." + std::to_string(i) + "." + name; }
+  static const Tensor& entry(const std::map<std::string, Tensor>& state, const std::string& name, const Shape& shape) {
+    const auto it = state.find(name);
+    VOX_CHECK(it != state.end(), "optimizer", "the saved state lacks ", name, "; was it saved by another optimizer or model?");
+    VOX_CHECK(it->second.shape() == shape, "optimizer", name, " has shape ", it->second.shape(), ", expected ", shape);
+    return it->second;
   }
   std::vector<Tensor> state_like_params() const {
     std::vector<Tensor> s;

@@ -45,6 +45,20 @@ class SGD : public Optimizer {
     });
   }
 
+  std::map<std::string, Tensor> state_dict() const override {
+    std::map<std::string, Tensor> s = Optimizer::state_dict();
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (started_[i]) s[key(i, "momentum_buffer")] = buffers_[i].clone();
+    return s;
+  }
+  void load_state_dict(const std::map<std::string, Tensor>& state) override {
+    Optimizer::load_state_dict(state);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      started_[i] = state.count(key(i, "momentum_buffer")) != 0;
+      if (started_[i]) buffers_[i].copy_from(entry(state, key(i, "momentum_buffer"), buffers_[i].shape()));
+    }
+  }
+
  private:
   SgdOptions o_;
   std::vector<Tensor> buffers_;

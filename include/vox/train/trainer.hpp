@@ -1,0 +1,374 @@
+#pragma once
+// The training loop: epochs of iterations over a PatchLoader, validation, checkpoints, resume.
+//
+//   - Each iteration: the loss of a batch, backward; every `accumulate` iterations the gradients
+//     are clipped to `clip_norm` (nnU-Net's 12; 0: off) and the optimizer steps. An optional EMA
+//     of the weights (decay in (0, 1)) is kept and validated instead of the raw weights.
+//   - The learning rate of each epoch comes from the schedule (a function of the epoch), or from
+//     ReduceLROnPlateau fed with the monitored validation value.
+//   - After each `validate_every` epochs, `validate` returns the metrics (name -> value); the
+//     monitored one decides the best checkpoint and early stopping (patience, min_delta).
+//   - The run directory holds metrics.csv and metrics.json (one row per epoch: epoch, lr, loss,
+//     seconds, the validation metrics), checkpoint_latest.safetensors and
+//     checkpoint_best.safetensors (model, optimizer, EMA, scheduler state, epoch; each written to a
+//     temporary file and renamed) and loss.png / <monitor>.png curves.
+//   - Resume: resume() loads checkpoint_latest and the epoch after it continues. Batches are a
+//     pure function of (loader seed, epoch, index), so a resumed run sees the batches the
+//     uninterrupted run would have, and (with deterministic kernels) follows its trajectory.
+//   - A progress line on the terminal: epoch, iteration, loss, it/s and the ETA.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vox/data/dataset.hpp"
+#include "vox/io/json.hpp"
+#include "vox/io/png.hpp"
+#include "vox/io/safetensors.hpp"
+#include "vox/nn/module.hpp"
+#include "vox/optim/clip.hpp"
+#include "vox/optim/optimizer.hpp"
+#include "vox/train/schedulers.hpp"
+
+namespace vox::train {
+
+struct TrainerOptions {
+  int64_t epochs = 100;
+  int64_t iterations_per_epoch = 250;  // nnU-Net's
+  int64_t accumulate = 1;
+  double clip_norm = 12.0;             // 0: no clipping
+  double ema_decay = 0.0;              // 0: no EMA
+  int64_t validate_every = 1;
+  std::string monitor = "mean_dice";
+  bool maximize = true;
+  int64_t early_stopping_patience = 0;  // validations without improvement; 0: off
+  double min_delta = 0.0;
+  std::string run_dir;                  // empty: nothing written
+  bool progress = true;                 // the terminal line
+};
+
+struct EpochRecord {
+  int64_t epoch = 0;
+  double lr = 0, loss = 0, seconds = 0;
+  std::map<std::string, double> metrics;
+};
+
+class Trainer {
+ public:
+  using LossFn = std::function<Tensor(const Tensor& logits, const Tensor& target)>;
+  using Validate = std::function<std::map<std::string, double>(nn::Module& model)>;
+  using Schedule = std::function<double(int64_t epoch)>;
+
+  Trainer(nn::Module& model, optim::Optimizer& optimizer, const data::PatchLoader& loader, LossFn loss, TrainerOptions o)
+      : model_(model), optimizer_(optimizer), loader_(loader), loss_(std::move(loss)), o_(std::move(o)) {
+    VOX_CHECK(o_.epochs >= 1 && o_.iterations_per_epoch >= 1 && o_.accumulate >= 1 && o_.validate_every >= 1, "Trainer",
+              "epochs, iterations_per_epoch, accumulate and validate_every must be positive");
+    VOX_CHECK(o_.ema_decay == 0 || (o_.ema_decay > 0 && o_.ema_decay < 1), "Trainer", "ema_decay must be 0 or in (0, 1)");
+    base_lr_ = optimizer_.learning_rate();
+    if (!o_.run_dir.empty()) std::filesystem::create_directories(o_.run_dir);
+  }
+
+  void set_schedule(Schedule s) { schedule_ = std::move(s); }
+  void set_plateau(ReduceLROnPlateau p) { plateau_ = std::move(p); }
+  void set_validation(Validate v) { validate_ = std::move(v); }
+  // The model's forward, e.g. [&](const Tensor& x) { return net.forward(x); }.
+  void set_forward(std::function<Tensor(const Tensor&)> f) { forward_fn_ = std::move(f); }
+
+  // Continues from the run directory's latest checkpoint. Returns the epoch it resumes at.
+  int64_t resume() {
+    const std::string path = checkpoint_path("latest");
+    VOX_CHECK(std::filesystem::exists(path), "Trainer", "nothing to resume: ", path, " does not exist");
+    const io::Safetensors st = io::load_safetensors(path);
+    std::map<std::string, Tensor> model, optimizer, ema;
+    for (const auto& [name, t] : st.tensors) {
+      if (name.rfind("model.", 0) == 0) model[name.substr(6)] = t;
+      else if (name.rfind("optimizer.", 0) == 0) optimizer[name.substr(10)] = t;
+      else if (name.rfind("ema.", 0) == 0) ema[name.substr(4)] = t;
+    }
+    model_.load_state_dict(model);
+    optimizer_.load_state_dict(optimizer);
+    if (!ema.empty()) ema_ = ema;
+    next_epoch_ = std::stoll(st.metadata.at("epoch")) + 1;
+    best_ = std::stod(st.metadata.at("best"));
+    since_best_ = std::stoll(st.metadata.at("since_best"));
+    if (plateau_) {
+      std::map<std::string, double> s;
+      for (const char* k : {"lr", "best", "bad", "cooldown_left"}) s[k] = std::stod(st.metadata.at(std::string("plateau.") + k));
+      plateau_->load_state(s);
+    }
+    history_ = read_history();
+    return next_epoch_;
+  }
+
+  // Runs the remaining epochs. Returns every epoch's record (those before a resume included).
+  const std::vector<EpochRecord>& fit() {
+    const auto start = std::chrono::steady_clock::now();
+    int64_t done_iterations = 0;
+    const int64_t total_iterations = (o_.epochs - next_epoch_) * o_.iterations_per_epoch;
+    for (int64_t epoch = next_epoch_; epoch < o_.epochs; ++epoch) {
+      const double lr = plateau_ ? plateau_->learning_rate() : schedule_ ? schedule_(epoch) : base_lr_;
+      optimizer_.set_learning_rate(lr);
+      model_.train();
+      const auto epoch_start = std::chrono::steady_clock::now();
+      double loss_sum = 0;
+      auto batches = loader_.epoch(epoch, o_.iterations_per_epoch);
+      optimizer_.zero_grad();
+      for (int64_t it = 0; it < o_.iterations_per_epoch; ++it) {
+        const data::Batch b = batches.next();
+        const Tensor logits = forward(b.image);
+        Tensor loss = loss_(logits, b.label.to(DType::i64));
+        const double value = loss.item<double>();
+        VOX_CHECK(std::isfinite(value), "Trainer", "the loss is ", value, " at epoch ", epoch, ", iteration ", it,
+                  "; lower the learning rate or check the data");
+        loss_sum += value;
+        if (o_.accumulate > 1) loss = div(loss, scalar(static_cast<double>(o_.accumulate)));
+        loss.backward();
+        if ((it + 1) % o_.accumulate == 0 || it + 1 == o_.iterations_per_epoch) {
+          if (o_.clip_norm > 0) optim::clip_grad_norm(optimizer_.params(), o_.clip_norm);
+          optimizer_.step();
+          optimizer_.zero_grad();
+          update_ema();
+        }
+        ++done_iterations;
+        if (o_.progress) print_progress(epoch, it + 1, loss_sum / double(it + 1), start, done_iterations, total_iterations);
+      }
+      EpochRecord record{epoch, lr, loss_sum / double(o_.iterations_per_epoch), seconds_since(epoch_start), {}};
+      bool improved = false;
+      if (validate_ && ((epoch + 1) % o_.validate_every == 0 || epoch + 1 == o_.epochs)) {
+        record.metrics = validate_with_ema();
+        const auto found = record.metrics.find(o_.monitor);
+        VOX_CHECK(found != record.metrics.end(), "Trainer", "validation returned no \"", o_.monitor, "\" to monitor");
+        const double value = found->second;
+        improved = std::isnan(best_) || (o_.maximize ? value > best_ + o_.min_delta : value < best_ - o_.min_delta);
+        if (improved) best_ = value, since_best_ = 0;
+        else ++since_best_;
+        if (plateau_) plateau_->step(value);
+      }
+      history_.push_back(record);
+      if (o_.progress) print_epoch(record);
+      if (!o_.run_dir.empty()) {
+        write_history();
+        save_checkpoint("latest", epoch);
+        if (improved) save_checkpoint("best", epoch);
+        plot_curves();
+      }
+      if (o_.early_stopping_patience > 0 && since_best_ >= o_.early_stopping_patience) {
+        if (o_.progress) std::printf("early stopping: no improvement of %s for %lld validations\n", o_.monitor.c_str(), static_cast<long long>(since_best_));
+        break;
+      }
+    }
+    return history_;
+  }
+
+  const std::vector<EpochRecord>& history() const { return history_; }
+  double best() const { return best_; }
+  std::string checkpoint_path(const std::string& which) const {
+    return (std::filesystem::path(o_.run_dir) / ("checkpoint_" + which + ".safetensors")).string();
+  }
+
+ private:
+  Tensor forward(const Tensor& x) {
+    VOX_CHECK(forward_fn_ != nullptr, "Trainer", "call set_forward first (models are class templates without a virtual forward)");
+    return forward_fn_(x);
+  }
+
+  void update_ema() {
+    if (o_.ema_decay == 0) return;
+    NoGradGuard no_grad;
+    const auto state = model_.state_dict();
+    if (ema_.empty()) {
+      for (const auto& [name, t] : state) ema_[name] = t.detach().clone();
+      return;
+    }
+    for (const auto& [name, t] : state) {
+      Tensor& e = ema_[name];
+      if (!is_floating(t.dtype())) {
+        e = t.detach().clone();  // counters (batch norm's num_batches_tracked) are copied
+        continue;
+      }
+      e = add(mul(e, scalar(o_.ema_decay, e.dtype())), mul(t.detach(), scalar(1 - o_.ema_decay, e.dtype())));
+    }
+  }
+
+  std::map<std::string, double> validate_with_ema() {
+    model_.eval();
+    NoGradGuard no_grad;
+    if (ema_.empty()) {
+      auto m = validate_(model_);
+      model_.train();
+      return m;
+    }
+    const auto raw = model_.state_dict();
+    model_.load_state_dict(ema_);
+    auto m = validate_(model_);
+    model_.load_state_dict(raw);
+    model_.train();
+    return m;
+  }
+
+  void save_checkpoint(const std::string& which, int64_t epoch) {
+    std::map<std::string, Tensor> tensors;
+    for (const auto& [name, t] : model_.state_dict()) tensors["model." + name] = t;
+    for (const auto& [name, t] : optimizer_.state_dict()) tensors["optimizer." + name] = t;
+    for (const auto& [name, t] : ema_) tensors["ema." + name] = t;
+    std::map<std::string, std::string> meta{{"epoch", std::to_string(epoch)}, {"best", number(best_)}, {"since_best", std::to_string(since_best_)},
+                                            {"monitor", o_.monitor}};
+    if (plateau_)
+      for (const auto& [k, v] : plateau_->state()) meta["plateau." + k] = number(v);
+    io::save_safetensors(checkpoint_path(which), tensors, meta);  // written to a temporary file, then renamed
+  }
+
+  static std::string number(double v) {
+    char text[40];
+    std::snprintf(text, sizeof(text), "%.17g", v);
+    return text;
+  }
+
+  std::vector<std::string> metric_names() const {
+    std::vector<std::string> names;
+    for (const EpochRecord& r : history_)
+      for (const auto& [k, v] : r.metrics)
+        if (std::find(names.begin(), names.end(), k) == names.end()) names.push_back(k);
+    return names;
+  }
+
+  void write_history() const {
+    const auto names = metric_names();
+    io::write_file_atomically((std::filesystem::path(o_.run_dir) / "metrics.csv").string(), [&](std::ofstream& out) {
+      out << "epoch,lr,loss,seconds";
+      for (const auto& n : names) out << "," << n;
+      out << "\n";
+      for (const EpochRecord& r : history_) {
+        out << r.epoch << "," << number(r.lr) << "," << number(r.loss) << "," << number(r.seconds);
+        for (const auto& n : names) {
+          const auto it = r.metrics.find(n);
+          out << "," << (it == r.metrics.end() ? std::string() : number(it->second));
+        }
+        out << "\n";
+      }
+    });
+    io::write_file_atomically((std::filesystem::path(o_.run_dir) / "metrics.json").string(), [&](std::ofstream& out) {
+      out << "[\n";
+      for (size_t i = 0; i < history_.size(); ++i) {
+        const EpochRecord& r = history_[i];
+        out << "  {\"epoch\": " << r.epoch << ", \"lr\": " << number(r.lr) << ", \"loss\": " << number(r.loss) << ", \"seconds\": " << number(r.seconds);
+        for (const auto& [k, v] : r.metrics) out << ", " << json::quote(k) << ": " << (std::isfinite(v) ? number(v) : std::string("null"));
+        out << "}" << (i + 1 < history_.size() ? "," : "") << "\n";
+      }
+      out << "]\n";
+    });
+  }
+
+  // metrics.csv back into records (for resume).
+  std::vector<EpochRecord> read_history() const {
+    std::vector<EpochRecord> out;
+    std::ifstream in((std::filesystem::path(o_.run_dir) / "metrics.csv").string());
+    std::string line;
+    if (!std::getline(in, line)) return out;
+    std::vector<std::string> header = split(line);
+    while (std::getline(in, line)) {
+      const std::vector<std::string> cells = split(line);
+      EpochRecord r;
+      r.epoch = std::stoll(cells.at(0)), r.lr = std::stod(cells.at(1)), r.loss = std::stod(cells.at(2)), r.seconds = std::stod(cells.at(3));
+      for (size_t c = 4; c < cells.size() && c < header.size(); ++c)
+        if (!cells[c].empty()) r.metrics[header[c]] = std::stod(cells[c]);
+      if (r.epoch < next_epoch_) out.push_back(r);
+    }
+    return out;
+  }
+  static std::vector<std::string> split(const std::string& line) {
+    std::vector<std::string> cells;
+    size_t start = 0;
+    while (true) {
+      const size_t comma = line.find(',', start);
+      cells.push_back(line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+    return cells;
+  }
+
+  // A line plot of one series per epoch, as PNG: the curve in white on a dark grid.
+  void plot(const std::string& name, const std::vector<std::pair<double, double>>& points) const {
+    if (points.size() < 2) return;
+    const int64_t w = 480, h = 240, margin = 12;
+    std::vector<uint8_t> px(static_cast<size_t>(w * h * 3), 24);
+    double x0 = points.front().first, x1 = points.back().first, y0 = INFINITY, y1 = -INFINITY;
+    for (const auto& [x, y] : points)
+      if (std::isfinite(y)) y0 = std::min(y0, y), y1 = std::max(y1, y);
+    if (!(y1 > y0)) y1 = y0 + 1;
+    auto put = [&](int64_t x, int64_t y, uint8_t r, uint8_t g, uint8_t b) {
+      if (x < 0 || y < 0 || x >= w || y >= h) return;
+      uint8_t* p = &px[static_cast<size_t>((y * w + x) * 3)];
+      p[0] = r, p[1] = g, p[2] = b;
+    };
+    for (int g = 0; g <= 4; ++g)  // grid lines at quarters
+      for (int64_t x = margin; x < w - margin; ++x) put(x, margin + (h - 2 * margin) * g / 4, 60, 60, 60);
+    auto to_pixel = [&](double x, double y) {
+      return std::pair<int64_t, int64_t>{margin + std::llround((x - x0) / std::max(x1 - x0, 1e-12) * double(w - 2 * margin - 1)),
+                                         h - margin - 1 - std::llround((y - y0) / (y1 - y0) * double(h - 2 * margin - 1))};
+    };
+    for (size_t i = 1; i < points.size(); ++i) {
+      if (!std::isfinite(points[i - 1].second) || !std::isfinite(points[i].second)) continue;
+      const auto [ax, ay] = to_pixel(points[i - 1].first, points[i - 1].second);
+      const auto [bx, by] = to_pixel(points[i].first, points[i].second);
+      const int64_t steps = std::max({std::abs(bx - ax), std::abs(by - ay), int64_t{1}});
+      for (int64_t s = 0; s <= steps; ++s)
+        put(ax + (bx - ax) * s / steps, ay + (by - ay) * s / steps, 240, 240, 240);
+    }
+    io::write_png((std::filesystem::path(o_.run_dir) / (name + ".png")).string(), px, w, h, 3);
+  }
+
+  void plot_curves() const {
+    std::vector<std::pair<double, double>> loss, monitored;
+    for (const EpochRecord& r : history_) {
+      loss.push_back({double(r.epoch), r.loss});
+      const auto it = r.metrics.find(o_.monitor);
+      if (it != r.metrics.end()) monitored.push_back({double(r.epoch), it->second});
+    }
+    plot("loss", loss);
+    plot(o_.monitor, monitored);
+  }
+
+  static double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  }
+
+  void print_progress(int64_t epoch, int64_t it, double loss, std::chrono::steady_clock::time_point start, int64_t done, int64_t total) const {
+    const double elapsed = seconds_since(start), rate = double(done) / std::max(elapsed, 1e-9);
+    std::fprintf(stderr, "\repoch %lld/%lld  it %lld/%lld  loss %.4f  %.2f it/s  eta %.0f s   ", static_cast<long long>(epoch + 1),
+                 static_cast<long long>(o_.epochs), static_cast<long long>(it), static_cast<long long>(o_.iterations_per_epoch), loss, rate,
+                 double(total - done) / std::max(rate, 1e-9));
+    std::fflush(stderr);
+  }
+
+  void print_epoch(const EpochRecord& r) const {
+    std::fprintf(stderr, "\n");
+    std::printf("epoch %lld: loss %.4f, lr %.3g, %.1f s", static_cast<long long>(r.epoch + 1), r.loss, r.lr, r.seconds);
+    for (const auto& [k, v] : r.metrics) std::printf(", %s %.4f", k.c_str(), v);
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+
+  nn::Module& model_;
+  optim::Optimizer& optimizer_;
+  const data::PatchLoader& loader_;
+  LossFn loss_;
+  TrainerOptions o_;
+  Schedule schedule_;
+  std::optional<ReduceLROnPlateau> plateau_;
+  Validate validate_;
+  std::function<Tensor(const Tensor&)> forward_fn_;
+  std::map<std::string, Tensor> ema_;
+  std::vector<EpochRecord> history_;
+  double base_lr_ = 0, best_ = std::numeric_limits<double>::quiet_NaN();
+  int64_t next_epoch_ = 0, since_best_ = 0;
+};
+
+}  // namespace vox::train

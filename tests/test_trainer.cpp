@@ -1,0 +1,126 @@
+// The training loop: it writes the run directory (metrics.csv/json, checkpoints, curves), a run
+// stopped and resumed ends with exactly the weights of an uninterrupted run, early stopping stops,
+// EMA weights are kept, accumulation and clipping run, and optimizer state round-trips.
+#include <filesystem>
+#include <fstream>
+
+#include <vox/data/synthetic.hpp>
+#include <vox/train/trainer.hpp>
+#include <vox/vox.hpp>
+
+#include "harness.hpp"
+
+using namespace vox;
+using namespace vox::testing;
+using doctest::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+using Net = nn::Sequential<nn::Conv<3>, nn::InstanceNorm<3>, nn::PReLU, nn::Conv<3>>;
+Net make_net() {
+  manual_seed(3);
+  return Net(nn::Conv<3>(1, 4, {3}, {.padding = {1}}), nn::InstanceNorm<3>(4), nn::PReLU(), nn::Conv<3>(4, 2, {1}));
+}
+std::vector<data::Sample> cases() {
+  data::Random rng(4);
+  std::vector<data::Sample> out;
+  for (int n = 0; n < 2; ++n) {
+    data::Sample s = data::synthetic_spheres({.size = {16, 16, 16}, .spheres_per_class = 1}, rng);
+    s.image.voxels = s.image.voxels.reshape({16, 16, 16, 1});
+    out.push_back(s);
+  }
+  return out;
+}
+std::string fresh(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("vox_test_" + name);
+  fs::remove_all(p);
+  return p.string();
+}
+train::Trainer::LossFn ce() {
+  return [](const Tensor& logits, const Tensor& target) { return cross_entropy(logits, target); };
+}
+int64_t lines(const std::string& path) {
+  std::ifstream in(path);
+  int64_t n = 0;
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("a run writes metrics, checkpoints and curves; a resumed run ends where an uninterrupted one does") {
+  const data::PatchLoader loader(cases(), {.patch = {8, 8, 8}, .batch_size = 2, .augment = false, .seed = 9, .threads = 1});
+  auto run = [&](const std::string& dir, int64_t epochs, bool resume) {
+    Net net = make_net();
+    optim::Adam adam(net.parameters(), {.lr = 1e-2});
+    train::Trainer trainer(net, adam, loader, ce(),
+                           {.epochs = epochs, .iterations_per_epoch = 3, .monitor = "score", .run_dir = dir, .progress = false});
+    trainer.set_forward([&](const Tensor& x) { return net.forward(x); });
+    trainer.set_schedule([](int64_t e) { return train::poly_lr(1e-2, e, 4); });
+    int calls = 0;
+    trainer.set_validation([&](nn::Module&) { return std::map<std::string, double>{{"score", double(++calls)}}; });
+    if (resume) CHECK(trainer.resume() == 2);
+    trainer.fit();
+    return net.state_dict();
+  };
+  const std::string straight = fresh("run_straight"), stopped = fresh("run_stopped");
+  const auto whole = run(straight, 4, false);
+  CHECK(lines(straight + "/metrics.csv") == 5);  // header and four epochs
+  CHECK(fs::exists(straight + "/metrics.json"));
+  CHECK(fs::exists(straight + "/checkpoint_latest.safetensors"));
+  CHECK(fs::exists(straight + "/checkpoint_best.safetensors"));
+  CHECK(fs::exists(straight + "/loss.png"));
+  CHECK(fs::exists(straight + "/score.png"));
+  run(stopped, 2, false);
+  const auto resumed = run(stopped, 4, true);
+  CHECK(lines(stopped + "/metrics.csv") == 5);
+  for (const auto& [name, t] : whole) {
+    INFO(name);
+    CHECK(values(resumed.at(name)) == values(t));
+  }
+  // the learning rate followed the schedule
+  std::ifstream csv(straight + "/metrics.csv");
+  std::string header, first;
+  std::getline(csv, header), std::getline(csv, first);
+  CHECK(header == "epoch,lr,loss,seconds,score");
+  CHECK(first.rfind("0,0.01,", 0) == 0);
+}
+
+TEST_CASE("early stopping, EMA, accumulation and clipping") {
+  const data::PatchLoader loader(cases(), {.patch = {8, 8, 8}, .batch_size = 1, .augment = false, .seed = 2, .threads = 1});
+  Net net = make_net();
+  optim::SGD sgd(net.parameters(), {.lr = 0.05, .momentum = 0.9});
+  const std::string dir = fresh("run_early");
+  train::Trainer trainer(net, sgd, loader, ce(),
+                         {.epochs = 20, .iterations_per_epoch = 2, .accumulate = 2, .clip_norm = 1.0, .ema_decay = 0.9,
+                          .early_stopping_patience = 2, .run_dir = dir, .progress = false});
+  trainer.set_forward([&](const Tensor& x) { return net.forward(x); });
+  trainer.set_validation([](nn::Module&) { return std::map<std::string, double>{{"mean_dice", 0.5}}; });
+  const auto& history = trainer.fit();
+  CHECK(history.size() == 3);  // the first validation sets the best; two more without improvement stop
+  const io::Safetensors checkpoint = io::load_safetensors(dir + "/checkpoint_latest.safetensors");
+  CHECK(checkpoint.tensors.count("ema.0.weight") == 1);
+  CHECK(checkpoint.tensors.count("optimizer.state.0.momentum_buffer") == 1);
+  CHECK(checkpoint.metadata.at("epoch") == "2");
+}
+
+TEST_CASE("optimizer state round-trips and is checked on load") {
+  Net a = make_net(), b = make_net();
+  optim::Adam adam_a(a.parameters(), {.lr = 1e-2}), adam_b(b.parameters(), {.lr = 1e-2});
+  const Tensor x = rand({1, 6, 6, 6, 1}), y = zeros({1, 6, 6, 6}, DType::i64);
+  for (int step = 0; step < 3; ++step) {
+    cross_entropy(a.forward(x), y).backward();
+    adam_a.step();
+    adam_a.zero_grad();
+  }
+  b.load_state_dict(a.state_dict());
+  adam_b.load_state_dict(adam_a.state_dict());
+  cross_entropy(a.forward(x), y).backward();
+  adam_a.step();
+  cross_entropy(b.forward(x), y).backward();
+  adam_b.step();
+  const auto sa = a.state_dict(), sb = b.state_dict();
+  for (const auto& [name, t] : sa) CHECK(values(sb.at(name)) == values(t));
+  std::map<std::string, Tensor> broken = adam_a.state_dict();
+  broken.erase("state.0.exp_avg");
+  CHECK_THROWS_WITH_AS(adam_b.load_state_dict(broken), Contains("lacks state.0.exp_avg"), Error);
+}
