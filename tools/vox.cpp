@@ -9,6 +9,11 @@
 //   vox phantom OUT [--size N]    the 3-D Shepp-Logan phantom as NIfTI
 //   vox preview IMAGE OUT.png [--label L] [--slices N]
 //                 axial, coronal and sagittal slices of a NIfTI or DICOM image, the label over it
+//   vox train (--data DIR | --synthetic) [--run DIR] [--epochs N] [--iterations N] [--patch X,Y,Z]
+//             [--batch B] [--lr LR] [--channels C1,C2,...] [--spacing S] [--no-augment] [--seed S] [--resume]
+//   vox infer --model RUN (or --arch monai-unet --weights W.safetensors --classes C) --input FILE_OR_DICOM
+//             --output OUT.nii.gz [--overlap 0.5] [--tta] [--png PREVIEW.png] [--logits] [--no-window]
+//   vox demo [--dir DIR] [--epochs N] [--iterations N]   the main job on built-in data
 //   vox evaluate --pred P --gt G [--classes C] [--csv]
 //                 per-class Dice, HD95 and ASD (mm) of a predicted label map against the truth
 // Bad input ends the program with status 1 and one line "vox: <what went wrong>".
@@ -28,6 +33,9 @@
 #include <vox/io/json.hpp>
 #include <vox/io/nifti.hpp>
 #include <vox/train/metrics.hpp>
+
+#include "cli_common.hpp"
+#include "run_commands.hpp"
 
 using namespace vox;
 
@@ -55,52 +63,18 @@ const char* kUsage =
     "  vox phantom OUT          the 3-D Shepp-Logan phantom, N^3 voxels (--size N, default 128)\n"
     "  vox preview IMAGE OUT.png  axial, coronal and sagittal slices as PNG; --label L draws a label\n"
     "                           map over them; --slices N per view (default 3)\n"
+    "  vox train                train a segmentation U-Net on an MSD-layout dataset (--data DIR) or on\n"
+    "                           built-in synthetic data (--synthetic); writes a run directory (--run DIR)\n"
+    "      --epochs N --iterations N --patch X,Y,Z --batch B --lr LR --channels 16,32,64,128,256\n"
+    "      --spacing S (resample first) --no-augment --seed S --resume (continue the run) --threads T\n"
+    "  vox infer                --model RUN --input FILE_OR_DICOM_DIR --output OUT.nii.gz\n"
+    "      [--overlap 0.5] [--tta] [--png PREVIEW.png] [--logits] [--no-window];\n"
+    "      or --arch monai-unet --weights W.safetensors --classes C [--channels ...] [--patch ...]\n"
+    "      for weights saved from a PyTorch/MONAI state_dict\n"
+    "  vox demo                 the main job: synthetic data, training, held-out inference and scores\n"
+    "      [--dir DIR] [--epochs N] [--iterations N] [--threads T]\n"
     "  vox evaluate --pred P --gt G   per-class Dice, 95th-percentile Hausdorff and average surface\n"
     "                           distance (mm) as JSON (--csv: CSV); --classes C (default: from the labels)\n";
-
-struct UsageError {
-  std::string message;
-};
-
-std::string format_number(double v) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof(buffer), "%.6g", v == 0 ? 0.0 : v);  // no "-0"
-  return buffer;
-}
-
-bool is_nifti_path(const std::string& path) {
-  for (const char* ext : {".nii", ".nii.gz", ".hdr", ".hdr.gz", ".img", ".img.gz"})
-    if (io::nifti_detail::has_suffix(path, ext)) return true;
-  return false;
-}
-
-// The options every command that reads an image takes.
-struct InputOptions {
-  io::DicomSeriesOptions dicom;
-  // Takes args[i] (and its value) when it is an input option; false otherwise.
-  bool take(const std::vector<std::string>& args, size_t& i) {
-    if (args[i] == "--allow-uneven") {
-      dicom.allow_uneven = true;
-      return true;
-    }
-    if (args[i] == "--series") {
-      if (i + 1 >= args.size()) throw UsageError{"--series needs a SeriesInstanceUID"};
-      dicom.series_uid = args[++i];
-      return true;
-    }
-    return false;
-  }
-};
-
-io::DicomVolume read_dicom_reporting(const std::string& path, InputOptions options) {
-  options.dicom.report = [](const std::string& line) { std::cerr << "vox: " << line << "\n"; };
-  return io::read_dicom_volume(path, options.dicom);
-}
-
-io::Image read_image(const std::string& path, const InputOptions& options) {
-  if (is_nifti_path(path)) return io::read_nifti(path).image;
-  return read_dicom_reporting(path, options).image;
-}
 
 void print_geometry(const io::Image& im) {
   std::cout << "spacing:     " << format_number(im.spacing[0]) << " x " << format_number(im.spacing[1]) << " x "
@@ -258,32 +232,6 @@ int convert(const std::vector<std::string>& args) {
   return 0;
 }
 
-std::vector<int64_t> parse_sizes(const std::string& text, const std::string& option) {
-  std::vector<int64_t> out;
-  try {
-    for (size_t start = 0; start <= text.size();) {
-      const size_t comma = std::min(text.find(',', start), text.size());
-      out.push_back(std::stoll(text.substr(start, comma - start)));
-      start = comma + 1;
-    }
-  } catch (const std::exception&) {
-    throw UsageError{option + " takes N or X,Y,Z, got " + text};
-  }
-  if (out.size() == 1) out = {out[0], out[0], out[0]};
-  if (out.size() != 3) throw UsageError{option + " takes N or X,Y,Z, got " + text};
-  return out;
-}
-
-int64_t parse_count(const std::string& text, const std::string& option) {
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(text, &used);
-    if (used == text.size() && v >= 0) return v;
-  } catch (const std::exception&) {
-  }
-  throw UsageError{option + " takes a whole number, got " + text};
-}
-
 int synthetic(const std::vector<std::string>& args) {
   std::vector<std::string> positional;
   int64_t cases = 8, test = 2;
@@ -361,14 +309,6 @@ int preview(const std::vector<std::string>& args) {
   return 0;
 }
 
-std::string json_number(double v) {
-  if (std::isnan(v)) return "null";
-  if (std::isinf(v)) return "\"inf\"";
-  char buffer[32];
-  std::snprintf(buffer, sizeof(buffer), "%.6g", v);
-  return buffer;
-}
-
 int evaluate(const std::vector<std::string>& args) {
   std::string pred, gt;
   int64_t classes = 0;
@@ -419,6 +359,145 @@ int evaluate(const std::vector<std::string>& args) {
   return 0;
 }
 
+// Options `train` and `infer` share: the model and its input grid.
+bool take_model_option(const std::vector<std::string>& args, size_t& i, run_commands::RunConfig& c) {
+  const std::string& a = args[i];
+  auto value = [&]() -> const std::string& {
+    if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
+    return args[++i];
+  };
+  if (a == "--arch") c.arch = value();
+  else if (a == "--channels") {
+    c.channels.clear();
+    const std::string text = value();
+    for (size_t start = 0; start <= text.size();) {
+      const size_t comma = std::min(text.find(',', start), text.size());
+      c.channels.push_back(parse_count(text.substr(start, comma - start), "--channels"));
+      start = comma + 1;
+    }
+    if (c.channels.size() < 2) throw UsageError{"--channels needs at least two levels"};
+  } else if (a == "--patch") {
+    const auto p = parse_sizes(value(), a);
+    c.patch = {p[0], p[1], p[2]};
+  } else if (a == "--spacing") {
+    const double v = std::stod(value());
+    if (!(v > 0)) throw UsageError{"--spacing must be positive"};
+    c.spacing = {v, v, v};
+  } else if (a == "--classes") c.classes = parse_count(value(), a);
+  else return false;
+  return true;
+}
+
+int train_command(const std::vector<std::string>& args) {
+  run_commands::TrainArgs t;
+  t.run = "runs/latest";
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (take_model_option(args, i, t.config)) continue;
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
+      return args[++i];
+    };
+    if (a == "--data") t.data = value();
+    else if (a == "--synthetic") t.synthetic = true;
+    else if (a == "--run") t.run = value();
+    else if (a == "--epochs") t.epochs = parse_count(value(), a);
+    else if (a == "--iterations") t.iterations = parse_count(value(), a);
+    else if (a == "--batch") t.batch = parse_count(value(), a);
+    else if (a == "--threads") t.threads = parse_count(value(), a);
+    else if (a == "--seed") t.seed = static_cast<uint64_t>(parse_count(value(), a));
+    else if (a == "--lr") t.lr = std::stod(value());
+    else if (a == "--no-augment") t.augment = false;
+    else if (a == "--resume") t.resume = true;
+    else if (a == "--task") {
+      if (value() != "segment") throw UsageError{"--task: only segment is available yet (classification arrives with later work)"};
+    } else throw UsageError{"unknown option " + a};
+  }
+  if (t.synthetic == !t.data.empty()) throw UsageError{"train needs exactly one of --data DIR and --synthetic"};
+  if (t.epochs < 1 || t.iterations < 1 || t.batch < 1) throw UsageError{"--epochs, --iterations and --batch must be at least 1"};
+  run_commands::train_run(t);
+  return 0;
+}
+
+int infer(const std::vector<std::string>& args) {
+  run_commands::InferArgs f;
+  InputOptions input;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (input.take(args, i) || take_model_option(args, i, f.config)) continue;
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
+      return args[++i];
+    };
+    if (a == "--model") f.model = value();
+    else if (a == "--weights") f.weights = value();
+    else if (a == "--input") f.input = value();
+    else if (a == "--output") f.output = value();
+    else if (a == "--png") f.png = value();
+    else if (a == "--overlap") f.overlap = std::stod(value());
+    else if (a == "--tta") f.tta = true;
+    else if (a == "--logits") f.logits = true;
+    else if (a == "--no-window") f.no_window = true;
+    else throw UsageError{"unknown option " + a};
+  }
+  if (f.model.empty() == f.weights.empty()) throw UsageError{"infer needs --model RUN, or --weights W.safetensors with --arch and --classes"};
+  if (f.input.empty() || f.output.empty()) throw UsageError{"infer needs --input and --output"};
+  if (!(f.overlap >= 0 && f.overlap < 1)) throw UsageError{"--overlap must be in [0, 1)"};
+  run_commands::infer_one(f, input);
+  std::cout << "wrote " << f.output << (f.png.empty() ? "" : " and " + f.png) << "\n";
+  return 0;
+}
+
+// The main job: synthetic data, training with augmentation, held-out inference and scores.
+int demo(const std::vector<std::string>& args) {
+  std::string dir = "vox-demo";
+  run_commands::TrainArgs t;
+  t.epochs = 6, t.iterations = 40, t.config.patch = {48, 48, 48};
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
+      return args[++i];
+    };
+    if (a == "--dir") dir = value();
+    else if (a == "--epochs") t.epochs = parse_count(value(), a);
+    else if (a == "--iterations") t.iterations = parse_count(value(), a);
+    else if (a == "--threads") t.threads = parse_count(value(), a);
+    else throw UsageError{"unknown option " + a};
+  }
+  const auto start = std::chrono::steady_clock::now();
+  t.data = dir + "/data";
+  t.run = dir + "/run";
+  std::filesystem::create_directories(dir);
+  if (!std::filesystem::exists(t.data + "/dataset.json")) {
+    std::cout << "vox demo: writing 16 synthetic cases (12 to train and validate on, 4 held out) to " << t.data << "\n";
+    data::write_synthetic_dataset(t.data, 12, 4, {.size = {64, 64, 64}}, 1);
+  }
+  run_commands::train_run(t);
+  // held-out cases: predictions, previews, scores
+  const data::MsdDataset d = data::load_msd_dataset(t.data);
+  std::filesystem::create_directories(dir + "/predictions");
+  std::vector<double> dice;
+  for (const data::DatasetCase& c : d.test) {
+    run_commands::InferArgs f;
+    f.model = t.run, f.input = c.image;
+    f.output = dir + "/predictions/" + c.id + ".nii.gz";
+    f.png = dir + "/predictions/" + c.id + ".png";
+    const Tensor labels = run_commands::infer_one(f, {});
+    const std::string truth = t.data + "/labelsTs/" + c.id + ".nii.gz";
+    dice.push_back(run_commands::mean_foreground_dice(labels, io::read_nifti(truth).image.voxels, d.classes()));
+    std::printf("  %s: Dice %.4f\n", c.id.c_str(), dice.back());
+  }
+  const double mean = metrics::mean_ignoring_nan(dice);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  io::write_file_atomically(dir + "/summary.json", [&](std::ofstream& out) {
+    out << "{\"held_out_cases\": " << dice.size() << ", \"mean_dice\": " << json_number(mean) << ", \"seconds\": " << json_number(seconds) << "}\n";
+  });
+  std::printf("vox demo: mean Dice on %zu held-out volumes %.4f (target 0.90) in %.0f s; predictions and previews in %s/predictions, curves in %s\n",
+              dice.size(), mean, seconds, dir.c_str(), t.run.c_str());
+  return mean >= 0.9 ? 0 : 1;
+}
+
 std::string one_line(std::string s) {
   std::replace(s.begin(), s.end(), '\n', ' ');
   return s;
@@ -440,6 +519,9 @@ int main(int argc, char** argv) {
     if (args[0] == "phantom") return phantom(rest);
     if (args[0] == "evaluate") return evaluate(rest);
     if (args[0] == "preview") return preview(rest);
+    if (args[0] == "train") return train_command(rest);
+    if (args[0] == "infer") return infer(rest);
+    if (args[0] == "demo") return demo(rest);
     throw UsageError{"unknown command \"" + args[0] + "\""};
   } catch (const UsageError& e) {
     std::cerr << "vox: " << e.message << "\n" << kUsage;

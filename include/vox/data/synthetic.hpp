@@ -7,7 +7,8 @@
 //   - shepp_logan: the 3-D Shepp-Logan head phantom (ten ellipsoids, the table of Schabel's
 //     phantom3d, "modified" intensities of Toft for visible contrast), sampled on [-1, 1]^3.
 //   - write_synthetic_dataset: a Medical Segmentation Decathlon folder (imagesTr, labelsTr,
-//     imagesTs, dataset.json) of sphere cases as NIfTI, which load_msd_dataset reads.
+//     imagesTs, dataset.json) of sphere cases as NIfTI, which load_msd_dataset reads, plus
+//     labelsTs with the test cases' labels, so that held-out predictions can be scored.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -157,7 +158,7 @@ inline io::Image shepp_logan(const std::array<int64_t, 3>& size) {
 // An MSD-layout dataset of sphere cases: `training` labelled cases and `test` unlabelled ones.
 inline void write_synthetic_dataset(const std::string& directory, int64_t training, int64_t test, const SphereOptions& o, uint64_t seed) {
   namespace fs = std::filesystem;
-  for (const char* sub : {"imagesTr", "labelsTr", "imagesTs"}) fs::create_directories(fs::path(directory) / sub);
+  for (const char* sub : {"imagesTr", "labelsTr", "imagesTs", "labelsTs"}) fs::create_directories(fs::path(directory) / sub);
   std::string entries, tests;
   for (int64_t n = 0; n < training + test; ++n) {
     Random rng = Random(seed).fork(static_cast<uint64_t>(n));
@@ -170,6 +171,7 @@ inline void write_synthetic_dataset(const std::string& directory, int64_t traini
       entries += std::string(entries.empty() ? "" : ",\n    ") + "{\"image\": \"./imagesTr/" + name + "\", \"label\": \"./labelsTr/" + name + "\"}";
     } else {
       io::write_nifti((fs::path(directory) / "imagesTs" / name).string(), s.image);
+      io::write_nifti((fs::path(directory) / "labelsTs" / name).string(), s.label);  // beyond MSD: lets held-out cases be scored
       tests += std::string(tests.empty() ? "" : ", ") + "\"./imagesTs/" + name + "\"";
     }
   }

@@ -15,7 +15,10 @@
 //   - Resume: resume() loads checkpoint_latest and the epoch after it continues. Batches are a
 //     pure function of (loader seed, epoch, index), so a resumed run sees the batches the
 //     uninterrupted run would have, and (with deterministic kernels) follows its trajectory.
-//   - A progress line on the terminal: epoch, iteration, loss, it/s and the ETA.
+//   - A progress line on the terminal (not in logs): epoch, iteration, loss, it/s and the ETA;
+//     one summary line per epoch everywhere.
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -136,7 +139,7 @@ class Trainer {
           update_ema();
         }
         ++done_iterations;
-        if (o_.progress) print_progress(epoch, it + 1, loss_sum / double(it + 1), start, done_iterations, total_iterations);
+        if (o_.progress && on_terminal()) print_progress(epoch, it + 1, loss_sum / double(it + 1), start, done_iterations, total_iterations);
       }
       EpochRecord record{epoch, lr, loss_sum / double(o_.iterations_per_epoch), seconds_since(epoch_start), {}};
       bool improved = false;
@@ -348,8 +351,11 @@ class Trainer {
     std::fflush(stderr);
   }
 
+  // The per-iteration line redraws itself: only on a terminal, not into logs.
+  static bool on_terminal() { return isatty(fileno(stderr)) != 0; }
+
   void print_epoch(const EpochRecord& r) const {
-    std::fprintf(stderr, "\n");
+    if (on_terminal()) std::fprintf(stderr, "\n");
     std::printf("epoch %lld: loss %.4f, lr %.3g, %.1f s", static_cast<long long>(r.epoch + 1), r.loss, r.lr, r.seconds);
     for (const auto& [k, v] : r.metrics) std::printf(", %s %.4f", k.c_str(), v);
     std::printf("\n");

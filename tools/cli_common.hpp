@@ -1,0 +1,95 @@
+// Helpers every `vox` command shares: usage errors, number parsing, reading an image from NIfTI
+// or DICOM with the DICOM options, JSON numbers.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <vox/io/dicom.hpp>
+#include <vox/io/nifti.hpp>
+
+using namespace vox;
+
+// A command used wrongly: status 2 and the usage text.
+struct UsageError {
+  std::string message;
+};
+
+inline std::string format_number(double v) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%.6g", v == 0 ? 0.0 : v);  // no "-0"
+  return buffer;
+}
+
+inline bool is_nifti_path(const std::string& path) {
+  for (const char* ext : {".nii", ".nii.gz", ".hdr", ".hdr.gz", ".img", ".img.gz"})
+    if (io::nifti_detail::has_suffix(path, ext)) return true;
+  return false;
+}
+
+// The options every command that reads an image takes.
+struct InputOptions {
+  io::DicomSeriesOptions dicom;
+  // Takes args[i] (and its value) when it is an input option; false otherwise.
+  bool take(const std::vector<std::string>& args, size_t& i) {
+    if (args[i] == "--allow-uneven") {
+      dicom.allow_uneven = true;
+      return true;
+    }
+    if (args[i] == "--series") {
+      if (i + 1 >= args.size()) throw UsageError{"--series needs a SeriesInstanceUID"};
+      dicom.series_uid = args[++i];
+      return true;
+    }
+    return false;
+  }
+};
+
+inline io::DicomVolume read_dicom_reporting(const std::string& path, InputOptions options) {
+  options.dicom.report = [](const std::string& line) { std::cerr << "vox: " << line << "\n"; };
+  return io::read_dicom_volume(path, options.dicom);
+}
+
+inline io::Image read_image(const std::string& path, const InputOptions& options) {
+  if (is_nifti_path(path)) return io::read_nifti(path).image;
+  return read_dicom_reporting(path, options).image;
+}
+
+inline std::vector<int64_t> parse_sizes(const std::string& text, const std::string& option) {
+  std::vector<int64_t> out;
+  try {
+    for (size_t start = 0; start <= text.size();) {
+      const size_t comma = std::min(text.find(',', start), text.size());
+      out.push_back(std::stoll(text.substr(start, comma - start)));
+      start = comma + 1;
+    }
+  } catch (const std::exception&) {
+    throw UsageError{option + " takes N or X,Y,Z, got " + text};
+  }
+  if (out.size() == 1) out = {out[0], out[0], out[0]};
+  if (out.size() != 3) throw UsageError{option + " takes N or X,Y,Z, got " + text};
+  return out;
+}
+
+inline int64_t parse_count(const std::string& text, const std::string& option) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(text, &used);
+    if (used == text.size() && v >= 0) return v;
+  } catch (const std::exception&) {
+  }
+  throw UsageError{option + " takes a whole number, got " + text};
+}
+
+inline std::string json_number(double v) {
+  if (std::isnan(v)) return "null";
+  if (std::isinf(v)) return "\"inf\"";
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%.6g", v);
+  return buffer;
+}
+
