@@ -149,7 +149,11 @@ inline double train_run(const TrainArgs& a) {
   auto model = make_model(config);
   optim::Adam adam(model->parameters(), {.lr = a.lr, .weight_decay = 3e-5});
   train::Trainer trainer(*model, adam, loader,
-                         [](const Tensor& logits, const Tensor& target) { return losses::dice_ce_loss(logits, target); },
+                         [](const Tensor& logits, const Tensor& target) {
+                           // nnU-Net's DC_and_CE: softmax, batch Dice over the foreground classes, plus cross-entropy
+                           return losses::dice_ce_loss(
+                               logits, target, {.dice = {.include_background = false, .activation = losses::Activation::softmax, .batch = true}});
+                         },
                          {.epochs = a.epochs, .iterations_per_epoch = a.iterations, .run_dir = a.run});
   trainer.set_forward([&](const Tensor& x) { return model->forward(x); });
   trainer.set_schedule([&](int64_t e) { return train::poly_lr(a.lr, e, a.epochs); });

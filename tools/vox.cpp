@@ -72,7 +72,7 @@ const char* kUsage =
     "      or --arch monai-unet --weights W.safetensors --classes C [--channels ...] [--patch ...]\n"
     "      for weights saved from a PyTorch/MONAI state_dict\n"
     "  vox demo                 the main job: synthetic data, training, held-out inference and scores\n"
-    "      [--dir DIR] [--epochs N] [--iterations N] [--threads T]\n"
+    "      [--dir DIR] [--epochs N] [--iterations N] [--lr LR] [--threads T]\n"
     "  vox evaluate --pred P --gt G   per-class Dice, 95th-percentile Hausdorff and average surface\n"
     "                           distance (mm) as JSON (--csv: CSV); --classes C (default: from the labels)\n";
 
@@ -452,7 +452,7 @@ int infer(const std::vector<std::string>& args) {
 int demo(const std::vector<std::string>& args) {
   std::string dir = "vox-demo";
   run_commands::TrainArgs t;
-  t.epochs = 6, t.iterations = 40, t.config.patch = {48, 48, 48};
+  t.epochs = 10, t.iterations = 50, t.lr = 2e-3, t.config.patch = {48, 48, 48};
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&]() -> const std::string& {
@@ -463,6 +463,7 @@ int demo(const std::vector<std::string>& args) {
     else if (a == "--epochs") t.epochs = parse_count(value(), a);
     else if (a == "--iterations") t.iterations = parse_count(value(), a);
     else if (a == "--threads") t.threads = parse_count(value(), a);
+    else if (a == "--lr") t.lr = std::stod(value());
     else throw UsageError{"unknown option " + a};
   }
   const auto start = std::chrono::steady_clock::now();

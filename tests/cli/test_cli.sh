@@ -173,4 +173,31 @@ assert any(p[0] > p[1] + 40 and p[0] > p[2] + 40 for p in pixels), "no red label
 print(f"preview {w}x{h}, {len(pixels)} colours")
 PY
 
+# train, resume and infer on a tiny dataset: the run directory, the resumed epochs, the outputs
+"$vox" synthetic "$tmp/tiny" --cases 4 --test 1 --size 24,24,24 --seed 2 > /dev/null 2>&1
+"$vox" train --data "$tmp/tiny" --run "$tmp/run" --epochs 2 --iterations 2 --patch 16,16,16 --channels 4,8,16 --batch 1 > "$tmp/train.log"
+cat "$tmp/train.log"
+for f in config.json metrics.csv metrics.json checkpoint_latest.safetensors checkpoint_best.safetensors loss.png mean_dice.png; do
+  [ -f "$tmp/run/$f" ] || fail "train wrote no $f"
+done
+[ "$(wc -l < "$tmp/run/metrics.csv")" -eq 3 ] || fail "two epochs in metrics.csv"
+"$vox" train --data "$tmp/tiny" --run "$tmp/run" --epochs 3 --iterations 2 --patch 16,16,16 --channels 4,8,16 --batch 1 --resume > "$tmp/resume.log"
+grep -q "resuming at epoch 3" "$tmp/resume.log" || fail "resume"
+[ "$(wc -l < "$tmp/run/metrics.csv")" -eq 4 ] || fail "the resumed run adds the third epoch"
+"$vox" infer --model "$tmp/run" --input "$tmp/tiny/imagesTs/spheres_004.nii.gz" --output "$tmp/pred.nii.gz" --png "$tmp/pred.png" --tta
+[ -f "$tmp/pred.png" ] || fail "infer --png"
+/usr/bin/python3 - "$tmp/pred.nii.gz" "$tmp/tiny/imagesTs/spheres_004.nii.gz" <<'PY' || fail "the prediction has the input's grid and label values"
+import sys
+import nibabel as nib
+import numpy as np
+p, i = nib.load(sys.argv[1]), nib.load(sys.argv[2])
+assert p.shape == i.shape and np.allclose(p.affine, i.affine), (p.shape, i.shape)
+assert set(np.unique(np.asarray(p.dataobj))) <= {0, 1}
+print("prediction on the input grid")
+PY
+set +e
+err="$("$vox" infer --model "$tmp/nowhere" --input "$tmp/tiny/imagesTs/spheres_004.nii.gz" --output "$tmp/x.nii.gz" 2>&1)"; status=$?
+set -e
+[ "$status" -eq 1 ] && grep -q "not a run directory" <<<"$err" || fail "infer without a run: $status $err"
+
 echo "cli ok"
