@@ -1,8 +1,14 @@
 // The training loop: it writes the run directory (metrics.csv/json, checkpoints, curves), a run
 // stopped and resumed ends with exactly the weights of an uninterrupted run, early stopping stops,
 // EMA weights are kept, accumulation and clipping run, and optimizer state round-trips.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <vox/data/synthetic.hpp>
 #include <vox/train/trainer.hpp>
@@ -123,4 +129,32 @@ TEST_CASE("optimizer state round-trips and is checked on load") {
   std::map<std::string, Tensor> broken = adam_a.state_dict();
   broken.erase("state.0.exp_avg");
   CHECK_THROWS_WITH_AS(adam_b.load_state_dict(broken), Contains("lacks state.0.exp_avg"), Error);
+}
+
+TEST_CASE("a process killed while writing a checkpoint leaves the previous one loadable") {
+  const std::string dir = fresh("kill_during_write");
+  fs::create_directories(dir);
+  const std::string path = dir + "/checkpoint_latest.safetensors";
+  const Tensor big = rand({4, 1024, 1024});  // 16 MiB: long enough to be caught mid-write
+  io::save_safetensors(path, {{"weights", big}}, {{"epoch", "0"}});
+  for (int delay_ms : {1, 5, 20, 60}) {
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {  // keeps rewriting the checkpoint until killed
+      for (int epoch = 1;; ++epoch) io::save_safetensors(path, {{"weights", big}}, {{"epoch", std::to_string(epoch)}});
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    kill(child, SIGKILL);
+    int status = 0;
+    waitpid(child, &status, 0);
+    CHECK(WIFSIGNALED(status));
+    INFO("killed after " << delay_ms << " ms");
+    const io::Safetensors back = io::load_safetensors(path);  // complete: the old or a new one
+    CHECK(back.at("weights").shape() == big.shape());
+    CHECK(std::stoll(back.metadata.at("epoch")) >= 0);
+  }
+  // a truncated checkpoint is refused with an error, not loaded
+  std::vector<char> bytes = io::read_file(path);
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
+  CHECK_THROWS_AS(io::load_safetensors(path), Error);
 }

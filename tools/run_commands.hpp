@@ -31,7 +31,7 @@ struct RunConfig {
   int64_t in_channels = 1, classes = 2;
   data::Index3 patch{48, 48, 48};
   std::array<double, 3> spacing{0, 0, 0};  // 0: the data's own
-  std::string normalization = "zscore";    // zscore or ct
+  std::string normalization = "zscore";    // zscore, ct, or none
   data::ForegroundIntensities ct;
 
   std::string to_json() const {
@@ -88,7 +88,9 @@ inline std::unique_ptr<nn::models::MonaiUNet> make_model(const RunConfig& c) {
 // A case read and normalised as the run's config says: [D, H, W, C] f32 on the training spacing.
 inline io::Image prepare(io::Image image, const RunConfig& c) {
   if (c.spacing[0] > 0) image = data::resample_to_spacing(image, c.spacing, data::Interpolation::linear);
-  image.voxels = c.normalization == "ct" ? data::ct_normalize(image.voxels, c.ct) : data::z_score(image.voxels);
+  if (c.normalization == "ct") image.voxels = data::ct_normalize(image.voxels, c.ct);
+  else if (c.normalization == "zscore") image.voxels = data::z_score(image.voxels);
+  else image.voxels = image.voxels.to(DType::f32);
   if (image.voxels.rank() == 3) image.voxels = image.voxels.reshape({image.depth(), image.height(), image.width(), 1});
   return image;
 }
@@ -178,6 +180,7 @@ inline double train_run(const TrainArgs& a) {
 
 struct InferArgs {
   std::string model, input, output, png, weights;
+  std::string normalization;  // empty: the run's (none for --weights); or zscore, none
   double overlap = 0.5;
   bool tta = false, logits = false, no_window = false;
   RunConfig config;  // with --weights: the architecture given on the command line
@@ -186,6 +189,8 @@ struct InferArgs {
 // Predicts one image; writes the labels (or logits) with the input's geometry. Returns the labels.
 inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
   RunConfig config = a.weights.empty() ? RunConfig::load(a.model) : a.config;
+  if (!a.weights.empty()) config.normalization = "none";  // a PyTorch model's inputs are its user's business
+  if (!a.normalization.empty()) config.normalization = a.normalization;
   auto model = make_model(config);
   std::map<std::string, Tensor> state;
   if (!a.weights.empty()) {
@@ -204,7 +209,13 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
   model->eval();
   const io::Image original = read_image(a.input, input);
   const io::Image image = prepare(original, config);
-  const inference::Predictor predict = [&](const Tensor& x) { return model->forward(x); };
+  // A run of vox train saw voxels as vox stores them, [k, j, i]. A PyTorch model saw nibabel's
+  // array, (i, j, k): its spatial axes are reversed, so the windows are transposed for it.
+  const bool pytorch_order = !a.weights.empty();
+  const inference::Predictor predict = [&](const Tensor& x) {
+    if (!pytorch_order) return model->forward(x);
+    return model->forward(x.permute({0, 3, 2, 1, 4}).contiguous()).permute({0, 3, 2, 1, 4}).contiguous();
+  };
   inference::SlidingWindowOptions o{.patch = config.patch, .overlap = a.overlap};
   if (a.no_window)
     for (int ax = 0; ax < 3; ++ax) {  // one window: the whole (padded) volume

@@ -70,7 +70,8 @@ const char* kUsage =
     "  vox infer                --model RUN --input FILE_OR_DICOM_DIR --output OUT.nii.gz\n"
     "      [--overlap 0.5] [--tta] [--png PREVIEW.png] [--logits] [--no-window];\n"
     "      or --arch monai-unet --weights W.safetensors --classes C [--channels ...] [--patch ...]\n"
-    "      for weights saved from a PyTorch/MONAI state_dict\n"
+    "      for weights saved from a PyTorch/MONAI state_dict (fed nibabel's voxel order, not normalised\n"
+    "      unless --normalize zscore)\n"
     "  vox demo                 the main job: synthetic data, training, held-out inference and scores\n"
     "      [--dir DIR] [--epochs N] [--iterations N] [--lr LR] [--threads T]\n"
     "  vox evaluate --pred P --gt G   per-class Dice, 95th-percentile Hausdorff and average surface\n"
@@ -438,6 +439,10 @@ int infer(const std::vector<std::string>& args) {
     else if (a == "--tta") f.tta = true;
     else if (a == "--logits") f.logits = true;
     else if (a == "--no-window") f.no_window = true;
+    else if (a == "--normalize") {
+      f.normalization = value();
+      if (f.normalization != "zscore" && f.normalization != "none") throw UsageError{"--normalize takes zscore or none"};
+    }
     else throw UsageError{"unknown option " + a};
   }
   if (f.model.empty() == f.weights.empty()) throw UsageError{"infer needs --model RUN, or --weights W.safetensors with --arch and --classes"};

@@ -3,9 +3,9 @@
 # reorients and windows with the geometry kept, DICOM series (written by pydicom) convert to
 # NIfTI files nibabel reads with the expected voxels and affine, and bad input ends with
 # status 1 and one line.
-#   test_cli.sh VOX_BINARY NIFTI_FIXTURE_DIR DICOM_FIXTURE_DIR
+#   test_cli.sh VOX_BINARY NIFTI_FIXTURE_DIR DICOM_FIXTURE_DIR MONAI_VENV_PYTHON
 set -euo pipefail
-vox="$1"; fixtures="$2"; dicom="$3"
+vox="$1"; fixtures="$2"; dicom="$3"; monai_python="$4"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 nibabel_data="$(/usr/bin/python3 -c 'import nibabel, os; print(os.path.join(os.path.dirname(nibabel.__file__), "tests", "data"))')"
 fail() { echo "FAIL: $*"; exit 1; }
@@ -199,5 +199,21 @@ set +e
 err="$("$vox" infer --model "$tmp/nowhere" --input "$tmp/tiny/imagesTs/spheres_004.nii.gz" --output "$tmp/x.nii.gz" 2>&1)"; status=$?
 set -e
 [ "$status" -eq 1 ] && grep -q "not a run directory" <<<"$err" || fail "infer without a run: $status $err"
+
+# PyTorch/MONAI weights: vox infer --logits --no-window equals MONAI's UNet run by PyTorch on
+# the same NIfTI volume (fed in nibabel's axis order), within 1e-4
+"$monai_python" "$(dirname "$0")/make_monai_infer_fixture.py" "$tmp/monai" > /dev/null
+"$vox" infer --arch monai-unet --classes 2 --weights "$tmp/monai/weights.safetensors" --input "$tmp/monai/input.nii.gz" \
+  --output "$tmp/monai/logits.nii.gz" --logits --no-window
+/usr/bin/python3 - "$tmp/monai/logits.nii.gz" "$tmp/monai/expected.npy" <<'PY' || fail "vox's logits differ from MONAI's"
+import sys
+import nibabel as nib
+import numpy as np
+got, want = np.asarray(nib.load(sys.argv[1]).dataobj), np.load(sys.argv[2])
+assert got.shape == want.shape, (got.shape, want.shape)
+diff = np.abs(got - want).max()
+print(f"largest difference from MONAI's UNet in PyTorch: {diff:.2e} (logits up to {np.abs(want).max():.2f})")
+assert diff <= 1e-4, diff
+PY
 
 echo "cli ok"
