@@ -4,22 +4,16 @@
 // argmax of the full result with far less memory; mirroring averages flipped predictions.
 #include <cstdlib>
 
-#include <vox/io/json.hpp>
-#include <vox/io/safetensors.hpp>
 #include <vox/ops/reduce.hpp>
 #include <vox/train/inference.hpp>
 
-#include "harness.hpp"
+#include "transform_fixtures.hpp"
 
 using namespace vox;
 using namespace vox::testing;
 using doctest::Contains;
 
 namespace {
-std::string fixture_dir() {
-  const char* dir = std::getenv("VOX_TRANSFORM_DIR");
-  return dir ? dir : "transforms";
-}
 // MONAI's test predictor in channels-last form: [w * mean(w), 1 - w^2], mean per window.
 Tensor predictor(const Tensor& w) {
   const Tensor mean = vox::mean(w, {1, 2, 3, 4}, true);
@@ -28,9 +22,9 @@ Tensor predictor(const Tensor& w) {
 }  // namespace
 
 TEST_CASE("sliding-window logits equal MONAI's sliding_window_inference") {
-  const io::Safetensors t = io::load_safetensors(fixture_dir() + "/transforms.safetensors");
-  const std::vector<char> bytes = io::read_file(fixture_dir() + "/transforms.json");
-  const json::Value cases = json::parse(std::string(bytes.begin(), bytes.end()));
+  const TransformFixtures f;
+  const io::Safetensors& t = f.tensors;
+  const json::Value& cases = f.cases;
   const Tensor image = t.at("window.image").to(DType::f32).unsqueeze(-1);  // [13, 17, 21, 1]
   const auto& list = cases.find("window")->as_array();
   REQUIRE(list.size() == 3);

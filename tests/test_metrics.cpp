@@ -5,22 +5,16 @@
 #include <cmath>
 #include <cstdlib>
 
-#include <vox/io/json.hpp>
-#include <vox/io/safetensors.hpp>
 #include <vox/train/metrics.hpp>
 #include <vox/train/postprocess.hpp>
 
-#include "harness.hpp"
+#include "transform_fixtures.hpp"
 
 using namespace vox;
 using namespace vox::testing;
 using doctest::Contains;
 
 namespace {
-std::string fixture_dir() {
-  const char* dir = std::getenv("VOX_TRANSFORM_DIR");
-  return dir ? dir : "transforms";
-}
 std::vector<double> doubles(const json::Value& v) {
   std::vector<double> out;
   for (const json::Value& x : v.as_array()) out.push_back(x.as_double());
@@ -29,9 +23,9 @@ std::vector<double> doubles(const json::Value& v) {
 }  // namespace
 
 TEST_CASE("Dice, Hausdorff and surface distances equal MONAI's, in mm on an anisotropic grid") {
-  const io::Safetensors t = io::load_safetensors(fixture_dir() + "/transforms.safetensors");
-  const std::vector<char> bytes = io::read_file(fixture_dir() + "/transforms.json");
-  const json::Value cases = json::parse(std::string(bytes.begin(), bytes.end()));
+  const TransformFixtures f;
+  const io::Safetensors& t = f.tensors;
+  const json::Value& cases = f.cases;
   const json::Value& m = *cases.find("metrics");
   const Tensor truth = t.at("metrics.truth").to(DType::i64), pred = t.at("metrics.pred").to(DType::i64);
   const std::vector<double> sp = doubles(*m.find("spacing"));

@@ -12,10 +12,8 @@
 #include <vox/data/intensity.hpp>
 #include <vox/data/resample_spline.hpp>
 #include <vox/data/sampling.hpp>
-#include <vox/io/json.hpp>
-#include <vox/io/safetensors.hpp>
 
-#include "harness.hpp"
+#include "transform_fixtures.hpp"
 
 using namespace vox;
 using namespace vox::data;
@@ -23,22 +21,7 @@ using namespace vox::testing;
 using doctest::Contains;
 
 namespace {
-std::string fixture_dir() {
-  const char* dir = std::getenv("VOX_TRANSFORM_DIR");
-  return dir ? dir : "transforms";
-}
-struct Fixtures {
-  io::Safetensors tensors = io::load_safetensors(fixture_dir() + "/transforms.safetensors");
-  json::Value cases = [] {
-    const std::vector<char> bytes = io::read_file(fixture_dir() + "/transforms.json");
-    return json::parse(std::string(bytes.begin(), bytes.end()));
-  }();
-  const json::Value& operator[](const std::string& key) const {
-    const json::Value* v = cases.find(key);
-    REQUIRE_MESSAGE(v != nullptr, "fixture " << key);
-    return *v;
-  }
-};
+using Fixtures = TransformFixtures;
 Index3 index3(const json::Value& v) {
   const auto& a = v.as_array();
   return {a[0].as_int64(), a[1].as_int64(), a[2].as_int64()};

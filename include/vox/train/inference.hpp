@@ -118,47 +118,71 @@ inline void check_image(const Tensor& image, const SlidingWindowOptions& o) {
   for (int a = 0; a < 3; ++a) VOX_CHECK(o.patch[a] >= 1, "sliding_window", "patch sizes must be positive");
 }
 
+// The padded image, its windows in slab order and the importance map (MONAI pads an image
+// smaller than the patch with 0, before = (patch - n) / 2).
+struct Plan {
+  Index3 n, padded;
+  data::Box pad_box;
+  Tensor image;
+  std::vector<data::Box> boxes;
+  std::vector<float> weight;
+};
+
+inline Plan plan(const Tensor& image, const SlidingWindowOptions& o) {
+  check_image(image, o);
+  Plan p;
+  p.n = {image.size(2), image.size(1), image.size(0)};
+  for (int a = 0; a < 3; ++a) p.padded[a] = std::max(p.n[a], o.patch[a]);
+  p.pad_box = data::centred_box(p.n, p.padded);
+  io::Image src;
+  src.voxels = image;
+  p.image = data::extract_region(src, p.pad_box).voxels;
+  p.boxes = windows(p.padded, o.patch, o.overlap);
+  p.weight = importance_map(o.patch, o.gaussian, o.sigma_scale);
+  return p;
+}
+
+// Adds the weighted outputs `out` [B, d, h, w, K] of `group` into accumulators whose voxel
+// (i, j, k) of the padded image sits at ((k - k0) * rows + j) * columns + i.
+inline void accumulate(const Tensor& out, const std::vector<data::Box>& group, const Index3& patch, const std::vector<float>& weight,
+                       int64_t k0, int64_t rows, int64_t columns, std::vector<float>& acc, std::vector<float>& count) {
+  const int64_t classes = out.size(4), per_window = patch[0] * patch[1] * patch[2];
+  const float* p = out.data<float>();
+  for (size_t w = 0; w < group.size(); ++w) {
+    const data::Box& b = group[w];
+    for (int64_t k = 0; k < patch[2]; ++k)
+      for (int64_t j = 0; j < patch[1]; ++j)
+        for (int64_t i = 0; i < patch[0]; ++i) {
+          const int64_t local = (k * patch[1] + j) * patch[0] + i;
+          const int64_t at = ((b.begin[2] + k - k0) * rows + b.begin[1] + j) * columns + b.begin[0] + i;
+          const float wt = weight[static_cast<size_t>(local)];
+          count[static_cast<size_t>(at)] += wt;
+          const float* v = p + (static_cast<int64_t>(w) * per_window + local) * classes;
+          for (int64_t c = 0; c < classes; ++c) acc[static_cast<size_t>(at * classes + c)] += wt * v[c];
+        }
+  }
+}
+
 }  // namespace detail
 
 // The blended logits [D, H, W, K] of the whole image [D, H, W, C].
 inline Tensor sliding_window_logits(const Tensor& image_in, const Predictor& predictor, const SlidingWindowOptions& o) {
-  detail::check_image(image_in, o);
   NoGradGuard no_grad;
-  const Index3 n{image_in.size(2), image_in.size(1), image_in.size(0)};
-  // pad to at least the patch (MONAI: constant 0, before = (patch - n) / 2)
-  Index3 padded;
-  for (int a = 0; a < 3; ++a) padded[a] = std::max(n[a], o.patch[a]);
-  const data::Box pad_box = data::centred_box(n, padded);
-  io::Image src;
-  src.voxels = image_in;
-  const Tensor image = data::extract_region(src, pad_box).voxels;
-  const std::vector<data::Box> boxes = detail::windows(padded, o.patch, o.overlap);
-  const std::vector<float> weight = importance_map(o.patch, o.gaussian, o.sigma_scale);
+  const detail::Plan plan = detail::plan(image_in, o);
+  const Index3& padded = plan.padded;
+  const std::vector<data::Box>& boxes = plan.boxes;
   std::vector<float> acc, count(static_cast<size_t>(padded[0] * padded[1] * padded[2]), 0.0f);
   int64_t classes = 0;
   for (size_t first = 0; first < boxes.size(); first += static_cast<size_t>(o.batch)) {
-    const std::vector<data::Box> group(boxes.begin() + static_cast<std::ptrdiff_t>(first),
-                                       boxes.begin() + static_cast<std::ptrdiff_t>(std::min(boxes.size(), first + static_cast<size_t>(o.batch))));
-    const Tensor out = detail::predict(image, group, predictor, o);
+    const size_t last = std::min(boxes.size(), first + static_cast<size_t>(o.batch));
+    const std::vector<data::Box> group(boxes.begin() + static_cast<std::ptrdiff_t>(first), boxes.begin() + static_cast<std::ptrdiff_t>(last));
+    const Tensor out = detail::predict(plan.image, group, predictor, o);
     if (classes == 0) {
       classes = out.size(4);
       acc.assign(count.size() * static_cast<size_t>(classes), 0.0f);
     }
-    const float* p = out.data<float>();
-    for (size_t w = 0; w < group.size(); ++w) {
-      const data::Box& b = group[w];
-      for (int64_t k = 0; k < o.patch[2]; ++k)
-        for (int64_t j = 0; j < o.patch[1]; ++j)
-          for (int64_t i = 0; i < o.patch[0]; ++i) {
-            const int64_t local = (k * o.patch[1] + j) * o.patch[0] + i;
-            const int64_t global = ((b.begin[2] + k) * padded[1] + b.begin[1] + j) * padded[0] + b.begin[0] + i;
-            const float wt = weight[static_cast<size_t>(local)];
-            count[static_cast<size_t>(global)] += wt;
-            const float* v = p + (static_cast<int64_t>(w) * o.patch[0] * o.patch[1] * o.patch[2] + local) * classes;
-            for (int64_t c = 0; c < classes; ++c) acc[static_cast<size_t>(global * classes + c)] += wt * v[c];
-          }
-    }
-    if (o.progress) o.progress(static_cast<int64_t>(std::min(boxes.size(), first + static_cast<size_t>(o.batch))), static_cast<int64_t>(boxes.size()));
+    detail::accumulate(out, group, o.patch, plan.weight, 0, padded[1], padded[0], acc, count);
+    if (o.progress) o.progress(static_cast<int64_t>(last), static_cast<int64_t>(boxes.size()));
   }
   Tensor full_out = empty({padded[2], padded[1], padded[0], classes}, DType::f32);
   float* f = full_out.data<float>();
@@ -168,7 +192,7 @@ inline Tensor sliding_window_logits(const Tensor& image_in, const Predictor& pre
   io::Image padded_out;
   padded_out.voxels = full_out;
   data::Box back;
-  for (int a = 0; a < 3; ++a) back.begin[a] = -pad_box.begin[a], back.size[a] = n[a];
+  for (int a = 0; a < 3; ++a) back.begin[a] = -plan.pad_box.begin[a], back.size[a] = plan.n[a];
   return data::extract_region(padded_out, back).voxels;
 }
 
@@ -180,24 +204,17 @@ struct LabelResult {
 // The argmax of the blended logits, accumulated slab by slab (see the top of the file). Equal to
 // argmax(sliding_window_logits(...)): the same windows are summed in the same order.
 inline LabelResult sliding_window_labels(const Tensor& image_in, const Predictor& predictor, const SlidingWindowOptions& o) {
-  detail::check_image(image_in, o);
   NoGradGuard no_grad;
-  const Index3 n{image_in.size(2), image_in.size(1), image_in.size(0)};
-  Index3 padded;
-  for (int a = 0; a < 3; ++a) padded[a] = std::max(n[a], o.patch[a]);
-  const data::Box pad_box = data::centred_box(n, padded);
-  io::Image src;
-  src.voxels = image_in;
-  const Tensor image = data::extract_region(src, pad_box).voxels;
-  const std::vector<data::Box> boxes = detail::windows(padded, o.patch, o.overlap);
-  const std::vector<float> weight = importance_map(o.patch, o.gaussian, o.sigma_scale);
+  const detail::Plan plan = detail::plan(image_in, o);
+  const Index3 &n = plan.n, &padded = plan.padded;
+  const std::vector<data::Box>& boxes = plan.boxes;
   const int64_t plane = padded[0] * padded[1];
   // accumulators for slices [base, base + depth)
   const int64_t depth = o.patch[2];
   int64_t base = 0, classes = 0;
   std::vector<float> acc, count(static_cast<size_t>(depth * plane), 0.0f);
   LabelResult result;
-  const int64_t oi = -pad_box.begin[0], oj = -pad_box.begin[1], ok = -pad_box.begin[2];
+  const int64_t oi = -plan.pad_box.begin[0], oj = -plan.pad_box.begin[1], ok = -plan.pad_box.begin[2];
   auto finish_slices_before = [&](int64_t until) {  // argmax of slices [base, until) into the output, then shift the slab
     const int64_t done = until - base;
     if (done <= 0) return;
@@ -231,27 +248,14 @@ inline LabelResult sliding_window_labels(const Tensor& image_in, const Predictor
     while (last < boxes.size() && last - first < static_cast<size_t>(o.batch) && boxes[last].begin[2] == boxes[first].begin[2]) ++last;
     const std::vector<data::Box> group(boxes.begin() + static_cast<std::ptrdiff_t>(first), boxes.begin() + static_cast<std::ptrdiff_t>(last));
     finish_slices_before(group.front().begin[2]);
-    const Tensor out = detail::predict(image, group, predictor, o);
+    const Tensor out = detail::predict(plan.image, group, predictor, o);
     if (classes == 0) {
       classes = out.size(4);
       acc.assign(count.size() * static_cast<size_t>(classes), 0.0f);
       result.accumulator_peak_bytes = static_cast<int64_t>((acc.size() + count.size()) * sizeof(float));
       result.labels = empty({n[2], n[1], n[0]}, classes > 255 ? DType::i32 : DType::u8);
     }
-    const float* p = out.data<float>();
-    for (size_t w = 0; w < group.size(); ++w) {
-      const data::Box& b = group[w];
-      for (int64_t k = 0; k < o.patch[2]; ++k)
-        for (int64_t j = 0; j < o.patch[1]; ++j)
-          for (int64_t i = 0; i < o.patch[0]; ++i) {
-            const int64_t local = (k * o.patch[1] + j) * o.patch[0] + i;
-            const int64_t slab = ((b.begin[2] + k - base) * padded[1] + b.begin[1] + j) * padded[0] + b.begin[0] + i;
-            const float wt = weight[static_cast<size_t>(local)];
-            count[static_cast<size_t>(slab)] += wt;
-            const float* v = p + (static_cast<int64_t>(w) * o.patch[0] * o.patch[1] * o.patch[2] + local) * classes;
-            for (int64_t c = 0; c < classes; ++c) acc[static_cast<size_t>(slab * classes + c)] += wt * v[c];
-          }
-    }
+    detail::accumulate(out, group, o.patch, plan.weight, base, padded[1], padded[0], acc, count);
     if (o.progress) o.progress(static_cast<int64_t>(last), static_cast<int64_t>(boxes.size()));
     first = last;
   }
