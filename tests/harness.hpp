@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -13,6 +14,12 @@
 #include <vox/vox.hpp>
 
 namespace vox::testing {
+
+// The folder of fixtures a CTest fixture step made: $env, else `fallback` (relative to the cwd).
+inline std::string fixture_dir(const char* env, const char* fallback) {
+  const char* dir = std::getenv(env);
+  return dir ? dir : fallback;
+}
 
 // Same values, laid out with a stride of 2 on the last axis (and an offset), so kernels that
 // assume contiguity would read the wrong elements.

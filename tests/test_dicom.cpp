@@ -22,10 +22,7 @@ using namespace vox::testing;
 using doctest::Contains;
 
 namespace {
-std::string fixture_dir() {
-  const char* dir = std::getenv("VOX_DICOM_DIR");
-  return dir ? dir : "dicom";
-}
+std::string fixture_dir() { return vox::testing::fixture_dir("VOX_DICOM_DIR", "dicom"); }
 std::string slurp(const std::string& path) {
   const std::vector<char> bytes = read_file(path);
   return std::string(bytes.begin(), bytes.end());

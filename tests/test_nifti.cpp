@@ -18,10 +18,7 @@ using namespace vox::testing;
 using doctest::Contains;
 
 namespace {
-std::string fixture_dir() {
-  const char* dir = std::getenv("VOX_NIFTI_DIR");
-  return dir ? dir : "nifti";
-}
+std::string fixture_dir() { return vox::testing::fixture_dir("VOX_NIFTI_DIR", "nifti"); }
 std::string temp_path(const std::string& name) { return (std::filesystem::temp_directory_path() / ("vox_test_" + name)).string(); }
 
 void check_affine(const Affine& got, const Affine& want, double tol, const std::string& what) {

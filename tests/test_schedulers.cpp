@@ -20,8 +20,7 @@ std::vector<double> doubles(const json::Value& doc, const char* key) {
   return out;
 }
 json::Value fixtures() {
-  const char* dir = std::getenv("VOX_SCHEDULER_DIR");
-  const std::vector<char> bytes = io::read_file(std::string(dir ? dir : "schedulers") + "/schedulers.json");
+  const std::vector<char> bytes = io::read_file(testing::fixture_dir("VOX_SCHEDULER_DIR", "schedulers") + "/schedulers.json");
   return json::parse(std::string(bytes.begin(), bytes.end()));
 }
 }  // namespace

@@ -14,10 +14,7 @@
 namespace vox::testing {
 
 struct TransformFixtures {
-  static std::string dir() {
-    const char* d = std::getenv("VOX_TRANSFORM_DIR");
-    return d ? d : "transforms";
-  }
+  static std::string dir() { return fixture_dir("VOX_TRANSFORM_DIR", "transforms"); }
   io::Safetensors tensors = io::load_safetensors(dir() + "/transforms.safetensors");
   json::Value cases = [] {
     const std::vector<char> bytes = io::read_file(dir() + "/transforms.json");

@@ -37,6 +37,13 @@ inline AxisSamples axis_samples(int64_t n_in, int64_t n_out, double step) {
   }
   return s;
 }
+// nnU-Net's output size along one axis: max(1, round(n * spacing / new_spacing)).
+inline int64_t resampled_size(int64_t n, double spacing, double new_spacing, int axis, const char* op) {
+  VOX_CHECK(new_spacing > 0 && std::isfinite(new_spacing), op, "spacing must be positive, got ", new_spacing, " for axis ", axis);
+  const double scaled = static_cast<double>(n) * spacing / new_spacing;
+  VOX_CHECK(scaled < double(int64_t{1} << 31), op, "axis ", axis, " would have ", scaled, " voxels");
+  return std::max<int64_t>(1, std::llround(scaled));
+}
 }  // namespace detail
 
 inline io::Image resample_to_spacing(const io::Image& image, const std::array<double, 3>& new_spacing, Interpolation mode) {
@@ -47,9 +54,7 @@ inline io::Image resample_to_spacing(const io::Image& image, const std::array<do
   int64_t out_size[3];
   detail::AxisSamples axes[3];
   for (int a = 0; a < 3; ++a) {
-    const double scaled = static_cast<double>(in_size[a]) * image.spacing[a] / new_spacing[a];
-    VOX_CHECK(scaled < double(int64_t{1} << 31), "resample_to_spacing", "axis ", a, " would have ", scaled, " voxels");
-    out_size[a] = std::max<int64_t>(1, std::llround(scaled));
+    out_size[a] = detail::resampled_size(in_size[a], image.spacing[a], new_spacing[a], a, "resample_to_spacing");
     axes[a] = detail::axis_samples(in_size[a], out_size[a], new_spacing[a] / image.spacing[a]);
   }
   io::Image out;

@@ -112,11 +112,7 @@ inline io::Image resample_separable(const io::Image& image, const std::array<dou
   const int64_t channels = image.channels();
   std::array<std::vector<double>, 3> positions;
   for (int a = 0; a < 3; ++a) {
-    VOX_CHECK(spacing[a] > 0 && std::isfinite(spacing[a]), "resample_bspline", "spacing must be positive, got ", spacing[a],
-              " for axis ", a);
-    const double scaled = static_cast<double>(dims[a]) * image.spacing[a] / spacing[a];
-    VOX_CHECK(scaled < double(int64_t{1} << 31), "resample_bspline", "axis ", a, " would have ", scaled, " voxels");
-    const int64_t m = std::max<int64_t>(1, std::llround(scaled));
+    const int64_t m = detail::resampled_size(dims[a], image.spacing[a], spacing[a], a, "resample_bspline");
     for (int64_t o = 0; o < m; ++o)
       positions[a].push_back(std::min(static_cast<double>(o) * spacing[a] / image.spacing[a], static_cast<double>(dims[a] - 1)));
   }

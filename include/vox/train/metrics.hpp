@@ -230,56 +230,69 @@ inline std::vector<uint8_t> mask_of(const std::vector<int64_t>& labels, int64_t 
 }
 }  // namespace detail
 
+namespace detail {
+// For each class 1..classes-1: distances(prediction mask, truth mask, dims), or, where those are
+// empty (no surface to measure from), infinity if the truth has the class and NaN if neither
+// does (MONAI). Background stays NaN.
+template <class Distances, class Reduce>
+std::vector<double> per_class_distance(const Tensor& prediction, const Tensor& truth, int64_t classes, const char* what,
+                                       Distances distances, Reduce reduce) {
+  same_shape(prediction, truth, what);
+  const auto n = dims3(prediction, what);
+  const auto p = labels_of(prediction, what), t = labels_of(truth, what);
+  std::vector<double> out(static_cast<size_t>(classes), std::numeric_limits<double>::quiet_NaN());
+  for (int64_t c = 1; c < classes; ++c) {
+    const auto pm = mask_of(p, c), tm = mask_of(t, c);
+    const std::vector<double> d = distances(pm, tm, n);
+    if (d.empty()) {
+      if (std::any_of(tm.begin(), tm.end(), [](uint8_t x) { return x != 0; })) out[static_cast<size_t>(c)] = std::numeric_limits<double>::infinity();
+      continue;
+    }
+    out[static_cast<size_t>(c)] = reduce(d, pm, tm, n);
+  }
+  return out;
+}
+}  // namespace detail
+
 // Hausdorff distance (the given percentile, 95 by default; 100 is the maximum) of each class
 // 1..classes-1 (index 0, background, is NaN), in the spacing's units.
 inline std::vector<double> hausdorff_distance(const Tensor& prediction, const Tensor& truth, int64_t classes,
                                               const std::array<double, 3>& spacing = {1, 1, 1}, double percentile = 95,
                                               bool directed = false) {
-  detail::same_shape(prediction, truth, "hausdorff_distance");
-  const auto n = detail::dims3(prediction, "hausdorff_distance");
-  const auto p = detail::labels_of(prediction, "hausdorff_distance"), t = detail::labels_of(truth, "hausdorff_distance");
-  std::vector<double> out(static_cast<size_t>(classes), std::numeric_limits<double>::quiet_NaN());
-  for (int64_t c = 1; c < classes; ++c) {
-    const auto pm = detail::mask_of(p, c), tm = detail::mask_of(t, c);
-    const std::vector<double> forward = detail::surface_distances(pm, tm, n, spacing);
-    if (forward.empty()) {  // no prediction: infinity if the truth has the class, NaN if neither does
-      if (std::any_of(tm.begin(), tm.end(), [](uint8_t x) { return x != 0; })) out[static_cast<size_t>(c)] = std::numeric_limits<double>::infinity();
-      continue;
-    }
-    double hd = detail::percentile(forward, percentile);
-    if (!directed) {
-      const std::vector<double> backward = detail::surface_distances(tm, pm, n, spacing);
-      hd = backward.empty() ? std::numeric_limits<double>::infinity() : std::max(hd, detail::percentile(backward, percentile));
-    }
-    out[static_cast<size_t>(c)] = hd;
-  }
-  return out;
+  using Mask = std::vector<uint8_t>;
+  using Dims = std::array<int64_t, 3>;
+  return detail::per_class_distance(
+      prediction, truth, classes, "hausdorff_distance",
+      [&](const Mask& pm, const Mask& tm, const Dims& n) { return detail::surface_distances(pm, tm, n, spacing); },
+      [&](const std::vector<double>& forward, const Mask& pm, const Mask& tm, const Dims& n) {
+        const double hd = detail::percentile(forward, percentile);
+        if (directed) return hd;
+        const std::vector<double> backward = detail::surface_distances(tm, pm, n, spacing);
+        return backward.empty() ? std::numeric_limits<double>::infinity() : std::max(hd, detail::percentile(backward, percentile));
+      });
 }
 
 // Average surface distance of each class 1..classes-1 (prediction to truth, or both ways pooled
 // when symmetric), in the spacing's units.
 inline std::vector<double> average_surface_distance(const Tensor& prediction, const Tensor& truth, int64_t classes,
                                                     const std::array<double, 3>& spacing = {1, 1, 1}, bool symmetric = false) {
-  detail::same_shape(prediction, truth, "average_surface_distance");
-  const auto n = detail::dims3(prediction, "average_surface_distance");
-  const auto p = detail::labels_of(prediction, "average_surface_distance"), t = detail::labels_of(truth, "average_surface_distance");
-  std::vector<double> out(static_cast<size_t>(classes), std::numeric_limits<double>::quiet_NaN());
-  for (int64_t c = 1; c < classes; ++c) {
-    const auto pm = detail::mask_of(p, c), tm = detail::mask_of(t, c);
-    std::vector<double> d = detail::surface_distances(pm, tm, n, spacing);
-    if (symmetric) {
-      const std::vector<double> back = detail::surface_distances(tm, pm, n, spacing);
-      d.insert(d.end(), back.begin(), back.end());
-    }
-    if (d.empty()) {
-      if (std::any_of(tm.begin(), tm.end(), [](uint8_t x) { return x != 0; })) out[static_cast<size_t>(c)] = std::numeric_limits<double>::infinity();
-      continue;
-    }
-    double sum = 0;
-    for (double x : d) sum += x;
-    out[static_cast<size_t>(c)] = sum / double(d.size());
-  }
-  return out;
+  using Mask = std::vector<uint8_t>;
+  using Dims = std::array<int64_t, 3>;
+  return detail::per_class_distance(
+      prediction, truth, classes, "average_surface_distance",
+      [&](const Mask& pm, const Mask& tm, const Dims& n) {
+        std::vector<double> d = detail::surface_distances(pm, tm, n, spacing);
+        if (symmetric) {
+          const std::vector<double> back = detail::surface_distances(tm, pm, n, spacing);
+          d.insert(d.end(), back.begin(), back.end());
+        }
+        return d;
+      },
+      [](const std::vector<double>& d, const Mask&, const Mask&, const Dims&) {
+        double sum = 0;
+        for (double x : d) sum += x;
+        return sum / double(d.size());
+      });
 }
 
 }  // namespace vox::metrics
