@@ -83,6 +83,14 @@ TEST_CASE("a run writes metrics, checkpoints and curves; a resumed run ends wher
     INFO(name);
     CHECK(values(resumed.at(name)) == values(t));
   }
+  // a damaged run directory is refused with an error, not an exception from the C++ library
+  std::ofstream(stopped + "/metrics.csv") << "epoch,lr,loss,seconds\nx,0.01,1,1\n";
+  {
+    Net net = make_net();
+    optim::Adam adam(net.parameters(), {.lr = 1e-2});
+    train::Trainer trainer(net, adam, loader, ce(), {.epochs = 4, .run_dir = stopped, .progress = false});
+    CHECK_THROWS_WITH_AS(trainer.resume(), Contains("\"x\" is not a finite number"), Error);
+  }
   // the learning rate followed the schedule
   std::ifstream csv(straight + "/metrics.csv");
   std::string header, first;

@@ -73,7 +73,7 @@ inline bool is_integer(const std::string& s) { return !s.empty() && std::all_of(
 inline std::vector<std::string> names_by_value(const json::Value& object, const std::string& what) {
   std::map<int64_t, std::string> by_value;
   for (const auto& [key, value] : object.as_object(what.c_str())) {
-    if (is_integer(key)) by_value[std::stoll(key)] = value.as_string(what.c_str());
+    if (is_integer(key)) by_value[static_cast<int64_t>(io::parse_number(key, what + " key"))] = value.as_string(what.c_str());
     else by_value[value.as_int64(what.c_str())] = key;
   }
   std::vector<std::string> out;
@@ -273,10 +273,15 @@ class PreprocessCache {
     Sample s;
     s.image.voxels = st.at("image");
     if (st.tensors.count("label")) s.label.voxels = st.at("label");
+    auto meta = [&](const std::string& key) {
+      const auto it = st.metadata.find(key);
+      VOX_CHECK(it != st.metadata.end(), "PreprocessCache", path, " lacks \"", key, "\"; delete the cache folder to rebuild it");
+      return io::parse_number(it->second, path + " " + key);
+    };
     for (int a = 0; a < 3; ++a) {
-      s.image.spacing[a] = std::stod(st.metadata.at("spacing." + std::to_string(a)));
-      s.image.origin[a] = std::stod(st.metadata.at("origin." + std::to_string(a)));
-      for (int b = 0; b < 3; ++b) s.image.direction[a][b] = std::stod(st.metadata.at("direction." + std::to_string(a) + std::to_string(b)));
+      s.image.spacing[a] = meta("spacing." + std::to_string(a));
+      s.image.origin[a] = meta("origin." + std::to_string(a));
+      for (int b = 0; b < 3; ++b) s.image.direction[a][b] = meta("direction." + std::to_string(a) + std::to_string(b));
     }
     s.label.spacing = s.image.spacing, s.label.origin = s.image.origin, s.label.direction = s.image.direction;
     return s;

@@ -1,7 +1,9 @@
 #pragma once
 // Whole-file reads and atomic writes: a file is written under a temporary name in the same
 // directory and renamed into place, so a crash never leaves a half-written file behind.
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -20,6 +22,16 @@ inline std::vector<char> read_file(const std::string& path) {
   in.seekg(0);
   VOX_CHECK(size == 0 || in.read(data.data(), size).good(), "read_file", "cannot read ", path);
   return data;
+}
+
+// A number written as text (a CSV cell, safetensors metadata): the whole text must be one finite
+// number, else a vox::Error naming `what`.
+inline double parse_number(const std::string& text, const std::string& what) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  VOX_CHECK(!text.empty() && end == text.c_str() + text.size() && std::isfinite(v), "parse_number", what, ": \"", text,
+            "\" is not a finite number");
+  return v;
 }
 
 // Calls write(std::ofstream&) on a temporary file, then renames it to `path`.

@@ -97,12 +97,19 @@ class Trainer {
     model_.load_state_dict(model);
     optimizer_.load_state_dict(optimizer);
     if (!ema.empty()) ema_ = ema;
-    next_epoch_ = std::stoll(st.metadata.at("epoch")) + 1;
-    best_ = std::stod(st.metadata.at("best"));
-    since_best_ = std::stoll(st.metadata.at("since_best"));
+    auto meta = [&](const std::string& key, bool allow_nan = false) {
+      const auto it = st.metadata.find(key);
+      VOX_CHECK(it != st.metadata.end(), "Trainer", path, " lacks the metadata \"", key, "\"; it is not a vox training checkpoint");
+      if (allow_nan && (it->second == "nan" || it->second == "-nan")) return std::numeric_limits<double>::quiet_NaN();
+      if (allow_nan && (it->second == "inf" || it->second == "-inf")) return (it->second[0] == '-' ? -1.0 : 1.0) * std::numeric_limits<double>::infinity();
+      return io::parse_number(it->second, path + " metadata " + key);
+    };
+    next_epoch_ = static_cast<int64_t>(meta("epoch")) + 1;
+    best_ = meta("best", true);
+    since_best_ = static_cast<int64_t>(meta("since_best"));
     if (plateau_) {
       std::map<std::string, double> s;
-      for (const char* k : {"lr", "best", "bad", "cooldown_left"}) s[k] = std::stod(st.metadata.at(std::string("plateau.") + k));
+      for (const char* k : {"lr", "best", "bad", "cooldown_left"}) s[k] = meta(std::string("plateau.") + k, true);
       plateau_->load_state(s);
     }
     history_ = read_history();
@@ -277,10 +284,14 @@ class Trainer {
     std::vector<std::string> header = split(line);
     while (std::getline(in, line)) {
       const std::vector<std::string> cells = split(line);
+      const std::string where = o_.run_dir + "/metrics.csv";
+      VOX_CHECK(cells.size() >= 4, "Trainer", where, ": the row \"", line, "\" has fewer than 4 cells");
       EpochRecord r;
-      r.epoch = std::stoll(cells.at(0)), r.lr = std::stod(cells.at(1)), r.loss = std::stod(cells.at(2)), r.seconds = std::stod(cells.at(3));
+      r.epoch = static_cast<int64_t>(io::parse_number(cells[0], where + " epoch"));
+      r.lr = io::parse_number(cells[1], where + " lr"), r.loss = io::parse_number(cells[2], where + " loss");
+      r.seconds = io::parse_number(cells[3], where + " seconds");
       for (size_t c = 4; c < cells.size() && c < header.size(); ++c)
-        if (!cells[c].empty()) r.metrics[header[c]] = std::stod(cells[c]);
+        if (!cells[c].empty()) r.metrics[header[c]] = io::parse_number(cells[c], where + " " + header[c]);
       if (r.epoch < next_epoch_) out.push_back(r);
     }
     return out;
