@@ -1,8 +1,10 @@
-// JSON and safetensors: round trips, and malformed input rejected with a vox::Error that says
+// JSON, safetensors and line plots: round trips, and malformed input rejected with a vox::Error
 // what and where, never a crash.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
+#include <vox/io/plot.hpp>
 #include <vox/io/safetensors.hpp>
 
 #include "harness.hpp"
@@ -109,4 +111,32 @@ TEST_CASE("random corruptions of a valid file never crash the reader") {
     }
   }
   CHECK(rejected > 0);
+}
+
+TEST_CASE("line plots draw their title, tick values and curve with the bitmap font") {
+  // a glyph lands where it is put, pixel for pixel
+  io::Canvas c(12, 9, 0);
+  c.text(1, 1, "7", {255, 255, 255});
+  const auto& seven = io::plot_detail::glyph('7');
+  for (int64_t y = 0; y < 9; ++y)
+    for (int64_t x = 0; x < 12; ++x) {
+      const bool ink = y >= 1 && y < 8 && x >= 1 && x < 6 && seven[static_cast<size_t>(y - 1)][x - 1] == '#';
+      CHECK(c.pixels[static_cast<size_t>((y * 12 + x) * 3)] == (ink ? 255 : 0));
+    }
+  CHECK(io::plot_detail::glyph('L')[0] == io::plot_detail::glyph('l')[0]);  // capitals are drawn as lower case
+  CHECK(std::string(io::plot_detail::glyph('%')[3]) == ".....");             // unknown characters are blank
+  // the title holds exactly the ink of its glyphs; the tick values are drawn beside the axes
+  const io::Canvas plot = io::line_plot({{1, 0.5}, {2, 0.25}, {3, 0.125}}, {.title = "loss"});
+  int64_t title = 0, expected = 0;
+  for (size_t p = 0; p < plot.pixels.size(); p += 3)
+    title += plot.pixels[p] == io::kTitleColour[0] && plot.pixels[p + 1] == io::kTitleColour[1] && plot.pixels[p + 2] == io::kTitleColour[2];
+  for (char ch : std::string("loss"))
+    for (const char* row : io::plot_detail::glyph(ch)) expected += std::count(row, row + 5, '#');
+  CHECK(title == expected);
+  CHECK(io::tick_label(0.125) == "0.125");
+  CHECK(io::tick_label(-0.0) == "0");
+  int64_t left_ink = 0;  // y tick labels live left of the axis
+  for (int64_t y = 0; y < plot.height; ++y)
+    for (int64_t x = 0; x < 50; ++x) left_ink += plot.pixels[static_cast<size_t>((y * plot.width + x) * 3)] == 200;
+  CHECK(left_ink > 5 * 15);
 }

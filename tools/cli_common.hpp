@@ -14,7 +14,7 @@
 
 using namespace vox;
 
-// A command used wrongly: status 2 and the usage text.
+// A command used wrongly: status 2 and one line (vox --help gives the usage).
 struct UsageError {
   std::string message;
 };
@@ -83,6 +83,16 @@ inline int64_t parse_count(const std::string& text, const std::string& option) {
   } catch (const std::exception&) {
   }
   throw UsageError{option + " takes a whole number, got " + text};
+}
+
+inline double parse_real(const std::string& text, const std::string& option) {
+  try {
+    size_t used = 0;
+    const double v = std::stod(text, &used);
+    if (used == text.size() && std::isfinite(v)) return v;
+  } catch (const std::exception&) {
+  }
+  throw UsageError{option + " takes a number, got " + text};
 }
 
 inline std::string json_number(double v) {

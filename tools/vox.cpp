@@ -9,10 +9,12 @@
 //   vox phantom OUT [--size N]    the 3-D Shepp-Logan phantom as NIfTI
 //   vox preview IMAGE OUT.png [--label L] [--slices N]
 //                 axial, coronal and sagittal slices of a NIfTI or DICOM image, the label over it
-//   vox train (--data DIR | --synthetic) [--run DIR] [--epochs N] [--iterations N] [--patch X,Y,Z]
-//             [--batch B] [--lr LR] [--channels C1,C2,...] [--spacing S] [--no-augment] [--seed S] [--resume]
+//   vox train [--config FILE.json] (--data DIR | --synthetic) [--task segment|classify] [--arch NAME]
+//             [--run DIR] [--epochs N] [--iterations N] [--patch X,Y,Z] [--batch B] [--lr LR]
+//             [--channels C1,C2,...] [--spacing S] [--no-augment] [--seed S] [--resume]
 //   vox infer --model RUN (or --arch monai-unet --weights W.safetensors --classes C) --input FILE_OR_DICOM
-//             --output OUT.nii.gz [--overlap 0.5] [--tta] [--png PREVIEW.png] [--logits] [--no-window]
+//             --output OUT.nii.gz [--overlap 0.5] [--sw-batch B] [--tta] [--png PREVIEW.png] [--logits]
+//             [--no-window] [--largest-component] [--min-size N]
 //   vox demo [--dir DIR] [--epochs N] [--iterations N]   the main job on built-in data
 //   vox evaluate --pred P --gt G [--classes C] [--csv]
 //                 per-class Dice, HD95 and ASD (mm) of a predicted label map against the truth
@@ -35,7 +37,7 @@
 #include <vox/train/metrics.hpp>
 
 #include "cli_common.hpp"
-#include "run_commands.hpp"
+#include "infer_command.hpp"
 
 using namespace vox;
 
@@ -63,12 +65,22 @@ const char* kUsage =
     "  vox phantom OUT          the 3-D Shepp-Logan phantom, N^3 voxels (--size N, default 128)\n"
     "  vox preview IMAGE OUT.png  axial, coronal and sagittal slices as PNG; --label L draws a label\n"
     "                           map over them; --slices N per view (default 3)\n"
-    "  vox train                train a segmentation U-Net on an MSD-layout dataset (--data DIR) or on\n"
-    "                           built-in synthetic data (--synthetic); writes a run directory (--run DIR)\n"
-    "      --epochs N --iterations N --patch X,Y,Z --batch B --lr LR --channels 16,32,64,128,256\n"
-    "      --spacing S (resample first) --no-augment --seed S --resume (continue the run) --threads T\n"
+    "  vox train                train on an MSD-layout dataset (--data DIR) or on built-in synthetic data\n"
+    "                           (--synthetic); writes a run directory (--run DIR, default runs/latest)\n"
+    "      --task segment|classify   segmentation (label maps) or classification (dataset.json gives each\n"
+    "                           image's class as a number, e.g. \"label\": 1); default segment\n"
+    "      --arch NAME          monai-unet (default), attention-unet, unet3d, nnunet; resnet3d-10/18/34/50\n"
+    "                           for classification (default resnet3d-18)\n"
+    "      --epochs N --iterations N --patch X,Y,Z (the window; a classifier's input size, default 32)\n"
+    "      --batch B --lr LR --channels C1,C2,... (widths per level) --spacing S (resample first)\n"
+    "      --no-augment --seed S --threads T --resume (continue the run)\n"
+    "      --config FILE.json   the same settings as JSON keys (data, synthetic, run, task, arch, channels,\n"
+    "                           patch, spacing, epochs, iterations, batch, lr, val_fraction, augment, seed,\n"
+    "                           threads); flags override it; each run keeps its own as RUN/train.json\n"
     "  vox infer                --model RUN --input FILE_OR_DICOM_DIR --output OUT.nii.gz\n"
-    "      [--overlap 0.5] [--tta] [--png PREVIEW.png] [--logits] [--no-window];\n"
+    "      [--overlap 0.5] [--sw-batch 1] (windows per forward) [--tta] [--png PREVIEW.png] [--logits]\n"
+    "      [--no-window] [--largest-component] (each class's largest connected part) [--min-size N] (drop smaller parts);\n"
+    "      a classifier's run prints the class and probabilities as JSON (and writes them to --output);\n"
     "      or --arch monai-unet --weights W.safetensors --classes C [--channels ...] [--patch ...]\n"
     "      for weights saved from a PyTorch/MONAI state_dict (fed nibabel's voxel order, not normalised\n"
     "      unless --normalize zscore)\n"
@@ -381,25 +393,34 @@ bool take_model_option(const std::vector<std::string>& args, size_t& i, run_comm
     const auto p = parse_sizes(value(), a);
     c.patch = {p[0], p[1], p[2]};
   } else if (a == "--spacing") {
-    const double v = std::stod(value());
+    const double v = parse_real(value(), a);
     if (!(v > 0)) throw UsageError{"--spacing must be positive"};
     c.spacing = {v, v, v};
   } else if (a == "--classes") c.classes = parse_count(value(), a);
+  else if (a == "--task") c.task = value();
   else return false;
   return true;
 }
 
 int train_command(const std::vector<std::string>& args) {
   run_commands::TrainArgs t;
-  t.run = "runs/latest";
+  // a JSON config first, so that the flags override it wherever they stand
+  for (size_t i = 0; i < args.size(); ++i)
+    if (args[i] == "--config") {
+      if (i + 1 >= args.size()) throw UsageError{"--config needs a JSON file"};
+      t.apply_json(args[i + 1]);
+    }
   for (size_t i = 0; i < args.size(); ++i) {
-    if (take_model_option(args, i, t.config)) continue;
     const std::string& a = args[i];
+    if (a == "--arch") t.arch_given = true;
+    if (a == "--patch") t.patch_given = true;
+    if (take_model_option(args, i, t.config)) continue;
     auto value = [&]() -> const std::string& {
       if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
       return args[++i];
     };
-    if (a == "--data") t.data = value();
+    if (a == "--config") ++i;
+    else if (a == "--data") t.data = value();
     else if (a == "--synthetic") t.synthetic = true;
     else if (a == "--run") t.run = value();
     else if (a == "--epochs") t.epochs = parse_count(value(), a);
@@ -407,15 +428,11 @@ int train_command(const std::vector<std::string>& args) {
     else if (a == "--batch") t.batch = parse_count(value(), a);
     else if (a == "--threads") t.threads = parse_count(value(), a);
     else if (a == "--seed") t.seed = static_cast<uint64_t>(parse_count(value(), a));
-    else if (a == "--lr") t.lr = std::stod(value());
+    else if (a == "--lr") t.lr = parse_real(value(), a);
     else if (a == "--no-augment") t.augment = false;
     else if (a == "--resume") t.resume = true;
-    else if (a == "--task") {
-      if (value() != "segment") throw UsageError{"--task: only segment is available yet (classification arrives with later work)"};
-    } else throw UsageError{"unknown option " + a};
+    else throw UsageError{"unknown option " + a};
   }
-  if (t.synthetic == !t.data.empty()) throw UsageError{"train needs exactly one of --data DIR and --synthetic"};
-  if (t.epochs < 1 || t.iterations < 1 || t.batch < 1) throw UsageError{"--epochs, --iterations and --batch must be at least 1"};
   run_commands::train_run(t);
   return 0;
 }
@@ -435,21 +452,27 @@ int infer(const std::vector<std::string>& args) {
     else if (a == "--input") f.input = value();
     else if (a == "--output") f.output = value();
     else if (a == "--png") f.png = value();
-    else if (a == "--overlap") f.overlap = std::stod(value());
+    else if (a == "--overlap") f.overlap = parse_real(value(), a);
+    else if (a == "--sw-batch") f.windows_per_batch = parse_count(value(), a);
     else if (a == "--tta") f.tta = true;
     else if (a == "--logits") f.logits = true;
     else if (a == "--no-window") f.no_window = true;
+    else if (a == "--largest-component") f.largest_component = true;
+    else if (a == "--min-size") f.min_size = parse_count(value(), a);
     else if (a == "--normalize") {
       f.normalization = value();
       if (f.normalization != "zscore" && f.normalization != "none") throw UsageError{"--normalize takes zscore or none"};
-    }
-    else throw UsageError{"unknown option " + a};
+    } else throw UsageError{"unknown option " + a};
   }
   if (f.model.empty() == f.weights.empty()) throw UsageError{"infer needs --model RUN, or --weights W.safetensors with --arch and --classes"};
-  if (f.input.empty() || f.output.empty()) throw UsageError{"infer needs --input and --output"};
+  if (f.input.empty()) throw UsageError{"infer needs --input"};
+  const bool classify = f.weights.empty() ? run_commands::RunConfig::load(f.model).task == "classify" : f.config.task == "classify";
+  if (f.output.empty() && !classify) throw UsageError{"infer needs --output OUT.nii.gz"};
   if (!(f.overlap >= 0 && f.overlap < 1)) throw UsageError{"--overlap must be in [0, 1)"};
+  if (f.windows_per_batch < 1) throw UsageError{"--sw-batch must be at least 1"};
+  if (f.logits && (f.largest_component || f.min_size > 0)) throw UsageError{"post-processing (--largest-component, --min-size) needs labels, not --logits"};
   run_commands::infer_one(f, input);
-  std::cout << "wrote " << f.output << (f.png.empty() ? "" : " and " + f.png) << "\n";
+  if (!classify) std::cout << "wrote " << f.output << (f.png.empty() ? "" : " and " + f.png) << "\n";
   return 0;
 }
 
@@ -468,7 +491,7 @@ int demo(const std::vector<std::string>& args) {
     else if (a == "--epochs") t.epochs = parse_count(value(), a);
     else if (a == "--iterations") t.iterations = parse_count(value(), a);
     else if (a == "--threads") t.threads = parse_count(value(), a);
-    else if (a == "--lr") t.lr = std::stod(value());
+    else if (a == "--lr") t.lr = parse_real(value(), a);
     else throw UsageError{"unknown option " + a};
   }
   const auto start = std::chrono::steady_clock::now();
@@ -530,7 +553,7 @@ int main(int argc, char** argv) {
     if (args[0] == "demo") return demo(rest);
     throw UsageError{"unknown command \"" + args[0] + "\""};
   } catch (const UsageError& e) {
-    std::cerr << "vox: " << e.message << "\n" << kUsage;
+    std::cerr << "vox: " << e.message << " (vox --help lists the commands and options)\n";
     return 2;
   } catch (const Error& e) {
     std::cerr << "vox: " << one_line(e.what()) << "\n";

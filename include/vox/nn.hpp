@@ -7,6 +7,7 @@
 #include "vox/nn/models/attention_unet.hpp"
 #include "vox/nn/models/monai_unet.hpp"
 #include "vox/nn/models/nnunet.hpp"
+#include "vox/nn/models/registry.hpp"
 #include "vox/nn/models/resnet.hpp"
 #include "vox/nn/models/unet3d.hpp"
 #include "vox/nn/module.hpp"

@@ -195,10 +195,88 @@ assert p.shape == i.shape and np.allclose(p.affine, i.affine), (p.shape, i.shape
 assert set(np.unique(np.asarray(p.dataobj))) <= {0, 1}
 print("prediction on the input grid")
 PY
-set +e
-err="$("$vox" infer --model "$tmp/nowhere" --input "$tmp/tiny/imagesTs/spheres_004.nii.gz" --output "$tmp/x.nii.gz" 2>&1)"; status=$?
-set -e
-[ "$status" -eq 1 ] && grep -q "not a run directory" <<<"$err" || fail "infer without a run: $status $err"
+"$vox" infer --model "$tmp/run" --input "$tmp/tiny/imagesTs/spheres_004.nii.gz" --output "$tmp/post.nii.gz" --largest-component --min-size 5
+/usr/bin/python3 - "$tmp/post.nii.gz" <<'PY' || fail "--largest-component leaves one connected part per class"
+import sys
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+labels = np.asarray(nib.load(sys.argv[1]).dataobj)
+for c in np.unique(labels)[1:]:
+    assert ndimage.label(labels == c, structure=np.ones((3, 3, 3)))[1] == 1, c
+print("post-processed prediction: one component per class")
+PY
+
+# a JSON config gives the same settings as flags; flags override it; the run keeps train.json
+cat > "$tmp/train.json" <<JSON
+{"data": "$tmp/tiny", "run": "$tmp/run_config", "arch": "unet3d", "channels": [4, 8], "patch": [16, 16, 16],
+ "epochs": 3, "iterations": 1, "batch": 1, "seed": 3}
+JSON
+"$vox" train --config "$tmp/train.json" --epochs 1 > "$tmp/config.log"
+grep -q "training unet3d" "$tmp/config.log" || fail "--config arch"
+[ "$(wc -l < "$tmp/run_config/metrics.csv")" -eq 2 ] || fail "--epochs after --config overrides it"
+/usr/bin/python3 - "$tmp/run_config/train.json" <<'PY' || fail "train.json records the settings"
+import json, sys
+t = json.load(open(sys.argv[1]))
+assert t["arch"] == "unet3d" and t["channels"] == [4, 8] and t["epochs"] == 1 and t["seed"] == 3, t
+PY
+
+# classification: ResNet3D on the built-in shapes, then one volume classified as JSON
+"$vox" train --task classify --synthetic --run "$tmp/classify" --epochs 1 --iterations 2 --batch 2 --channels 4,4,8,8 > "$tmp/classify.log"
+cat "$tmp/classify.log"
+grep -q "training resnet3d-18 .* to classify" "$tmp/classify.log" || fail "classify trains resnet3d-18"
+grep -q "accuracy .*auc" "$tmp/classify.log" || fail "classification validation reports accuracy and AUC"
+grep -q "held-out volumes: accuracy" "$tmp/classify.log" || fail "held-out classification scores"
+[ -f "$tmp/classify/test_metrics.json" ] || fail "test_metrics.json"
+out="$("$vox" infer --model "$tmp/classify" --input "$tmp/classify/synthetic-data/imagesTs/shape_064.nii.gz" --output "$tmp/class.json")"
+echo "$out"
+/usr/bin/python3 - "$tmp/class.json" <<'PY' || fail "classification output"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["class"] in (0, 1) and r["name"] in ("sphere", "cube") and abs(sum(r["probabilities"]) - 1) < 1e-5, r
+PY
+
+# bad input: a last line "vox: ..." and a non-zero status (1 for bad data, 2 for a misused command)
+expect_error() {  # STATUS PATTERN COMMAND...
+  local want="$1" pattern="$2" status err
+  shift 2
+  set +e
+  err="$("$@" 2>&1 >/dev/null)"; status=$?
+  set -e
+  [ "$status" -eq "$want" ] || fail "$* gave status $status, not $want: $err"
+  # progress lines may come first; the error is the last line, and a single one
+  [ "$(grep -c -e "$pattern" <<<"$err")" -eq 1 ] && tail -1 <<<"$err" | grep -q -e "^vox: .*$pattern" || fail "$* said: $err"
+  echo "refused as expected: $(tail -1 <<<"$err")"
+}
+image="$tmp/tiny/imagesTs/spheres_004.nii.gz"
+expect_error 1 "not a run directory" "$vox" infer --model "$tmp/nowhere" --input "$image" --output "$tmp/x.nii.gz"
+expect_error 1 "cannot open" "$vox" infer --model "$tmp/run" --input "$tmp/missing.nii.gz" --output "$tmp/x.nii.gz"
+expect_error 1 "has no dataset.json" "$vox" train --data "$tmp/nowhere" --run "$tmp/bad_run"
+expect_error 2 "unknown option --colour" "$vox" train --synthetic --colour red
+expect_error 2 "--lr takes a number, got fast" "$vox" train --synthetic --lr fast
+expect_error 2 "--arch takes monai-unet" "$vox" train --data "$tmp/tiny" --run "$tmp/bad_run" --arch vgg
+echo '{"epoch": 3}' > "$tmp/typo.json"
+expect_error 1 "unknown key \"epoch\"" "$vox" train --config "$tmp/typo.json"
+cp -r "$tmp/tiny" "$tmp/mismatch"
+/usr/bin/python3 - "$tmp/mismatch" <<'PY'
+import json, os, sys
+import nibabel as nib
+import numpy as np
+root = sys.argv[1]
+d = json.load(open(os.path.join(root, "dataset.json")))
+first, second = d["training"][0]["label"], d["training"][1]["label"]
+img = nib.load(os.path.join(root, first))
+nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:20], img.affine), os.path.join(root, first))   # geometry mismatch
+img = nib.load(os.path.join(root, second))
+data = np.asarray(img.dataobj).copy(); data[0, 0, 0] = 7                                            # a label above the classes
+nib.save(nib.Nifti1Image(data, img.affine), os.path.join(root, second))
+PY
+expect_error 1 "differ in size" "$vox" train --data "$tmp/mismatch" --run "$tmp/bad_run" --patch 16,16,16 --channels 4,8,16
+rm -rf "$tmp/mismatch/.vox-cache"; cp "$tmp/tiny/labelsTr/spheres_000.nii.gz" "$tmp/mismatch/labelsTr/"
+expect_error 1 "label value 7" "$vox" train --data "$tmp/mismatch" --run "$tmp/bad_run" --patch 16,16,16 --channels 4,8,16
+cp -r "$tmp/run" "$tmp/corrupt"
+head -c 1000 "$tmp/run/checkpoint_best.safetensors" > "$tmp/corrupt/checkpoint_best.safetensors"
+expect_error 1 "safetensors" "$vox" infer --model "$tmp/corrupt" --input "$image" --output "$tmp/x.nii.gz"
 
 # PyTorch/MONAI weights: vox infer --logits --no-window equals MONAI's UNet run by PyTorch on
 # the same NIfTI volume (fed in nibabel's axis order), within 1e-4

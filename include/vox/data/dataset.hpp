@@ -41,7 +41,8 @@
 namespace vox::data {
 
 struct DatasetCase {
-  std::string id, image, label;  // label empty for unlabelled cases
+  std::string id, image, label;  // label: a label map's path; empty for unlabelled or classification cases
+  int64_t class_index = -1;      // classification: the case's class; -1 when it has none
 };
 
 struct MsdDataset {
@@ -50,6 +51,8 @@ struct MsdDataset {
   std::vector<std::string> label_names;  // by label value
   std::vector<DatasetCase> training, test;
   int64_t classes() const { return static_cast<int64_t>(label_names.size()); }
+  // A classification dataset: each training case has a class (a number as its "label").
+  bool classification() const { return !training.empty() && training.front().class_index >= 0; }
 };
 
 namespace dataset_detail {
@@ -104,13 +107,27 @@ inline MsdDataset load_msd_dataset(const std::string& root) {
   d.label_names = names_by_value(*labels, "labels");
   VOX_CHECK(d.classes() >= 2, "dataset", json_path, ": at least background and one class are needed");
   if (const json::Value* training = doc.find("training")) {
-    for (const json::Value& c : training->as_array("training")) {
+    // {"image": path, "label": path} for segmentation, {"image": path, "label": class} for classification
+    auto entry = [&](const json::Value& c, const char* list) {
       const json::Value *image = c.find("image"), *label = c.find("label");
-      VOX_CHECK(image && label, "dataset", json_path, ": a training entry lacks \"image\" or \"label\"");
-      d.training.push_back({stem_of(image->as_string()), resolve(root, image->as_string()), resolve(root, label->as_string())});
-    }
+      VOX_CHECK(image && label, "dataset", json_path, ": a \"", list, "\" entry lacks \"image\" or \"label\"");
+      DatasetCase out{stem_of(image->as_string()), resolve(root, image->as_string()), "", -1};
+      if (label->is_number()) {
+        out.class_index = label->as_int64("label");
+        VOX_CHECK(out.class_index >= 0 && out.class_index < d.classes(), "dataset", json_path, ": ", out.id, " has class ",
+                  out.class_index, " but \"labels\" names ", d.classes(), " classes (0 to ", d.classes() - 1, ")");
+      } else {
+        out.label = resolve(root, label->as_string("label"));
+      }
+      return out;
+    };
+    for (const json::Value& c : training->as_array("training")) d.training.push_back(entry(c, "training"));
+    for (const DatasetCase& c : d.training)
+      VOX_CHECK((c.class_index >= 0) == (d.training.front().class_index >= 0), "dataset", json_path,
+                ": training entries mix label maps and class numbers (", d.training.front().id, " and ", c.id, ")");
     if (const json::Value* test = doc.find("test"))
-      for (const json::Value& t : test->as_array("test")) d.test.push_back({stem_of(t.as_string()), resolve(root, t.as_string()), ""});
+      for (const json::Value& t : test->as_array("test"))
+        d.test.push_back(t.is_object() ? entry(t, "test") : DatasetCase{stem_of(t.as_string()), resolve(root, t.as_string()), "", -1});
   } else {
     // nnU-Net v2: labelsTr/<id><ending>, imagesTr/<id>_0000<ending> (one file per channel; vox reads _0000)
     const json::Value* ending = doc.find("file_ending");
@@ -301,12 +318,47 @@ struct LoaderOptions {
   int threads = 0;  // 0: one per hardware thread
 };
 
-// A batch: image [B, D, H, W, C] f32 and label [B, D, H, W] u8 (patch-sized, channels last).
+// A batch: image [B, D, H, W, C] f32 and label [B, D, H, W] u8 (patch-sized, channels last), or
+// label [B] u8 (the class of each item) for classification.
 struct Batch {
   Tensor image, label;
 };
 
-class PatchLoader {
+// What the trainer draws batches from. A batch is a pure function of (epoch, index), so that a
+// resumed run sees the batches the uninterrupted one would have.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual Batch batch(int64_t epoch, int64_t index) const = 0;
+
+  // Batches of one epoch in order, each prepared while the previous one is being used.
+  class Epoch {
+   public:
+    Epoch(const BatchSource& loader, int64_t epoch, int64_t batches) : loader_(loader), epoch_(epoch), batches_(batches) {
+      if (batches_ > 0) next_ = prepare(0);
+    }
+    bool done() const { return index_ >= batches_; }
+    Batch next() {
+      VOX_CHECK(!done(), "BatchSource::Epoch", "all ", batches_, " batches were taken");
+      Batch current = next_.get();
+      if (++index_ < batches_) next_ = prepare(index_);
+      return current;
+    }
+
+   private:
+    // (captures no `this`, so an Epoch may be moved while a batch is being prepared)
+    std::future<Batch> prepare(int64_t index) {
+      return std::async(std::launch::async, [&loader = loader_, epoch = epoch_, index] { return loader.batch(epoch, index); });
+    }
+    const BatchSource& loader_;
+    int64_t epoch_, batches_, index_ = 0;
+    std::future<Batch> next_;
+  };
+  Epoch epoch(int64_t epoch, int64_t batches) const { return Epoch(*this, epoch, batches); }
+
+};
+
+class PatchLoader : public BatchSource {
  public:
   PatchLoader(std::vector<Sample> cases, LoaderOptions options) : cases_(std::move(cases)), o_(std::move(options)) {
     VOX_CHECK(!cases_.empty(), "PatchLoader", "no cases");
@@ -318,7 +370,7 @@ class PatchLoader {
   }
 
   // Batch `index` of `epoch`: the same for any thread count.
-  Batch batch(int64_t epoch, int64_t index) const {
+  Batch batch(int64_t epoch, int64_t index) const override {
     const int64_t b = o_.batch_size, channels = cases_[0].image.channels();
     const Index3& p = o_.patch;
     Batch out{empty({b, p[2], p[1], p[0], channels}, DType::f32), empty({b, p[2], p[1], p[0]}, DType::u8)};
@@ -355,31 +407,6 @@ class PatchLoader {
     if (error) std::rethrow_exception(error);
     return out;
   }
-
-  // Batches of one epoch in order, each prepared while the previous one is being used.
-  class Epoch {
-   public:
-    Epoch(const PatchLoader& loader, int64_t epoch, int64_t batches) : loader_(loader), epoch_(epoch), batches_(batches) {
-      if (batches_ > 0) next_ = prepare(0);
-    }
-    bool done() const { return index_ >= batches_; }
-    Batch next() {
-      VOX_CHECK(!done(), "PatchLoader::Epoch", "all ", batches_, " batches were taken");
-      Batch current = next_.get();
-      if (++index_ < batches_) next_ = prepare(index_);
-      return current;
-    }
-
-   private:
-    // (captures no `this`, so an Epoch may be moved while a batch is being prepared)
-    std::future<Batch> prepare(int64_t index) {
-      return std::async(std::launch::async, [&loader = loader_, epoch = epoch_, index] { return loader.batch(epoch, index); });
-    }
-    const PatchLoader& loader_;
-    int64_t epoch_, batches_, index_ = 0;
-    std::future<Batch> next_;
-  };
-  Epoch epoch(int64_t epoch, int64_t batches) const { return Epoch(*this, epoch, batches); }
 
   const std::vector<Sample>& cases() const { return cases_; }
 

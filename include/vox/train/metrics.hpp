@@ -113,6 +113,34 @@ inline double roc_auc(const std::vector<double>& scores, const std::vector<int64
   return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives);
 }
 
+// ROC AUC of class probabilities [N, C] against classes [N]: with two classes, that of the
+// second class's score; with more, the mean of each class against the rest over the classes that
+// occur and do not make up every sample (MONAI's compute_roc_auc, average="macro"). NaN when no
+// class can be scored.
+inline double roc_auc_of_probabilities(const Tensor& probabilities, const std::vector<int64_t>& truth) {
+  VOX_CHECK(probabilities.rank() == 2 && probabilities.size(0) == static_cast<int64_t>(truth.size()), "roc_auc",
+            "probabilities must be [N, C] for N = ", truth.size(), " samples, got ", probabilities.shape());
+  const int64_t n = probabilities.size(0), classes = probabilities.size(1);
+  const std::vector<double> p = probabilities.contiguous().to_vector<double>();
+  auto one_vs_rest = [&](int64_t c) -> double {
+    std::vector<double> scores(static_cast<size_t>(n));
+    std::vector<int64_t> positive(static_cast<size_t>(n));
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      scores[static_cast<size_t>(i)] = p[static_cast<size_t>(i * classes + c)];
+      count += positive[static_cast<size_t>(i)] = truth[static_cast<size_t>(i)] == c;
+    }
+    if (count == 0 || count == n) return std::numeric_limits<double>::quiet_NaN();
+    return roc_auc(scores, positive);
+  };
+  if (classes == 2) return one_vs_rest(1);
+  double sum = 0;
+  int64_t scored = 0;
+  for (int64_t c = 0; c < classes; ++c)
+    if (const double a = one_vs_rest(c); !std::isnan(a)) sum += a, ++scored;
+  return scored ? sum / double(scored) : std::numeric_limits<double>::quiet_NaN();
+}
+
 // ---- surface distances
 
 namespace detail {

@@ -1,5 +1,5 @@
 #pragma once
-// The training loop: epochs of iterations over a PatchLoader, validation, checkpoints, resume.
+// The training loop: epochs of iterations over a BatchSource (PatchLoader, VolumeLoader), validation, checkpoints, resume.
 //
 //   - Each iteration: the loss of a batch, backward; every `accumulate` iterations the gradients
 //     are clipped to `clip_norm` (nnU-Net's 12; 0: off) and the optimizer steps. An optional EMA
@@ -32,7 +32,7 @@
 
 #include "vox/data/dataset.hpp"
 #include "vox/io/json.hpp"
-#include "vox/io/png.hpp"
+#include "vox/io/plot.hpp"
 #include "vox/io/safetensors.hpp"
 #include "vox/nn/module.hpp"
 #include "vox/optim/clip.hpp"
@@ -68,7 +68,7 @@ class Trainer {
   using Validate = std::function<std::map<std::string, double>(nn::Module& model)>;
   using Schedule = std::function<double(int64_t epoch)>;
 
-  Trainer(nn::Module& model, optim::Optimizer& optimizer, const data::PatchLoader& loader, LossFn loss, TrainerOptions o)
+  Trainer(nn::Module& model, optim::Optimizer& optimizer, const data::BatchSource& loader, LossFn loss, TrainerOptions o)
       : model_(model), optimizer_(optimizer), loader_(loader), loss_(std::move(loss)), o_(std::move(o)) {
     VOX_CHECK(o_.epochs >= 1 && o_.iterations_per_epoch >= 1 && o_.accumulate >= 1 && o_.validate_every >= 1, "Trainer",
               "epochs, iterations_per_epoch, accumulate and validate_every must be positive");
@@ -308,46 +308,18 @@ class Trainer {
     return cells;
   }
 
-  // A line plot of one series per epoch, as PNG: the curve in white on a dark grid.
-  void plot(const std::string& name, const std::vector<std::pair<double, double>>& points) const {
-    if (points.size() < 2) return;
-    const int64_t w = 480, h = 240, margin = 12;
-    std::vector<uint8_t> px(static_cast<size_t>(w * h * 3), 24);
-    double x0 = points.front().first, x1 = points.back().first, y0 = INFINITY, y1 = -INFINITY;
-    for (const auto& [x, y] : points)
-      if (std::isfinite(y)) y0 = std::min(y0, y), y1 = std::max(y1, y);
-    if (!(y1 > y0)) y1 = y0 + 1;
-    auto put = [&](int64_t x, int64_t y, uint8_t r, uint8_t g, uint8_t b) {
-      if (x < 0 || y < 0 || x >= w || y >= h) return;
-      uint8_t* p = &px[static_cast<size_t>((y * w + x) * 3)];
-      p[0] = r, p[1] = g, p[2] = b;
-    };
-    for (int g = 0; g <= 4; ++g)  // grid lines at quarters
-      for (int64_t x = margin; x < w - margin; ++x) put(x, margin + (h - 2 * margin) * g / 4, 60, 60, 60);
-    auto to_pixel = [&](double x, double y) {
-      return std::pair<int64_t, int64_t>{margin + std::llround((x - x0) / std::max(x1 - x0, 1e-12) * double(w - 2 * margin - 1)),
-                                         h - margin - 1 - std::llround((y - y0) / (y1 - y0) * double(h - 2 * margin - 1))};
-    };
-    for (size_t i = 1; i < points.size(); ++i) {
-      if (!std::isfinite(points[i - 1].second) || !std::isfinite(points[i].second)) continue;
-      const auto [ax, ay] = to_pixel(points[i - 1].first, points[i - 1].second);
-      const auto [bx, by] = to_pixel(points[i].first, points[i].second);
-      const int64_t steps = std::max({std::abs(bx - ax), std::abs(by - ay), int64_t{1}});
-      for (int64_t s = 0; s <= steps; ++s)
-        put(ax + (bx - ax) * s / steps, ay + (by - ay) * s / steps, 240, 240, 240);
-    }
-    io::write_png((std::filesystem::path(o_.run_dir) / (name + ".png")).string(), px, w, h, 3);
-  }
-
+  // loss.png and <monitor>.png, against the epoch counted from 1 as printed
   void plot_curves() const {
     std::vector<std::pair<double, double>> loss, monitored;
     for (const EpochRecord& r : history_) {
-      loss.push_back({double(r.epoch), r.loss});
+      loss.push_back({double(r.epoch + 1), r.loss});
       const auto it = r.metrics.find(o_.monitor);
-      if (it != r.metrics.end()) monitored.push_back({double(r.epoch), it->second});
+      if (it != r.metrics.end()) monitored.push_back({double(r.epoch + 1), it->second});
     }
-    plot("loss", loss);
-    plot(o_.monitor, monitored);
+    for (const auto& [name, points] : {std::pair{std::string("loss"), loss}, std::pair{o_.monitor, monitored}})
+      if (points.size() >= 2)
+        io::write_line_plot((std::filesystem::path(o_.run_dir) / (name + ".png")).string(), points,
+                            {.title = (name == "loss" ? "training loss" : "validation " + name)});
   }
 
   static double seconds_since(std::chrono::steady_clock::time_point t) {
@@ -375,7 +347,7 @@ class Trainer {
 
   nn::Module& model_;
   optim::Optimizer& optimizer_;
-  const data::PatchLoader& loader_;
+  const data::BatchSource& loader_;
   LossFn loss_;
   TrainerOptions o_;
   Schedule schedule_;

@@ -1,0 +1,118 @@
+// `vox infer`: a trained run (or PyTorch/MONAI weights) on one image. Segmentation writes the
+// labels (or logits) with the input's geometry, after optional post-processing; classification
+// prints the class and its probabilities as JSON.
+#pragma once
+
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include <vox/data/classification.hpp>
+#include <vox/data/preview.hpp>
+#include <vox/train/inference.hpp>
+#include <vox/train/postprocess.hpp>
+
+#include "train_command.hpp"
+
+namespace run_commands {
+
+// A case read and normalised as the run's config says: [D, H, W, C] f32 on the training spacing.
+inline io::Image prepare(io::Image image, const RunConfig& c) {
+  if (c.spacing[0] > 0) image = data::resample_to_spacing(image, c.spacing, data::Interpolation::linear);
+  if (c.normalization == "ct") image.voxels = data::ct_normalize(image.voxels, c.ct);
+  else if (c.normalization == "zscore") image.voxels = data::z_score(image.voxels);
+  else image.voxels = image.voxels.to(DType::f32);
+  if (image.voxels.rank() == 3) image.voxels = image.voxels.reshape({image.depth(), image.height(), image.width(), 1});
+  return image;
+}
+
+struct InferArgs {
+  std::string model, input, output, png, weights;
+  std::string normalization;  // empty: the run's (none for --weights); or zscore, none
+  double overlap = 0.5;
+  int64_t windows_per_batch = 1;  // MONAI's sw_batch_size
+  bool tta = false, logits = false, no_window = false;
+  bool largest_component = false;  // keep each class's largest connected component
+  int64_t min_size = 0;            // remove components smaller than this many voxels
+  RunConfig config;  // with --weights: the architecture given on the command line
+};
+
+struct Classification {
+  int64_t label = 0;
+  std::vector<double> probabilities;
+};
+
+inline Classification classify_one(const InferArgs& a, const RunConfig& config, const nn::models::AnyModel& model) {
+  const io::Image volume = data::prepare_volume(read_image(a.input, {}), config.patch);
+  const Tensor p = classify_volumes(model, {volume});
+  Classification c{0, p.to_vector<double>()};
+  c.label = std::max_element(c.probabilities.begin(), c.probabilities.end()) - c.probabilities.begin();
+  std::string json = "{\"input\": " + json::quote(a.input) + ", \"class\": " + std::to_string(c.label);
+  if (static_cast<size_t>(c.label) < config.class_names.size()) json += ", \"name\": " + json::quote(config.class_names[static_cast<size_t>(c.label)]);
+  json += ", \"probabilities\": " + json_list(c.probabilities) + "}\n";
+  std::cout << json;
+  if (!a.output.empty()) io::write_file_atomically(a.output, [&](std::ofstream& out) { out << json; });
+  return c;
+}
+
+// Predicts one image; writes the labels (or logits) with the input's geometry. Returns the labels.
+inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
+  RunConfig config = a.weights.empty() ? RunConfig::load(a.model) : a.config;
+  if (!a.weights.empty()) config.normalization = "none";  // a PyTorch model's inputs are its user's business
+  if (!a.normalization.empty()) config.normalization = a.normalization;
+  nn::models::AnyModel model = make_model(config);
+  // --weights: a PyTorch/MONAI state_dict
+  model.module->load_state_dict(a.weights.empty() ? load_run_weights(a.model) : io::load_safetensors(a.weights).tensors);
+  model.module->eval();
+  if (config.task == "classify") {
+    classify_one(a, config, model);
+    return {};
+  }
+  const io::Image original = read_image(a.input, input);
+  const io::Image image = prepare(original, config);
+  // A run of vox train saw voxels as vox stores them, [k, j, i]. A PyTorch model saw nibabel's
+  // array, (i, j, k): its spatial axes are reversed, so the windows are transposed for it.
+  const bool pytorch_order = !a.weights.empty();
+  const inference::Predictor predict = [&](const Tensor& x) {
+    if (!pytorch_order) return model.forward(x);
+    return model.forward(x.permute({0, 3, 2, 1, 4}).contiguous()).permute({0, 3, 2, 1, 4}).contiguous();
+  };
+  inference::SlidingWindowOptions o{.patch = config.patch, .overlap = a.overlap, .batch = a.windows_per_batch};
+  if (a.no_window)
+    for (int ax = 0; ax < 3; ++ax) {  // one window: the whole (padded) volume
+      const int64_t multiple = model.size_multiple, n = ax == 0 ? image.width() : ax == 1 ? image.height() : image.depth();
+      o.patch[ax] = (n + multiple - 1) / multiple * multiple;
+    }
+  if (a.tta) o.mirrors = inference::all_mirrors();
+  const auto start = std::chrono::steady_clock::now();
+  int64_t last_percent = -1;
+  const bool terminal = isatty(fileno(stderr)) != 0;
+  o.progress = [&](int64_t done, int64_t total) {
+    const int64_t percent = 100 * done / total;
+    if (terminal && percent / 10 != last_percent / 10)
+      std::cerr << "\rvox: inference " << percent << "% (" << done << "/" << total << " windows)" << std::flush;
+    last_percent = percent;
+  };
+  io::Image out;
+  out.spacing = image.spacing, out.origin = image.origin, out.direction = image.direction;
+  if (a.logits) {
+    out.voxels = inference::sliding_window_logits(image.voxels, predict, o);
+  } else {
+    const inference::LabelResult r = inference::sliding_window_labels(image.voxels, predict, o);
+    out.voxels = r.labels;
+    std::cerr << (terminal ? "\r" : "") << "vox: inference of " << a.input << " done in "
+              << std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() << " s; slab accumulators peaked at "
+              << r.accumulator_peak_bytes / (1 << 20) << " MiB\n";
+    if (a.largest_component) out.voxels = postprocess::keep_largest_component(out.voxels);
+    if (a.min_size > 0) out.voxels = postprocess::remove_small_objects(out.voxels, a.min_size);
+  }
+  if (config.spacing[0] > 0)  // back onto the input's grid
+    out = data::resize(out, {original.width(), original.height(), original.depth()}, a.logits ? data::ResizeMode::linear : data::ResizeMode::nearest);
+  out.spacing = original.spacing, out.origin = original.origin, out.direction = original.direction;
+  io::write_nifti(a.output, out);
+  if (!a.png.empty() && !a.logits) data::write_preview_png(a.png, original, &out);
+  return out.voxels;
+}
+
+}  // namespace run_commands
