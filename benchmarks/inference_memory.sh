@@ -16,7 +16,7 @@ import numpy as np
 rng = np.random.default_rng(0)
 i, j, k = np.ogrid[:512, :512, :400]
 ct = np.full((512, 512, 400), -1000, np.int16)                   # air
-body = (i - 256) ** 2 + (j - 256) ** 2 < 200 ** 2
+body = np.broadcast_to((i - 256) ** 2 + (j - 256) ** 2 < 200 ** 2, ct.shape)
 ct[body] = 40                                                    # soft tissue
 ct[((i - 300) ** 2 + (j - 220) ** 2 + (k - 200) ** 2) < 60 ** 2] = 150  # an organ
 ct += rng.integers(-20, 20, ct.shape, dtype=np.int16)

@@ -69,8 +69,10 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
     classify_one(a, config, model);
     return {};
   }
-  const io::Image original = read_image(a.input, input);
+  io::Image original = read_image(a.input, input);
   const io::Image image = prepare(original, config);
+  const data::Index3 original_size{original.width(), original.height(), original.depth()};
+  if (a.png.empty()) original.voxels = Tensor();  // only its geometry is needed from here on
   // A run of vox train saw voxels as vox stores them, [k, j, i]. A PyTorch model saw nibabel's
   // array, (i, j, k): its spatial axes are reversed, so the windows are transposed for it.
   const bool pytorch_order = !a.weights.empty();
@@ -108,7 +110,7 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
     if (a.min_size > 0) out.voxels = postprocess::remove_small_objects(out.voxels, a.min_size);
   }
   if (config.spacing[0] > 0)  // back onto the input's grid
-    out = data::resize(out, {original.width(), original.height(), original.depth()}, a.logits ? data::ResizeMode::linear : data::ResizeMode::nearest);
+    out = data::resize(out, original_size, a.logits ? data::ResizeMode::linear : data::ResizeMode::nearest);
   out.spacing = original.spacing, out.origin = original.origin, out.direction = original.direction;
   io::write_nifti(a.output, out);
   if (!a.png.empty() && !a.logits) data::write_preview_png(a.png, original, &out);

@@ -16,6 +16,9 @@
 //             --output OUT.nii.gz [--overlap 0.5] [--sw-batch B] [--tta] [--png PREVIEW.png] [--logits]
 //             [--no-window] [--largest-component] [--min-size N]
 //   vox demo [--dir DIR] [--epochs N] [--iterations N]   the main job on built-in data
+//   vox bench [--model NAME] [--size S] [--batch B] [--mode train|infer] [--iters N] [--warmup N]
+//             [--threads T] [--channels C1,C2,...] [--classes C]
+//                 a named model on random data: per-iteration times, the median, peak memory
 //   vox evaluate --pred P --gt G [--classes C] [--csv]
 //                 per-class Dice, HD95 and ASD (mm) of a predicted label map against the truth
 // Bad input ends the program with status 1 and one line "vox: <what went wrong>".
@@ -37,6 +40,7 @@
 #include <vox/train/metrics.hpp>
 
 #include "cli_common.hpp"
+#include "bench_command.hpp"
 #include "infer_command.hpp"
 
 using namespace vox;
@@ -86,6 +90,10 @@ const char* kUsage =
     "      unless --normalize zscore)\n"
     "  vox demo                 the main job: synthetic data, training, held-out inference and scores\n"
     "      [--dir DIR] [--epochs N] [--iterations N] [--lr LR] [--threads T]\n"
+    "  vox bench                time a model on random data (--model monai-unet, unet3d, resnet3d-18, ...)\n"
+    "      --size S (cube side, default 96) --batch B (1) --mode train|infer (train: forward, DiceCE,\n"
+    "      backward, Adam) --iters N (10) --warmup N (2) --threads T --channels C1,... --classes C (2);\n"
+    "      prints the median and last ms_per_iter=<median>, with peak_rss_mib before it\n"
     "  vox evaluate --pred P --gt G   per-class Dice, 95th-percentile Hausdorff and average surface\n"
     "                           distance (mm) as JSON (--csv: CSV); --classes C (default: from the labels)\n";
 
@@ -476,6 +484,33 @@ int infer(const std::vector<std::string>& args) {
   return 0;
 }
 
+int bench(const std::vector<std::string>& args) {
+  bench_command::BenchArgs b;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
+      return args[++i];
+    };
+    if (a == "--model") b.model = value();
+    else if (a == "--size") b.size = parse_count(value(), a);
+    else if (a == "--batch") b.batch = parse_count(value(), a);
+    else if (a == "--mode") b.mode = value();
+    else if (a == "--iters") b.iterations = parse_count(value(), a);
+    else if (a == "--warmup") b.warmup = parse_count(value(), a);
+    else if (a == "--threads") b.threads = parse_count(value(), a);
+    else if (a == "--classes") b.classes = parse_count(value(), a);
+    else if (a == "--channels") {
+      run_commands::RunConfig c;
+      size_t j = i;
+      take_model_option(args, j, c);
+      i = j;
+      b.channels = c.channels;
+    } else throw UsageError{"unknown option " + a};
+  }
+  return bench_command::run(b);
+}
+
 // The main job: synthetic data, training with augmentation, held-out inference and scores.
 int demo(const std::vector<std::string>& args) {
   std::string dir = "vox-demo";
@@ -551,6 +586,7 @@ int main(int argc, char** argv) {
     if (args[0] == "train") return train_command(rest);
     if (args[0] == "infer") return infer(rest);
     if (args[0] == "demo") return demo(rest);
+    if (args[0] == "bench") return bench(rest);
     throw UsageError{"unknown command \"" + args[0] + "\""};
   } catch (const UsageError& e) {
     std::cerr << "vox: " << e.message << " (vox --help lists the commands and options)\n";

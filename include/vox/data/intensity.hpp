@@ -44,11 +44,11 @@ inline Window window_preset(const std::string& name) {
 }
 
 namespace detail {
+inline constexpr int64_t kBlock = 1 << 16;  // voxels per task
 inline std::vector<double> as_doubles(const Tensor& x) { return x.to_vector<double>(); }
-inline Tensor from_doubles(const std::vector<double>& v, const Shape& shape) {
-  Tensor out = empty(shape, DType::f32);
-  float* p = out.data<float>();
-  for (size_t i = 0; i < v.size(); ++i) p[i] = static_cast<float>(v[i]);
+inline Tensor f32_copy(const Tensor& x) {
+  Tensor out = empty(x.shape(), DType::f32);
+  out.copy_from(x);
   return out;
 }
 }  // namespace detail
@@ -56,11 +56,10 @@ inline Tensor from_doubles(const std::vector<double>& v, const Shape& shape) {
 inline Tensor scale_intensity_range(const Tensor& x, double a_min, double a_max, double b_min, double b_max, bool clip) {
   VOX_CHECK(a_max != a_min, "scale_intensity_range", "a_min and a_max are both ", a_min);
   // f32 out, computed in f64 per voxel; threaded, no f64 copy of the volume
-  Tensor out = empty(x.shape(), DType::f32);
-  out.copy_from(x);
+  Tensor out = detail::f32_copy(x);
   float* v = out.data<float>();
   const double scale = (b_max - b_min) / (a_max - a_min), lo = std::min(b_min, b_max), hi = std::max(b_min, b_max);
-  kernels::cpu::parallel_for(0, out.numel(), 1 << 16, [&](int64_t b, int64_t e) {
+  kernels::cpu::parallel_for(0, out.numel(), detail::kBlock, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       double r = (static_cast<double>(v[i]) - a_min) * scale + b_min;
       if (clip) r = std::clamp(r, lo, hi);
@@ -76,20 +75,35 @@ inline Tensor apply_window(const Tensor& x, Window w) {
 }
 
 inline Tensor z_score(const Tensor& x, bool nonzero_only = false) {
-  std::vector<double> v = detail::as_doubles(x);
-  double sum = 0, count = 0;
-  for (double e : v)
-    if (!nonzero_only || e != 0) sum += e, count += 1;
-  if (count == 0) return detail::from_doubles(v, x.shape());  // nothing to normalise
-  const double mean = sum / count;
-  double squares = 0;
-  for (double e : v)
-    if (!nonzero_only || e != 0) squares += (e - mean) * (e - mean);
-  double std_dev = std::sqrt(squares / count);
+  // One f32 copy and in-place passes: a CT volume needs no f64 copy. The statistics are summed in
+  // f64 over fixed blocks, in block order, so that the thread count does not change them.
+  Tensor out = detail::f32_copy(x);
+  float* v = out.data<float>();
+  const int64_t n = out.numel(), blocks = (n + detail::kBlock - 1) / detail::kBlock;
+  auto block_sums = [&](auto&& term) {
+    std::vector<double> partial(static_cast<size_t>(blocks), 0.0);
+    kernels::cpu::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        double s = 0;
+        for (int64_t i = b * detail::kBlock; i < std::min(n, (b + 1) * detail::kBlock); ++i)
+          if (!nonzero_only || v[i] != 0) s += term(static_cast<double>(v[i]));
+        partial[static_cast<size_t>(b)] = s;
+      }
+    });
+    double total = 0;
+    for (double s : partial) total += s;
+    return total;
+  };
+  const double count = block_sums([](double) { return 1.0; });
+  if (count == 0) return out;  // nothing to normalise
+  const double mean = block_sums([](double e) { return e; }) / count;
+  double std_dev = std::sqrt(block_sums([&](double e) { return (e - mean) * (e - mean); }) / count);
   if (std_dev == 0) std_dev = 1;
-  for (double& e : v)
-    if (!nonzero_only || e != 0) e = (e - mean) / std_dev;
-  return detail::from_doubles(v, x.shape());
+  kernels::cpu::parallel_for(0, n, detail::kBlock, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      if (!nonzero_only || v[i] != 0) v[i] = static_cast<float>((static_cast<double>(v[i]) - mean) / std_dev);
+  });
+  return out;
 }
 
 // numpy.percentile's default ("linear"): q in [0, 100] over the values, sorted.
@@ -140,10 +154,14 @@ inline ForegroundIntensities foreground_intensities(const std::vector<Tensor>& i
 // nnU-Net's CTNormalization: clip to the foreground's 0.5 and 99.5 percentiles, then subtract
 // its mean and divide by max(std, 1e-8). Output f32.
 inline Tensor ct_normalize(const Tensor& x, const ForegroundIntensities& f) {
-  std::vector<double> v = detail::as_doubles(x);
+  Tensor out = detail::f32_copy(x);
+  float* v = out.data<float>();
   const double std_dev = std::max(f.std, 1e-8);
-  for (double& e : v) e = (std::clamp(e, f.percentile_00_5, f.percentile_99_5) - f.mean) / std_dev;
-  return detail::from_doubles(v, x.shape());
+  kernels::cpu::parallel_for(0, out.numel(), detail::kBlock, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      v[i] = static_cast<float>((std::clamp(static_cast<double>(v[i]), f.percentile_00_5, f.percentile_99_5) - f.mean) / std_dev);
+  });
+  return out;
 }
 
 }  // namespace vox::data

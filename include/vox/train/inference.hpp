@@ -134,9 +134,13 @@ inline Plan plan(const Tensor& image, const SlidingWindowOptions& o) {
   p.n = {image.size(2), image.size(1), image.size(0)};
   for (int a = 0; a < 3; ++a) p.padded[a] = std::max(p.n[a], o.patch[a]);
   p.pad_box = data::centred_box(p.n, p.padded);
-  io::Image src;
-  src.voxels = image;
-  p.image = data::extract_region(src, p.pad_box).voxels;
+  if (p.padded == p.n) {
+    p.image = image;  // no padding: no copy of a volume that may be large
+  } else {
+    io::Image src;
+    src.voxels = image;
+    p.image = data::extract_region(src, p.pad_box).voxels;
+  }
   p.boxes = windows(p.padded, o.patch, o.overlap);
   p.weight = importance_map(o.patch, o.gaussian, o.sigma_scale);
   return p;

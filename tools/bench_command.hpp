@@ -1,0 +1,84 @@
+// `vox bench`: a named model on random data, timed per iteration. A training iteration is the
+// forward pass, the loss (MONAI's DiceCELoss with softmax for segmentation, cross-entropy for
+// classification), the backward pass and an Adam step; an inference iteration is the forward
+// pass without the tape. Prints each iteration, the median, and last `ms_per_iter=<median>`,
+// which benchmarks/peers scripts read.
+#pragma once
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <vox/nn/models/registry.hpp>
+#include <vox/optim/adam.hpp>
+#include <vox/train/losses.hpp>
+
+#include "cli_common.hpp"
+
+namespace bench_command {
+
+struct BenchArgs {
+  std::string model = "monai-unet", mode = "train";
+  std::vector<int64_t> channels;  // empty: the model's default
+  int64_t size = 96, batch = 1, iterations = 10, warmup = 2, threads = 0, classes = 2, in_channels = 1;
+};
+
+inline double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+inline int run(const BenchArgs& a) {
+  if (a.mode != "train" && a.mode != "infer") throw UsageError{"--mode takes train or infer, got " + a.mode};
+  if (a.size < 1 || a.batch < 1 || a.iterations < 1) throw UsageError{"--size, --batch and --iters must be at least 1"};
+  if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
+  manual_seed(0);
+  nn::models::AnyModel model = nn::models::make_model({.arch = a.model, .in_channels = a.in_channels, .classes = a.classes, .channels = a.channels});
+  if (a.size % model.size_multiple != 0)
+    throw UsageError{"--size must be a multiple of " + std::to_string(model.size_multiple) + " for " + a.model};
+  const bool classify = model.task == nn::models::Task::classify;
+  Generator gen(1);
+  const Tensor x = randn({a.batch, a.size, a.size, a.size, a.in_channels}, DType::f32, &gen);
+  const Tensor target = classify ? randint(0, a.classes, {a.batch}, DType::i64, &gen)
+                                 : randint(0, a.classes, {a.batch, a.size, a.size, a.size}, DType::i64, &gen);
+  optim::Adam adam(model.module->parameters(), {.lr = 1e-4});
+  auto step = [&] {
+    if (a.mode == "infer") {
+      NoGradGuard no_grad;
+      model.forward(x);
+      return;
+    }
+    adam.zero_grad();
+    const Tensor logits = model.forward(x);
+    // MONAI's DiceCELoss(to_onehot_y=True, softmax=True): Dice over every class, plus cross-entropy
+    Tensor loss = classify ? cross_entropy(logits, target, {}) : losses::dice_ce_loss(logits, target, {.dice = {.activation = losses::Activation::softmax}});
+    loss.backward();
+    adam.step();
+  };
+  if (a.mode == "infer") model.module->eval();
+  std::printf("vox bench: %s (%lld parameters), %s, input %lldx%lld^3x%lld, %d threads\n", a.model.c_str(),
+              static_cast<long long>(model.module->parameter_count()), a.mode.c_str(), static_cast<long long>(a.batch),
+              static_cast<long long>(a.size), static_cast<long long>(a.in_channels), num_threads());
+  for (int64_t w = 0; w < a.warmup; ++w) step();
+  std::vector<double> ms;
+  for (int64_t i = 0; i < a.iterations; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    step();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    std::printf("iteration %lld: %.1f ms\n", static_cast<long long>(i + 1), ms.back());
+    std::fflush(stdout);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double median = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
+  std::printf("min %.1f ms, median %.1f ms, max %.1f ms over %zu iterations\n", ms.front(), median, ms.back(), ms.size());
+  std::printf("peak_rss_mib=%.0f\n", peak_rss_mib());
+  std::printf("ms_per_iter=%.3f\n", median);
+  return 0;
+}
+
+}  // namespace bench_command
