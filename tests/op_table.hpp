@@ -281,6 +281,10 @@ inline std::vector<OpSpec> op_table() {
   for (const ConvTCase& c : std::vector<ConvTCase>{
            {"conv_transpose3d", {2, 3, 4, 2, 4}, {4, 3, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1},
            {"conv_transpose3d_k2", {1, 3, 2, 3, 2}, {2, 2, 2, 2, 5}, {2, 2, 2}, {0, 0, 0}, {0, 0, 0}, {1, 1, 1}, 1},
+           // a kernel smaller than the stride: odd output positions have no tap at all
+           {"conv_transpose3d_k1_s3", {1, 2, 3, 2, 3}, {3, 1, 1, 1, 2}, {2, 3, 2}, {0, 0, 0}, {1, 2, 0}, {1, 1, 1}, 1},
+           // stride 3 with a 5^3 kernel, padding 2: phases of one and two taps per axis
+           {"conv_transpose3d_s3_k5", {1, 3, 2, 4, 2}, {2, 5, 5, 5, 3}, {3, 3, 3}, {2, 2, 2}, {2, 0, 1}, {1, 1, 1}, 1},
            {"conv_transpose2d_grouped", {2, 3, 4, 4}, {4, 3, 2, 3}, {1, 2, 3}, {0, 1, 0}, {0, 1, 2}, {1, 2, 1}, 2},
        }) {
     const int spatial = static_cast<int>(c.x.size()) - 2;

@@ -5,7 +5,8 @@
 // into a small column buffer ([tile][taps x channels], bounded, one per thread and reused), and
 // one GEMM against the repacked weights produces the tile's outputs. The whole volume is never
 // unfolded. The data gradient gathers, for each input position, the output positions that read
-// it, so threads never write the same element and no atomics are needed. The weight gradient
+// it, so threads never write the same element and no atomics are needed; with a stride, it works
+// one stride phase at a time, on the taps that phase actually uses. The weight gradient
 // sums tile products into a fixed number of partial gradients, so its results do not depend on
 // the thread count either.
 #include <algorithm>
@@ -124,9 +125,101 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, 
     });
 }
 
+namespace conv_detail {
+
+// The data gradient of a strided convolution (the forward pass of a transposed convolution),
+// one stride phase at a time. An input position q reads output o through tap k only where
+// q + padding - k * dilation is a multiple of the stride, so along each axis the residue of q
+// modulo the stride fixes which taps connect: for a 3^3 kernel with stride 2, 27/8 on average.
+// Each phase gathers only its own taps and multiplies by only their weights, instead of
+// gathering all 27 taps, most of them zeros.
+template <class T>
+void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
+  const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume();
+  // taps[axis][residue]: the kernel offsets along that axis that reach an input of that residue
+  std::array<std::vector<std::vector<int64_t>>, 3> taps;
+  for (int a = 0; a < 3; ++a) {
+    taps[a].resize(static_cast<size_t>(g.stride[a]));
+    for (int64_t r = 0; r < g.stride[a]; ++r)
+      for (int64_t k = 0; k < g.kernel[a]; ++k)
+        if (((r + g.padding[a] - k * g.dilation[a]) % g.stride[a] + g.stride[a]) % g.stride[a] == 0)
+          taps[a][static_cast<size_t>(r)].push_back(k);
+  }
+  for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)
+    for (int64_t rh = 0; rh < std::min(g.stride[1], g.in[1]); ++rh)
+      for (int64_t rw = 0; rw < std::min(g.stride[2], g.in[2]); ++rw) {
+        // this phase's inputs: d = rd + stride * i for i < counts[0], and so on
+        const std::array<int64_t, 3> first{rd, rh, rw};
+        std::array<int64_t, 3> counts;
+        for (int a = 0; a < 3; ++a) counts[a] = (g.in[a] - first[a] + g.stride[a] - 1) / g.stride[a];
+        const auto &td = taps[0][static_cast<size_t>(rd)], &th = taps[1][static_cast<size_t>(rh)], &tw = taps[2][static_cast<size_t>(rw)];
+        std::vector<std::array<int64_t, 4>> phase_taps;  // kd, kh, kw, flat tap index
+        for (int64_t kd : td)
+          for (int64_t kh : th)
+            for (int64_t kw : tw) phase_taps.push_back({kd, kh, kw, (kd * g.kernel[1] + kh) * g.kernel[2] + kw});
+        const int64_t K = static_cast<int64_t>(phase_taps.size()) * og;
+        const int64_t positions = g.batch * counts[0] * counts[1] * counts[2];
+        auto input_offset = [&](int64_t p) {  // the phase's p-th input position, as a row of dx
+          const Position i = unravel(p, counts);
+          return ((i.n * g.in[0] + first[0] + i.d * g.stride[0]) * g.in[1] + first[1] + i.h * g.stride[1]) * g.in[2] + first[2] +
+                 i.w * g.stride[2];
+        };
+        if (K == 0) {  // no tap reaches these inputs (a kernel smaller than the stride)
+          parallel_for(0, positions, 4096, [&](int64_t b, int64_t e) {
+            for (int64_t p = b; p < e; ++p) std::fill_n(dx + input_offset(p) * g.in_channels, g.in_channels, T(0));
+          });
+          continue;
+        }
+        const auto packed = pack_groups<T>(g.groups, K, cg, [&](int64_t grp, T* w2) {
+          for (size_t j = 0; j < phase_taps.size(); ++j)
+            for (int64_t co = 0; co < og; ++co)
+              for (int64_t ci = 0; ci < cg; ++ci)
+                w2[(static_cast<int64_t>(j) * og + co) * cg + ci] = w[((grp * og + co) * kv + phase_taps[j][3]) * cg + ci];
+        });
+        const int64_t tile = tile_for(K), tiles = (positions + tile - 1) / tile;
+        parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
+          std::vector<T> col(static_cast<size_t>(tile * K)), result(static_cast<size_t>(tile * cg));
+          std::vector<int64_t> rows_of_dx(static_cast<size_t>(tile));
+          for (int64_t ti = tb; ti < te; ++ti) {
+            const int64_t p0 = ti * tile, rows = std::min(tile, positions - p0);
+            for (int64_t r = 0; r < rows; ++r) rows_of_dx[static_cast<size_t>(r)] = input_offset(p0 + r);
+            for (int64_t grp = 0; grp < g.groups; ++grp) {
+              for (int64_t r = 0; r < rows; ++r) {
+                const Position i = unravel(rows_of_dx[static_cast<size_t>(r)], g.in);
+                T* row = col.data() + r * K;
+                for (size_t j = 0; j < phase_taps.size(); ++j) {
+                  // exact divisions: the phase guarantees divisibility
+                  const int64_t od = (i.d + g.padding[0] - phase_taps[j][0] * g.dilation[0]) / g.stride[0];
+                  const int64_t oh = (i.h + g.padding[1] - phase_taps[j][1] * g.dilation[1]) / g.stride[1];
+                  const int64_t ow = (i.w + g.padding[2] - phase_taps[j][2] * g.dilation[2]) / g.stride[2];
+                  const bool inside = i.d + g.padding[0] - phase_taps[j][0] * g.dilation[0] >= 0 &&
+                                      i.h + g.padding[1] - phase_taps[j][1] * g.dilation[1] >= 0 &&
+                                      i.w + g.padding[2] - phase_taps[j][2] * g.dilation[2] >= 0 && od < g.out[0] && oh < g.out[1] &&
+                                      ow < g.out[2];
+                  T* dst = row + static_cast<int64_t>(j) * og;
+                  if (!inside) {
+                    std::fill(dst, dst + og, T(0));
+                  } else {
+                    const T* src = dy + (((i.n * g.out[0] + od) * g.out[1] + oh) * g.out[2] + ow) * g.out_channels + grp * og;
+                    std::copy(src, src + og, dst);
+                  }
+                }
+              }
+              gemm_packed<T>(rows, cg, K, col.data(), K, packed[static_cast<size_t>(grp)].data(), result.data(), cg, false);
+              for (int64_t r = 0; r < rows; ++r)
+                std::copy_n(result.data() + r * cg, cg, dx + rows_of_dx[static_cast<size_t>(r)] * g.in_channels + grp * cg);
+            }
+          }
+        });
+      }
+}
+
+}  // namespace conv_detail
+
 template <class T>
 void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
   using namespace conv_detail;
+  if (g.stride != std::array<int64_t, 3>{1, 1, 1}) return strided_backward_data(g, dy, w, dx);
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * og;
   // Right-hand side per group: the weights as [tap][og][cg], for rows of gathered dy.
   const auto packed = pack_groups<T>(g.groups, K, cg, [&](int64_t grp, T* w2) {
@@ -135,23 +228,16 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
         for (int64_t ci = 0; ci < cg; ++ci) w2[(t * og + co) * cg + ci] = w[((grp * og + co) * kv + t) * cg + ci];
   });
   const bool pointwise = is_pointwise(g) && g.groups == 1;
-  const bool unit_stride = g.stride == std::array<int64_t, 3>{1, 1, 1};
   // Row q holds, for each tap, the dy of the output position that tap connects to input q.
   auto gather = [&](int64_t q, int64_t grp, T* row) {
     const Position i = unravel(q, g.in);
     for (int64_t t = 0; t < kv; ++t) {
       const int64_t kw = t % g.kernel[2], kh = (t / g.kernel[2]) % g.kernel[1], kd = t / (g.kernel[2] * g.kernel[1]);
-      const int64_t nd = i.d + g.padding[0] - kd * g.dilation[0];
-      const int64_t nh = i.h + g.padding[1] - kh * g.dilation[1];
-      const int64_t nw = i.w + g.padding[2] - kw * g.dilation[2];
+      const int64_t od = i.d + g.padding[0] - kd * g.dilation[0];
+      const int64_t oh = i.h + g.padding[1] - kh * g.dilation[1];
+      const int64_t ow = i.w + g.padding[2] - kw * g.dilation[2];
       T* dst = row + t * og;
-      bool hit = nd >= 0 && nh >= 0 && nw >= 0;
-      int64_t od = nd, oh = nh, ow = nw;
-      if (hit && !unit_stride) {  // divisions only where a stride needs them
-        hit = nd % g.stride[0] == 0 && nh % g.stride[1] == 0 && nw % g.stride[2] == 0;
-        od = nd / g.stride[0], oh = nh / g.stride[1], ow = nw / g.stride[2];
-      }
-      if (!hit || od >= g.out[0] || oh >= g.out[1] || ow >= g.out[2]) {
+      if (od < 0 || oh < 0 || ow < 0 || od >= g.out[0] || oh >= g.out[1] || ow >= g.out[2]) {
         std::fill(dst, dst + og, T(0));
         continue;
       }
