@@ -48,22 +48,49 @@ inline bool is_pointwise(const ConvGeometry& g) {
          g.padding == std::array<int64_t, 3>{0, 0, 0} && g.in == g.out;
 }
 
+// Copies n elements. Runs of a few channels are the common case (1 to 32 channels per tap), so
+// a plain loop avoids a library call per tap; the attribute keeps GCC from turning it into one.
+template <class T>
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void copy_run(const T* __restrict src, int64_t n, T* __restrict dst) {
+  if (n >= 64) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(T));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+template <class T>
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void zero_run(int64_t n, T* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = T(0);
+}
+
 // Gathers the taps of output position p for group grp: row[tap][ci] (zeros outside the input).
+// With one group and no dilation along w, the taps of one (kd, kh) read consecutive input
+// positions, which are one contiguous run in channels-last memory: one copy instead of kW.
 template <class T>
 void gather_taps(const ConvGeometry& g, const T* x, int64_t p, int64_t grp, T* row) {
   const Position o = unravel(p, g.out);
-  const int64_t cg = g.in_per_group();
-  for (int64_t t = 0; t < g.kernel_volume(); ++t) {
-    const int64_t kw = t % g.kernel[2], kh = (t / g.kernel[2]) % g.kernel[1], kd = t / (g.kernel[2] * g.kernel[1]);
-    const int64_t id = o.d * g.stride[0] - g.padding[0] + kd * g.dilation[0];
-    const int64_t ih = o.h * g.stride[1] - g.padding[1] + kh * g.dilation[1];
-    const int64_t iw = o.w * g.stride[2] - g.padding[2] + kw * g.dilation[2];
-    T* dst = row + t * cg;
-    if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1] || iw < 0 || iw >= g.in[2]) {
-      std::fill(dst, dst + cg, T(0));
-    } else {
-      const T* src = x + (((o.n * g.in[0] + id) * g.in[1] + ih) * g.in[2] + iw) * g.in_channels + grp * cg;
-      std::copy(src, src + cg, dst);
+  const int64_t cg = g.in_per_group(), kw_n = g.kernel[2];
+  const int64_t id0 = o.d * g.stride[0] - g.padding[0], ih0 = o.h * g.stride[1] - g.padding[1], iw0 = o.w * g.stride[2] - g.padding[2];
+  const bool whole_run = g.groups == 1 && g.dilation[2] == 1 && iw0 >= 0 && iw0 + kw_n <= g.in[2];
+  for (int64_t kd = 0; kd < g.kernel[0]; ++kd) {
+    const int64_t id = id0 + kd * g.dilation[0];
+    for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
+      const int64_t ih = ih0 + kh * g.dilation[1];
+      T* dst = row + (kd * g.kernel[1] + kh) * kw_n * cg;
+      if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
+        zero_run(kw_n * cg, dst);
+        continue;
+      }
+      const T* line = x + ((o.n * g.in[0] + id) * g.in[1] + ih) * g.in[2] * g.in_channels + grp * cg;
+      if (whole_run) {
+        copy_run(line + iw0 * g.in_channels, kw_n * cg, dst);
+        continue;
+      }
+      for (int64_t kw = 0; kw < kw_n; ++kw) {
+        const int64_t iw = iw0 + kw * g.dilation[2];
+        if (iw < 0 || iw >= g.in[2]) zero_run(cg, dst + kw * cg);
+        else copy_run(line + iw * g.in_channels, cg, dst + kw * cg);
+      }
     }
   }
 }
@@ -198,16 +225,16 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
                                       ow < g.out[2];
                   T* dst = row + static_cast<int64_t>(j) * og;
                   if (!inside) {
-                    std::fill(dst, dst + og, T(0));
+                    zero_run(og, dst);
                   } else {
                     const T* src = dy + (((i.n * g.out[0] + od) * g.out[1] + oh) * g.out[2] + ow) * g.out_channels + grp * og;
-                    std::copy(src, src + og, dst);
+                    copy_run(src, og, dst);
                   }
                 }
               }
               gemm_packed<T>(rows, cg, K, col.data(), K, packed[static_cast<size_t>(grp)].data(), result.data(), cg, false);
               for (int64_t r = 0; r < rows; ++r)
-                std::copy_n(result.data() + r * cg, cg, dx + rows_of_dx[static_cast<size_t>(r)] * g.in_channels + grp * cg);
+                copy_run(result.data() + r * cg, cg, dx + rows_of_dx[static_cast<size_t>(r)] * g.in_channels + grp * cg);
             }
           }
         });
@@ -220,29 +247,44 @@ template <class T>
 void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
   using namespace conv_detail;
   if (g.stride != std::array<int64_t, 3>{1, 1, 1}) return strided_backward_data(g, dy, w, dx);
-  const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * og;
+  const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * og, kw_n = g.kernel[2];
+  // Input q reads output q + padding - k * dilation through tap k. Taps are ordered with kw
+  // reversed, so that along w they read increasing output positions: with one group and no
+  // dilation along w, the taps of one (kd, kh) are one contiguous run of dy.
   // Right-hand side per group: the weights as [tap][og][cg], for rows of gathered dy.
   const auto packed = pack_groups<T>(g.groups, K, cg, [&](int64_t grp, T* w2) {
-    for (int64_t t = 0; t < kv; ++t)
+    for (int64_t t = 0; t < kv; ++t) {
+      const int64_t kw = t % kw_n, slot = t - kw + (kw_n - 1 - kw);
       for (int64_t co = 0; co < og; ++co)
-        for (int64_t ci = 0; ci < cg; ++ci) w2[(t * og + co) * cg + ci] = w[((grp * og + co) * kv + t) * cg + ci];
+        for (int64_t ci = 0; ci < cg; ++ci) w2[(slot * og + co) * cg + ci] = w[((grp * og + co) * kv + t) * cg + ci];
+    }
   });
   const bool pointwise = is_pointwise(g) && g.groups == 1;
-  // Row q holds, for each tap, the dy of the output position that tap connects to input q.
   auto gather = [&](int64_t q, int64_t grp, T* row) {
     const Position i = unravel(q, g.in);
-    for (int64_t t = 0; t < kv; ++t) {
-      const int64_t kw = t % g.kernel[2], kh = (t / g.kernel[2]) % g.kernel[1], kd = t / (g.kernel[2] * g.kernel[1]);
+    // the output w read by the first slot (kw = kW - 1), then one further per slot
+    const int64_t ow0 = i.w + g.padding[2] - (kw_n - 1) * g.dilation[2];
+    const bool whole_run = g.groups == 1 && g.dilation[2] == 1 && ow0 >= 0 && ow0 + kw_n <= g.out[2];
+    for (int64_t kd = 0; kd < g.kernel[0]; ++kd) {
       const int64_t od = i.d + g.padding[0] - kd * g.dilation[0];
-      const int64_t oh = i.h + g.padding[1] - kh * g.dilation[1];
-      const int64_t ow = i.w + g.padding[2] - kw * g.dilation[2];
-      T* dst = row + t * og;
-      if (od < 0 || oh < 0 || ow < 0 || od >= g.out[0] || oh >= g.out[1] || ow >= g.out[2]) {
-        std::fill(dst, dst + og, T(0));
-        continue;
+      for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
+        const int64_t oh = i.h + g.padding[1] - kh * g.dilation[1];
+        T* dst = row + (kd * g.kernel[1] + kh) * kw_n * og;
+        if (od < 0 || od >= g.out[0] || oh < 0 || oh >= g.out[1]) {
+          zero_run(kw_n * og, dst);
+          continue;
+        }
+        const T* line = dy + ((i.n * g.out[0] + od) * g.out[1] + oh) * g.out[2] * g.out_channels + grp * og;
+        if (whole_run) {
+          copy_run(line + ow0 * g.out_channels, kw_n * og, dst);
+          continue;
+        }
+        for (int64_t slot = 0; slot < kw_n; ++slot) {
+          const int64_t ow = ow0 + slot * g.dilation[2];
+          if (ow < 0 || ow >= g.out[2]) zero_run(og, dst + slot * og);
+          else copy_run(line + ow * g.out_channels, og, dst + slot * og);
+        }
       }
-      const T* src = dy + (((i.n * g.out[0] + od) * g.out[1] + oh) * g.out[2] + ow) * g.out_channels + grp * og;
-      std::copy(src, src + og, dst);
     }
   };
   tiled_group_gemm<T>(g.in_positions(), g.groups, K, cg, packed, pointwise ? dy : nullptr, g.out_channels, dx,
