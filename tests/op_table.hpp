@@ -252,6 +252,9 @@ inline std::vector<OpSpec> op_table() {
            {"conv3d", {2, 5, 4, 6, 3}, {4, 3, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1},
            {"conv3d_strided_dilated", {1, 7, 6, 5, 4}, {6, 3, 2, 3, 2}, {2, 1, 2}, {1, 0, 2}, {1, 2, 1}, 2},
            {"conv3d_pointwise", {2, 3, 1, 4, 5}, {3, 1, 1, 1, 5}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1},
+           // unit stride, one group: whole tap runs inside, per-tap copies at the w borders
+           {"conv3d_wide_w_padding", {1, 3, 3, 7, 2}, {3, 1, 2, 5, 2}, {1, 1, 1}, {0, 1, 3}, {1, 1, 1}, 1},
+           {"conv3d_dilated_w", {1, 5, 4, 9, 3}, {2, 2, 3, 3, 3}, {1, 1, 1}, {0, 1, 2}, {1, 1, 2}, 1},
            {"conv2d", {2, 7, 6, 4}, {6, 3, 3, 2}, {1, 2, 1}, {0, 1, 0}, {1, 1, 1}, 2},
        }) {
     const auto g = conv_geometry(c.x, c.w, c.stride, c.padding, c.dilation, c.groups);

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The seed U-Net (MONAI UNet, 16-256 channels, 2 residual units) at 96^3, batch 1, on the CPU:
+# vox against the latest PyTorch from PyPI, Debian's python3-torch, ONNX Runtime and OpenVINO,
+# one after the other in one run, with the same thread count. Training iterations are forward +
+# DiceCE + backward + Adam; inference iterations are the forward pass. Writes the markdown table
+# between the "unet-vs-peers" markers of docs/perf.md and prints it.
+#   benchmarks/peers/unet_vs_peers.sh [ITERS] [THREADS] [VOX_BINARY]
+# The PyPI packages go to a virtual environment in $VOX_PEER_VENV (default
+# ~/.cache/vox/peers-venv), created on first use (torch pulls about 5 GB).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+iters="${1:-10}"; threads="${2:-2}"; vox="${3:-build/release/tools/vox}"
+venv="${VOX_PEER_VENV:-$HOME/.cache/vox/peers-venv}"
+source scripts/deps.sh
+install_debian_packages python3-torch python3-numpy python3-venv
+if [ ! -x "$vox" ]; then
+  cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release > /dev/null
+  cmake --build build/release -j"$(nproc)" --target vox_cli
+fi
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, monai, onnx, onnxruntime, openvino" 2> /dev/null; then
+  echo "== creating $venv: torch, onnx, onnxscript, onnxruntime, openvino from PyPI; monai without its dependencies"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q torch onnx onnxscript onnxruntime openvino numpy
+  "$venv/bin/pip" install -q --no-deps monai
+fi
+# Debian's torch runs MONAI from a venv that sees the system packages
+source tests/parity/monai_venv.sh
+monai_venv="${VOX_MONAI_VENV:-$HOME/.cache/vox/monai-venv}"
+ensure_monai_venv "$monai_venv"
+debian_python="$monai_venv/bin/python"
+
+log="$(mktemp)"; trap 'rm -f "$log"' EXIT
+measure() {  # LABEL COMMAND...: the command's ms_per_iter and peak_rss_mib
+  local label="$1"; shift
+  echo "== $label: $*" >&2
+  "$@" > "$log" 2>&1 || { cat "$log" >&2; echo "$label failed" >&2; exit 1; }
+  grep -v "^iteration" "$log" | grep -v "Warning\|warn\|check_training_mode" >&2 || true
+  echo "$(sed -n 's/^ms_per_iter=//p' "$log") $(sed -n 's/^peak_rss_mib=//p' "$log")"
+}
+peer() { "$1" benchmarks/peers/unet_peer.py --size 96 --batch 1 --iters "$iters" --threads "$threads" "${@:2}"; }
+bench() { "$vox" bench --model monai-unet --size 96 --batch 1 --iters "$iters" --threads "$threads" "$@"; }
+
+torch_version="$("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
+debian_version="$("$debian_python" -c 'import torch; print(torch.__version__)')"
+read -r vox_train vox_train_rss < <(measure "vox train" bench --mode train)
+read -r pt_train pt_train_rss < <(measure "torch $torch_version train" peer "$venv/bin/python" --runtime torch --mode train)
+read -r deb_train deb_train_rss < <(measure "torch $debian_version train" peer "$debian_python" --runtime torch --mode train)
+read -r vox_infer vox_infer_rss < <(measure "vox infer" bench --mode infer)
+read -r pt_infer pt_infer_rss < <(measure "torch $torch_version infer" peer "$venv/bin/python" --runtime torch --mode infer)
+read -r deb_infer deb_infer_rss < <(measure "torch $debian_version infer" peer "$debian_python" --runtime torch --mode infer)
+read -r ort_infer ort_infer_rss < <(measure "onnxruntime infer" peer "$venv/bin/python" --runtime onnxruntime --mode infer)
+read -r ov_infer ov_infer_rss < <(measure "openvino infer" peer "$venv/bin/python" --runtime openvino --mode infer)
+
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+table="$(cat <<EOF
+Command: \`bash benchmarks/peers/unet_vs_peers.sh $iters $threads\` ($(date -u +%Y-%m-%d); $iters timed iterations
+after 2 warm-up ones, median; $threads threads everywhere; peak RSS of the whole process, Python's
+interpreter and imports included). Ratio = peer time / vox time (above 1: vox faster).
+
+| mode | runtime | ms per iteration | ratio | peak RSS MiB |
+| --- | --- | --- | --- | --- |
+| train | vox | $vox_train | 1.00 | $vox_train_rss |
+| train | PyTorch $torch_version (PyPI) | $pt_train | $(ratio "$pt_train" "$vox_train") | $pt_train_rss |
+| train | PyTorch $debian_version (Debian) | $deb_train | $(ratio "$deb_train" "$vox_train") | $deb_train_rss |
+| infer | vox | $vox_infer | 1.00 | $vox_infer_rss |
+| infer | PyTorch $torch_version (PyPI) | $pt_infer | $(ratio "$pt_infer" "$vox_infer") | $pt_infer_rss |
+| infer | PyTorch $debian_version (Debian) | $deb_infer | $(ratio "$deb_infer" "$vox_infer") | $deb_infer_rss |
+| infer | ONNX Runtime | $ort_infer | $(ratio "$ort_infer" "$vox_infer") | $ort_infer_rss |
+| infer | OpenVINO | $ov_infer | $(ratio "$ov_infer" "$vox_infer") | $ov_infer_rss |
+EOF
+)"
+echo "$table"
+python3 - docs/perf.md "$table" <<'PY'
+import sys
+path, table = sys.argv[1], sys.argv[2]
+text = open(path).read()
+begin, end = "<!-- unet-vs-peers -->", "<!-- /unet-vs-peers -->"
+block = f"{begin}\n{table}\n{end}"
+if begin in text:
+    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+else:
+    text += f"\n## MONAI U-Net 96^3 on the CPU: vox against PyTorch, ONNX Runtime and OpenVINO\n\n{block}\n"
+open(path, "w").write(text)
+PY
+echo "wrote the table to docs/perf.md"
