@@ -255,6 +255,9 @@ inline std::vector<OpSpec> op_table() {
            // unit stride, one group: whole tap runs inside, per-tap copies at the w borders
            {"conv3d_wide_w_padding", {1, 3, 3, 7, 2}, {3, 1, 2, 5, 2}, {1, 1, 1}, {0, 1, 3}, {1, 1, 1}, 1},
            {"conv3d_dilated_w", {1, 5, 4, 9, 3}, {2, 2, 3, 3, 3}, {1, 1, 1}, {0, 1, 2}, {1, 1, 2}, 1},
+           // more than 4 outputs (the GEMM path; 4 or fewer take the planar one) both ways
+           {"conv3d_wide", {1, 4, 3, 5, 3}, {6, 3, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1},
+           {"conv3d_many_inputs", {1, 3, 4, 5, 6}, {5, 3, 1, 3, 6}, {1, 1, 1}, {1, 0, 2}, {1, 1, 1}, 1},
            {"conv2d", {2, 7, 6, 4}, {6, 3, 3, 2}, {1, 2, 1}, {0, 1, 0}, {1, 1, 1}, 2},
        }) {
     const auto g = conv_geometry(c.x, c.w, c.stride, c.padding, c.dilation, c.groups);
@@ -284,6 +287,7 @@ inline std::vector<OpSpec> op_table() {
   for (const ConvTCase& c : std::vector<ConvTCase>{
            {"conv_transpose3d", {2, 3, 4, 2, 4}, {4, 3, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1},
            {"conv_transpose3d_k2", {1, 3, 2, 3, 2}, {2, 2, 2, 2, 5}, {2, 2, 2}, {0, 0, 0}, {0, 0, 0}, {1, 1, 1}, 1},
+           {"conv_transpose3d_wide", {1, 3, 2, 3, 4}, {4, 3, 3, 3, 6}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1},
            // a kernel smaller than the stride: odd output positions have no tap at all
            {"conv_transpose3d_k1_s3", {1, 2, 3, 2, 3}, {3, 1, 1, 1, 2}, {2, 3, 2}, {0, 0, 0}, {1, 2, 0}, {1, 1, 1}, 1},
            // stride 3 with a 5^3 kernel, padding 2: phases of one and two taps per axis

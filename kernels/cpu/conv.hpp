@@ -11,9 +11,11 @@
 // the thread count either.
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "kernels/conv_geometry.hpp"
+#include "kernels/cpu/conv_planar.hpp"
 #include "kernels/cpu/gemm.hpp"
 #include "kernels/cpu/parallel.hpp"
 
@@ -62,6 +64,18 @@ template <class T>
 __attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void zero_run(int64_t n, T* dst) {
   for (int64_t i = 0; i < n; ++i) dst[i] = T(0);
 }
+
+// Writes a planar row acc[co][w] into channels-last out at row (n, d, h) of a grid of `dims`,
+// positions first + step * index along each axis.
+template <class T>
+void store_row(T* out, int64_t channels, const std::array<int64_t, 3>& dims, const std::array<int64_t, 3>& first,
+               const std::array<int64_t, 3>& step, int64_t width, int64_t n, int64_t d, int64_t h, const T* acc) {
+  T* row = out + ((n * dims[0] + first[0] + d * step[0]) * dims[1] + first[1] + h * step[1]) * dims[2] * channels;
+  for (int64_t w = 0; w < width; ++w)
+    for (int64_t co = 0; co < channels; ++co) row[(first[2] + w * step[2]) * channels + co] = acc[co * width + w];
+}
+
+inline bool few_outputs(const ConvGeometry& g, int64_t outputs) { return g.groups == 1 && outputs <= kPlanarMaxOutputs; }
 
 // Gathers the taps of output position p for group grp: row[tap][ci] (zeros outside the input).
 // With one group and no dilation along w, the taps of one (kd, kh) read consecutive input
@@ -132,11 +146,45 @@ void tiled_group_gemm(int64_t positions, int64_t groups, int64_t K, int64_t N, c
 
 }  // namespace conv_detail
 
+namespace conv_detail {
+
+// Forward with at most 4 output channels and unit stride: planar_correlate over the output grid.
+template <class T>
+void planar_forward(const ConvGeometry& g, const T* x, const T* w, T* y) {
+  const int64_t kv = g.kernel_volume(), C = g.in_channels, outputs = g.out_channels;
+  std::vector<std::array<int64_t, 3>> offsets;
+  for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+    for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
+      for (int64_t kw = 0; kw < g.kernel[2]; ++kw)
+        offsets.push_back({kd * g.dilation[0] - g.padding[0], kh * g.dilation[1] - g.padding[1], kw * g.dilation[2] - g.padding[2]});
+  std::vector<T> weight(static_cast<size_t>(kv * C * outputs));  // [tap][c][co]
+  for (int64_t co = 0; co < outputs; ++co)
+    for (int64_t t = 0; t < kv; ++t)
+      for (int64_t c = 0; c < C; ++c) weight[static_cast<size_t>((t * C + c) * outputs + co)] = w[(co * kv + t) * C + c];
+  std::array<int64_t, 3> low{}, high{};
+  planar_margins(g.out, g.in, offsets, low, high);
+  const Planes<T> planes(x, g.batch, g.in, C, low, high);
+  planar_correlate(planes, g.out, offsets, weight.data(), outputs, [&](int64_t n, int64_t d, int64_t h, const T* acc) {
+    store_row(y, outputs, g.out, {0, 0, 0}, {1, 1, 1}, g.out[2], n, d, h, acc);
+  });
+}
+
+}  // namespace conv_detail
+
 template <class T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   using namespace conv_detail;
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * cg;
   const int64_t C = g.out_channels;
+  if (few_outputs(g, C) && g.stride == std::array<int64_t, 3>{1, 1, 1}) {
+    planar_forward(g, x, w, y);
+    if (bias)
+      parallel_for(0, g.out_positions(), 4096, [&](int64_t b, int64_t e) {
+        for (int64_t p = b; p < e; ++p)
+          for (int64_t c = 0; c < C; ++c) y[p * C + c] += bias[c];
+      });
+    return;
+  }
   // Right-hand side per group: the weights as [K][og].
   const auto packed = pack_groups<T>(g.groups, K, og, [&](int64_t grp, T* wt) {
     for (int64_t co = 0; co < og; ++co)
@@ -172,18 +220,45 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
         if (((r + g.padding[a] - k * g.dilation[a]) % g.stride[a] + g.stride[a]) % g.stride[a] == 0)
           taps[a][static_cast<size_t>(r)].push_back(k);
   }
+  // With at most 4 input channels, each phase is a planar correlation of dy (copied to planes
+  // once, with margins wide enough for every phase).
+  const bool planar = few_outputs(g, cg);
+  std::optional<Planes<T>> planes;
+  auto phase_offsets = [&](const std::array<int64_t, 3>& first, const std::vector<std::array<int64_t, 4>>& phase_taps) {
+    std::vector<std::array<int64_t, 3>> offsets;  // exact divisions: the phase guarantees divisibility
+    for (const auto& t : phase_taps)
+      offsets.push_back({(first[0] + g.padding[0] - t[0] * g.dilation[0]) / g.stride[0],
+                         (first[1] + g.padding[1] - t[1] * g.dilation[1]) / g.stride[1],
+                         (first[2] + g.padding[2] - t[2] * g.dilation[2]) / g.stride[2]});
+    return offsets;
+  };
+  auto taps_of_phase = [&](int64_t rd, int64_t rh, int64_t rw) {
+    std::vector<std::array<int64_t, 4>> phase_taps;  // kd, kh, kw, flat tap index
+    for (int64_t kd : taps[0][static_cast<size_t>(rd)])
+      for (int64_t kh : taps[1][static_cast<size_t>(rh)])
+        for (int64_t kw : taps[2][static_cast<size_t>(rw)]) phase_taps.push_back({kd, kh, kw, (kd * g.kernel[1] + kh) * g.kernel[2] + kw});
+    return phase_taps;
+  };
+  auto counts_of_phase = [&](const std::array<int64_t, 3>& first) {
+    std::array<int64_t, 3> counts;
+    for (int a = 0; a < 3; ++a) counts[a] = (g.in[a] - first[a] + g.stride[a] - 1) / g.stride[a];
+    return counts;
+  };
+  if (planar) {
+    std::array<int64_t, 3> low{}, high{};
+    for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)
+      for (int64_t rh = 0; rh < std::min(g.stride[1], g.in[1]); ++rh)
+        for (int64_t rw = 0; rw < std::min(g.stride[2], g.in[2]); ++rw)
+          planar_margins(counts_of_phase({rd, rh, rw}), g.out, phase_offsets({rd, rh, rw}, taps_of_phase(rd, rh, rw)), low, high);
+    planes.emplace(dy, g.batch, g.out, og, low, high);
+  }
   for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)
     for (int64_t rh = 0; rh < std::min(g.stride[1], g.in[1]); ++rh)
       for (int64_t rw = 0; rw < std::min(g.stride[2], g.in[2]); ++rw) {
         // this phase's inputs: d = rd + stride * i for i < counts[0], and so on
         const std::array<int64_t, 3> first{rd, rh, rw};
-        std::array<int64_t, 3> counts;
-        for (int a = 0; a < 3; ++a) counts[a] = (g.in[a] - first[a] + g.stride[a] - 1) / g.stride[a];
-        const auto &td = taps[0][static_cast<size_t>(rd)], &th = taps[1][static_cast<size_t>(rh)], &tw = taps[2][static_cast<size_t>(rw)];
-        std::vector<std::array<int64_t, 4>> phase_taps;  // kd, kh, kw, flat tap index
-        for (int64_t kd : td)
-          for (int64_t kh : th)
-            for (int64_t kw : tw) phase_taps.push_back({kd, kh, kw, (kd * g.kernel[1] + kh) * g.kernel[2] + kw});
+        const std::array<int64_t, 3> counts = counts_of_phase(first);
+        const std::vector<std::array<int64_t, 4>> phase_taps = taps_of_phase(rd, rh, rw);
         const int64_t K = static_cast<int64_t>(phase_taps.size()) * og;
         const int64_t positions = g.batch * counts[0] * counts[1] * counts[2];
         auto input_offset = [&](int64_t p) {  // the phase's p-th input position, as a row of dx
@@ -195,6 +270,16 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
           parallel_for(0, positions, 4096, [&](int64_t b, int64_t e) {
             for (int64_t p = b; p < e; ++p) std::fill_n(dx + input_offset(p) * g.in_channels, g.in_channels, T(0));
           });
+          continue;
+        }
+        if (planar) {
+          std::vector<T> weight(static_cast<size_t>(K * cg));  // [phase tap][co][ci]
+          for (size_t j = 0; j < phase_taps.size(); ++j)
+            for (int64_t co = 0; co < og; ++co)
+              for (int64_t ci = 0; ci < cg; ++ci)
+                weight[static_cast<size_t>((static_cast<int64_t>(j) * og + co) * cg + ci)] = w[(co * kv + phase_taps[j][3]) * cg + ci];
+          planar_correlate(*planes, counts, phase_offsets(first, phase_taps), weight.data(), cg,
+                           [&](int64_t n, int64_t d, int64_t h, const T* acc) { store_row(dx, cg, g.in, first, g.stride, counts[2], n, d, h, acc); });
           continue;
         }
         const auto packed = pack_groups<T>(g.groups, K, cg, [&](int64_t grp, T* w2) {
@@ -248,6 +333,24 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
   using namespace conv_detail;
   if (g.stride != std::array<int64_t, 3>{1, 1, 1}) return strided_backward_data(g, dy, w, dx);
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * og, kw_n = g.kernel[2];
+  if (few_outputs(g, cg)) {  // dx[q] = sum over taps of w^T dy[q + padding - k * dilation]
+    std::vector<std::array<int64_t, 3>> offsets;
+    for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+      for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
+        for (int64_t kw = 0; kw < kw_n; ++kw)
+          offsets.push_back({g.padding[0] - kd * g.dilation[0], g.padding[1] - kh * g.dilation[1], g.padding[2] - kw * g.dilation[2]});
+    std::vector<T> weight(static_cast<size_t>(kv * og * cg));  // [tap][co][ci]
+    for (int64_t co = 0; co < og; ++co)
+      for (int64_t t = 0; t < kv; ++t)
+        for (int64_t ci = 0; ci < cg; ++ci) weight[static_cast<size_t>((t * og + co) * cg + ci)] = w[(co * kv + t) * cg + ci];
+    std::array<int64_t, 3> low{}, high{};
+    planar_margins(g.in, g.out, offsets, low, high);
+    const Planes<T> planes(dy, g.batch, g.out, og, low, high);
+    planar_correlate(planes, g.in, offsets, weight.data(), cg, [&](int64_t n, int64_t d, int64_t h, const T* acc) {
+      store_row(dx, cg, g.in, {0, 0, 0}, {1, 1, 1}, g.in[2], n, d, h, acc);
+    });
+    return;
+  }
   // Input q reads output q + padding - k * dilation through tap k. Taps are ordered with kw
   // reversed, so that along w they read increasing output positions: with one group and no
   // dilation along w, the taps of one (kd, kh) are one contiguous run of dy.
