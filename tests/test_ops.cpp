@@ -63,3 +63,42 @@ TEST_CASE("every op also matches its reference in f64") {
     }
   }
 }
+
+TEST_CASE("convolution kernels match the reference on layer-sized shapes that change their work split") {
+  // Shapes chosen to reach each path: planar (<= 4 channels) and GEMM, unit and stride 2, one
+  // chunk and several, one output-channel block and several (64 outputs), in f64 so that only
+  // the summation order differs from the reference.
+  struct Case {
+    const char* name;
+    int64_t batch, cin, cout;
+    std::array<int64_t, 3> in, kernel, stride, padding;
+  };
+  for (const Case& c : std::vector<Case>{{"64 outputs, one tile", 1, 2, 64, {3, 4, 5}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}},
+                                         {"many tiles and chunks", 2, 8, 8, {10, 12, 14}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}},
+                                         {"large weight, one chunk, channel blocks", 1, 64, 96, {4, 3, 4}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}},
+                                         {"stride 2, wide", 1, 12, 6, {9, 8, 7}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}},
+                                         {"stride 2, 2 channels in", 1, 2, 40, {9, 10, 11}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}},
+                                         {"few outputs, large volume", 1, 3, 2, {17, 19, 23}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}}}) {
+    CAPTURE(c.name);
+    kernels::ConvGeometry g;
+    g.batch = c.batch, g.in = c.in, g.kernel = c.kernel, g.stride = c.stride, g.padding = c.padding;
+    g.in_channels = c.cin, g.out_channels = c.cout;
+    for (int a = 0; a < 3; ++a) g.out[a] = (g.in[a] + 2 * g.padding[a] - g.kernel[a]) / g.stride[a] + 1;
+    Generator gen(7);
+    const std::vector<double> x = values(randn({g.in_positions() * g.in_channels}, DType::f64, &gen));
+    const std::vector<double> w = values(randn({g.weight_size()}, DType::f64, &gen));
+    const std::vector<double> dy = values(randn({g.out_positions() * g.out_channels}, DType::f64, &gen));
+    std::vector<double> got(dy.size()), want(dy.size());
+    kernels::cpu::conv_forward(g, x.data(), w.data(), static_cast<const double*>(nullptr), got.data());
+    kernels::reference::conv_forward(g, x.data(), w.data(), static_cast<const double*>(nullptr), want.data());
+    for (size_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == doctest::Approx(want[i]).epsilon(1e-10));
+    std::vector<double> dx(x.size()), dx_ref(x.size());
+    kernels::cpu::conv_backward_data(g, dy.data(), w.data(), dx.data());
+    kernels::reference::conv_backward_data(g, dy.data(), w.data(), dx_ref.data());
+    for (size_t i = 0; i < dx.size(); ++i) REQUIRE(dx[i] == doctest::Approx(dx_ref[i]).epsilon(1e-10));
+    std::vector<double> dw(w.size()), dw_ref(w.size());
+    kernels::cpu::conv_backward_weight(g, x.data(), dy.data(), dw.data());
+    kernels::reference::conv_backward_weight(g, x.data(), dy.data(), dw_ref.data());
+    for (size_t i = 0; i < dw.size(); ++i) REQUIRE(dw[i] == doctest::Approx(dw_ref[i]).epsilon(1e-10));
+  }
+}

@@ -401,30 +401,36 @@ void conv_backward_weight(const ConvGeometry& g, const T* x, const T* dy, T* dw)
   const int64_t P = g.out_positions();
   const int64_t tile = tile_for(K);
   const int64_t tiles = (P + tile - 1) / tile;
-  // Position tiles are split into a fixed number of chunks, each summing into its own copy of
-  // the weight gradient; the chunk count depends only on the sizes (fewer when the weights are
-  // large), so the result is the same on any number of threads.
+  // Work is split two ways, by sizes only, so that the result is the same on any number of
+  // threads: position tiles into chunks that each sum into their own copy of the gradient (at
+  // most 16 copies, and at most 4 Mi elements of copies: large weights get few chunks), and
+  // output channels into blocks (for large weights, which few chunks would leave serial).
   const int64_t weight = g.weight_size();
-  const int64_t chunks = std::clamp<int64_t>(std::min<int64_t>(tiles, (int64_t{32} << 20) / std::max<int64_t>(weight, 1)), 1, 16);
-  std::vector<T> partial(static_cast<size_t>(chunks * weight), T(0));
-  parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
+  const int64_t chunks = std::clamp<int64_t>(std::min<int64_t>(tiles, (int64_t{4} << 20) / std::max<int64_t>(weight, 1)), 1, 16);
+  const int64_t co_blocks = chunks >= 8 ? 1 : std::clamp<int64_t>(og / 32, 1, 8);
+  std::vector<T> partial(chunks > 1 ? static_cast<size_t>(chunks * weight) : 0, T(0));
+  if (chunks == 1) std::fill(dw, dw + weight, T(0));  // one chunk sums straight into dw
+  parallel_for(0, chunks * co_blocks, 1, [&](int64_t ib, int64_t ie) {
     std::vector<T> col(static_cast<size_t>(tile * K)), dyt(static_cast<size_t>(tile * og)), scratch;
-    for (int64_t chunk = cb; chunk < ce; ++chunk) {
-      T* acc = partial.data() + chunk * weight;
+    for (int64_t item = ib; item < ie; ++item) {
+      const int64_t chunk = item / co_blocks, block = item % co_blocks;
+      const int64_t co0 = og * block / co_blocks, co1 = og * (block + 1) / co_blocks, cn = co1 - co0;
+      T* acc = chunks > 1 ? partial.data() + chunk * weight : dw;
       for (int64_t ti = tiles * chunk / chunks; ti < tiles * (chunk + 1) / chunks; ++ti) {
         const int64_t p0 = ti * tile, rows = std::min(tile, P - p0);
         for (int64_t grp = 0; grp < g.groups; ++grp) {
           for (int64_t r = 0; r < rows; ++r) gather_taps(g, x, p0 + r, grp, col.data() + r * K);
-          for (int64_t r = 0; r < rows; ++r) {  // dy tile, transposed to [og][rows]
-            const T* src = dy + (p0 + r) * g.out_channels + grp * og;
-            for (int64_t c = 0; c < og; ++c) dyt[static_cast<size_t>(c * rows + r)] = src[c];
+          for (int64_t r = 0; r < rows; ++r) {  // this block's dy, transposed to [cn][rows]
+            const T* src = dy + (p0 + r) * g.out_channels + grp * og + co0;
+            for (int64_t c = 0; c < cn; ++c) dyt[static_cast<size_t>(c * rows + r)] = src[c];
           }
-          // dW[grp][og][K] += dy^T [og][rows] x col [rows][K]
-          gemm<T>(og, K, rows, dyt.data(), rows, col.data(), K, acc + grp * og * K, K, true, scratch);
+          // dW[grp][co0:co1][K] += dy^T [cn][rows] x col [rows][K]
+          gemm<T>(cn, K, rows, dyt.data(), rows, col.data(), K, acc + (grp * og + co0) * K, K, true, scratch);
         }
       }
     }
   });
+  if (chunks == 1) return;
   parallel_for(0, weight, 16384, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       T total = partial[static_cast<size_t>(i)];
