@@ -391,6 +391,29 @@ inline std::vector<OpSpec> op_table() {
                [](const Values& in) { return ref::normalize(in[0], 2, 24, 6, 6, in[1].data(), in[2].data(), 1e-5); }, 288 * 8.0});
   t.push_back({"instance_norm", {{N5}}, [](auto& in) { return instance_norm(in[0]); },
                [](const Values& in) { return ref::normalize(in[0], 2, 24, 6, 6, nullptr, nullptr, 1e-5); }, 288 * 8.0});
+  // the fused PReLU(instance_norm(x)): the reference composes the two
+  auto prelu_of = [](std::vector<double> z, const std::vector<double>& slope) {
+    for (size_t i = 0; i < z.size(); ++i) z[i] = z[i] > 0 ? z[i] : slope[slope.size() == 1 ? 0 : i % slope.size()] * z[i];
+    return z;
+  };
+  t.push_back({"instance_norm_prelu_affine", {{N5}, {Shape{6}, Fill::positive}, {Shape{6}}, {Shape{6}, Fill::positive}},
+               [](auto& in) { return instance_norm_prelu(in[0], in[1], in[2], in[3]); },
+               [prelu_of](const Values& in) { return prelu_of(ref::normalize(in[0], 2, 24, 6, 6, in[1].data(), in[2].data(), 1e-5), in[3]); },
+               288 * 10.0});
+  t.push_back({"instance_norm_prelu", {{N5}, {Shape{1}, Fill::positive}}, [](auto& in) { return instance_norm_prelu(in[0], {}, {}, in[1]); },
+               [prelu_of](const Values& in) { return prelu_of(ref::normalize(in[0], 2, 24, 6, 6, nullptr, nullptr, 1e-5), in[1]); },
+               288 * 10.0});
+  // channel counts that divide 16 take the flat 16-lane loops (105 rows of 4: a tail of 4 elements)
+  t.push_back({"instance_norm_c4", {{Shape{2, 3, 5, 7, 4}}, {Shape{4}, Fill::positive}, {Shape{4}}},
+               [](auto& in) { return instance_norm(in[0], in[1], in[2]); },
+               [](const Values& in) { return ref::normalize(in[0], 2, 105, 4, 4, in[1].data(), in[2].data(), 1e-5); }, 840 * 8.0});
+  t.push_back({"group_norm_c8", {{Shape{2, 3, 4, 5, 8}}, {Shape{8}, Fill::positive}, {Shape{8}}},
+               [](auto& in) { return group_norm(in[0], 2, in[1], in[2]); },
+               [](const Values& in) { return ref::normalize(in[0], 2, 60, 8, 2, in[1].data(), in[2].data(), 1e-5); }, 960 * 8.0});
+  t.push_back({"instance_norm_prelu_c2", {{Shape{2, 4, 3, 5, 2}}, {Shape{2}, Fill::positive}},
+               [](auto& in) { return instance_norm_prelu(in[0], {}, {}, in[1]); },
+               [prelu_of](const Values& in) { return prelu_of(ref::normalize(in[0], 2, 60, 2, 2, nullptr, nullptr, 1e-5), in[1]); },
+               240 * 10.0});
   t.push_back({"group_norm", {{N5}, {Shape{6}, Fill::positive}, {Shape{6}}},
                [](auto& in) { return group_norm(in[0], 3, in[1], in[2]); },
                [](const Values& in) { return ref::normalize(in[0], 2, 24, 6, 3, in[1].data(), in[2].data(), 1e-5); }, 288 * 8.0});

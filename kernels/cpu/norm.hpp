@@ -8,6 +8,7 @@
 // Sums run in f64 in a fixed chunking of R, so results do not depend on the thread count.
 // Statistics are two-pass (mean, then centred squares): no cancellation for large means.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -21,16 +22,16 @@ struct NormShape {
   double group_count() const { return static_cast<double>(R) * static_cast<double>(C / G); }
 };
 
-// out[b][k][c] = sum over r of row(b, r) contributions; row(b, r, acc) adds into acc[k * C + c].
-template <class Row>
-void per_channel_sums(const NormShape& s, int64_t K, Row row, std::vector<double>& out) {
+// out[b][k][c] = sum over rows of their contributions: rows(b, r0, r1, acc) adds rows [r0, r1)
+// of batch b into acc[k * C + c].
+template <class Rows>
+void per_channel_sums(const NormShape& s, int64_t K, Rows rows, std::vector<double>& out) {
   const int64_t chunks = chunk_count(s.R * s.C, 16384, 32);
   std::vector<double> partial(static_cast<size_t>(s.B * chunks * K * s.C), 0.0);
   parallel_for(0, s.B * chunks, 1, [&](int64_t tb, int64_t te) {
     for (int64_t task = tb; task < te; ++task) {
       const int64_t b = task / chunks, c = task % chunks;
-      double* acc = partial.data() + task * K * s.C;
-      for (int64_t r = s.R * c / chunks; r < s.R * (c + 1) / chunks; ++r) row(b, r, acc);
+      rows(b, s.R * c / chunks, s.R * (c + 1) / chunks, partial.data() + task * K * s.C);
     }
   });
   out.assign(static_cast<size_t>(s.B * K * s.C), 0.0);
@@ -40,26 +41,93 @@ void per_channel_sums(const NormShape& s, int64_t K, Row row, std::vector<double
         out[static_cast<size_t>(b * K * s.C + i)] += partial[static_cast<size_t>((b * chunks + c) * K * s.C + i)];
 }
 
+// Sums per channel over a block of `rows` rows of C channels: acc[k * C + c] += term_k(i, lane)
+// for every element i, with `lane` indexing per-lane parameters replicated by replicate(). With
+// C dividing 16, the block is walked as one flat array 16 elements at a time (lane j holds
+// channel j % C), which vectorises whatever C is; otherwise row by row (lane = channel).
+inline bool flat_lanes(int64_t C) { return C <= 16 && 16 % C == 0; }
+template <class T>
+std::vector<T> replicate(const T* per_channel, int64_t C) {  // per-lane copy of per-channel values
+  if (!flat_lanes(C)) return std::vector<T>(per_channel, per_channel + C);
+  std::vector<T> out(16);
+  for (int64_t j = 0; j < 16; ++j) out[static_cast<size_t>(j)] = per_channel[j % C];
+  return out;
+}
+template <int K, class Term>
+void block_sums(int64_t rows, int64_t C, double* acc, Term term) {
+  const int64_t n = rows * C;
+  if (flat_lanes(C)) {
+    double lanes[K][16] = {};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+      for (int64_t j = 0; j < 16; ++j) {
+        const std::array<double, K> t = term(i + j, j);
+        for (int k = 0; k < K; ++k) lanes[k][j] += t[static_cast<size_t>(k)];
+      }
+    for (int64_t j = 0; i + j < n; ++j) {  // the tail: fewer than 16 elements, still lane = j
+      const std::array<double, K> t = term(i + j, j);
+      for (int k = 0; k < K; ++k) lanes[k][j] += t[static_cast<size_t>(k)];
+    }
+    for (int k = 0; k < K; ++k)
+      for (int64_t j = 0; j < 16; ++j) acc[k * C + j % C] += lanes[k][j];
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const std::array<double, K> t = term(r * C + c, c);
+      for (int k = 0; k < K; ++k) acc[k * C + c] += t[static_cast<size_t>(k)];
+    }
+}
+
+// Elementwise passes: f(b, e0, e1) for element ranges [e0, e1) within batch b, in parallel, each
+// starting on a row boundary that is also a multiple of 16 elements when C divides 16.
+template <class F>
+void for_each_block(const NormShape& s, F f) {
+  const int64_t rows_per_block = std::max<int64_t>(16, 16384 / s.C);
+  const int64_t blocks = (s.R + rows_per_block - 1) / rows_per_block;
+  parallel_for(0, s.B * blocks, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      const int64_t b = t / blocks, r0 = (t % blocks) * rows_per_block, r1 = std::min(s.R, r0 + rows_per_block);
+      f(b, (b * s.R + r0) * s.C, (b * s.R + r1) * s.C);
+    }
+  });
+}
+// f(i, lane) for elements [e0, e1) (e0 a multiple of 16 or of C): lanes as in block_sums.
+template <class F>
+void for_each_lane(int64_t C, int64_t e0, int64_t e1, F f) {
+  if (flat_lanes(C)) {
+    int64_t i = e0;
+    for (; i + 16 <= e1; i += 16)
+      for (int64_t j = 0; j < 16; ++j) f(i + j, j);
+    for (int64_t j = 0; i + j < e1; ++j) f(i + j, j);
+    return;
+  }
+  for (int64_t i = e0; i < e1; i += C)
+    for (int64_t c = 0; c < C; ++c) f(i + c, c);
+}
+
 // mean and biased variance per (b, g).
 template <class T>
 void norm_statistics(const NormShape& s, const T* x, std::vector<double>& mean, std::vector<double>& var) {
   const int64_t cg = s.per_group();
   std::vector<double> sums;
-  per_channel_sums(s, 1, [&](int64_t b, int64_t r, double* acc) {
-    const T* row = x + (b * s.R + r) * s.C;
-    for (int64_t c = 0; c < s.C; ++c) acc[c] += static_cast<double>(row[c]);
+  per_channel_sums(s, 1, [&](int64_t b, int64_t r0, int64_t r1, double* acc) {
+    const T* block = x + (b * s.R + r0) * s.C;
+    block_sums<1>(r1 - r0, s.C, acc, [&](int64_t i, int64_t) { return std::array<double, 1>{static_cast<double>(block[i])}; });
   }, sums);
   mean.assign(static_cast<size_t>(s.B * s.G), 0.0);
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t c = 0; c < s.C; ++c) mean[static_cast<size_t>(b * s.G + c / cg)] += sums[static_cast<size_t>(b * s.C + c)];
   for (double& m : mean) m /= s.group_count();
-  per_channel_sums(s, 1, [&](int64_t b, int64_t r, double* acc) {
-    const T* row = x + (b * s.R + r) * s.C;
-    const double* m = mean.data() + b * s.G;
-    for (int64_t c = 0; c < s.C; ++c) {
-      const double d = static_cast<double>(row[c]) - m[c / cg];
-      acc[c] += d * d;
-    }
+  per_channel_sums(s, 1, [&](int64_t b, int64_t r0, int64_t r1, double* acc) {
+    std::vector<double> m(static_cast<size_t>(s.C));
+    for (int64_t c = 0; c < s.C; ++c) m[static_cast<size_t>(c)] = mean[static_cast<size_t>(b * s.G + c / cg)];
+    const std::vector<double> lane_mean = replicate(m.data(), s.C);
+    const T* block = x + (b * s.R + r0) * s.C;
+    block_sums<1>(r1 - r0, s.C, acc, [&](int64_t i, int64_t lane) {
+      const double d = static_cast<double>(block[i]) - lane_mean[static_cast<size_t>(lane)];
+      return std::array<double, 1>{d * d};
+    });
   }, sums);
   var.assign(static_cast<size_t>(s.B * s.G), 0.0);
   for (int64_t b = 0; b < s.B; ++b)
@@ -67,12 +135,12 @@ void norm_statistics(const NormShape& s, const T* x, std::vector<double>& mean, 
   for (double& v : var) v /= s.group_count();
 }
 
-// y = (x - mean) * rstd * gamma + beta, as one multiply-add per element with per-(b, c) terms.
+// Per-(b, c) scale and shift with (x - mean) * rstd * gamma + beta = x * scale + shift.
 template <class T>
-void norm_apply(const NormShape& s, const T* x, const std::vector<double>& mean, const std::vector<double>& rstd,
-                const T* gamma, const T* beta, T* y) {
+void norm_coefficients(const NormShape& s, const std::vector<double>& mean, const std::vector<double>& rstd, const T* gamma,
+                       const T* beta, std::vector<T>& scale, std::vector<T>& shift) {
   const int64_t cg = s.per_group();
-  std::vector<T> scale(static_cast<size_t>(s.B * s.C)), shift(static_cast<size_t>(s.B * s.C));
+  scale.resize(static_cast<size_t>(s.B * s.C)), shift.resize(static_cast<size_t>(s.B * s.C));
   for (int64_t b = 0; b < s.B; ++b)
     for (int64_t c = 0; c < s.C; ++c) {
       const size_t g = static_cast<size_t>(b * s.G + c / cg);
@@ -80,38 +148,98 @@ void norm_apply(const NormShape& s, const T* x, const std::vector<double>& mean,
       scale[static_cast<size_t>(b * s.C + c)] = static_cast<T>(k);
       shift[static_cast<size_t>(b * s.C + c)] = static_cast<T>((beta ? static_cast<double>(beta[c]) : 0.0) - mean[g] * k);
     }
-  parallel_for(0, s.B * s.R, std::max<int64_t>(1, 16384 / s.C), [&](int64_t rb, int64_t re) {
-    for (int64_t row = rb; row < re; ++row) {
-      const int64_t b = row / s.R;
-      const T* in = x + row * s.C;
-      T* out = y + row * s.C;
-      const T* k = scale.data() + b * s.C;
-      const T* h = shift.data() + b * s.C;
-      for (int64_t c = 0; c < s.C; ++c) out[c] = in[c] * k[c] + h[c];
-    }
+}
+
+// PReLU slopes per channel: slope[c * stride] (stride 0: one slope for every channel).
+template <class T>
+std::vector<T> slopes_per_channel(int64_t C, const T* slope, int64_t stride) {
+  std::vector<T> out(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) out[static_cast<size_t>(c)] = slope[c * stride];
+  return out;
+}
+
+// y = (x - mean) * rstd * gamma + beta, as one multiply-add per element with per-(b, c) terms,
+// followed, when `slope` is given, by PReLU (y = z > 0 ? z : slope_c * z) in the same pass.
+template <class T>
+void norm_apply(const NormShape& s, const T* x, const std::vector<double>& mean, const std::vector<double>& rstd,
+                const T* gamma, const T* beta, T* y, const T* slope = nullptr, int64_t slope_stride = 0) {
+  std::vector<T> scale, shift;
+  norm_coefficients(s, mean, rstd, gamma, beta, scale, shift);
+  const std::vector<T> a = slope ? slopes_per_channel(s.C, slope, slope_stride) : std::vector<T>();
+  const std::vector<T> lane_slope = slope ? replicate(a.data(), s.C) : std::vector<T>();
+  for_each_block(s, [&](int64_t b, int64_t e0, int64_t e1) {
+    const std::vector<T> k = replicate(scale.data() + b * s.C, s.C), h = replicate(shift.data() + b * s.C, s.C);
+    for_each_lane(s.C, e0, e1, [&](int64_t i, int64_t l) {
+      const T z = x[i] * k[static_cast<size_t>(l)] + h[static_cast<size_t>(l)];
+      y[i] = slope ? (z > T(0) ? z : lane_slope[static_cast<size_t>(l)] * z) : z;
+    });
   });
 }
 
 // Gradients of y = (x - mean) * rstd * gamma + beta. With batch statistics (constant_stats
 // false) the mean and rstd depend on x; with running statistics they are constants.
-// dgamma and dbeta are [C] and may be null.
+// dgamma and dbeta are [C] and may be null. With `slope`, y is PReLU of that (norm_apply with a
+// slope): the PReLU's input is recomputed from x rather than stored, its gradient folded into
+// dy on the fly, and dslope ([C], or [1] for a shared slope) summed in the same pass.
 template <class T>
 void norm_backward(const NormShape& s, const T* x, const T* dy, const std::vector<double>& mean,
-                   const std::vector<double>& rstd, const T* gamma, bool constant_stats, T* dx, T* dgamma, T* dbeta) {
+                   const std::vector<double>& rstd, const T* gamma, bool constant_stats, T* dx, T* dgamma, T* dbeta,
+                   const T* beta = nullptr, const T* slope = nullptr, int64_t slope_stride = 0, T* dslope = nullptr) {
   const int64_t cg = s.per_group();
-  std::vector<double> sums;  // [B][2][C]: sum dy, sum dy * xhat
-  per_channel_sums(s, 2, [&](int64_t b, int64_t r, double* acc) {
-    const T* xr = x + (b * s.R + r) * s.C;
-    const T* gr = dy + (b * s.R + r) * s.C;
-    for (int64_t c = 0; c < s.C; ++c) {
-      const size_t g = static_cast<size_t>(b * s.G + c / cg);
-      const double d = static_cast<double>(gr[c]);
-      acc[c] += d;
-      acc[s.C + c] += d * (static_cast<double>(xr[c]) - mean[g]) * rstd[g];
+  std::vector<T> scale, shift, a;
+  if (slope) {
+    norm_coefficients(s, mean, rstd, gamma, beta, scale, shift);
+    a = slopes_per_channel(s.C, slope, slope_stride);
+  }
+  // the gradient reaching the normalisation: dy, or dy through the PReLU of z = x * k + h
+  auto dz_of = [](T g, T x, T k, T h, T slope_c) {
+    const T z = x * k + h;
+    return z > T(0) ? g : slope_c * g;
+  };
+  // mean and rstd per (b, c), so that the loops below index by channel only
+  std::vector<double> mean_c(static_cast<size_t>(s.B * s.C)), rstd_c(static_cast<size_t>(s.B * s.C));
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t c = 0; c < s.C; ++c)
+      mean_c[static_cast<size_t>(b * s.C + c)] = mean[static_cast<size_t>(b * s.G + c / cg)],
+      rstd_c[static_cast<size_t>(b * s.C + c)] = rstd[static_cast<size_t>(b * s.G + c / cg)];
+  std::vector<double> sums;  // [B][3][C]: sum dz, sum dz * xhat, sum dy * z where z <= 0
+  const std::vector<T> lane_slope = slope ? replicate(a.data(), s.C) : std::vector<T>();
+  per_channel_sums(s, 3, [&](int64_t b, int64_t r0, int64_t r1, double* acc) {
+    const T* xb = x + (b * s.R + r0) * s.C;
+    const T* gb = dy + (b * s.R + r0) * s.C;
+    const std::vector<double> m = replicate(mean_c.data() + b * s.C, s.C), rs = replicate(rstd_c.data() + b * s.C, s.C);
+    if (!slope) {
+      block_sums<3>(r1 - r0, s.C, acc, [&](int64_t i, int64_t lane) {
+        const double d = static_cast<double>(gb[i]);
+        const size_t l = static_cast<size_t>(lane);
+        return std::array<double, 3>{d, d * (static_cast<double>(xb[i]) - m[l]) * rs[l], 0.0};
+      });
+      return;
     }
+    const std::vector<T> k = replicate(scale.data() + b * s.C, s.C), h = replicate(shift.data() + b * s.C, s.C);
+    block_sums<3>(r1 - r0, s.C, acc, [&](int64_t i, int64_t lane) {
+      const size_t l = static_cast<size_t>(lane);
+      const T z = xb[i] * k[l] + h[l];
+      const bool positive = z > T(0);
+      const double d = static_cast<double>(positive ? gb[i] : lane_slope[l] * gb[i]);
+      return std::array<double, 3>{d, d * (static_cast<double>(xb[i]) - m[l]) * rs[l],
+                                   positive ? 0.0 : static_cast<double>(gb[i]) * static_cast<double>(z)};
+    });
   }, sums);
-  auto sum_dy = [&](int64_t b, int64_t c) { return sums[static_cast<size_t>((b * 2) * s.C + c)]; };
-  auto sum_dy_xhat = [&](int64_t b, int64_t c) { return sums[static_cast<size_t>((b * 2 + 1) * s.C + c)]; };
+  auto sum_dy = [&](int64_t b, int64_t c) { return sums[static_cast<size_t>((b * 3) * s.C + c)]; };
+  auto sum_dy_xhat = [&](int64_t b, int64_t c) { return sums[static_cast<size_t>((b * 3 + 1) * s.C + c)]; };
+  if (dslope) {
+    for (int64_t c = 0; c < (slope_stride == 0 ? 1 : s.C); ++c) dslope[c] = T(0);
+    std::vector<double> total(static_cast<size_t>(s.C), 0.0);
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t c = 0; c < s.C; ++c) total[static_cast<size_t>(c)] += sums[static_cast<size_t>((b * 3 + 2) * s.C + c)];
+    double shared = 0;
+    for (int64_t c = 0; c < s.C; ++c) {
+      if (slope_stride == 0) shared += total[static_cast<size_t>(c)];
+      else dslope[c] = static_cast<T>(total[static_cast<size_t>(c)]);
+    }
+    if (slope_stride == 0) dslope[0] = static_cast<T>(shared);
+  }
   if (dgamma || dbeta)
     for (int64_t c = 0; c < s.C; ++c) {
       double gg = 0, gb = 0;
@@ -120,8 +248,8 @@ void norm_backward(const NormShape& s, const T* x, const T* dy, const std::vecto
       if (dbeta) dbeta[c] = static_cast<T>(gb);
     }
   if (!dx) return;
-  // dx = rstd * (dxhat - mean_g(dxhat) - xhat * mean_g(dxhat * xhat)), dxhat = dy * gamma,
-  // folded into dx = k_dy * dy + k_x * x + k_0 with per-(b, c) coefficients.
+  // dx = rstd * (dxhat - mean_g(dxhat) - xhat * mean_g(dxhat * xhat)), dxhat = dz * gamma,
+  // folded into dx = k_dy * dz + k_x * x + k_0 with per-(b, c) coefficients.
   std::vector<double> mean_dxhat(static_cast<size_t>(s.B * s.G), 0.0), mean_dxhat_xhat(static_cast<size_t>(s.B * s.G), 0.0);
   if (!constant_stats) {
     for (int64_t b = 0; b < s.B; ++b)
@@ -144,15 +272,21 @@ void norm_backward(const NormShape& s, const T* x, const T* dy, const std::vecto
       k_x[i] = static_cast<T>(-r * r * mean_dxhat_xhat[g]);
       k_0[i] = static_cast<T>(r * r * mean_dxhat_xhat[g] * mean[g] - r * mean_dxhat[g]);
     }
-  parallel_for(0, s.B * s.R, std::max<int64_t>(1, 16384 / s.C), [&](int64_t rb, int64_t re) {
-    for (int64_t row = rb; row < re; ++row) {
-      const int64_t b = row / s.R;
-      const T* xr = x + row * s.C;
-      const T* gr = dy + row * s.C;
-      T* out = dx + row * s.C;
-      const T *a = k_dy.data() + b * s.C, *kx = k_x.data() + b * s.C, *k0 = k_0.data() + b * s.C;
-      for (int64_t c = 0; c < s.C; ++c) out[c] = a[c] * gr[c] + kx[c] * xr[c] + k0[c];
+  for_each_block(s, [&](int64_t b, int64_t e0, int64_t e1) {
+    const std::vector<T> kd = replicate(k_dy.data() + b * s.C, s.C), kx = replicate(k_x.data() + b * s.C, s.C),
+                         k0 = replicate(k_0.data() + b * s.C, s.C);
+    if (!slope) {
+      for_each_lane(s.C, e0, e1, [&](int64_t i, int64_t l) {
+        const size_t j = static_cast<size_t>(l);
+        dx[i] = kd[j] * dy[i] + kx[j] * x[i] + k0[j];
+      });
+      return;
     }
+    const std::vector<T> k = replicate(scale.data() + b * s.C, s.C), h = replicate(shift.data() + b * s.C, s.C);
+    for_each_lane(s.C, e0, e1, [&](int64_t i, int64_t l) {
+      const size_t j = static_cast<size_t>(l);
+      dx[i] = kd[j] * dz_of(dy[i], x[i], k[j], h[j], lane_slope[j]) + kx[j] * x[i] + k0[j];
+    });
   });
 }
 

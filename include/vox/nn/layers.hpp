@@ -101,6 +101,12 @@ class InstanceNorm : public Module {
               "], got ", x.shape());
     return instance_norm(x, weight_ ? *weight_ : Tensor(), bias_ ? *bias_ : Tensor(), eps_);
   }
+  // PReLU(forward(x)) as one fused op (instance_norm_prelu); slope is the PReLU's weight.
+  Tensor forward_prelu(const Tensor& x, const Tensor& slope) const {
+    VOX_CHECK(x.rank() == D + 2 && x.size(-1) == channels_, "nn::InstanceNorm", "expects [N, ", D, " spatial axes, ", channels_,
+              "], got ", x.shape());
+    return instance_norm_prelu(x, weight_ ? *weight_ : Tensor(), bias_ ? *bias_ : Tensor(), slope, eps_);
+  }
 
  private:
   int64_t channels_;
@@ -179,6 +185,7 @@ class PReLU : public Module {
     weight_ = &register_parameter("weight", full({num_parameters}, init));
   }
   Tensor forward(const Tensor& x) const { return prelu(x, *weight_); }
+  const Tensor& weight() const { return *weight_; }
 
  private:
   Tensor* weight_;
@@ -217,6 +224,8 @@ class Dropout : public Module {
  public:
   explicit Dropout(double p = 0.5) : p_(p) { VOX_CHECK(p >= 0 && p <= 1, "nn::Dropout", "p = ", p, " is outside [0, 1]"); }
   Tensor forward(const Tensor& x) const { return dropout(x, p_, is_training()); }
+  // True when forward returns its input unchanged.
+  bool is_identity() const { return p_ == 0 || !is_training(); }
 
  private:
   double p_;

@@ -12,10 +12,11 @@ namespace vox {
 namespace detail {
 // Normalises x viewed as [B][R][C] with G groups. With fixed statistics (batch norm in eval
 // mode) mean/var are given and treated as constants; otherwise they are computed and returned.
+// With `slope` defined ([1] or [C]), PReLU follows in the same passes (instance_norm_prelu).
 inline Tensor normalize(const char* op, const char* node, const Tensor& x, kernels::cpu::NormShape s,
                         const Tensor& weight, const Tensor& bias, double eps, bool fixed_stats,
-                        std::vector<double>& mean, std::vector<double>& var) {
-  check_cpu(op, {&x, &weight, &bias});
+                        std::vector<double>& mean, std::vector<double>& var, const Tensor& slope = {}) {
+  check_cpu(op, {&x, &weight, &bias, &slope});
   VOX_CHECK(is_floating(x.dtype()), op, "needs a floating tensor, got ", x.dtype());
   VOX_CHECK(x.numel() > 0, op, "empty input of shape ", x.shape());
   VOX_CHECK(eps >= 0, op, "eps must be >= 0, got ", eps);
@@ -23,16 +24,19 @@ inline Tensor normalize(const char* op, const char* node, const Tensor& x, kerne
     if (p->defined())
       VOX_CHECK(p->numel() == s.C && p->dtype() == x.dtype(), op, "weight and bias need ", s.C, " values of ", x.dtype(),
                 ", got shape ", p->shape(), " ", p->dtype(), " for input ", x.shape());
+  if (slope.defined())
+    VOX_CHECK(slope.rank() == 1 && (slope.size(0) == 1 || slope.size(0) == s.C) && slope.dtype() == x.dtype(), op,
+              "the PReLU slope must be [1] or [", s.C, "] of ", x.dtype(), ", got shape ", slope.shape(), " ", slope.dtype());
   if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
-    const Tensor w32 = weight.defined() ? cast(weight, DType::f32) : Tensor();
-    const Tensor b32 = bias.defined() ? cast(bias, DType::f32) : Tensor();
-    return cast(normalize(op, node, cast(x, DType::f32), s, w32, b32, eps, fixed_stats, mean, var), x.dtype());
+    auto f32 = [](const Tensor& t) { return t.defined() ? cast(t, DType::f32) : Tensor(); };
+    return cast(normalize(op, node, cast(x, DType::f32), s, f32(weight), f32(bias), eps, fixed_stats, mean, var, f32(slope)), x.dtype());
   }
   const Tensor w = weight.defined() ? reshape(weight, {s.C}) : Tensor();
   const Tensor b = bias.defined() ? reshape(bias, {s.C}) : Tensor();
   const Tensor xc = x.detach().contiguous();
-  const Tensor wc = w.defined() ? w.detach().contiguous() : Tensor();
-  const Tensor bc = b.defined() ? b.detach().contiguous() : Tensor();
+  auto detached = [](const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); };
+  const Tensor wc = detached(w), bc = detached(b), ac = detached(slope);
+  const int64_t slope_stride = ac.defined() && ac.size(0) > 1 ? 1 : 0;
   Tensor out = empty(x.shape(), x.dtype());
   std::vector<double> rstd;
   dispatch_float(x.dtype(), op, [&]<class T>() {
@@ -40,20 +44,24 @@ inline Tensor normalize(const char* op, const char* node, const Tensor& x, kerne
     rstd.resize(var.size());
     for (size_t i = 0; i < var.size(); ++i) rstd[i] = 1.0 / std::sqrt(var[i] + eps);
     kernels::cpu::norm_apply<T>(s, xc.data<T>(), mean, rstd, wc.defined() ? wc.data<T>() : nullptr,
-                                bc.defined() ? bc.data<T>() : nullptr, out.data<T>());
+                                bc.defined() ? bc.data<T>() : nullptr, out.data<T>(), ac.defined() ? ac.data<T>() : nullptr,
+                                slope_stride);
   });
-  autograd::record(node, out, {x, w, b}, [s, xc, wc, mean, rstd, fixed_stats, need_x = x.requires_grad(),
-                                          need_w = w.requires_grad(), need_b = b.requires_grad()](const Tensor& g) {
+  // x alone is kept: the PReLU's input is recomputed from it in the backward pass
+  autograd::record(node, out, {x, w, b, slope}, [s, xc, wc, bc, ac, slope_stride, mean, rstd, fixed_stats, need_x = x.requires_grad(),
+                                                 need_w = w.requires_grad(), need_b = b.requires_grad(),
+                                                 need_a = slope.defined() && slope.requires_grad()](const Tensor& g) {
     const Tensor gc = g.contiguous();
     Tensor gx = need_x ? empty(xc.shape(), xc.dtype()) : Tensor();
     Tensor gw = need_w ? empty(Shape{s.C}, xc.dtype()) : Tensor();
     Tensor gb = need_b ? empty(Shape{s.C}, xc.dtype()) : Tensor();
+    Tensor ga = need_a ? empty(ac.shape(), xc.dtype()) : Tensor();
     dispatch_float(xc.dtype(), "normalize backward", [&]<class T>() {
-      kernels::cpu::norm_backward<T>(s, xc.data<T>(), gc.data<T>(), mean, rstd, wc.defined() ? wc.data<T>() : nullptr,
-                                     fixed_stats, need_x ? gx.data<T>() : nullptr, need_w ? gw.data<T>() : nullptr,
-                                     need_b ? gb.data<T>() : nullptr);
+      auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
+      kernels::cpu::norm_backward<T>(s, xc.data<T>(), gc.data<T>(), mean, rstd, ptr(wc), fixed_stats, ptr(gx), ptr(gw), ptr(gb), ptr(bc),
+                                     ptr(ac), slope_stride, ptr(ga));
     });
-    return std::vector<Tensor>{gx, gw, gb};
+    return std::vector<Tensor>{gx, gw, gb, ga};
   });
   return out;
 }
@@ -104,6 +112,17 @@ inline Tensor instance_norm(const Tensor& x, const Tensor& weight, const Tensor&
   std::vector<double> mean, var;
   return detail::normalize("instance_norm", "InstanceNormBackward", x, {x.size(0), R, C, C}, weight, bias, eps, false,
                            mean, var);
+}
+
+// PReLU(instance_norm(x, weight, bias)) in two passes over x instead of four, keeping only x for
+// the backward pass. slope is PReLU's weight, [1] or [C].
+inline Tensor instance_norm_prelu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& slope, double eps) {
+  VOX_CHECK(x.rank() >= 3, "instance_norm_prelu", "input must be [N, spatial..., C], got shape ", x.shape());
+  VOX_CHECK(slope.defined(), "instance_norm_prelu", "needs the PReLU slope");
+  const int64_t C = x.size(-1), R = detail::spatial_size(x);
+  std::vector<double> mean, var;
+  return detail::normalize("instance_norm_prelu", "InstanceNormPreluBackward", x, {x.size(0), R, C, C}, weight, bias, eps, false,
+                           mean, var, slope);
 }
 
 inline Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps) {

@@ -43,6 +43,8 @@ class ADN : public DynamicModule {
     if (o.act == ActKind::prelu) prelu_ = std::make_unique<PReLU>();
   }
   Tensor forward(const Tensor& x) override {
+    // MONAI's default block (instance norm, no dropout, PReLU) as one fused op
+    if (instance_ && prelu_ && dropout_.is_identity()) return instance_->forward_prelu(x, prelu_->weight());
     const Tensor h = dropout_.forward(batch_ ? batch_->forward(x) : instance_->forward(x));
     return prelu_ ? prelu_->forward(h) : relu_.forward(h);
   }
