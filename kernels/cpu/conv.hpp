@@ -109,14 +109,24 @@ void gather_taps(const ConvGeometry& g, const T* x, int64_t p, int64_t grp, T* r
   }
 }
 
-// Packs one [K][N] right-hand side per group; fill(grp, buffer) writes group grp's matrix.
-template <class T, class Fill>
-std::vector<std::vector<T>> pack_groups(int64_t groups, int64_t K, int64_t N, Fill fill) {
+// Packs one [K][N] right-hand side per group, element (k, n) of group grp being value(grp, k, n),
+// straight into gemm_packed's panel layout, in parallel: repacking the weights is otherwise a
+// serial pass at every call, which the largest layers notice.
+template <class T, class Value>
+std::vector<std::vector<T>> pack_groups(int64_t groups, int64_t K, int64_t N, Value value) {
+  constexpr int64_t NR = gemm_detail::panel_width<T>();
+  const int64_t panels = (N + NR - 1) / NR;
   std::vector<std::vector<T>> packed(static_cast<size_t>(groups));
-  std::vector<T> buffer(static_cast<size_t>(K * N));
   for (int64_t grp = 0; grp < groups; ++grp) {
-    fill(grp, buffer.data());
-    packed[static_cast<size_t>(grp)] = pack_b<T>(N, K, buffer.data(), N);
+    std::vector<T>& out = packed[static_cast<size_t>(grp)];
+    out.resize(static_cast<size_t>(gemm_detail::packed_size<T>(N, K)));
+    parallel_for(0, panels * K, std::max<int64_t>(1, 4096 / NR), [&](int64_t b, int64_t e) {
+      for (int64_t pk = b; pk < e; ++pk) {
+        const int64_t panel = pk / K, k = pk % K, n0 = panel * NR;
+        T* dst = out.data() + (panel * K + k) * NR;
+        for (int64_t j = 0; j < NR; ++j) dst[j] = n0 + j < N ? value(grp, k, n0 + j) : T(0);
+      }
+    });
   }
   return packed;
 }
@@ -186,10 +196,7 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, 
     return;
   }
   // Right-hand side per group: the weights as [K][og].
-  const auto packed = pack_groups<T>(g.groups, K, og, [&](int64_t grp, T* wt) {
-    for (int64_t co = 0; co < og; ++co)
-      for (int64_t k = 0; k < K; ++k) wt[k * og + co] = w[(grp * og + co) * K + k];
-  });
+  const auto packed = pack_groups<T>(g.groups, K, og, [&](int64_t grp, int64_t k, int64_t co) { return w[(grp * og + co) * K + k]; });
   const bool pointwise = is_pointwise(g) && g.groups == 1;
   tiled_group_gemm<T>(g.out_positions(), g.groups, K, og, packed, pointwise ? x : nullptr, g.in_channels, y, C,
                       [&](int64_t p, int64_t grp, T* row) { gather_taps(g, x, p, grp, row); });
@@ -282,11 +289,9 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
                            [&](int64_t n, int64_t d, int64_t h, const T* acc) { store_row(dx, cg, g.in, first, g.stride, counts[2], n, d, h, acc); });
           continue;
         }
-        const auto packed = pack_groups<T>(g.groups, K, cg, [&](int64_t grp, T* w2) {
-          for (size_t j = 0; j < phase_taps.size(); ++j)
-            for (int64_t co = 0; co < og; ++co)
-              for (int64_t ci = 0; ci < cg; ++ci)
-                w2[(static_cast<int64_t>(j) * og + co) * cg + ci] = w[((grp * og + co) * kv + phase_taps[j][3]) * cg + ci];
+        // row j * og + co, column ci: the weight of phase tap j from output co to input ci
+        const auto packed = pack_groups<T>(g.groups, K, cg, [&](int64_t grp, int64_t k, int64_t ci) {
+          return w[((grp * og + k % og) * kv + phase_taps[static_cast<size_t>(k / og)][3]) * cg + ci];
         });
         const int64_t tile = tile_for(K), tiles = (positions + tile - 1) / tile;
         parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
@@ -355,12 +360,9 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
   // reversed, so that along w they read increasing output positions: with one group and no
   // dilation along w, the taps of one (kd, kh) are one contiguous run of dy.
   // Right-hand side per group: the weights as [tap][og][cg], for rows of gathered dy.
-  const auto packed = pack_groups<T>(g.groups, K, cg, [&](int64_t grp, T* w2) {
-    for (int64_t t = 0; t < kv; ++t) {
-      const int64_t kw = t % kw_n, slot = t - kw + (kw_n - 1 - kw);
-      for (int64_t co = 0; co < og; ++co)
-        for (int64_t ci = 0; ci < cg; ++ci) w2[(slot * og + co) * cg + ci] = w[((grp * og + co) * kv + t) * cg + ci];
-    }
+  const auto packed = pack_groups<T>(g.groups, K, cg, [&](int64_t grp, int64_t k, int64_t ci) {
+    const int64_t slot = k / og, co = k % og, t = slot - slot % kw_n + (kw_n - 1 - slot % kw_n);  // slot -> tap: kw reversed
+    return w[((grp * og + co) * kv + t) * cg + ci];
   });
   const bool pointwise = is_pointwise(g) && g.groups == 1;
   auto gather = [&](int64_t q, int64_t grp, T* row) {
