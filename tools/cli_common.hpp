@@ -75,6 +75,19 @@ inline std::vector<int64_t> parse_sizes(const std::string& text, const std::stri
   return out;
 }
 
+inline int64_t parse_count(const std::string& text, const std::string& option);
+
+// "A,B,C" as whole numbers.
+inline std::vector<int64_t> parse_list(const std::string& text, const std::string& option) {
+  std::vector<int64_t> out;
+  for (size_t start = 0; start <= text.size();) {
+    const size_t comma = std::min(text.find(',', start), text.size());
+    out.push_back(parse_count(text.substr(start, comma - start), option));
+    start = comma + 1;
+  }
+  return out;
+}
+
 inline int64_t parse_count(const std::string& text, const std::string& option) {
   try {
     size_t used = 0;

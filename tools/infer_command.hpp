@@ -33,6 +33,8 @@ struct InferArgs {
   double overlap = 0.5;
   int64_t windows_per_batch = 1;  // MONAI's sw_batch_size
   bool tta = false, logits = false, no_window = false;
+  std::vector<int> tta_axes{0, 1, 2};  // with tta: every non-empty subset of these axes (i, j, k) is flipped
+  bool gaussian = true;                // false: every window weighted alike
   bool largest_component = false;  // keep each class's largest connected component
   int64_t min_size = 0;            // remove components smaller than this many voxels
   RunConfig config;  // with --weights: the architecture given on the command line
@@ -86,7 +88,14 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
       const int64_t multiple = model.size_multiple, n = ax == 0 ? image.width() : ax == 1 ? image.height() : image.depth();
       o.patch[ax] = (n + multiple - 1) / multiple * multiple;
     }
-  if (a.tta) o.mirrors = inference::all_mirrors();
+  o.gaussian = a.gaussian;
+  if (a.tta)
+    for (const auto& m : inference::all_mirrors()) {  // the flips that use only the allowed axes
+      bool allowed = true;
+      for (int axis = 0; axis < 3; ++axis)
+        if (m[static_cast<size_t>(axis)] && std::find(a.tta_axes.begin(), a.tta_axes.end(), axis) == a.tta_axes.end()) allowed = false;
+      if (allowed) o.mirrors.push_back(m);
+    }
   const auto start = std::chrono::steady_clock::now();
   int64_t last_percent = -1;
   const bool terminal = isatty(fileno(stderr)) != 0;

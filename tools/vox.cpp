@@ -13,7 +13,8 @@
 //             [--run DIR] [--epochs N] [--iterations N] [--patch X,Y,Z] [--batch B] [--lr LR]
 //             [--channels C1,C2,...] [--spacing S] [--no-augment] [--seed S] [--resume]
 //   vox infer --model RUN (or --arch monai-unet --weights W.safetensors --classes C) --input FILE_OR_DICOM
-//             --output OUT.nii.gz [--overlap 0.5] [--sw-batch B] [--tta] [--png PREVIEW.png] [--logits]
+//             --output OUT.nii.gz [--overlap 0.5] [--sw-batch B] [--blend gaussian|constant] [--tta]
+//             [--tta-axes A,B] [--png PREVIEW.png] [--logits]
 //             [--no-window] [--largest-component] [--min-size N]
 //   vox demo [--dir DIR] [--epochs N] [--iterations N]   the main job on built-in data
 //   vox bench [--model NAME] [--size S] [--batch B] [--mode train|infer] [--iters N] [--warmup N]
@@ -82,7 +83,9 @@ const char* kUsage =
     "                           patch, spacing, epochs, iterations, batch, lr, val_fraction, augment, seed,\n"
     "                           threads); flags override it; each run keeps its own as RUN/train.json\n"
     "  vox infer                --model RUN --input FILE_OR_DICOM_DIR --output OUT.nii.gz\n"
-    "      [--overlap 0.5] [--sw-batch 1] (windows per forward) [--tta] [--png PREVIEW.png] [--logits]\n"
+    "      [--overlap 0.5] [--sw-batch 1] (windows per forward) [--blend gaussian|constant] (window weights,\n"
+    "      gaussian with sigma = patch / 8 by default) [--tta] (all 8 flips) [--tta-axes 0,1] (the flips of\n"
+    "      those axes only, i = 0, j = 1, k = 2) [--png PREVIEW.png] [--logits]\n"
     "      [--no-window] [--largest-component] (each class's largest connected part) [--min-size N] (drop smaller parts);\n"
     "      a classifier's run prints the class and probabilities as JSON (and writes them to --output);\n"
     "      or --arch monai-unet --weights W.safetensors --classes C [--channels ...] [--patch ...]\n"
@@ -389,13 +392,7 @@ bool take_model_option(const std::vector<std::string>& args, size_t& i, run_comm
   };
   if (a == "--arch") c.arch = value();
   else if (a == "--channels") {
-    c.channels.clear();
-    const std::string text = value();
-    for (size_t start = 0; start <= text.size();) {
-      const size_t comma = std::min(text.find(',', start), text.size());
-      c.channels.push_back(parse_count(text.substr(start, comma - start), "--channels"));
-      start = comma + 1;
-    }
+    c.channels = parse_list(value(), a);
     if (c.channels.size() < 2) throw UsageError{"--channels needs at least two levels"};
   } else if (a == "--patch") {
     const auto p = parse_sizes(value(), a);
@@ -463,6 +460,18 @@ int infer(const std::vector<std::string>& args) {
     else if (a == "--overlap") f.overlap = parse_real(value(), a);
     else if (a == "--sw-batch") f.windows_per_batch = parse_count(value(), a);
     else if (a == "--tta") f.tta = true;
+    else if (a == "--tta-axes") {
+      f.tta = true;
+      f.tta_axes.clear();
+      for (int64_t axis : parse_list(value(), a)) {
+        if (axis > 2) throw UsageError{"--tta-axes takes axes 0, 1 and 2 (i, j, k), got " + std::to_string(axis)};
+        f.tta_axes.push_back(static_cast<int>(axis));
+      }
+    } else if (a == "--blend") {
+      const std::string mode = value();
+      if (mode != "gaussian" && mode != "constant") throw UsageError{"--blend takes gaussian or constant, got " + mode};
+      f.gaussian = mode == "gaussian";
+    }
     else if (a == "--logits") f.logits = true;
     else if (a == "--no-window") f.no_window = true;
     else if (a == "--largest-component") f.largest_component = true;
@@ -500,13 +509,8 @@ int bench(const std::vector<std::string>& args) {
     else if (a == "--warmup") b.warmup = parse_count(value(), a);
     else if (a == "--threads") b.threads = parse_count(value(), a);
     else if (a == "--classes") b.classes = parse_count(value(), a);
-    else if (a == "--channels") {
-      run_commands::RunConfig c;
-      size_t j = i;
-      take_model_option(args, j, c);
-      i = j;
-      b.channels = c.channels;
-    } else throw UsageError{"unknown option " + a};
+    else if (a == "--channels") b.channels = parse_list(value(), a);
+    else throw UsageError{"unknown option " + a};
   }
   return bench_command::run(b);
 }

@@ -195,7 +195,8 @@ assert p.shape == i.shape and np.allclose(p.affine, i.affine), (p.shape, i.shape
 assert set(np.unique(np.asarray(p.dataobj))) <= {0, 1}
 print("prediction on the input grid")
 PY
-"$vox" infer --model "$tmp/run" --input "$tmp/tiny/imagesTs/spheres_004.nii.gz" --output "$tmp/post.nii.gz" --largest-component --min-size 5
+"$vox" infer --model "$tmp/run" --input "$tmp/tiny/imagesTs/spheres_004.nii.gz" --output "$tmp/post.nii.gz" --largest-component --min-size 5 \
+  --tta-axes 0,1 --blend constant --sw-batch 2
 /usr/bin/python3 - "$tmp/post.nii.gz" <<'PY' || fail "--largest-component leaves one connected part per class"
 import sys
 import nibabel as nib
@@ -255,6 +256,7 @@ expect_error 1 "has no dataset.json" "$vox" train --data "$tmp/nowhere" --run "$
 expect_error 2 "unknown option --colour" "$vox" train --synthetic --colour red
 expect_error 2 "--lr takes a number, got fast" "$vox" train --synthetic --lr fast
 expect_error 2 "--arch takes monai-unet" "$vox" train --data "$tmp/tiny" --run "$tmp/bad_run" --arch vgg
+expect_error 2 "--tta-axes takes axes 0, 1 and 2" "$vox" infer --model "$tmp/run" --input "$image" --output "$tmp/x.nii.gz" --tta-axes 3
 echo '{"epoch": 3}' > "$tmp/typo.json"
 expect_error 1 "unknown key \"epoch\"" "$vox" train --config "$tmp/typo.json"
 cp -r "$tmp/tiny" "$tmp/mismatch"
