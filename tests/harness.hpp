@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <sstream>
 #include <string>
@@ -16,6 +17,14 @@
 namespace vox::testing {
 
 // The folder of fixtures a CTest fixture step made: $env, else `fallback` (relative to the cwd).
+// An empty folder vox_test_<name> in the temporary directory (emptied if it was there).
+inline std::string fresh_dir(const std::string& name) {
+  const std::filesystem::path p = std::filesystem::temp_directory_path() / ("vox_test_" + name);
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+
 inline std::string fixture_dir(const char* env, const char* fallback) {
   const char* dir = std::getenv(env);
   return dir ? dir : fallback;

@@ -18,15 +18,6 @@ using namespace vox::testing;
 using doctest::Contains;
 namespace fs = std::filesystem;
 
-namespace {
-std::string fresh_dir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("vox_test_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-}  // namespace
-
 TEST_CASE("synthetic shapes are seeded, of one volume whatever the class, and differ in shape") {
   const ShapeOptions o{.size = {30, 32, 34}, .classes = 3, .min_radius = 5, .max_radius = 5, .noise = 0};
   Random a(4), b(4);

@@ -18,12 +18,6 @@ using doctest::Contains;
 namespace fs = std::filesystem;
 
 namespace {
-std::string fresh_dir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("vox_test_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
 const SphereOptions small{.size = {24, 20, 16}, .spacing = {1.5, 1.5, 2.0}, .classes = 3, .spheres_per_class = 1};
 }  // namespace
 

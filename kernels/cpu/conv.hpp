@@ -77,36 +77,46 @@ void store_row(T* out, int64_t channels, const std::array<int64_t, 3>& dims, con
 
 inline bool few_outputs(const ConvGeometry& g, int64_t outputs) { return g.groups == 1 && outputs <= kPlanarMaxOutputs; }
 
-// Gathers the taps of output position p for group grp: row[tap][ci] (zeros outside the input).
-// With one group and no dilation along w, the taps of one (kd, kh) read consecutive input
-// positions, which are one contiguous run in channels-last memory: one copy instead of kW.
+// Gathers kernel[0] x kernel[1] x kernel[2] taps of `width` values each from `src`, a
+// channels-last volume of `dims` positions with `channels` values per position (src already
+// offset to the group's first channel): tap (a, b, c) reads position first + (a, b, c) * step of
+// batch item n, or zeros outside the volume. When a tap row along w is contiguous (unit w step,
+// all of it inside, width == channels: one group), it is one run: one copy instead of kernel[2].
 template <class T>
-void gather_taps(const ConvGeometry& g, const T* x, int64_t p, int64_t grp, T* row) {
-  const Position o = unravel(p, g.out);
-  const int64_t cg = g.in_per_group(), kw_n = g.kernel[2];
-  const int64_t id0 = o.d * g.stride[0] - g.padding[0], ih0 = o.h * g.stride[1] - g.padding[1], iw0 = o.w * g.stride[2] - g.padding[2];
-  const bool whole_run = g.groups == 1 && g.dilation[2] == 1 && iw0 >= 0 && iw0 + kw_n <= g.in[2];
-  for (int64_t kd = 0; kd < g.kernel[0]; ++kd) {
-    const int64_t id = id0 + kd * g.dilation[0];
-    for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
-      const int64_t ih = ih0 + kh * g.dilation[1];
-      T* dst = row + (kd * g.kernel[1] + kh) * kw_n * cg;
-      if (id < 0 || id >= g.in[0] || ih < 0 || ih >= g.in[1]) {
-        zero_run(kw_n * cg, dst);
+void gather_tap_rows(const T* src, const std::array<int64_t, 3>& dims, int64_t channels, int64_t n, const std::array<int64_t, 3>& first,
+                     const std::array<int64_t, 3>& step, const std::array<int64_t, 3>& kernel, int64_t width, T* row) {
+  const int64_t kw_n = kernel[2];
+  const bool whole_run = width == channels && step[2] == 1 && first[2] >= 0 && first[2] + kw_n <= dims[2];
+  for (int64_t a = 0; a < kernel[0]; ++a) {
+    const int64_t d = first[0] + a * step[0];
+    for (int64_t b = 0; b < kernel[1]; ++b) {
+      const int64_t h = first[1] + b * step[1];
+      T* dst = row + (a * kernel[1] + b) * kw_n * width;
+      if (d < 0 || d >= dims[0] || h < 0 || h >= dims[1]) {
+        zero_run(kw_n * width, dst);
         continue;
       }
-      const T* line = x + ((o.n * g.in[0] + id) * g.in[1] + ih) * g.in[2] * g.in_channels + grp * cg;
+      const T* line = src + ((n * dims[0] + d) * dims[1] + h) * dims[2] * channels;
       if (whole_run) {
-        copy_run(line + iw0 * g.in_channels, kw_n * cg, dst);
+        copy_run(line + first[2] * channels, kw_n * width, dst);
         continue;
       }
-      for (int64_t kw = 0; kw < kw_n; ++kw) {
-        const int64_t iw = iw0 + kw * g.dilation[2];
-        if (iw < 0 || iw >= g.in[2]) zero_run(cg, dst + kw * cg);
-        else copy_run(line + iw * g.in_channels, cg, dst + kw * cg);
+      for (int64_t c = 0; c < kw_n; ++c) {
+        const int64_t w = first[2] + c * step[2];
+        if (w < 0 || w >= dims[2]) zero_run(width, dst + c * width);
+        else copy_run(line + w * channels, width, dst + c * width);
       }
     }
   }
+}
+
+// Gathers the taps of output position p for group grp: row[tap][ci] (zeros outside the input).
+template <class T>
+void gather_taps(const ConvGeometry& g, const T* x, int64_t p, int64_t grp, T* row) {
+  const Position o = unravel(p, g.out);
+  gather_tap_rows(x + grp * g.in_per_group(), g.in, g.in_channels, o.n,
+                  {o.d * g.stride[0] - g.padding[0], o.h * g.stride[1] - g.padding[1], o.w * g.stride[2] - g.padding[2]}, g.dilation,
+                  g.kernel, g.in_per_group(), row);
 }
 
 // Packs one [K][N] right-hand side per group, element (k, n) of group grp being value(grp, k, n),
@@ -365,32 +375,13 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
     return w[((grp * og + co) * kv + t) * cg + ci];
   });
   const bool pointwise = is_pointwise(g) && g.groups == 1;
+  // Input q reads output q + padding - k * dilation: d and h step back as the tap index grows;
+  // along w the slots (kw reversed) step forward from the output read by kw = kW - 1.
   auto gather = [&](int64_t q, int64_t grp, T* row) {
     const Position i = unravel(q, g.in);
-    // the output w read by the first slot (kw = kW - 1), then one further per slot
-    const int64_t ow0 = i.w + g.padding[2] - (kw_n - 1) * g.dilation[2];
-    const bool whole_run = g.groups == 1 && g.dilation[2] == 1 && ow0 >= 0 && ow0 + kw_n <= g.out[2];
-    for (int64_t kd = 0; kd < g.kernel[0]; ++kd) {
-      const int64_t od = i.d + g.padding[0] - kd * g.dilation[0];
-      for (int64_t kh = 0; kh < g.kernel[1]; ++kh) {
-        const int64_t oh = i.h + g.padding[1] - kh * g.dilation[1];
-        T* dst = row + (kd * g.kernel[1] + kh) * kw_n * og;
-        if (od < 0 || od >= g.out[0] || oh < 0 || oh >= g.out[1]) {
-          zero_run(kw_n * og, dst);
-          continue;
-        }
-        const T* line = dy + ((i.n * g.out[0] + od) * g.out[1] + oh) * g.out[2] * g.out_channels + grp * og;
-        if (whole_run) {
-          copy_run(line + ow0 * g.out_channels, kw_n * og, dst);
-          continue;
-        }
-        for (int64_t slot = 0; slot < kw_n; ++slot) {
-          const int64_t ow = ow0 + slot * g.dilation[2];
-          if (ow < 0 || ow >= g.out[2]) zero_run(og, dst + slot * og);
-          else copy_run(line + ow * g.out_channels, og, dst + slot * og);
-        }
-      }
-    }
+    gather_tap_rows(dy + grp * og, g.out, g.out_channels, i.n,
+                    {i.d + g.padding[0], i.h + g.padding[1], i.w + g.padding[2] - (kw_n - 1) * g.dilation[2]},
+                    {-g.dilation[0], -g.dilation[1], g.dilation[2]}, g.kernel, og, row);
   };
   tiled_group_gemm<T>(g.in_positions(), g.groups, K, cg, packed, pointwise ? dy : nullptr, g.out_channels, dx,
                       g.in_channels, gather);
