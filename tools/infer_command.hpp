@@ -45,8 +45,11 @@ struct Classification {
   std::vector<double> probabilities;
 };
 
-inline Classification classify_one(const InferArgs& a, const RunConfig& config, const nn::models::AnyModel& model) {
-  const io::Image volume = data::prepare_volume(read_image(a.input, {}), config.patch);
+inline Classification classify_one(const InferArgs& a, const InputOptions& input, const RunConfig& config,
+                                   const nn::models::AnyModel& model) {
+  io::Image volume = data::prepare_volume(read_image(a.input, input), config.patch);
+  // PyTorch weights saw nibabel's axis order, (i, j, k): see infer_one
+  if (!a.weights.empty()) volume.voxels = volume.voxels.permute({2, 1, 0, 3}).contiguous();
   const Tensor p = classify_volumes(model, {volume});
   Classification c{0, p.to_vector<double>()};
   c.label = std::max_element(c.probabilities.begin(), c.probabilities.end()) - c.probabilities.begin();
@@ -68,7 +71,7 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
   model.module->load_state_dict(a.weights.empty() ? load_run_weights(a.model) : io::load_safetensors(a.weights).tensors);
   model.module->eval();
   if (config.task == "classify") {
-    classify_one(a, config, model);
+    classify_one(a, input, config, model);
     return {};
   }
   io::Image original = read_image(a.input, input);

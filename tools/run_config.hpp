@@ -63,11 +63,12 @@ struct RunConfig {
     auto get = [&](const char* key) -> const json::Value& { return json_field(v, key, path); };
     RunConfig c;
     c.arch = get("arch").as_string("arch");
-    c.task = get("task").as_string("task");
+    if (const json::Value* task = v.find("task")) c.task = task->as_string("task");  // runs before classification: segment
     for (const json::Value& x : get("channels").as_array("channels")) c.channels.push_back(x.as_int64("channels"));
     c.in_channels = get("in_channels").as_int64("in_channels");
     c.classes = get("classes").as_int64("classes");
-    for (const json::Value& x : get("class_names").as_array("class_names")) c.class_names.push_back(x.as_string("class_names"));
+    if (const json::Value* names = v.find("class_names"))
+      for (const json::Value& x : names->as_array("class_names")) c.class_names.push_back(x.as_string("class_names"));
     const auto& patch = get("patch").as_array("patch");
     const auto& spacing = get("spacing").as_array("spacing");
     const auto& ct = get("ct").as_array("ct");

@@ -66,13 +66,15 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void zero_r
 }
 
 // Writes a planar row acc[co][w] into channels-last out at row (n, d, h) of a grid of `dims`,
-// positions first + step * index along each axis.
+// positions first + step * index along each axis; plus bias[co] when given.
 template <class T>
 void store_row(T* out, int64_t channels, const std::array<int64_t, 3>& dims, const std::array<int64_t, 3>& first,
-               const std::array<int64_t, 3>& step, int64_t width, int64_t n, int64_t d, int64_t h, const T* acc) {
+               const std::array<int64_t, 3>& step, int64_t width, int64_t n, int64_t d, int64_t h, const T* acc,
+               const T* bias = nullptr) {
   T* row = out + ((n * dims[0] + first[0] + d * step[0]) * dims[1] + first[1] + h * step[1]) * dims[2] * channels;
   for (int64_t w = 0; w < width; ++w)
-    for (int64_t co = 0; co < channels; ++co) row[(first[2] + w * step[2]) * channels + co] = acc[co * width + w];
+    for (int64_t co = 0; co < channels; ++co)
+      row[(first[2] + w * step[2]) * channels + co] = acc[co * width + w] + (bias ? bias[co] : T(0));
 }
 
 inline bool few_outputs(const ConvGeometry& g, int64_t outputs) { return g.groups == 1 && outputs <= kPlanarMaxOutputs; }
@@ -141,12 +143,13 @@ std::vector<std::vector<T>> pack_groups(int64_t groups, int64_t K, int64_t N, Va
   return packed;
 }
 
-// out[p][grp * N + j] = sum_k A_grp[p][k] * B_grp[k][j] for every position p, in parallel tiles.
+// out[p][grp * N + j] = sum_k A_grp[p][k] * B_grp[k][j] (+ bias[grp * N + j]) for every position
+// p, in parallel tiles.
 // Rows of A are gathered by gather(p, grp, row) into a per-thread buffer, or read in place from
 // `direct` (row stride direct_ld) when the convolution is pointwise.
 template <class T, class Gather>
 void tiled_group_gemm(int64_t positions, int64_t groups, int64_t K, int64_t N, const std::vector<std::vector<T>>& packed,
-                      const T* direct, int64_t direct_ld, T* out, int64_t ldc, Gather gather) {
+                      const T* direct, int64_t direct_ld, T* out, int64_t ldc, Gather gather, const T* bias = nullptr) {
   const int64_t tile = tile_for(K);
   const int64_t tiles = (positions + tile - 1) / tile;
   parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
@@ -157,8 +160,11 @@ void tiled_group_gemm(int64_t positions, int64_t groups, int64_t K, int64_t N, c
         const T* a = direct ? direct + p0 * direct_ld : col.data();
         if (!direct)
           for (int64_t r = 0; r < rows; ++r) gather(p0 + r, grp, col.data() + r * K);
-        gemm_packed<T>(rows, N, K, a, direct ? direct_ld : K, packed[static_cast<size_t>(grp)].data(),
-                       out + p0 * ldc + grp * N, ldc, false);
+        T* c = out + p0 * ldc + grp * N;
+        gemm_packed<T>(rows, N, K, a, direct ? direct_ld : K, packed[static_cast<size_t>(grp)].data(), c, ldc, false);
+        if (bias)  // while the tile is still in cache, instead of another pass over the output
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t j = 0; j < N; ++j) c[r * ldc + j] += bias[grp * N + j];
       }
     }
   });
@@ -170,7 +176,7 @@ namespace conv_detail {
 
 // Forward with at most 4 output channels and unit stride: planar_correlate over the output grid.
 template <class T>
-void planar_forward(const ConvGeometry& g, const T* x, const T* w, T* y) {
+void planar_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   const int64_t kv = g.kernel_volume(), C = g.in_channels, outputs = g.out_channels;
   std::vector<std::array<int64_t, 3>> offsets;
   for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
@@ -185,7 +191,7 @@ void planar_forward(const ConvGeometry& g, const T* x, const T* w, T* y) {
   planar_margins(g.out, g.in, offsets, low, high);
   const Planes<T> planes(x, g.batch, g.in, C, low, high);
   planar_correlate(planes, g.out, offsets, weight.data(), outputs, [&](int64_t n, int64_t d, int64_t h, const T* acc) {
-    store_row(y, outputs, g.out, {0, 0, 0}, {1, 1, 1}, g.out[2], n, d, h, acc);
+    store_row(y, outputs, g.out, {0, 0, 0}, {1, 1, 1}, g.out[2], n, d, h, acc, bias);
   });
 }
 
@@ -197,24 +203,14 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, 
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * cg;
   const int64_t C = g.out_channels;
   if (few_outputs(g, C) && g.stride == std::array<int64_t, 3>{1, 1, 1}) {
-    planar_forward(g, x, w, y);
-    if (bias)
-      parallel_for(0, g.out_positions(), 4096, [&](int64_t b, int64_t e) {
-        for (int64_t p = b; p < e; ++p)
-          for (int64_t c = 0; c < C; ++c) y[p * C + c] += bias[c];
-      });
+    planar_forward(g, x, w, bias, y);
     return;
   }
   // Right-hand side per group: the weights as [K][og].
   const auto packed = pack_groups<T>(g.groups, K, og, [&](int64_t grp, int64_t k, int64_t co) { return w[(grp * og + co) * K + k]; });
   const bool pointwise = is_pointwise(g) && g.groups == 1;
   tiled_group_gemm<T>(g.out_positions(), g.groups, K, og, packed, pointwise ? x : nullptr, g.in_channels, y, C,
-                      [&](int64_t p, int64_t grp, T* row) { gather_taps(g, x, p, grp, row); });
-  if (bias)
-    parallel_for(0, g.out_positions(), 4096, [&](int64_t b, int64_t e) {
-      for (int64_t p = b; p < e; ++p)
-        for (int64_t c = 0; c < C; ++c) y[p * C + c] += bias[c];
-    });
+                      [&](int64_t p, int64_t grp, T* row) { gather_taps(g, x, p, grp, row); }, bias);
 }
 
 namespace conv_detail {
