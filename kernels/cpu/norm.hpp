@@ -80,7 +80,8 @@ void block_sums(int64_t rows, int64_t C, double* acc, Term term) {
 }
 
 // Elementwise passes: f(b, e0, e1) for element ranges [e0, e1) within batch b, in parallel, each
-// starting on a row boundary that is also a multiple of 16 elements when C divides 16.
+// starting on a row boundary, so that 16 elements from there have the channels of block_sums's
+// lanes when C divides 16 (and C elements the channels 0 to C - 1 otherwise).
 template <class F>
 void for_each_block(const NormShape& s, F f) {
   const int64_t rows_per_block = std::max<int64_t>(16, 16384 / s.C);
@@ -92,20 +93,6 @@ void for_each_block(const NormShape& s, F f) {
     }
   });
 }
-// f(i, lane) for elements [e0, e1) (e0 a multiple of 16 or of C): lanes as in block_sums.
-template <class F>
-void for_each_lane(int64_t C, int64_t e0, int64_t e1, F f) {
-  if (flat_lanes(C)) {
-    int64_t i = e0;
-    for (; i + 16 <= e1; i += 16)
-      for (int64_t j = 0; j < 16; ++j) f(i + j, j);
-    for (int64_t j = 0; i + j < e1; ++j) f(i + j, j);
-    return;
-  }
-  for (int64_t i = e0; i < e1; i += C)
-    for (int64_t c = 0; c < C; ++c) f(i + c, c);
-}
-
 // mean and biased variance per (b, g).
 template <class T>
 void norm_statistics(const NormShape& s, const T* x, std::vector<double>& mean, std::vector<double>& var) {
@@ -166,13 +153,27 @@ void norm_apply(const NormShape& s, const T* x, const std::vector<double>& mean,
   std::vector<T> scale, shift;
   norm_coefficients(s, mean, rstd, gamma, beta, scale, shift);
   const std::vector<T> a = slope ? slopes_per_channel(s.C, slope, slope_stride) : std::vector<T>();
-  const std::vector<T> lane_slope = slope ? replicate(a.data(), s.C) : std::vector<T>();
+  const std::vector<T> lane_slope = slope ? replicate(a.data(), s.C) : std::vector<T>(16, T(1));
   for_each_block(s, [&](int64_t b, int64_t e0, int64_t e1) {
     const std::vector<T> k = replicate(scale.data() + b * s.C, s.C), h = replicate(shift.data() + b * s.C, s.C);
-    for_each_lane(s.C, e0, e1, [&](int64_t i, int64_t l) {
-      const T z = x[i] * k[static_cast<size_t>(l)] + h[static_cast<size_t>(l)];
-      y[i] = slope ? (z > T(0) ? z : lane_slope[static_cast<size_t>(l)] * z) : z;
-    });
+    // restrict-qualified locals: the output cannot alias the coefficients, so the loops vectorise
+    const T* __restrict kp = k.data();
+    const T* __restrict hp = h.data();
+    const T* __restrict ap = lane_slope.data();
+    const T* __restrict xp = x;
+    T* __restrict yp = y;
+    const int64_t lanes = flat_lanes(s.C) ? 16 : s.C;
+    for (int64_t i = e0; i < e1; i += lanes) {
+      const int64_t n = std::min(lanes, e1 - i);
+      if (slope) {
+        for (int64_t j = 0; j < n; ++j) {
+          const T z = xp[i + j] * kp[j] + hp[j];
+          yp[i + j] = z > T(0) ? z : ap[j] * z;
+        }
+      } else {
+        for (int64_t j = 0; j < n; ++j) yp[i + j] = xp[i + j] * kp[j] + hp[j];
+      }
+    }
   });
 }
 
@@ -275,18 +276,25 @@ void norm_backward(const NormShape& s, const T* x, const T* dy, const std::vecto
   for_each_block(s, [&](int64_t b, int64_t e0, int64_t e1) {
     const std::vector<T> kd = replicate(k_dy.data() + b * s.C, s.C), kx = replicate(k_x.data() + b * s.C, s.C),
                          k0 = replicate(k_0.data() + b * s.C, s.C);
-    if (!slope) {
-      for_each_lane(s.C, e0, e1, [&](int64_t i, int64_t l) {
-        const size_t j = static_cast<size_t>(l);
-        dx[i] = kd[j] * dy[i] + kx[j] * x[i] + k0[j];
-      });
-      return;
+    const std::vector<T> k = slope ? replicate(scale.data() + b * s.C, s.C) : kd, h = slope ? replicate(shift.data() + b * s.C, s.C) : kd;
+    const T* __restrict kdp = kd.data();
+    const T* __restrict kxp = kx.data();
+    const T* __restrict k0p = k0.data();
+    const T* __restrict kp = k.data();
+    const T* __restrict hp = h.data();
+    const T* __restrict ap = slope ? lane_slope.data() : kd.data();
+    const T* __restrict xp = x;
+    const T* __restrict gp = dy;
+    T* __restrict out = dx;
+    const int64_t lanes = flat_lanes(s.C) ? 16 : s.C;
+    for (int64_t i = e0; i < e1; i += lanes) {
+      const int64_t n = std::min(lanes, e1 - i);
+      if (slope) {
+        for (int64_t j = 0; j < n; ++j) out[i + j] = kdp[j] * dz_of(gp[i + j], xp[i + j], kp[j], hp[j], ap[j]) + kxp[j] * xp[i + j] + k0p[j];
+      } else {
+        for (int64_t j = 0; j < n; ++j) out[i + j] = kdp[j] * gp[i + j] + kxp[j] * xp[i + j] + k0p[j];
+      }
     }
-    const std::vector<T> k = replicate(scale.data() + b * s.C, s.C), h = replicate(shift.data() + b * s.C, s.C);
-    for_each_lane(s.C, e0, e1, [&](int64_t i, int64_t l) {
-      const size_t j = static_cast<size_t>(l);
-      dx[i] = kd[j] * dz_of(dy[i], x[i], k[j], h[j], lane_slope[j]) + kx[j] * x[i] + k0[j];
-    });
   });
 }
 
