@@ -427,6 +427,11 @@ inline std::vector<OpSpec> op_table() {
                [S](const Values& in) { return softmax_ref(in[0], S, 1, false); }, 30 * 5.0});
   t.push_back({"log_softmax_last", {{S}}, [](auto& in) { return log_softmax(in[0], -1); },
                [S](const Values& in) { return softmax_ref(in[0], S, 2, true); }, 30 * 5.0});
+  // the last axis (rows contiguous) and a middle axis take different kernel paths
+  t.push_back({"softmax_last", {{S}}, [](auto& in) { return softmax(in[0], -1); },
+               [S](const Values& in) { return softmax_ref(in[0], S, 2, false); }, 30 * 5.0});
+  t.push_back({"log_softmax_middle", {{S}}, [](auto& in) { return log_softmax(in[0], 1); },
+               [S](const Values& in) { return softmax_ref(in[0], S, 1, true); }, 30 * 5.0});
 
   // ---------------------------------------------------------------- assembly
   t.push_back({"concat", {{Shape{2, 1, 3}}, {Shape{2, 4, 3}}}, [](auto& in) { return concat({in[0], in[1]}, 1); },

@@ -8,10 +8,10 @@
 // Sums run in f64 in a fixed chunking of R, so results do not depend on the thread count.
 // Statistics are two-pass (mean, then centred squares): no cancellation for large means.
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/norm_lanes.hpp"
 #include "kernels/cpu/parallel.hpp"
 
 namespace vox::kernels::cpu {
@@ -41,46 +41,27 @@ void per_channel_sums(const NormShape& s, int64_t K, Rows rows, std::vector<doub
         out[static_cast<size_t>(b * K * s.C + i)] += partial[static_cast<size_t>((b * chunks + c) * K * s.C + i)];
 }
 
-// Sums per channel over a block of `rows` rows of C channels: acc[k * C + c] += term_k(i, lane)
-// for every element i, with `lane` indexing per-lane parameters replicated by replicate(). With
-// C dividing 16, the block is walked as one flat array 16 elements at a time (lane j holds
-// channel j % C), which vectorises whatever C is; otherwise row by row (lane = channel).
+// Lanes (norm_lanes.hpp): with C dividing 16 a block is walked as one flat array 16 elements at a
+// time (lane j holds channel j % C), which vectorises whatever C is; otherwise row by row (lane =
+// channel). lane_width is the number of lanes, replicate() the per-lane copy of per-channel values.
 inline bool flat_lanes(int64_t C) { return C <= 16 && 16 % C == 0; }
+inline int64_t lane_width(int64_t C) { return flat_lanes(C) ? 16 : C; }
 template <class T>
-std::vector<T> replicate(const T* per_channel, int64_t C) {  // per-lane copy of per-channel values
+std::vector<T> replicate(const T* per_channel, int64_t C) {
   if (!flat_lanes(C)) return std::vector<T>(per_channel, per_channel + C);
   std::vector<T> out(16);
   for (int64_t j = 0; j < 16; ++j) out[static_cast<size_t>(j)] = per_channel[j % C];
   return out;
 }
-template <int K, class Term>
-void block_sums(int64_t rows, int64_t C, double* acc, Term term) {
-  const int64_t n = rows * C;
-  if (flat_lanes(C)) {
-    double lanes[K][16] = {};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-      for (int64_t j = 0; j < 16; ++j) {
-        const std::array<double, K> t = term(i + j, j);
-        for (int k = 0; k < K; ++k) lanes[k][j] += t[static_cast<size_t>(k)];
-      }
-    for (int64_t j = 0; i + j < n; ++j) {  // the tail: fewer than 16 elements, still lane = j
-      const std::array<double, K> t = term(i + j, j);
-      for (int k = 0; k < K; ++k) lanes[k][j] += t[static_cast<size_t>(k)];
-    }
-    for (int k = 0; k < K; ++k)
-      for (int64_t j = 0; j < 16; ++j) acc[k * C + j % C] += lanes[k][j];
-    return;
-  }
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < C; ++c) {
-      const std::array<double, K> t = term(r * C + c, c);
-      for (int k = 0; k < K; ++k) acc[k * C + c] += t[static_cast<size_t>(k)];
-    }
+// Adds K per-lane sums (lanes[k * L + j]) into per-channel sums acc[k * C + c].
+inline void fold_lanes(int K, int64_t C, const std::vector<double>& lanes, double* acc) {
+  const int64_t L = lane_width(C);
+  for (int k = 0; k < K; ++k)
+    for (int64_t j = 0; j < L; ++j) acc[k * C + j % C] += lanes[static_cast<size_t>(k * L + j)];
 }
 
 // Elementwise passes: f(b, e0, e1) for element ranges [e0, e1) within batch b, in parallel, each
-// starting on a row boundary, so that 16 elements from there have the channels of block_sums's
+// starting on a row boundary, so that 16 elements from there have the channels of the
 // lanes when C divides 16 (and C elements the channels 0 to C - 1 otherwise).
 template <class F>
 void for_each_block(const NormShape& s, F f) {
@@ -97,10 +78,12 @@ void for_each_block(const NormShape& s, F f) {
 template <class T>
 void norm_statistics(const NormShape& s, const T* x, std::vector<double>& mean, std::vector<double>& var) {
   const int64_t cg = s.per_group();
+  const int64_t L = lane_width(s.C);
   std::vector<double> sums;
   per_channel_sums(s, 1, [&](int64_t b, int64_t r0, int64_t r1, double* acc) {
-    const T* block = x + (b * s.R + r0) * s.C;
-    block_sums<1>(r1 - r0, s.C, acc, [&](int64_t i, int64_t) { return std::array<double, 1>{static_cast<double>(block[i])}; });
+    std::vector<double> lanes(static_cast<size_t>(L), 0.0);
+    norm_lanes::run_sums(x + (b * s.R + r0) * s.C, (r1 - r0) * s.C, L, static_cast<const double*>(nullptr), lanes.data());
+    fold_lanes(1, s.C, lanes, acc);
   }, sums);
   mean.assign(static_cast<size_t>(s.B * s.G), 0.0);
   for (int64_t b = 0; b < s.B; ++b)
@@ -110,11 +93,9 @@ void norm_statistics(const NormShape& s, const T* x, std::vector<double>& mean, 
     std::vector<double> m(static_cast<size_t>(s.C));
     for (int64_t c = 0; c < s.C; ++c) m[static_cast<size_t>(c)] = mean[static_cast<size_t>(b * s.G + c / cg)];
     const std::vector<double> lane_mean = replicate(m.data(), s.C);
-    const T* block = x + (b * s.R + r0) * s.C;
-    block_sums<1>(r1 - r0, s.C, acc, [&](int64_t i, int64_t lane) {
-      const double d = static_cast<double>(block[i]) - lane_mean[static_cast<size_t>(lane)];
-      return std::array<double, 1>{d * d};
-    });
+    std::vector<double> lanes(static_cast<size_t>(L), 0.0);
+    norm_lanes::run_sums(x + (b * s.R + r0) * s.C, (r1 - r0) * s.C, L, lane_mean.data(), lanes.data());
+    fold_lanes(1, s.C, lanes, acc);
   }, sums);
   var.assign(static_cast<size_t>(s.B * s.G), 0.0);
   for (int64_t b = 0; b < s.B; ++b)
@@ -153,27 +134,10 @@ void norm_apply(const NormShape& s, const T* x, const std::vector<double>& mean,
   std::vector<T> scale, shift;
   norm_coefficients(s, mean, rstd, gamma, beta, scale, shift);
   const std::vector<T> a = slope ? slopes_per_channel(s.C, slope, slope_stride) : std::vector<T>();
-  const std::vector<T> lane_slope = slope ? replicate(a.data(), s.C) : std::vector<T>(16, T(1));
+  const std::vector<T> lane_slope = slope ? replicate(a.data(), s.C) : std::vector<T>();
   for_each_block(s, [&](int64_t b, int64_t e0, int64_t e1) {
     const std::vector<T> k = replicate(scale.data() + b * s.C, s.C), h = replicate(shift.data() + b * s.C, s.C);
-    // restrict-qualified locals: the output cannot alias the coefficients, so the loops vectorise
-    const T* __restrict kp = k.data();
-    const T* __restrict hp = h.data();
-    const T* __restrict ap = lane_slope.data();
-    const T* __restrict xp = x;
-    T* __restrict yp = y;
-    const int64_t lanes = flat_lanes(s.C) ? 16 : s.C;
-    for (int64_t i = e0; i < e1; i += lanes) {
-      const int64_t n = std::min(lanes, e1 - i);
-      if (slope) {
-        for (int64_t j = 0; j < n; ++j) {
-          const T z = xp[i + j] * kp[j] + hp[j];
-          yp[i + j] = z > T(0) ? z : ap[j] * z;
-        }
-      } else {
-        for (int64_t j = 0; j < n; ++j) yp[i + j] = xp[i + j] * kp[j] + hp[j];
-      }
-    }
+    norm_lanes::run_apply(x + e0, y + e0, e1 - e0, lane_width(s.C), k.data(), h.data(), slope ? lane_slope.data() : nullptr);
   });
 }
 
@@ -192,11 +156,6 @@ void norm_backward(const NormShape& s, const T* x, const T* dy, const std::vecto
     norm_coefficients(s, mean, rstd, gamma, beta, scale, shift);
     a = slopes_per_channel(s.C, slope, slope_stride);
   }
-  // the gradient reaching the normalisation: dy, or dy through the PReLU of z = x * k + h
-  auto dz_of = [](T g, T x, T k, T h, T slope_c) {
-    const T z = x * k + h;
-    return z > T(0) ? g : slope_c * g;
-  };
   // mean and rstd per (b, c), so that the loops below index by channel only
   std::vector<double> mean_c(static_cast<size_t>(s.B * s.C)), rstd_c(static_cast<size_t>(s.B * s.C));
   for (int64_t b = 0; b < s.B; ++b)
@@ -205,27 +164,15 @@ void norm_backward(const NormShape& s, const T* x, const T* dy, const std::vecto
       rstd_c[static_cast<size_t>(b * s.C + c)] = rstd[static_cast<size_t>(b * s.G + c / cg)];
   std::vector<double> sums;  // [B][3][C]: sum dz, sum dz * xhat, sum dy * z where z <= 0
   const std::vector<T> lane_slope = slope ? replicate(a.data(), s.C) : std::vector<T>();
+  const int64_t L = lane_width(s.C);
   per_channel_sums(s, 3, [&](int64_t b, int64_t r0, int64_t r1, double* acc) {
-    const T* xb = x + (b * s.R + r0) * s.C;
-    const T* gb = dy + (b * s.R + r0) * s.C;
     const std::vector<double> m = replicate(mean_c.data() + b * s.C, s.C), rs = replicate(rstd_c.data() + b * s.C, s.C);
-    if (!slope) {
-      block_sums<3>(r1 - r0, s.C, acc, [&](int64_t i, int64_t lane) {
-        const double d = static_cast<double>(gb[i]);
-        const size_t l = static_cast<size_t>(lane);
-        return std::array<double, 3>{d, d * (static_cast<double>(xb[i]) - m[l]) * rs[l], 0.0};
-      });
-      return;
-    }
-    const std::vector<T> k = replicate(scale.data() + b * s.C, s.C), h = replicate(shift.data() + b * s.C, s.C);
-    block_sums<3>(r1 - r0, s.C, acc, [&](int64_t i, int64_t lane) {
-      const size_t l = static_cast<size_t>(lane);
-      const T z = xb[i] * k[l] + h[l];
-      const bool positive = z > T(0);
-      const double d = static_cast<double>(positive ? gb[i] : lane_slope[l] * gb[i]);
-      return std::array<double, 3>{d, d * (static_cast<double>(xb[i]) - m[l]) * rs[l],
-                                   positive ? 0.0 : static_cast<double>(gb[i]) * static_cast<double>(z)};
-    });
+    const std::vector<T> k = slope ? replicate(scale.data() + b * s.C, s.C) : std::vector<T>(),
+                         h = slope ? replicate(shift.data() + b * s.C, s.C) : std::vector<T>();
+    std::vector<double> lanes(static_cast<size_t>(3 * L), 0.0);
+    norm_lanes::run_backward_sums(x + (b * s.R + r0) * s.C, dy + (b * s.R + r0) * s.C, (r1 - r0) * s.C, L, m.data(), rs.data(),
+                                  k.data(), h.data(), slope ? lane_slope.data() : nullptr, lanes.data());
+    fold_lanes(3, s.C, lanes, acc);
   }, sums);
   auto sum_dy = [&](int64_t b, int64_t c) { return sums[static_cast<size_t>((b * 3) * s.C + c)]; };
   auto sum_dy_xhat = [&](int64_t b, int64_t c) { return sums[static_cast<size_t>((b * 3 + 1) * s.C + c)]; };
@@ -276,25 +223,10 @@ void norm_backward(const NormShape& s, const T* x, const T* dy, const std::vecto
   for_each_block(s, [&](int64_t b, int64_t e0, int64_t e1) {
     const std::vector<T> kd = replicate(k_dy.data() + b * s.C, s.C), kx = replicate(k_x.data() + b * s.C, s.C),
                          k0 = replicate(k_0.data() + b * s.C, s.C);
-    const std::vector<T> k = slope ? replicate(scale.data() + b * s.C, s.C) : kd, h = slope ? replicate(shift.data() + b * s.C, s.C) : kd;
-    const T* __restrict kdp = kd.data();
-    const T* __restrict kxp = kx.data();
-    const T* __restrict k0p = k0.data();
-    const T* __restrict kp = k.data();
-    const T* __restrict hp = h.data();
-    const T* __restrict ap = slope ? lane_slope.data() : kd.data();
-    const T* __restrict xp = x;
-    const T* __restrict gp = dy;
-    T* __restrict out = dx;
-    const int64_t lanes = flat_lanes(s.C) ? 16 : s.C;
-    for (int64_t i = e0; i < e1; i += lanes) {
-      const int64_t n = std::min(lanes, e1 - i);
-      if (slope) {
-        for (int64_t j = 0; j < n; ++j) out[i + j] = kdp[j] * dz_of(gp[i + j], xp[i + j], kp[j], hp[j], ap[j]) + kxp[j] * xp[i + j] + k0p[j];
-      } else {
-        for (int64_t j = 0; j < n; ++j) out[i + j] = kdp[j] * gp[i + j] + kxp[j] * xp[i + j] + k0p[j];
-      }
-    }
+    const std::vector<T> k = slope ? replicate(scale.data() + b * s.C, s.C) : std::vector<T>(),
+                         h = slope ? replicate(shift.data() + b * s.C, s.C) : std::vector<T>();
+    norm_lanes::run_data_gradient(x + e0, dy + e0, dx + e0, e1 - e0, lane_width(s.C), kd.data(), kx.data(), k0.data(), k.data(),
+                                  h.data(), slope ? lane_slope.data() : nullptr);
   });
 }
 

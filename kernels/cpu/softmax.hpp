@@ -24,11 +24,40 @@ void for_each_block(int64_t outer, int64_t n, int64_t inner, F f) {
                  }
                });
 }
+// f(r0, r1) over ranges of contiguous rows of n values (the inner == 1 case), in parallel.
+// Calling f once per row, as for_each_block would, costs more than the row's arithmetic.
+template <class F>
+void for_each_row_range(int64_t rows, int64_t n, F f) {
+  parallel_for(0, rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(n, 1)), f);
+}
 }  // namespace softmax_detail
 
 // y = softmax(x) or log_softmax(x) along n.
 template <class T>
 void softmax_forward(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log) {
+  if (inner == 1) {  // channels last: each row of n values is contiguous; the same arithmetic row by row
+    softmax_detail::for_each_row_range(outer, n, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* row = x + r * n;
+        T* out = y + r * n;
+        T m = -INFINITY;
+        for (int64_t k = 0; k < n; ++k) m = std::max(m, row[k]);
+        double s = 0.0;
+        for (int64_t k = 0; k < n; ++k) {
+          const T e = std::exp(row[k] - m);
+          s += e;
+          if (!log) out[k] = e;
+        }
+        if (log) {
+          const T log_s = static_cast<T>(std::log(s));
+          for (int64_t k = 0; k < n; ++k) out[k] = row[k] - m - log_s;
+        } else {
+          for (int64_t k = 0; k < n; ++k) out[k] = static_cast<T>(out[k] / s);
+        }
+      }
+    });
+    return;
+  }
   softmax_detail::for_each_block(outer, n, inner, [&](int64_t base, int64_t i0, int64_t i1) {
     const int64_t w = i1 - i0;
     std::vector<T> m(static_cast<size_t>(w), -INFINITY);
@@ -61,6 +90,20 @@ void softmax_forward(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, 
 // dx = dy - exp(y) sum dy.
 template <class T>
 void softmax_backward(const T* y, const T* dy, T* dx, int64_t outer, int64_t n, int64_t inner, bool log) {
+  if (inner == 1) {
+    softmax_detail::for_each_row_range(outer, n, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const T* yr = y + r * n;
+        const T* gr = dy + r * n;
+        T* out = dx + r * n;
+        double dot = 0.0;
+        for (int64_t k = 0; k < n; ++k) dot += log ? gr[k] : gr[k] * yr[k];
+        const T d = static_cast<T>(dot);
+        for (int64_t k = 0; k < n; ++k) out[k] = log ? gr[k] - std::exp(yr[k]) * d : yr[k] * (gr[k] - d);
+      }
+    });
+    return;
+  }
   softmax_detail::for_each_block(outer, n, inner, [&](int64_t base, int64_t i0, int64_t i1) {
     const int64_t w = i1 - i0;
     std::vector<double> dot(static_cast<size_t>(w), 0.0);

@@ -1,0 +1,154 @@
+#pragma once
+// The per-element loops of the normalisation kernels (norm.hpp), over blocks of n elements
+// walked L "lanes" at a time: element i belongs to lane i % L, and each lane has its own
+// parameters (mean, scale, shift, slope) and its own accumulators. With channels last, L is 16
+// when C divides 16 (lane j holds channel j % C) and C otherwise (one row per step), so the inner
+// loop is always a contiguous run of independent lanes that vectorises.
+//
+// Each loop is one template body. The f32 versions, which training runs, are also compiled for
+// AVX-512 and AVX2+FMA and chosen at run time, like the GEMM microkernel: the library itself is
+// built for baseline x86-64. Per-lane sums keep their element order, so every clone and thread
+// count gives the same sums.
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+namespace vox::kernels::cpu::norm_lanes {
+
+// acc[j] += x, or (x - centre[j])^2 when centre is given, in f64, for the elements of lane j.
+template <class T>
+inline void sums(const T* __restrict x, int64_t n, int64_t L, const double* __restrict centre, double* __restrict acc) {
+  for (int64_t i = 0; i < n; i += L) {
+    const int64_t w = std::min(L, n - i);
+    const T* __restrict xi = x + i;
+    if (centre) {
+      for (int64_t j = 0; j < w; ++j) {
+        const double d = static_cast<double>(xi[j]) - centre[j];
+        acc[j] += d * d;
+      }
+    } else {
+      for (int64_t j = 0; j < w; ++j) acc[j] += static_cast<double>(xi[j]);
+    }
+  }
+}
+
+// The backward pass's sums for lane j, with dz the gradient reaching the normalisation and
+// xhat = (x - mean) * rstd: acc[j] += dz, acc[L + j] += dz * xhat, and with a PReLU
+// (z = x * k + h, dz = z > 0 ? dy : slope * dy) acc[2L + j] += dy * z where z <= 0.
+template <class T>
+inline void backward_sums(const T* __restrict x, const T* __restrict dy, int64_t n, int64_t L, const double* __restrict mean,
+                          const double* __restrict rstd, const T* __restrict k, const T* __restrict h, const T* __restrict slope,
+                          double* __restrict acc) {
+  double* __restrict sum_dz = acc;
+  double* __restrict sum_dz_xhat = acc + L;
+  double* __restrict sum_dy_z = acc + 2 * L;
+  for (int64_t i = 0; i < n; i += L) {
+    const int64_t w = std::min(L, n - i);
+    const T* __restrict xi = x + i;
+    const T* __restrict gi = dy + i;
+    if (slope) {
+      for (int64_t j = 0; j < w; ++j) {
+        const T z = xi[j] * k[j] + h[j];
+        const bool positive = z > T(0);
+        const double d = static_cast<double>(positive ? gi[j] : slope[j] * gi[j]);
+        sum_dz[j] += d;
+        sum_dz_xhat[j] += d * (static_cast<double>(xi[j]) - mean[j]) * rstd[j];
+        sum_dy_z[j] += positive ? 0.0 : static_cast<double>(gi[j]) * static_cast<double>(z);
+      }
+    } else {
+      for (int64_t j = 0; j < w; ++j) {
+        const double d = static_cast<double>(gi[j]);
+        sum_dz[j] += d;
+        sum_dz_xhat[j] += d * (static_cast<double>(xi[j]) - mean[j]) * rstd[j];
+      }
+    }
+  }
+}
+
+// y = x * k + h, followed by PReLU (y = z > 0 ? z : slope * z) when slope is given.
+template <class T>
+inline void apply(const T* __restrict x, T* __restrict y, int64_t n, int64_t L, const T* __restrict k, const T* __restrict h,
+                  const T* __restrict slope) {
+  for (int64_t i = 0; i < n; i += L) {
+    const int64_t w = std::min(L, n - i);
+    const T* __restrict xi = x + i;
+    T* __restrict yi = y + i;
+    if (slope) {
+      for (int64_t j = 0; j < w; ++j) {
+        const T z = xi[j] * k[j] + h[j];
+        yi[j] = z > T(0) ? z : slope[j] * z;
+      }
+    } else {
+      for (int64_t j = 0; j < w; ++j) yi[j] = xi[j] * k[j] + h[j];
+    }
+  }
+}
+
+// dx = k_dy * dz + k_x * x + k_0, with dz = dy, or with a PReLU of z = x * k + h,
+// dz = z > 0 ? dy : slope * dy.
+template <class T>
+inline void data_gradient(const T* __restrict x, const T* __restrict dy, T* __restrict dx, int64_t n, int64_t L,
+                          const T* __restrict k_dy, const T* __restrict k_x, const T* __restrict k_0, const T* __restrict k,
+                          const T* __restrict h, const T* __restrict slope) {
+  for (int64_t i = 0; i < n; i += L) {
+    const int64_t w = std::min(L, n - i);
+    const T* __restrict xi = x + i;
+    const T* __restrict gi = dy + i;
+    T* __restrict out = dx + i;
+    if (slope) {
+      for (int64_t j = 0; j < w; ++j) {
+        const T z = xi[j] * k[j] + h[j];
+        const T dz = z > T(0) ? gi[j] : slope[j] * gi[j];
+        out[j] = k_dy[j] * dz + k_x[j] * xi[j] + k_0[j];
+      }
+    } else {
+      for (int64_t j = 0; j < w; ++j) out[j] = k_dy[j] * gi[j] + k_x[j] * xi[j] + k_0[j];
+    }
+  }
+}
+
+#define VOX_NORM_LANES_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+VOX_NORM_LANES_CLONES inline void sums_f32(const float* x, int64_t n, int64_t L, const double* centre, double* acc) {
+  sums<float>(x, n, L, centre, acc);
+}
+VOX_NORM_LANES_CLONES inline void backward_sums_f32(const float* x, const float* dy, int64_t n, int64_t L, const double* mean,
+                                                    const double* rstd, const float* k, const float* h, const float* slope,
+                                                    double* acc) {
+  backward_sums<float>(x, dy, n, L, mean, rstd, k, h, slope, acc);
+}
+VOX_NORM_LANES_CLONES inline void apply_f32(const float* x, float* y, int64_t n, int64_t L, const float* k, const float* h,
+                                            const float* slope) {
+  apply<float>(x, y, n, L, k, h, slope);
+}
+VOX_NORM_LANES_CLONES inline void data_gradient_f32(const float* x, const float* dy, float* dx, int64_t n, int64_t L,
+                                                    const float* k_dy, const float* k_x, const float* k_0, const float* k,
+                                                    const float* h, const float* slope) {
+  data_gradient<float>(x, dy, dx, n, L, k_dy, k_x, k_0, k, h, slope);
+}
+#undef VOX_NORM_LANES_CLONES
+
+// The f32 clones for float, the template body for other types.
+template <class T>
+void run_sums(const T* x, int64_t n, int64_t L, const double* centre, double* acc) {
+  if constexpr (std::is_same_v<T, float>) sums_f32(x, n, L, centre, acc);
+  else sums<T>(x, n, L, centre, acc);
+}
+template <class T>
+void run_backward_sums(const T* x, const T* dy, int64_t n, int64_t L, const double* mean, const double* rstd, const T* k,
+                       const T* h, const T* slope, double* acc) {
+  if constexpr (std::is_same_v<T, float>) backward_sums_f32(x, dy, n, L, mean, rstd, k, h, slope, acc);
+  else backward_sums<T>(x, dy, n, L, mean, rstd, k, h, slope, acc);
+}
+template <class T>
+void run_apply(const T* x, T* y, int64_t n, int64_t L, const T* k, const T* h, const T* slope) {
+  if constexpr (std::is_same_v<T, float>) apply_f32(x, y, n, L, k, h, slope);
+  else apply<T>(x, y, n, L, k, h, slope);
+}
+template <class T>
+void run_data_gradient(const T* x, const T* dy, T* dx, int64_t n, int64_t L, const T* k_dy, const T* k_x, const T* k_0,
+                       const T* k, const T* h, const T* slope) {
+  if constexpr (std::is_same_v<T, float>) data_gradient_f32(x, dy, dx, n, L, k_dy, k_x, k_0, k, h, slope);
+  else data_gradient<T>(x, dy, dx, n, L, k_dy, k_x, k_0, k, h, slope);
+}
+
+}  // namespace vox::kernels::cpu::norm_lanes
