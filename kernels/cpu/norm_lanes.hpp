@@ -7,8 +7,8 @@
 //
 // Each loop is one template body. The f32 versions, which training runs, are also compiled for
 // AVX-512 and AVX2+FMA and chosen at run time, like the GEMM microkernel: the library itself is
-// built for baseline x86-64. Per-lane sums keep their element order, so every clone and thread
-// count gives the same sums.
+// built for baseline x86-64. The bodies are always inlined, so that each clone gets its own code.
+// Per-lane sums keep their element order, so every thread count gives the same sums.
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -17,7 +17,7 @@ namespace vox::kernels::cpu::norm_lanes {
 
 // acc[j] += x, or (x - centre[j])^2 when centre is given, in f64, for the elements of lane j.
 template <class T>
-inline void sums(const T* __restrict x, int64_t n, int64_t L, const double* __restrict centre, double* __restrict acc) {
+[[gnu::always_inline]] inline void sums(const T* __restrict x, int64_t n, int64_t L, const double* __restrict centre, double* __restrict acc) {
   for (int64_t i = 0; i < n; i += L) {
     const int64_t w = std::min(L, n - i);
     const T* __restrict xi = x + i;
@@ -36,7 +36,7 @@ inline void sums(const T* __restrict x, int64_t n, int64_t L, const double* __re
 // xhat = (x - mean) * rstd: acc[j] += dz, acc[L + j] += dz * xhat, and with a PReLU
 // (z = x * k + h, dz = z > 0 ? dy : slope * dy) acc[2L + j] += dy * z where z <= 0.
 template <class T>
-inline void backward_sums(const T* __restrict x, const T* __restrict dy, int64_t n, int64_t L, const double* __restrict mean,
+[[gnu::always_inline]] inline void backward_sums(const T* __restrict x, const T* __restrict dy, int64_t n, int64_t L, const double* __restrict mean,
                           const double* __restrict rstd, const T* __restrict k, const T* __restrict h, const T* __restrict slope,
                           double* __restrict acc) {
   double* __restrict sum_dz = acc;
@@ -67,7 +67,7 @@ inline void backward_sums(const T* __restrict x, const T* __restrict dy, int64_t
 
 // y = x * k + h, followed by PReLU (y = z > 0 ? z : slope * z) when slope is given.
 template <class T>
-inline void apply(const T* __restrict x, T* __restrict y, int64_t n, int64_t L, const T* __restrict k, const T* __restrict h,
+[[gnu::always_inline]] inline void apply(const T* __restrict x, T* __restrict y, int64_t n, int64_t L, const T* __restrict k, const T* __restrict h,
                   const T* __restrict slope) {
   for (int64_t i = 0; i < n; i += L) {
     const int64_t w = std::min(L, n - i);
@@ -87,7 +87,7 @@ inline void apply(const T* __restrict x, T* __restrict y, int64_t n, int64_t L, 
 // dx = k_dy * dz + k_x * x + k_0, with dz = dy, or with a PReLU of z = x * k + h,
 // dz = z > 0 ? dy : slope * dy.
 template <class T>
-inline void data_gradient(const T* __restrict x, const T* __restrict dy, T* __restrict dx, int64_t n, int64_t L,
+[[gnu::always_inline]] inline void data_gradient(const T* __restrict x, const T* __restrict dy, T* __restrict dx, int64_t n, int64_t L,
                           const T* __restrict k_dy, const T* __restrict k_x, const T* __restrict k_0, const T* __restrict k,
                           const T* __restrict h, const T* __restrict slope) {
   for (int64_t i = 0; i < n; i += L) {
