@@ -90,6 +90,43 @@ TEST_CASE("storage is 64-byte aligned and counted") {
   CHECK(cpu_memory_stats().current_bytes == before);
 }
 
+TEST_CASE("large CPU buffers are reused through the block cache, within its limit") {
+  using detail::CpuBlockCache;
+  CHECK(CpuBlockCache::rounded_size(100) == 128);
+  CHECK(CpuBlockCache::rounded_size(size_t{1} << 20) == size_t{1} << 20);
+  CHECK(CpuBlockCache::rounded_size((size_t{1} << 20) + 1) == (size_t{5} << 18));  // next quarter of the octave
+  CHECK(CpuBlockCache::rounded_size(size_t{7} << 20) == size_t{7} << 20);
+  const int64_t elements = 3 << 18;  // 3 MiB of f32
+  set_cpu_cache_limit(int64_t{64} << 20);
+  release_cpu_cache();
+  const int64_t live_before = cpu_memory_stats().current_bytes;
+  const void* first = nullptr;
+  {
+    const Tensor t = empty({elements});
+    first = t.raw_data();
+  }
+  CHECK(cpu_memory_stats().current_bytes == live_before);  // cached bytes are not live
+  CHECK(cpu_cache_stats().cached_bytes == elements * 4);
+  const int64_t hits = cpu_cache_stats().hits;
+  {
+    const Tensor again = empty({elements});
+    CHECK(again.raw_data() == first);
+    CHECK(cpu_cache_stats().hits == hits + 1);
+    CHECK(cpu_cache_stats().cached_bytes == 0);
+  }
+  {
+    const Tensor too_large = empty({int64_t{5} << 20});  // 20 MiB: above a quarter of the limit
+  }
+  CHECK(cpu_cache_stats().cached_bytes == elements * 4);
+  set_cpu_cache_limit(0);  // off: the held block goes back, nothing new is kept
+  CHECK(cpu_cache_stats().cached_bytes == 0);
+  {
+    const Tensor t = empty({elements});
+  }
+  CHECK(cpu_cache_stats().cached_bytes == 0);
+  set_cpu_cache_limit(int64_t{512} << 20);
+}
+
 TEST_CASE("views share storage and index correctly") {
   const Tensor x = arange(24, DType::f32).reshape({2, 3, 4});
   SUBCASE("permute") {

@@ -21,6 +21,7 @@ from monai.networks.nets import AttentionUnet, UNet, resnet10, resnet18, resnet3
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mlperf_unet3d import MLPerfUNet3D  # noqa: E402
 from safetensors_writer import save  # noqa: E402
 
 
@@ -73,63 +74,6 @@ def model_case(out_dir, name, net, x, run, meta=None, f32_forward=False):
     meta = dict(meta or {})
     meta["parameters"] = str(sum(p.numel() for p in net.parameters()))
     save(os.path.join(out_dir, "model_" + name + ".safetensors"), tensors, meta)
-
-
-class MLPerfUNet3D(nn.Module):
-    """The MLPerf KiTS19 3D U-Net's layout and state_dict keys: conv blocks are Sequential(conv
-    without bias, InstanceNorm3d(affine), ReLU); upsampling is a k2 s2 transposed conv with bias,
-    concatenated before the skip; the output is a 1x1x1 conv."""
-
-    @staticmethod
-    def block(cin, cout, stride):
-        return nn.Sequential(nn.Conv3d(cin, cout, 3, stride, 1, bias=False), nn.InstanceNorm3d(cout, affine=True), nn.ReLU())
-
-    class Double(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.conv1 = MLPerfUNet3D.block(cin, cout, stride)
-            self.conv2 = MLPerfUNet3D.block(cout, cout, 1)
-
-        def forward(self, x):
-            return self.conv2(self.conv1(x))
-
-    class Up(nn.Module):
-        def __init__(self, cin, cout):
-            super().__init__()
-            self.upsample_conv = nn.Sequential(nn.ConvTranspose3d(cin, cout, 2, 2, 0, bias=True), nn.Identity(), nn.Identity())
-            self.conv1 = MLPerfUNet3D.block(2 * cout, cout, 1)
-            self.conv2 = MLPerfUNet3D.block(cout, cout, 1)
-
-        def forward(self, x, skip):
-            return self.conv2(self.conv1(torch.cat((self.upsample_conv(x), skip), dim=1)))
-
-    class Output(nn.Module):
-        def __init__(self, cin, classes):
-            super().__init__()
-            self.conv = nn.Conv3d(cin, classes, 1, 1, 0, bias=True)
-
-        def forward(self, x):
-            return self.conv(x)
-
-    def __init__(self, in_channels=1, n_class=3, filters=(32, 64, 128, 256, 320)):
-        super().__init__()
-        self.input_block = self.Double(in_channels, filters[0], 1)
-        self.downsample = nn.ModuleList([self.Double(i, o, 2) for i, o in zip(filters[:-1], filters[1:])])
-        self.bottleneck = self.Double(filters[-1], filters[-1], 2)
-        ups = [self.Up(filters[-1], filters[-1])] + [self.Up(i, o) for i, o in zip(reversed(filters[1:]), reversed(filters[:-1]))]
-        self.upsample = nn.ModuleList(ups)
-        self.output = self.Output(filters[0], n_class)
-
-    def forward(self, x):
-        x = self.input_block(x)
-        skips = [x]
-        for d in self.downsample:
-            x = d(x)
-            skips.append(x)
-        x = self.bottleneck(x)
-        for up, skip in zip(self.upsample, reversed(skips)):
-            x = up(x, skip)
-        return self.output(x)
 
 
 def model_cases(out_dir):

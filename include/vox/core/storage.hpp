@@ -1,6 +1,7 @@
 #pragma once
 // Reference-counted, 64-byte-aligned buffers, with counters of live and peak bytes so that
-// memory plans (checkpointing, buffer reuse) can be measured rather than guessed.
+// memory plans (checkpointing, buffer reuse) can be measured rather than guessed. Large CPU
+// buffers come from, and go back to, the block cache (cpu_block_cache.hpp).
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -8,6 +9,7 @@
 #include <new>
 
 #include "vox/core/backend.hpp"
+#include "vox/core/cpu_block_cache.hpp"
 #include "vox/core/device.hpp"
 #include "vox/core/error.hpp"
 
@@ -40,7 +42,7 @@ inline void reset_cpu_peak_memory() {
   c.peak.store(c.current.load());
 }
 
-inline constexpr size_t kCpuAlignment = 64;
+inline constexpr size_t kCpuAlignment = detail::CpuBlockCache::kAlignment;
 
 class Storage {
  public:
@@ -52,8 +54,8 @@ class Storage {
       data_ = backend.allocate(nbytes, device.index);
       return;
     }
-    const size_t rounded = (std::max<size_t>(nbytes, 1) + kCpuAlignment - 1) / kCpuAlignment * kCpuAlignment;
-    data_ = std::aligned_alloc(kCpuAlignment, rounded);
+    const size_t rounded = detail::CpuBlockCache::rounded_size(nbytes);
+    data_ = detail::CpuBlockCache::instance().allocate(rounded);
     if (!data_) throw Error(detail::concat("Storage: out of memory allocating ", nbytes, " bytes"));
     auto& c = detail::cpu_counters();
     const int64_t now = c.current.fetch_add(static_cast<int64_t>(rounded)) + static_cast<int64_t>(rounded);
@@ -70,7 +72,7 @@ class Storage {
       cuda_backend("Storage").deallocate(data_, nbytes_, device_.index);
       return;
     }
-    std::free(data_);
+    detail::CpuBlockCache::instance().release(data_, accounted_);
     detail::cpu_counters().current.fetch_sub(static_cast<int64_t>(accounted_));
   }
 

@@ -1,12 +1,15 @@
-"""MONAI's UNet (vox's seed U-Net) on random data in a peer runtime, timed as `vox bench` times it.
+"""A `vox bench` model on random data in a peer runtime, timed as `vox bench` times it.
 
-    python unet_peer.py --runtime torch|onnxruntime|openvino --mode train|infer
-                        [--size 96] [--batch 1] [--iters 10] [--warmup 2] [--threads 2]
+    python model_peer.py --model monai-unet|unet3d|resnet3d-18 --runtime torch|onnxruntime|openvino
+                         --mode train|infer [--size 96] [--batch 1] [--iters 10] [--warmup 2]
+                         [--threads 2] [--classes 2]
 
-A training iteration: forward, MONAI's DiceCELoss(to_onehot_y=True, softmax=True), backward, Adam
-step. An inference iteration: the forward pass (torch.inference_mode, or the exported ONNX graph
-in ONNX Runtime / OpenVINO). Prints the median as `ms_per_iter=<value>` and the peak resident
-memory as `peak_rss_mib=<value>`.
+Models, with vox's registry defaults: monai-unet is MONAI's UNet (16-256 channels, 2 residual
+units), unet3d the MLPerf KiTS19 3D U-Net (filters 32-320), resnet3d-18 MONAI's resnet18.
+A training iteration: forward, the loss (MONAI's DiceCELoss(to_onehot_y=True, softmax=True) for
+the U-Nets, cross-entropy for the classifier), backward, Adam step. An inference iteration: the
+forward pass (torch.inference_mode, or the exported ONNX graph in ONNX Runtime / OpenVINO).
+Prints the median as `ms_per_iter=<value>` and the peak resident memory as `peak_rss_mib=<value>`.
 """
 import argparse
 import os
@@ -19,12 +22,22 @@ import time
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
-from monai.networks.nets import UNet
+from monai.networks.nets import UNet, resnet18
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "parity"))
+from mlperf_unet3d import MLPerfUNet3D  # noqa: E402
+
+MODELS = ("monai-unet", "unet3d", "resnet3d-18")
 
 
-def make_model():
+def make_model(name, classes):
     torch.manual_seed(0)
-    return UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2)
+    if name == "monai-unet":
+        return UNet(spatial_dims=3, in_channels=1, out_channels=classes, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
+                    num_res_units=2)
+    if name == "unet3d":
+        return MLPerfUNet3D(in_channels=1, n_class=classes)
+    return resnet18(spatial_dims=3, n_input_channels=1, num_classes=classes)
 
 
 def timed(step, iters, warmup):
@@ -40,7 +53,7 @@ def timed(step, iters, warmup):
 
 
 def export_onnx(model, x, directory):
-    path = os.path.join(directory, "unet.onnx")
+    path = os.path.join(directory, "model.onnx")
     model.eval()
     try:
         torch.onnx.export(model, (x,), path, opset_version=17, dynamo=False)
@@ -51,6 +64,8 @@ def export_onnx(model, x, directory):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="monai-unet", choices=MODELS)
+    ap.add_argument("--classes", type=int, default=2)
     ap.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime", "openvino"])
     ap.add_argument("--mode", default="train", choices=["train", "infer"])
     ap.add_argument("--size", type=int, default=96)
@@ -60,12 +75,17 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    model = make_model()
+    model = make_model(a.model, a.classes)
+    classify = a.model.startswith("resnet")
     x = torch.randn(a.batch, 1, a.size, a.size, a.size)
     version = f"torch {torch.__version__}"
     if a.runtime == "torch" and a.mode == "train":
-        y = torch.randint(0, 2, (a.batch, 1, a.size, a.size, a.size))
-        loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        if classify:
+            y = torch.randint(0, a.classes, (a.batch,))
+            loss = torch.nn.CrossEntropyLoss()
+        else:
+            y = torch.randint(0, a.classes, (a.batch, 1, a.size, a.size, a.size))
+            loss = DiceCELoss(to_onehot_y=True, softmax=True)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
         def step():
@@ -104,7 +124,7 @@ def main():
 
             def step():
                 request.infer({0: feed})
-    print(f"{a.runtime} ({version}), {a.mode}, input {a.batch}x{a.size}^3x1, {a.threads} threads", flush=True)
+    print(f"{a.model}: {a.runtime} ({version}), {a.mode}, input {a.batch}x{a.size}^3x1, {a.threads} threads", flush=True)
     median = timed(step, a.iters, a.warmup)
     print(f"peak_rss_mib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
     print(f"ms_per_iter={median:.3f}")
