@@ -10,10 +10,20 @@
 // built for baseline x86-64. The bodies are always inlined, so that each clone gets its own code.
 // Per-lane sums keep their element order, so every thread count gives the same sums.
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <type_traits>
 
 namespace vox::kernels::cpu::norm_lanes {
+
+// z > 0 for every z but NaN, as an integer test of the bits: GCC will not turn a floating
+// comparison into a vector select under its default -ftrapping-math, and the PReLU loops would
+// stay scalar, with a branch on the sign of each element.
+template <class T>
+inline bool is_positive(T z) {
+  if constexpr (sizeof(T) == 4) return std::bit_cast<int32_t>(z) > 0;
+  else return std::bit_cast<int64_t>(z) > 0;
+}
 
 // acc[j] += x, or (x - centre[j])^2 when centre is given, in f64, for the elements of lane j.
 template <class T>
@@ -47,13 +57,14 @@ template <class T>
     const T* __restrict xi = x + i;
     const T* __restrict gi = dy + i;
     if (slope) {
-      for (int64_t j = 0; j < w; ++j) {
-        const T z = xi[j] * k[j] + h[j];
-        const bool positive = z > T(0);
-        const double d = static_cast<double>(positive ? gi[j] : slope[j] * gi[j]);
+      for (int64_t j = 0; j < w; ++j) {  // selects of computed values only: no branch in the loop
+        const T g = gi[j], z = xi[j] * k[j] + h[j], g_slope = slope[j] * g;
+        const bool positive = is_positive(z);
+        const T dz = positive ? g : g_slope, z_negative = positive ? T(0) : z;
+        const double d = static_cast<double>(dz);
         sum_dz[j] += d;
         sum_dz_xhat[j] += d * (static_cast<double>(xi[j]) - mean[j]) * rstd[j];
-        sum_dy_z[j] += positive ? 0.0 : static_cast<double>(gi[j]) * static_cast<double>(z);
+        sum_dy_z[j] += static_cast<double>(g) * static_cast<double>(z_negative);
       }
     } else {
       for (int64_t j = 0; j < w; ++j) {
@@ -76,7 +87,7 @@ template <class T>
     if (slope) {
       for (int64_t j = 0; j < w; ++j) {
         const T z = xi[j] * k[j] + h[j];
-        yi[j] = z > T(0) ? z : slope[j] * z;
+        yi[j] = is_positive(z) ? z : slope[j] * z;
       }
     } else {
       for (int64_t j = 0; j < w; ++j) yi[j] = xi[j] * k[j] + h[j];
@@ -97,8 +108,8 @@ template <class T>
     T* __restrict out = dx + i;
     if (slope) {
       for (int64_t j = 0; j < w; ++j) {
-        const T z = xi[j] * k[j] + h[j];
-        const T dz = z > T(0) ? gi[j] : slope[j] * gi[j];
+        const T g = gi[j], z = xi[j] * k[j] + h[j], g_slope = slope[j] * g;
+        const T dz = is_positive(z) ? g : g_slope;
         out[j] = k_dy[j] * dz + k_x[j] * xi[j] + k_0[j];
       }
     } else {
