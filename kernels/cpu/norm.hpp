@@ -127,17 +127,20 @@ std::vector<T> slopes_per_channel(int64_t C, const T* slope, int64_t stride) {
 }
 
 // y = (x - mean) * rstd * gamma + beta, as one multiply-add per element with per-(b, c) terms,
-// followed, when `slope` is given, by PReLU (y = z > 0 ? z : slope_c * z) in the same pass.
+// followed, when `slope` is given, by PReLU (y = z > 0 ? z : slope_c * z) in the same pass, and
+// when `addend` is given (a residual branch laid out as x), by y += addend.
 template <class T>
 void norm_apply(const NormShape& s, const T* x, const std::vector<double>& mean, const std::vector<double>& rstd,
-                const T* gamma, const T* beta, T* y, const T* slope = nullptr, int64_t slope_stride = 0) {
+                const T* gamma, const T* beta, T* y, const T* slope = nullptr, int64_t slope_stride = 0,
+                const T* addend = nullptr) {
   std::vector<T> scale, shift;
   norm_coefficients(s, mean, rstd, gamma, beta, scale, shift);
   const std::vector<T> a = slope ? slopes_per_channel(s.C, slope, slope_stride) : std::vector<T>();
   const std::vector<T> lane_slope = slope ? replicate(a.data(), s.C) : std::vector<T>();
   for_each_block(s, [&](int64_t b, int64_t e0, int64_t e1) {
     const std::vector<T> k = replicate(scale.data() + b * s.C, s.C), h = replicate(shift.data() + b * s.C, s.C);
-    norm_lanes::run_apply(x + e0, y + e0, e1 - e0, lane_width(s.C), k.data(), h.data(), slope ? lane_slope.data() : nullptr);
+    norm_lanes::run_apply(x + e0, y + e0, e1 - e0, lane_width(s.C), k.data(), h.data(), slope ? lane_slope.data() : nullptr,
+                          addend ? addend + e0 : nullptr);
   });
 }
 

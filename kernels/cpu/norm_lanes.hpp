@@ -93,10 +93,11 @@ template <class T>
   }
 }
 
-// y = x * k + h, followed by PReLU (y = z > 0 ? z : slope * z) when slope is given.
+// y = x * k + h, followed by PReLU (y = z > 0 ? z : slope * z) when slope is given, plus
+// addend (a residual branch, same layout as x) when that is given.
 template <class T>
 [[gnu::always_inline]] inline void apply(const T* __restrict x, T* __restrict y, int64_t n, int64_t L, const T* __restrict k, const T* __restrict h,
-                  const T* __restrict slope) {
+                  const T* __restrict slope, const T* __restrict addend) {
   for (int64_t i = 0; i < n; i += L) {
     const int64_t w = std::min(L, n - i);
     const T* __restrict xi = x + i;
@@ -110,6 +111,15 @@ template <class T>
     } else {
       VOX_LANES_INDEPENDENT
       for (int64_t j = 0; j < w; ++j) yi[j] = xi[j] * k[j] + h[j];
+    }
+  }
+  if (addend) {  // a second pass over the block just written, while it is in cache
+    for (int64_t i = 0; i < n; i += L) {
+      const int64_t w = std::min(L, n - i);
+      const T* __restrict ai = addend + i;
+      T* __restrict yi = y + i;
+      VOX_LANES_INDEPENDENT
+      for (int64_t j = 0; j < w; ++j) yi[j] += ai[j];
     }
   }
 }
@@ -149,8 +159,8 @@ VOX_NORM_LANES_CLONES inline void backward_sums_f32(const float* x, const float*
   backward_sums<float>(x, dy, n, L, mean, rstd, k, h, slope, acc);
 }
 VOX_NORM_LANES_CLONES inline void apply_f32(const float* x, float* y, int64_t n, int64_t L, const float* k, const float* h,
-                                            const float* slope) {
-  apply<float>(x, y, n, L, k, h, slope);
+                                            const float* slope, const float* addend) {
+  apply<float>(x, y, n, L, k, h, slope, addend);
 }
 VOX_NORM_LANES_CLONES inline void data_gradient_f32(const float* x, const float* dy, float* dx, int64_t n, int64_t L,
                                                     const float* k_dy, const float* k_x, const float* k_0, const float* k,
@@ -173,9 +183,9 @@ void run_backward_sums(const T* x, const T* dy, int64_t n, int64_t L, const doub
   else backward_sums<T>(x, dy, n, L, mean, rstd, k, h, slope, acc);
 }
 template <class T>
-void run_apply(const T* x, T* y, int64_t n, int64_t L, const T* k, const T* h, const T* slope) {
-  if constexpr (std::is_same_v<T, float>) apply_f32(x, y, n, L, k, h, slope);
-  else apply<T>(x, y, n, L, k, h, slope);
+void run_apply(const T* x, T* y, int64_t n, int64_t L, const T* k, const T* h, const T* slope, const T* addend) {
+  if constexpr (std::is_same_v<T, float>) apply_f32(x, y, n, L, k, h, slope, addend);
+  else apply<T>(x, y, n, L, k, h, slope, addend);
 }
 template <class T>
 void run_data_gradient(const T* x, const T* dy, T* dx, int64_t n, int64_t L, const T* k_dy, const T* k_x, const T* k_0,

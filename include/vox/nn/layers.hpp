@@ -101,11 +101,12 @@ class InstanceNorm : public Module {
               "], got ", x.shape());
     return instance_norm(x, weight_ ? *weight_ : Tensor(), bias_ ? *bias_ : Tensor(), eps_);
   }
-  // PReLU(forward(x)) as one fused op (instance_norm_prelu); slope is the PReLU's weight.
-  Tensor forward_prelu(const Tensor& x, const Tensor& slope) const {
+  // PReLU(forward(x)) (+ residual, when given) as one fused op (instance_norm_prelu_add); slope
+  // is the PReLU's weight.
+  Tensor forward_prelu(const Tensor& x, const Tensor& slope, const Tensor& residual = {}) const {
     VOX_CHECK(x.rank() == D + 2 && x.size(-1) == channels_, "nn::InstanceNorm", "expects [N, ", D, " spatial axes, ", channels_,
               "], got ", x.shape());
-    return instance_norm_prelu(x, weight_ ? *weight_ : Tensor(), bias_ ? *bias_ : Tensor(), slope, eps_);
+    return instance_norm_prelu_add(x, weight_ ? *weight_ : Tensor(), bias_ ? *bias_ : Tensor(), slope, residual, eps_);
   }
 
  private:

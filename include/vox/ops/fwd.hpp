@@ -113,6 +113,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
                   const Tensor& bias, bool training, double momentum = 0.1, double eps = 1e-5);
 Tensor instance_norm(const Tensor& x, const Tensor& weight = {}, const Tensor& bias = {}, double eps = 1e-5);
 Tensor instance_norm_prelu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& slope, double eps = 1e-5);
+Tensor instance_norm_prelu_add(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& slope, const Tensor& residual,
+                              double eps = 1e-5);
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight = {}, const Tensor& bias = {},
                   double eps = 1e-5);
 // Normalises over the last `normalized_axes` axes; weight and bias have those axes' shape.

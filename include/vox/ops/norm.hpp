@@ -12,11 +12,13 @@ namespace vox {
 namespace detail {
 // Normalises x viewed as [B][R][C] with G groups. With fixed statistics (batch norm in eval
 // mode) mean/var are given and treated as constants; otherwise they are computed and returned.
-// With `slope` defined ([1] or [C]), PReLU follows in the same passes (instance_norm_prelu).
+// With `slope` defined ([1] or [C]), PReLU follows in the same passes (instance_norm_prelu), and
+// with `residual` defined (x's shape), the result is added to it in the same pass.
 inline Tensor normalize(const char* op, const char* node, const Tensor& x, kernels::cpu::NormShape s,
                         const Tensor& weight, const Tensor& bias, double eps, bool fixed_stats,
-                        std::vector<double>& mean, std::vector<double>& var, const Tensor& slope = {}) {
-  check_cpu(op, {&x, &weight, &bias, &slope});
+                        std::vector<double>& mean, std::vector<double>& var, const Tensor& slope = {},
+                        const Tensor& residual = {}) {
+  check_cpu(op, {&x, &weight, &bias, &slope, &residual});
   VOX_CHECK(is_floating(x.dtype()), op, "needs a floating tensor, got ", x.dtype());
   VOX_CHECK(x.numel() > 0, op, "empty input of shape ", x.shape());
   VOX_CHECK(eps >= 0, op, "eps must be >= 0, got ", eps);
@@ -27,15 +29,20 @@ inline Tensor normalize(const char* op, const char* node, const Tensor& x, kerne
   if (slope.defined())
     VOX_CHECK(slope.rank() == 1 && (slope.size(0) == 1 || slope.size(0) == s.C) && slope.dtype() == x.dtype(), op,
               "the PReLU slope must be [1] or [", s.C, "] of ", x.dtype(), ", got shape ", slope.shape(), " ", slope.dtype());
+  if (residual.defined())
+    VOX_CHECK(residual.shape() == x.shape() && residual.dtype() == x.dtype(), op, "the residual must match the input ", x.shape(),
+              " ", x.dtype(), ", got ", residual.shape(), " ", residual.dtype());
   if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
     auto f32 = [](const Tensor& t) { return t.defined() ? cast(t, DType::f32) : Tensor(); };
-    return cast(normalize(op, node, cast(x, DType::f32), s, f32(weight), f32(bias), eps, fixed_stats, mean, var, f32(slope)), x.dtype());
+    return cast(normalize(op, node, cast(x, DType::f32), s, f32(weight), f32(bias), eps, fixed_stats, mean, var, f32(slope),
+                          f32(residual)),
+                x.dtype());
   }
   const Tensor w = weight.defined() ? reshape(weight, {s.C}) : Tensor();
   const Tensor b = bias.defined() ? reshape(bias, {s.C}) : Tensor();
   const Tensor xc = x.detach().contiguous();
   auto detached = [](const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); };
-  const Tensor wc = detached(w), bc = detached(b), ac = detached(slope);
+  const Tensor wc = detached(w), bc = detached(b), ac = detached(slope), rc = detached(residual);
   const int64_t slope_stride = ac.defined() && ac.size(0) > 1 ? 1 : 0;
   Tensor out = empty(x.shape(), x.dtype());
   std::vector<double> rstd;
@@ -45,12 +52,14 @@ inline Tensor normalize(const char* op, const char* node, const Tensor& x, kerne
     for (size_t i = 0; i < var.size(); ++i) rstd[i] = 1.0 / std::sqrt(var[i] + eps);
     kernels::cpu::norm_apply<T>(s, xc.data<T>(), mean, rstd, wc.defined() ? wc.data<T>() : nullptr,
                                 bc.defined() ? bc.data<T>() : nullptr, out.data<T>(), ac.defined() ? ac.data<T>() : nullptr,
-                                slope_stride);
+                                slope_stride, rc.defined() ? rc.data<T>() : nullptr);
   });
-  // x alone is kept: the PReLU's input is recomputed from it in the backward pass
-  autograd::record(node, out, {x, w, b, slope}, [s, xc, wc, bc, ac, slope_stride, mean, rstd, fixed_stats, need_x = x.requires_grad(),
-                                                 need_w = w.requires_grad(), need_b = b.requires_grad(),
-                                                 need_a = slope.defined() && slope.requires_grad()](const Tensor& g) {
+  // x alone is kept: the PReLU's input is recomputed from it in the backward pass; the residual's
+  // gradient is the output's
+  autograd::record(node, out, {x, w, b, slope, residual}, [s, xc, wc, bc, ac, slope_stride, mean, rstd, fixed_stats,
+                                                           need_x = x.requires_grad(), need_w = w.requires_grad(),
+                                                           need_b = b.requires_grad(), need_a = slope.defined() && slope.requires_grad(),
+                                                           need_r = residual.defined() && residual.requires_grad()](const Tensor& g) {
     const Tensor gc = g.contiguous();
     Tensor gx = need_x ? empty(xc.shape(), xc.dtype()) : Tensor();
     Tensor gw = need_w ? empty(Shape{s.C}, xc.dtype()) : Tensor();
@@ -61,7 +70,7 @@ inline Tensor normalize(const char* op, const char* node, const Tensor& x, kerne
       kernels::cpu::norm_backward<T>(s, xc.data<T>(), gc.data<T>(), mean, rstd, ptr(wc), fixed_stats, ptr(gx), ptr(gw), ptr(gb), ptr(bc),
                                      ptr(ac), slope_stride, ptr(ga));
     });
-    return std::vector<Tensor>{gx, gw, gb, ga};
+    return std::vector<Tensor>{gx, gw, gb, ga, need_r ? g : Tensor()};
   });
   return out;
 }
@@ -117,12 +126,20 @@ inline Tensor instance_norm(const Tensor& x, const Tensor& weight, const Tensor&
 // PReLU(instance_norm(x, weight, bias)) in two passes over x instead of four, keeping only x for
 // the backward pass. slope is PReLU's weight, [1] or [C].
 inline Tensor instance_norm_prelu(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& slope, double eps) {
-  VOX_CHECK(x.rank() >= 3, "instance_norm_prelu", "input must be [N, spatial..., C], got shape ", x.shape());
-  VOX_CHECK(slope.defined(), "instance_norm_prelu", "needs the PReLU slope");
+  return instance_norm_prelu_add(x, weight, bias, slope, Tensor(), eps);
+}
+
+// instance_norm_prelu(x, ...) + residual, the residual added in the same pass: a residual unit's
+// last block and its sum in one op (residual undefined: no sum).
+inline Tensor instance_norm_prelu_add(const Tensor& x, const Tensor& weight, const Tensor& bias, const Tensor& slope,
+                                      const Tensor& residual, double eps) {
+  const char* op = residual.defined() ? "instance_norm_prelu_add" : "instance_norm_prelu";
+  VOX_CHECK(x.rank() >= 3, op, "input must be [N, spatial..., C], got shape ", x.shape());
+  VOX_CHECK(slope.defined(), op, "needs the PReLU slope");
   const int64_t C = x.size(-1), R = detail::spatial_size(x);
   std::vector<double> mean, var;
-  return detail::normalize("instance_norm_prelu", "InstanceNormPreluBackward", x, {x.size(0), R, C, C}, weight, bias, eps, false,
-                           mean, var, slope);
+  return detail::normalize(op, residual.defined() ? "InstanceNormPreluAddBackward" : "InstanceNormPreluBackward", x,
+                           {x.size(0), R, C, C}, weight, bias, eps, false, mean, var, slope, residual);
 }
 
 inline Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps) {

@@ -42,11 +42,14 @@ class ADN : public DynamicModule {
     else instance_ = std::make_unique<InstanceNorm<3>>(channels);
     if (o.act == ActKind::prelu) prelu_ = std::make_unique<PReLU>();
   }
-  Tensor forward(const Tensor& x) override {
-    // MONAI's default block (instance norm, no dropout, PReLU) as one fused op
-    if (instance_ && prelu_ && dropout_.is_identity()) return instance_->forward_prelu(x, prelu_->weight());
+  Tensor forward(const Tensor& x) override { return forward_add(x, Tensor()); }
+  // forward(x) + residual (residual undefined: forward(x)). MONAI's default block (instance norm,
+  // no dropout, PReLU) runs as one fused op, with the residual added in the same pass.
+  Tensor forward_add(const Tensor& x, const Tensor& residual) {
+    if (instance_ && prelu_ && dropout_.is_identity()) return instance_->forward_prelu(x, prelu_->weight(), residual);
     const Tensor h = dropout_.forward(batch_ ? batch_->forward(x) : instance_->forward(x));
-    return prelu_ ? prelu_->forward(h) : relu_.forward(h);
+    const Tensor y = prelu_ ? prelu_->forward(h) : relu_.forward(h);
+    return residual.defined() ? add(y, residual) : y;
   }
   void visit_children(const ChildVisitor& visit) override {
     if (batch_) visit("N", *batch_);
@@ -78,9 +81,12 @@ class Convolution : public DynamicModule {
                                         o.bias);
     if (!conv_only) adn_ = std::make_unique<ADN>(out, o);
   }
-  Tensor forward(const Tensor& x) override {
+  Tensor forward(const Tensor& x) override { return forward_add(x, Tensor()); }
+  // forward(x) + residual, fused into the ADN's pass where it has one.
+  Tensor forward_add(const Tensor& x, const Tensor& residual) {
     const Tensor h = conv_ ? conv_->forward(x) : transposed_->forward(x);
-    return adn_ ? adn_->forward(h) : h;
+    if (adn_) return adn_->forward_add(h, residual);
+    return residual.defined() ? add(h, residual) : h;
   }
   void visit_children(const ChildVisitor& visit) override {
     if (conv_) visit("conv", *conv_);
@@ -112,7 +118,7 @@ class ResidualUnit : public DynamicModule {
   }
   Tensor forward(const Tensor& x) override {
     const Tensor res = residual_ ? residual_->forward(x) : x;
-    return add(units_.forward(x), res);
+    return units_.forward_add(x, res);
   }
   void visit_children(const ChildVisitor& visit) override {
     visit("conv", units_);
@@ -123,10 +129,12 @@ class ResidualUnit : public DynamicModule {
   class Units : public DynamicModule {
    public:
     void add_unit(std::unique_ptr<Convolution> u) { units_.push_back(std::move(u)); }
-    Tensor forward(const Tensor& x) override {
+    Tensor forward(const Tensor& x) override { return forward_add(x, Tensor()); }
+    // The units in turn, the last one adding the residual branch in its own final pass.
+    Tensor forward_add(const Tensor& x, const Tensor& residual) {
       Tensor h = x;
-      for (auto& u : units_) h = u->forward(h);
-      return h;
+      for (size_t i = 0; i + 1 < units_.size(); ++i) h = units_[i]->forward(h);
+      return units_.back()->forward_add(h, residual);
     }
     void visit_children(const ChildVisitor& visit) override {
       for (size_t i = 0; i < units_.size(); ++i) visit("unit" + std::to_string(i), *units_[i]);
