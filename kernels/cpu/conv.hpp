@@ -30,6 +30,18 @@ inline int64_t tile_for(int64_t row_length) {
   return rows / 6 * 6;
 }
 
+// tile_for, shrunk where the tiles are few (the deep, small layers), so that their count is a
+// multiple of the thread count: with 2 threads, 5 tiles kept one thread waiting a fifth of the
+// layer. Each output row is computed alone, so the tile size does not change the results.
+inline int64_t balanced_tile(int64_t positions, int64_t row_length) {
+  const int64_t threads = num_threads();
+  int64_t tile = tile_for(row_length);
+  auto tiles = [&] { return (positions + tile - 1) / tile; };
+  if (threads <= 1 || tiles() >= 8 * threads) return tile;
+  while (tile > 6 && tiles() % threads != 0) tile -= 6;
+  return tiles() % threads == 0 ? tile : tile_for(row_length);
+}
+
 struct Position {
   int64_t n, d, h, w;
 };
@@ -150,7 +162,7 @@ std::vector<std::vector<T>> pack_groups(int64_t groups, int64_t K, int64_t N, Va
 template <class T, class Gather>
 void tiled_group_gemm(int64_t positions, int64_t groups, int64_t K, int64_t N, const std::vector<std::vector<T>>& packed,
                       const T* direct, int64_t direct_ld, T* out, int64_t ldc, Gather gather, const T* bias = nullptr) {
-  const int64_t tile = tile_for(K);
+  const int64_t tile = balanced_tile(positions, K);
   const int64_t tiles = (positions + tile - 1) / tile;
   parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
     std::vector<T> col(direct ? 0 : static_cast<size_t>(tile * K));
@@ -174,24 +186,31 @@ void tiled_group_gemm(int64_t positions, int64_t groups, int64_t K, int64_t N, c
 
 namespace conv_detail {
 
-// Forward with at most 4 output channels and unit stride: planar_correlate over the output grid.
-template <class T>
-void planar_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
-  const int64_t kv = g.kernel_volume(), C = g.in_channels, outputs = g.out_channels;
+// A unit-stride convolution pass with at most 4 outputs per position, as planar_correlate:
+// out[q][o] = sum over taps t = (kd, kh, kw) and source channels c of
+// weight(t, c, o) * src_c[q + direction * (k * dilation - padding)]. The forward pass reads x
+// forwards (direction +1); the data gradient reads dy backwards (direction -1) with the same
+// weights, transposed.
+template <class T, class Weight>
+void planar_unit_stride(const ConvGeometry& g, int64_t direction, const T* src, const std::array<int64_t, 3>& src_grid,
+                        int64_t channels, const std::array<int64_t, 3>& out_grid, int64_t outputs, Weight weight_of,
+                        const T* bias, T* out) {
+  const int64_t kv = g.kernel_volume();
   std::vector<std::array<int64_t, 3>> offsets;
   for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
     for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
       for (int64_t kw = 0; kw < g.kernel[2]; ++kw)
-        offsets.push_back({kd * g.dilation[0] - g.padding[0], kh * g.dilation[1] - g.padding[1], kw * g.dilation[2] - g.padding[2]});
-  std::vector<T> weight(static_cast<size_t>(kv * C * outputs));  // [tap][c][co]
-  for (int64_t co = 0; co < outputs; ++co)
-    for (int64_t t = 0; t < kv; ++t)
-      for (int64_t c = 0; c < C; ++c) weight[static_cast<size_t>((t * C + c) * outputs + co)] = w[(co * kv + t) * C + c];
+        offsets.push_back({direction * (kd * g.dilation[0] - g.padding[0]), direction * (kh * g.dilation[1] - g.padding[1]),
+                           direction * (kw * g.dilation[2] - g.padding[2])});
+  std::vector<T> weight(static_cast<size_t>(kv * channels * outputs));  // [tap][c][o]
+  for (int64_t t = 0; t < kv; ++t)
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t o = 0; o < outputs; ++o) weight[static_cast<size_t>((t * channels + c) * outputs + o)] = weight_of(t, c, o);
   std::array<int64_t, 3> low{}, high{};
-  planar_margins(g.out, g.in, offsets, low, high);
-  const Planes<T> planes(x, g.batch, g.in, C, low, high);
-  planar_correlate(planes, g.out, offsets, weight.data(), outputs, [&](int64_t n, int64_t d, int64_t h, const T* acc) {
-    store_row(y, outputs, g.out, {0, 0, 0}, {1, 1, 1}, g.out[2], n, d, h, acc, bias);
+  planar_margins(out_grid, src_grid, offsets, low, high);
+  const Planes<T> planes(src, g.batch, src_grid, channels, low, high);
+  planar_correlate(planes, out_grid, offsets, weight.data(), outputs, [&](int64_t n, int64_t d, int64_t h, const T* acc) {
+    store_row(out, outputs, out_grid, {0, 0, 0}, {1, 1, 1}, out_grid[2], n, d, h, acc, bias);
   });
 }
 
@@ -202,8 +221,9 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, 
   using namespace conv_detail;
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * cg;
   const int64_t C = g.out_channels;
-  if (few_outputs(g, C) && g.stride == std::array<int64_t, 3>{1, 1, 1}) {
-    planar_forward(g, x, w, bias, y);
+  if (few_outputs(g, C) && g.stride == std::array<int64_t, 3>{1, 1, 1}) {  // y[q] = sum over taps of w x[q + k * dilation - padding]
+    planar_unit_stride(g, 1, x, g.in, g.in_channels, g.out, C, [&](int64_t t, int64_t c, int64_t co) { return w[(co * kv + t) * cg + c]; },
+                       bias, y);
     return;
   }
   // Right-hand side per group: the weights as [K][og].
@@ -299,7 +319,7 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
         const auto packed = pack_groups<T>(g.groups, K, cg, [&](int64_t grp, int64_t k, int64_t ci) {
           return w[((grp * og + k % og) * kv + phase_taps[static_cast<size_t>(k / og)][3]) * cg + ci];
         });
-        const int64_t tile = tile_for(K), tiles = (positions + tile - 1) / tile;
+        const int64_t tile = balanced_tile(positions, K), tiles = (positions + tile - 1) / tile;
         parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
           std::vector<T> col(static_cast<size_t>(tile * K)), result(static_cast<size_t>(tile * cg));
           std::vector<int64_t> rows_of_dx(static_cast<size_t>(tile));
@@ -345,21 +365,8 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
   if (g.stride != std::array<int64_t, 3>{1, 1, 1}) return strided_backward_data(g, dy, w, dx);
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * og, kw_n = g.kernel[2];
   if (few_outputs(g, cg)) {  // dx[q] = sum over taps of w^T dy[q + padding - k * dilation]
-    std::vector<std::array<int64_t, 3>> offsets;
-    for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
-      for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
-        for (int64_t kw = 0; kw < kw_n; ++kw)
-          offsets.push_back({g.padding[0] - kd * g.dilation[0], g.padding[1] - kh * g.dilation[1], g.padding[2] - kw * g.dilation[2]});
-    std::vector<T> weight(static_cast<size_t>(kv * og * cg));  // [tap][co][ci]
-    for (int64_t co = 0; co < og; ++co)
-      for (int64_t t = 0; t < kv; ++t)
-        for (int64_t ci = 0; ci < cg; ++ci) weight[static_cast<size_t>((t * og + co) * cg + ci)] = w[(co * kv + t) * cg + ci];
-    std::array<int64_t, 3> low{}, high{};
-    planar_margins(g.in, g.out, offsets, low, high);
-    const Planes<T> planes(dy, g.batch, g.out, og, low, high);
-    planar_correlate(planes, g.in, offsets, weight.data(), cg, [&](int64_t n, int64_t d, int64_t h, const T* acc) {
-      store_row(dx, cg, g.in, {0, 0, 0}, {1, 1, 1}, g.in[2], n, d, h, acc);
-    });
+    planar_unit_stride(g, -1, dy, g.out, og, g.in, cg, [&](int64_t t, int64_t co, int64_t ci) { return w[(co * kv + t) * cg + ci]; },
+                       static_cast<const T*>(nullptr), dx);
     return;
   }
   // Input q reads output q + padding - k * dilation through tap k. Taps are ordered with kw

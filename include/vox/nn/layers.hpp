@@ -108,6 +108,11 @@ class InstanceNorm : public Module {
               "], got ", x.shape());
     return instance_norm_prelu_add(x, weight_ ? *weight_ : Tensor(), bias_ ? *bias_ : Tensor(), slope, residual, eps_);
   }
+  // LeakyReLU(forward(x), negative_slope), ReLU for 0, as one fused op: a PReLU whose slope is a
+  // constant.
+  Tensor forward_relu(const Tensor& x, double negative_slope = 0.0) const {
+    return forward_prelu(x, full(Shape{1}, negative_slope, x.dtype()));
+  }
 
  private:
   int64_t channels_;

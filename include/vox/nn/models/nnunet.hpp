@@ -40,8 +40,9 @@ class ConvNormNonlin : public Module {
                  const PlainConvUNetConfig& c)
       : conv_(in, out, kernel, {.stride = stride, .padding = same_padding(kernel)}, c.conv_bias),
         norm_(out, true),
-        nonlin_(c.negative_slope) {}
-  Tensor forward(const Tensor& x) { return nonlin_.forward(norm_.forward(conv_.forward(x))); }
+        nonlin_(c.negative_slope),
+        negative_slope_(c.negative_slope) {}
+  Tensor forward(const Tensor& x) { return norm_.forward_relu(conv_.forward(x), negative_slope_); }  // norm + LeakyReLU fused
   void visit_children(const ChildVisitor& visit) override {
     visit("conv", conv_);
     visit("norm", norm_);
@@ -56,7 +57,8 @@ class ConvNormNonlin : public Module {
   }
   Conv<3> conv_;
   InstanceNorm<3> norm_;
-  LeakyReLU nonlin_;
+  LeakyReLU nonlin_;  // kept as the "nonlin" child; its slope runs in the fused norm
+  double negative_slope_;
 };
 
 // StackedConvBlocks: "convs" = n conv blocks, the first with the stride.

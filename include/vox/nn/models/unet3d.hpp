@@ -24,16 +24,29 @@ struct UNet3DConfig {
 
 namespace mlperf {
 
-using ConvNormReLU = Sequential<Conv<3>, InstanceNorm<3>, ReLU>;
+// [3x3x3 conv without bias, instance norm, ReLU], children "0", "1", "2" as in MLPerf's
+// nn.Sequential; the norm and the ReLU run as one fused pass.
+class ConvNormReLU : public Module {
+ public:
+  ConvNormReLU(int64_t in, int64_t out, int64_t stride)
+      : conv_(in, out, {3}, {.stride = {stride}, .padding = {1}}, false), norm_(out, true) {}
+  Tensor forward(const Tensor& x) { return norm_.forward_relu(conv_.forward(x)); }
+  void visit_children(const ChildVisitor& visit) override {
+    visit("0", conv_);
+    visit("1", norm_);
+    visit("2", relu_);
+  }
 
-inline ConvNormReLU conv_block(int64_t in, int64_t out, int64_t stride) {
-  return ConvNormReLU(Conv<3>(in, out, {3}, {.stride = {stride}, .padding = {1}}, false), InstanceNorm<3>(out, true), ReLU());
-}
+ private:
+  Conv<3> conv_;
+  InstanceNorm<3> norm_;
+  ReLU relu_;
+};
 
 // Two conv blocks, the first with the stride (MLPerf's InputBlock and DownsampleBlock).
 class DoubleConv : public Module {
  public:
-  DoubleConv(int64_t in, int64_t out, int64_t stride) : conv1_(conv_block(in, out, stride)), conv2_(conv_block(out, out, 1)) {}
+  DoubleConv(int64_t in, int64_t out, int64_t stride) : conv1_(in, out, stride), conv2_(out, out, 1) {}
   Tensor forward(const Tensor& x) { return conv2_.forward(conv1_.forward(x)); }
   void visit_children(const ChildVisitor& visit) override {
     visit("conv1", conv1_);
