@@ -10,7 +10,8 @@
 //
 // The cache holds at most `limit` bytes (default 512 MiB; VOX_CPU_CACHE_MIB overrides it at
 // start-up, 0 turns caching off) and never a block larger than a quarter of that, so that one
-// huge volume read at start-up is not held for the rest of the run.
+// huge volume read at start-up is not held for the rest of the run. Under AddressSanitizer the
+// default is 0, so that every dead buffer is freed where the sanitizer can watch its use.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -78,6 +79,21 @@ class CpuBlockCache {
     std::free(block);
   }
 
+  // Whether this program is built with AddressSanitizer (then nothing is cached by default).
+  static constexpr bool address_sanitizer() {
+#if defined(__SANITIZE_ADDRESS__)
+    return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    return true;
+#else
+    return false;
+#endif
+#else
+    return false;
+#endif
+  }
+
   // Returns every cached block to the system.
   void clear() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -102,6 +118,7 @@ class CpuBlockCache {
 
  private:
   CpuBlockCache() {
+    if (address_sanitizer()) limit_ = 0;
     if (const char* mib = std::getenv("VOX_CPU_CACHE_MIB")) limit_ = static_cast<size_t>(std::strtoull(mib, nullptr, 10)) << 20;
   }
   bool cached_over_limit() {
