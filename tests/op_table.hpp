@@ -259,6 +259,9 @@ inline std::vector<OpSpec> op_table() {
            {"conv3d_wide", {1, 4, 3, 5, 3}, {6, 3, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1},
            {"conv3d_many_inputs", {1, 3, 4, 5, 6}, {5, 3, 1, 3, 6}, {1, 1, 1}, {1, 0, 2}, {1, 1, 1}, 1},
            {"conv2d", {2, 7, 6, 4}, {6, 3, 3, 2}, {1, 2, 1}, {0, 1, 0}, {1, 1, 1}, 2},
+           // one channel per tap (a first layer; depthwise): the gathers' single-load path
+           {"conv3d_one_channel_strided", {1, 7, 6, 9, 1}, {6, 3, 3, 3, 1}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1},
+           {"conv3d_depthwise", {1, 4, 5, 6, 3}, {3, 3, 3, 3, 1}, {1, 1, 2}, {1, 1, 1}, {1, 1, 1}, 3},
        }) {
     const auto g = conv_geometry(c.x, c.w, c.stride, c.padding, c.dilation, c.groups);
     const int spatial = static_cast<int>(c.x.size()) - 2;

@@ -115,6 +115,13 @@ void gather_tap_rows(const T* src, const std::array<int64_t, 3>& dims, int64_t c
         copy_run(line + first[2] * channels, kw_n * width, dst);
         continue;
       }
+      if (width == 1) {  // one channel (a first layer, a 1-channel data gradient): one load per tap, no call
+        for (int64_t c = 0; c < kw_n; ++c) {
+          const int64_t w = first[2] + c * step[2];
+          dst[c] = w < 0 || w >= dims[2] ? T(0) : line[w * channels];
+        }
+        continue;
+      }
       for (int64_t c = 0; c < kw_n; ++c) {
         const int64_t w = first[2] + c * step[2];
         if (w < 0 || w >= dims[2]) zero_run(width, dst + c * width);
