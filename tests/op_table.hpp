@@ -406,13 +406,13 @@ inline std::vector<OpSpec> op_table() {
   t.push_back({"instance_norm_prelu", {{N5}, {Shape{1}, Fill::positive}}, [](auto& in) { return instance_norm_prelu(in[0], {}, {}, in[1]); },
                [prelu_of](const Values& in) { return prelu_of(ref::normalize(in[0], 2, 24, 6, 6, nullptr, nullptr, 1e-5), in[1]); },
                288 * 10.0});
+  auto plus = [](std::vector<double> y, const std::vector<double>& residual) {
+    for (size_t i = 0; i < y.size(); ++i) y[i] += residual[i];
+    return y;
+  };
   t.push_back({"instance_norm_prelu_add", {{N5}, {Shape{6}, Fill::positive}, {N5}},
                [](auto& in) { return instance_norm_prelu_add(in[0], {}, {}, in[1], in[2]); },
-               [prelu_of](const Values& in) {
-                 std::vector<double> y = prelu_of(ref::normalize(in[0], 2, 24, 6, 6, nullptr, nullptr, 1e-5), in[1]);
-                 for (size_t i = 0; i < y.size(); ++i) y[i] += in[2][i];
-                 return y;
-               },
+               [prelu_of, plus](const Values& in) { return plus(prelu_of(ref::normalize(in[0], 2, 24, 6, 6, nullptr, nullptr, 1e-5), in[1]), in[2]); },
                288 * 11.0});
   // channel counts that divide 16 take the flat 16-lane loops (105 rows of 4: a tail of 4 elements)
   t.push_back({"instance_norm_c4", {{Shape{2, 3, 5, 7, 4}}, {Shape{4}, Fill::positive}, {Shape{4}}},
@@ -427,11 +427,7 @@ inline std::vector<OpSpec> op_table() {
                240 * 10.0});
   t.push_back({"instance_norm_prelu_add_c16", {{Shape{1, 3, 2, 3, 16}}, {Shape{16}, Fill::positive}, {Shape{1, 3, 2, 3, 16}}},
                [](auto& in) { return instance_norm_prelu_add(in[0], {}, {}, in[1], in[2]); },
-               [prelu_of](const Values& in) {
-                 std::vector<double> y = prelu_of(ref::normalize(in[0], 1, 18, 16, 16, nullptr, nullptr, 1e-5), in[1]);
-                 for (size_t i = 0; i < y.size(); ++i) y[i] += in[2][i];
-                 return y;
-               },
+               [prelu_of, plus](const Values& in) { return plus(prelu_of(ref::normalize(in[0], 1, 18, 16, 16, nullptr, nullptr, 1e-5), in[1]), in[2]); },
                288 * 11.0});
   t.push_back({"group_norm", {{N5}, {Shape{6}, Fill::positive}, {Shape{6}}},
                [](auto& in) { return group_norm(in[0], 3, in[1], in[2]); },

@@ -41,23 +41,17 @@ void per_channel_sums(const NormShape& s, int64_t K, Rows rows, std::vector<doub
         out[static_cast<size_t>(b * K * s.C + i)] += partial[static_cast<size_t>((b * chunks + c) * K * s.C + i)];
 }
 
-// Lanes (norm_lanes.hpp): with C dividing 16 a block is walked as one flat array 16 elements at a
-// time (lane j holds channel j % C), which vectorises whatever C is; otherwise row by row (lane =
-// channel). lane_width is the number of lanes, replicate() the per-lane copy of per-channel values.
-inline bool flat_lanes(int64_t C) { return C <= 16 && 16 % C == 0; }
-inline int64_t lane_width(int64_t C) { return flat_lanes(C) ? 16 : C; }
+// Lanes (norm_lanes.hpp: flat_lanes, lane_width, fold_lanes); replicate() is the per-lane copy of
+// per-channel values.
+using norm_lanes::flat_lanes;
+using norm_lanes::fold_lanes;
+using norm_lanes::lane_width;
 template <class T>
 std::vector<T> replicate(const T* per_channel, int64_t C) {
   if (!flat_lanes(C)) return std::vector<T>(per_channel, per_channel + C);
   std::vector<T> out(16);
   for (int64_t j = 0; j < 16; ++j) out[static_cast<size_t>(j)] = per_channel[j % C];
   return out;
-}
-// Adds K per-lane sums (lanes[k * L + j]) into per-channel sums acc[k * C + c].
-inline void fold_lanes(int K, int64_t C, const std::vector<double>& lanes, double* acc) {
-  const int64_t L = lane_width(C);
-  for (int k = 0; k < K; ++k)
-    for (int64_t j = 0; j < L; ++j) acc[k * C + j % C] += lanes[static_cast<size_t>(k * L + j)];
 }
 
 // Elementwise passes: f(b, e0, e1) for element ranges [e0, e1) within batch b, in parallel, each

@@ -13,6 +13,7 @@
 #include <bit>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 // The lanes of one step never overlap, and no output aliases an input: said to the compiler, so
 // that it vectorises each lane loop without a run-time overlap check (its restrict analysis does
@@ -26,6 +27,18 @@
 #endif
 
 namespace vox::kernels::cpu::norm_lanes {
+
+// The lanes of C channels: with C dividing 16 a block is walked as one flat array 16 elements at a
+// time (lane j holds channel j % C), which vectorises whatever C is; otherwise row by row (lane =
+// channel).
+inline bool flat_lanes(int64_t C) { return C <= 16 && 16 % C == 0; }
+inline int64_t lane_width(int64_t C) { return flat_lanes(C) ? 16 : C; }
+// Adds K per-lane sums (lanes[k * L + j]) into per-channel sums acc[k * C + c].
+inline void fold_lanes(int K, int64_t C, const std::vector<double>& lanes, double* acc) {
+  const int64_t L = lane_width(C);
+  for (int k = 0; k < K; ++k)
+    for (int64_t j = 0; j < L; ++j) acc[k * C + j % C] += lanes[static_cast<size_t>(k * L + j)];
+}
 
 // z > 0 for every z but NaN, as an integer test of the bits: GCC will not turn a floating
 // comparison into a vector select under its default -ftrapping-math, and the PReLU loops would

@@ -65,10 +65,9 @@ void reduce_middle(const T* in, TO* out, int64_t A, int64_t R, int64_t B) {
       } else if constexpr (std::is_same_v<Reducer, SumReducer<double>> && std::is_floating_point_v<T>) {
         // f64 sums of columns (a conv bias's gradient, the Dice loss's per-class sums): the block
         // walked as lanes, 16 at a time when B divides 16, by the vectorised, AVX-cloned loop
-        const int64_t L = B <= 16 && 16 % B == 0 ? 16 : B;
-        std::vector<double> lanes(static_cast<size_t>(L), 0.0);
-        norm_lanes::run_sums(base + r0 * B, (r1 - r0) * B, L, static_cast<const double*>(nullptr), lanes.data());
-        for (int64_t j = 0; j < L; ++j) acc[j % B] += lanes[static_cast<size_t>(j)];
+        std::vector<double> lanes(static_cast<size_t>(norm_lanes::lane_width(B)), 0.0);
+        norm_lanes::run_sums(base + r0 * B, (r1 - r0) * B, norm_lanes::lane_width(B), static_cast<const double*>(nullptr), lanes.data());
+        norm_lanes::fold_lanes(1, B, lanes, acc);
       } else {
         for (int64_t r = r0; r < r1; ++r) {
           const T* row = base + r * B;
