@@ -21,8 +21,8 @@ const Device gpu = Device::cuda(0);
 
 // CPU and GPU runs of `f` on the same inputs: outputs and input gradients must agree.
 void check_op(const std::string& name, const std::vector<Tensor>& inputs, const std::function<Tensor(const std::vector<Tensor>&)>& f,
-              double rtol, double atol) {
-  for (DType dtype : {DType::f64, DType::f32}) {
+              double rtol, double atol, const std::vector<DType>& dtypes = {DType::f64, DType::f32}) {
+  for (DType dtype : dtypes) {
     std::vector<Tensor> cpu, dev;
     for (const Tensor& t : inputs) {
       cpu.push_back(t.to(dtype).detach().set_requires_grad());
@@ -43,6 +43,178 @@ void check_op(const std::string& name, const std::vector<Tensor>& inputs, const 
     }
   }
 }
+
+// Runs `body` with the CUDA backend's convolution settings changed by `change`, restoring them.
+void with_conv_settings(const std::function<void(ConvSettings&)>& change, const std::function<void()>& body) {
+  auto& backend = cuda_backend("test");
+  const ConvSettings saved = backend.conv_settings();
+  ConvSettings s = saved;
+  change(s);
+  backend.set_conv_settings(s);
+  try {
+    body();
+  } catch (...) {
+    backend.set_conv_settings(saved);
+    throw;
+  }
+  backend.set_conv_settings(saved);
+}
+
+Tensor scaled_randn(const Shape& shape, double scale) { return mul(randn(shape), scalar(scale)); }
+
+// f(inputs) computed on the GPU, differentiable from host f64 inputs (for gradcheck).
+std::function<Tensor(const std::vector<Tensor>&)> through_gpu(std::function<Tensor(const std::vector<Tensor>&)> f) {
+  return [f](const std::vector<Tensor>& inputs) {
+    std::vector<Tensor> moved;
+    for (const Tensor& t : inputs) moved.push_back(to_device(t, gpu));
+    return to_device(f(moved), Device::cpu());
+  };
+}
+
+std::vector<Tensor> f64_leaves(const std::vector<Tensor>& inputs) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : inputs) out.push_back(t.to(DType::f64).detach().set_requires_grad());
+  return out;
+}
+
+// The convolution shapes every engine is checked on: odd sizes, padding, stride 2, dilation,
+// a non-cubic kernel, groups, 1x1x1, 2-D, and transposed convolutions with output_padding.
+void check_convolutions(const std::string& engine) {
+  check_op(engine + " conv3d 3x3x3", {randn({2, 5, 6, 7, 3}), scaled_randn({4, 3, 3, 3, 3}, 0.3), randn({4})},
+           [](auto& v) { return conv(v[0], v[1], v[2], {.padding = {1}}); }, 1e-4, 1e-4);
+  check_op(engine + " strided", {randn({1, 9, 8, 7, 2}), scaled_randn({5, 3, 3, 3, 2}, 0.3)},
+           [](auto& v) { return conv(v[0], v[1], Tensor(), {.stride = {2}, .padding = {1}}); }, 1e-4, 1e-4);
+  check_op(engine + " dilated, non-cubic", {randn({1, 7, 6, 9, 4}), scaled_randn({3, 3, 1, 2, 4}, 0.3)},
+           [](auto& v) { return conv(v[0], v[1], Tensor(), {.padding = {2, 0, 1}, .dilation = {2, 1, 2}}); }, 1e-4, 1e-4);
+  check_op(engine + " groups", {randn({1, 6, 5, 4, 4}), scaled_randn({6, 3, 3, 3, 2}, 0.3), randn({6})},
+           [](auto& v) { return conv(v[0], v[1], v[2], {.padding = {1}, .groups = 2}); }, 1e-4, 1e-4);
+  check_op(engine + " 1x1x1", {randn({2, 4, 4, 4, 16}), scaled_randn({8, 1, 1, 1, 16}, 0.3)},
+           [](auto& v) { return conv(v[0], v[1], Tensor(), {}); }, 1e-4, 1e-4);
+  check_op(engine + " 2-D", {randn({2, 9, 9, 3}), scaled_randn({4, 3, 3, 3}, 0.3), randn({4})},
+           [](auto& v) { return conv(v[0], v[1], v[2], {.padding = {1}}); }, 1e-4, 1e-4);
+  check_op(engine + " transposed, stride 2", {randn({1, 4, 5, 3, 6}), scaled_randn({6, 2, 2, 2, 4}, 0.3), randn({4})},
+           [](auto& v) { return conv_transpose(v[0], v[1], v[2], {.stride = {2}}); }, 1e-4, 1e-4);
+  check_op(engine + " transposed, output_padding", {randn({1, 3, 4, 5, 4}), scaled_randn({4, 3, 3, 3, 5}, 0.3)},
+           [](auto& v) { return conv_transpose(v[0], v[1], Tensor(), {.stride = {2}, .padding = {1}, .output_padding = {1}}); },
+           1e-4, 1e-4);
+}
+}  // namespace
+
+TEST_CASE("convolutions on vox's implicit GEMM match the CPU, forward and both gradients") {
+  with_conv_settings([](ConvSettings& s) { s.engine = ConvEngine::implicit_gemm; }, [] {
+    check_convolutions("implicit GEMM");
+    auto& backend = cuda_backend("test");
+    CHECK(backend.last_conv_engine(ConvPass::forward) == "implicit_gemm");
+    CHECK(backend.last_conv_engine(ConvPass::backward_data) == "implicit_gemm");
+    CHECK(backend.last_conv_engine(ConvPass::backward_weight) == "implicit_gemm");
+    // a weight gradient over many positions: split over blocks, then summed in order
+    check_op("implicit GEMM, split-K weight gradient", {randn({2, 24, 24, 24, 8}), scaled_randn({8, 3, 3, 3, 8}, 0.2)},
+             [](auto& v) { return conv(v[0], v[1], Tensor(), {.padding = {1}}); }, 1e-4, 1e-3);
+  });
+}
+
+TEST_CASE("convolutions through cuDNN match the CPU, and f32 runs on cuDNN by default") {
+  with_conv_settings([](ConvSettings& s) { s.engine = ConvEngine::automatic; }, [] {
+    check_convolutions("automatic");
+    auto& backend = cuda_backend("test");
+    const Tensor x = randn({1, 8, 8, 8, 16}).to(gpu), w = scaled_randn({16, 3, 3, 3, 16}, 0.2).to(gpu);
+    const Tensor y = conv(x, w, {}, {.padding = {1}});
+    const std::string engine = backend.last_conv_engine(ConvPass::forward);
+    INFO("engine: " << engine);
+    CHECK(engine.rfind("cudnn:", 0) == 0);
+    VOX_CHECK_CLOSE(values(y.to(Device::cpu())), values(conv(x.to(Device::cpu()), w.to(Device::cpu()), {}, {.padding = {1}})), 1e-4,
+                    1e-4, "cuDNN forward");
+  });
+  with_conv_settings([](ConvSettings& s) { s.engine = ConvEngine::cudnn; s.autotune = false; }, [] {
+    check_op("cuDNN only, heuristic plan", {randn({1, 6, 7, 5, 8}), scaled_randn({8, 3, 3, 3, 8}, 0.3), randn({8})},
+             [](auto& v) { return conv(v[0], v[1], v[2], {.padding = {1}}); }, 1e-4, 1e-4, {DType::f32});
+    CHECK(cuda_backend("test").last_conv_engine(ConvPass::backward_weight).rfind("cudnn:", 0) == 0);
+  });
+}
+
+TEST_CASE("f64 gradient checks through the GPU's convolution, norms and softmax") {
+  for (ConvEngine engine : {ConvEngine::implicit_gemm, ConvEngine::automatic})
+    with_conv_settings([engine](ConvSettings& s) { s.engine = engine; }, [] {
+      const auto r = gradcheck(through_gpu([](auto& v) { return conv(v[0], v[1], v[2], {.stride = {2}, .padding = {1}}); }),
+                               f64_leaves({randn({1, 5, 4, 5, 2}), scaled_randn({3, 3, 3, 3, 2}, 0.3), randn({3})}));
+      CHECK_MESSAGE(r.ok, r.detail);
+      const auto t = gradcheck(through_gpu([](auto& v) { return conv_transpose(v[0], v[1], v[2], {.stride = {2}}); }),
+                               f64_leaves({randn({1, 3, 2, 3, 3}), scaled_randn({3, 2, 2, 2, 2}, 0.3), randn({2})}));
+      CHECK_MESSAGE(t.ok, t.detail);
+    });
+  const auto n = gradcheck(through_gpu([](auto& v) { return instance_norm_prelu_add(v[0], v[1], v[2], v[3], v[4], 1e-5); }),
+                           f64_leaves({randn({2, 3, 4, 5, 3}), randn({3}), randn({3}), mul(rand({3}), scalar(0.5)),
+                                       randn({2, 3, 4, 5, 3})}));
+  CHECK_MESSAGE(n.ok, n.detail);
+  const auto g = gradcheck(through_gpu([](auto& v) { return group_norm(v[0], 2, v[1], v[2], 1e-5); }),
+                           f64_leaves({randn({2, 3, 3, 4, 6}), randn({6}), randn({6})}));
+  CHECK_MESSAGE(g.ok, g.detail);
+  const auto s = gradcheck(through_gpu([](auto& v) { return log_softmax(v[0], 1); }), f64_leaves({randn({3, 5, 4})}));
+  CHECK_MESSAGE(s.ok, s.detail);
+}
+
+TEST_CASE("norms on the GPU match the CPU: instance, group, layer and batch norm, fused with PReLU and a residual") {
+  const Tensor x = randn({2, 5, 4, 3, 6}), gamma = randn({6}), beta = randn({6});
+  const Tensor slope = mul(rand({6}), scalar(0.5)), one_slope = full({1}, 0.2);
+  check_op("instance_norm", {x, gamma, beta}, [](auto& v) { return instance_norm(v[0], v[1], v[2], 1e-5); }, 1e-4, 1e-4);
+  check_op("instance_norm, no affine", {x}, [](auto& v) { return instance_norm(v[0], {}, {}, 1e-5); }, 1e-4, 1e-4);
+  check_op("instance_norm_prelu, per channel", {x, gamma, beta, slope},
+           [](auto& v) { return instance_norm_prelu(v[0], v[1], v[2], v[3], 1e-5); }, 1e-4, 1e-4);
+  check_op("instance_norm_prelu, one slope", {x, gamma, beta, one_slope},
+           [](auto& v) { return instance_norm_prelu(v[0], v[1], v[2], v[3], 1e-5); }, 1e-4, 1e-4);
+  check_op("instance_norm_prelu_add", {x, gamma, beta, slope, randn(x.shape())},
+           [](auto& v) { return instance_norm_prelu_add(v[0], v[1], v[2], v[3], v[4], 1e-5); }, 1e-4, 1e-4);
+  check_op("group_norm", {x, gamma, beta}, [](auto& v) { return group_norm(v[0], 3, v[1], v[2], 1e-5); }, 1e-4, 1e-4);
+  check_op("layer_norm", {randn({7, 3, 40}), randn({3, 40}), randn({3, 40})},
+           [](auto& v) { return layer_norm(v[0], 2, v[1], v[2], 1e-5); }, 1e-4, 1e-4);
+  // a large volume: statistics split over hundreds of chunks, then merged (Welford)
+  check_op("instance_norm, many chunks", {add(mul(randn({1, 40, 40, 40, 8}), scalar(3.0)), scalar(10.0)), randn({8}), randn({8})},
+           [](auto& v) { return instance_norm(v[0], v[1], v[2], 1e-5); }, 1e-3, 1e-3);
+  // batch norm, training (running statistics updated like the CPU's) and eval
+  for (bool training : {true, false}) {
+    const Tensor rm_cpu = randn({6}), rv_cpu = add(rand({6}), scalar(0.5));
+    const Tensor rm_gpu = rm_cpu.clone().to(gpu), rv_gpu = rv_cpu.clone().to(gpu);
+    const Tensor y_cpu = batch_norm(x, rm_cpu, rv_cpu, gamma, beta, training, 0.1, 1e-5);
+    const Tensor y_gpu = batch_norm(x.to(gpu), rm_gpu, rv_gpu, gamma.to(gpu), beta.to(gpu), training, 0.1, 1e-5);
+    VOX_CHECK_CLOSE(values(y_gpu.to(Device::cpu())), values(y_cpu), 1e-4, 1e-4, "batch_norm, training " << training);
+    VOX_CHECK_CLOSE(values(rm_gpu.to(Device::cpu())), values(rm_cpu), 1e-5, 1e-5, "running mean");
+    VOX_CHECK_CLOSE(values(rv_gpu.to(Device::cpu())), values(rv_cpu), 1e-4, 1e-4, "running var");
+  }
+}
+
+TEST_CASE("softmax, log_softmax and concat on the GPU match the CPU") {
+  check_op("softmax, last axis, short rows", {randn({4, 3, 5, 3})}, [](auto& v) { return softmax(v[0], -1); }, 1e-5, 1e-6);
+  check_op("softmax, long rows", {mul(randn({6, 300}), scalar(4.0))}, [](auto& v) { return softmax(v[0], 1); }, 1e-5, 1e-6);
+  check_op("log_softmax, middle axis", {randn({3, 7, 11})}, [](auto& v) { return log_softmax(v[0], 1); }, 1e-5, 1e-5);
+  check_op("log_softmax, long rows", {randn({5, 129})}, [](auto& v) { return log_softmax(v[0], -1); }, 1e-5, 1e-5);
+  check_op("concat, channels", {randn({2, 3, 4, 5, 3}), randn({2, 3, 4, 5, 6})}, [](auto& v) { return concat({v[0], v[1]}, -1); }, 0,
+           0);
+}
+
+TEST_CASE("Adam and AdamW on the GPU take the same steps as on the CPU") {
+  for (bool decoupled : {false, true}) {
+    const Tensor w0 = randn({33, 7}), b0 = randn({7});
+    std::vector<Tensor> cpu{w0.clone().set_requires_grad(), b0.clone().set_requires_grad()};
+    std::vector<Tensor> dev{w0.to(gpu).detach().set_requires_grad(), b0.to(gpu).detach().set_requires_grad()};
+    const optim::AdamOptions o{.lr = 0.01, .weight_decay = 0.05, .decoupled_weight_decay = decoupled};
+    optim::Adam cpu_opt(cpu, o), dev_opt(dev, o);
+    const Tensor x = randn({5, 33});
+    for (int step = 0; step < 4; ++step) {
+      for (auto* params : {&cpu, &dev}) {
+        const bool on_gpu = params == &dev;
+        const Tensor xi = on_gpu ? x.to(gpu) : x;
+        for (Tensor& p : *params) p.zero_grad();
+        sum(tanh(add(matmul(xi, (*params)[0]), (*params)[1]))).backward();
+      }
+      cpu_opt.step();
+      dev_opt.step();
+    }
+    for (size_t i = 0; i < cpu.size(); ++i)
+      VOX_CHECK_CLOSE(values(dev[i].to(Device::cpu())), values(cpu[i]), 1e-5, 1e-5, "Adam, decoupled " << decoupled << ", param " << i);
+  }
+}
+
+namespace {
 }  // namespace
 
 TEST_CASE("tensors move between host and device and keep their values, dtypes and views") {
@@ -116,6 +288,7 @@ TEST_CASE("a small MLP trains on the GPU exactly as on the CPU") {
 TEST_CASE("ops without a CUDA kernel yet say so, and devices do not mix") {
   const Tensor d = randn({2, 3}).to(gpu);
   CHECK_THROWS_WITH_AS(abs(d), Contains("no CUDA kernel yet"), Error);
+  CHECK_THROWS_WITH_AS(conv(d.reshape({1, 1, 2, 3}), randn({1, 1, 1, 3}), {}, {}), Contains("operands are on cuda:0 and cpu"), Error);
   CHECK_THROWS_WITH_AS(add(d, randn({2, 3})), Contains("is on cpu while another is on cuda:0"), Error);
   CHECK_THROWS_WITH_AS(matmul(d, randn({3, 2})), Contains("operands are on cuda:0 and cpu"), Error);
 }

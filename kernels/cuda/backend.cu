@@ -5,14 +5,20 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
 
 #include "kernels/cuda/caching_allocator.cuh"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/conv_implicit_gemm.cuh"
+#include "kernels/cuda/cudnn_conv.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/norm.cuh"
+#include "kernels/cuda/optim.cuh"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/softmax.cuh"
 #include "vox/core/backend.hpp"
 
 namespace vox::cuda {
@@ -216,6 +222,226 @@ class CudaBackend final : public DeviceBackend {
     });
   }
 
+
+  void conv(ConvPass pass, DType dtype, const kernels::ConvGeometry& g, const void* a, const void* b, void* out,
+            int device) override {
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const char* name = pass_name(pass);
+    if (g.in_positions() == 0 || g.out_positions() == 0) {  // nothing to sum: a weight gradient is zero
+      if (pass == ConvPass::backward_weight)
+        dispatch_compute(dtype, name, [&]<class T>() {
+          VOX_CUDA_CHECK(cudaMemset(out, 0, static_cast<size_t>(g.weight_size()) * sizeof(T)));
+        });
+      return;
+    }
+    ConvSettings settings;
+    {
+      std::lock_guard<std::mutex> lock(handle_mutex_);
+      settings = conv_settings_;
+    }
+    std::string engine;
+    if (settings.engine == ConvEngine::implicit_gemm ||
+        !cudnn_.run(pass, dtype, g, a, b, out, device, settings, *this, engine)) {
+      VOX_CHECK(settings.engine != ConvEngine::cudnn, name, "cuDNN has no plan for this ", dtype_name(dtype), " convolution (",
+                g.in_channels, " -> ", g.out_channels, " channels, kernel ", g.kernel[0], "x", g.kernel[1], "x", g.kernel[2],
+                ", groups ", g.groups, "); ConvEngine::automatic falls back to vox's implicit GEMM");
+      dispatch_compute(dtype, name, [&]<class T>() { implicit_gemm<T>(pass, g, a, b, out, device); });
+      engine = "implicit_gemm";
+    }
+    std::lock_guard<std::mutex> lock(handle_mutex_);
+    last_engine_[static_cast<size_t>(pass)] = engine;
+  }
+  void set_conv_settings(const ConvSettings& settings) override {
+    VOX_CHECK(settings.autotune_candidates >= 1, "set_conv_settings", "autotune_candidates must be >= 1, got ",
+              settings.autotune_candidates);
+    std::lock_guard<std::mutex> lock(handle_mutex_);
+    conv_settings_ = settings;
+  }
+  ConvSettings conv_settings() const override {
+    std::lock_guard<std::mutex> lock(handle_mutex_);
+    return conv_settings_;
+  }
+  std::string last_conv_engine(ConvPass pass) const override {
+    std::lock_guard<std::mutex> lock(handle_mutex_);
+    return last_engine_[static_cast<size_t>(pass)];
+  }
+
+  void norm_forward(DType dtype, const NormParams& p, const void* x, const void* gamma, const void* beta, const void* slope,
+                    const void* residual, void* mean, void* rstd, void* y, int device) override {
+    const int64_t n = p.B * p.R * p.C;
+    if (n == 0) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const NormLaunch l = make_norm_launch(p, multiprocessors(device));
+    dispatch_compute(dtype, "normalisation", [&]<class T>() {
+      using A = typename Accumulator<T>::type;
+      if (!p.fixed_stats) {
+        const int64_t plane = l.B * l.chunks * l.C;
+        A* part = static_cast<A*>(allocate(static_cast<size_t>(2 * plane) * sizeof(A), device));
+        norm_partial_stats_kernel<T><<<norm_grid(l), dim3(kLanes, kRowsPerBlock)>>>(l, static_cast<const T*>(x), part, part + plane);
+        VOX_CUDA_CHECK_LAUNCH("norm_partial_stats_kernel");
+        norm_finish_stats_kernel<T><<<grid_for(l.B * l.G), 256>>>(l, part, part + plane, static_cast<T*>(mean), static_cast<T*>(rstd));
+        VOX_CUDA_CHECK_LAUNCH("norm_finish_stats_kernel");
+        deallocate(part, 0, device);
+      }
+      norm_apply_kernel<T><<<grid_for(n), 256>>>(l, static_cast<const T*>(x), static_cast<const T*>(mean), static_cast<const T*>(rstd),
+                                                 static_cast<const T*>(gamma), static_cast<const T*>(beta),
+                                                 static_cast<const T*>(slope), static_cast<const T*>(residual), static_cast<T*>(y));
+      VOX_CUDA_CHECK_LAUNCH("norm_apply_kernel");
+    });
+  }
+
+  void norm_backward(DType dtype, const NormParams& p, const void* x, const void* dy, const void* mean, const void* rstd,
+                     const void* gamma, const void* beta, const void* slope, void* dx, void* dgamma, void* dbeta, void* dslope,
+                     int device) override {
+    const int64_t n = p.B * p.R * p.C;
+    if (n == 0) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const NormLaunch l = make_norm_launch(p, multiprocessors(device));
+    dispatch_compute(dtype, "normalisation backward", [&]<class T>() {
+      using A = typename Accumulator<T>::type;
+      const T *xt = static_cast<const T*>(x), *dyt = static_cast<const T*>(dy), *mt = static_cast<const T*>(mean),
+              *rt = static_cast<const T*>(rstd), *gt = static_cast<const T*>(gamma), *bt = static_cast<const T*>(beta),
+              *st = static_cast<const T*>(slope);
+      const int64_t plane = l.B * l.chunks * l.C, stats = l.B * l.G;
+      // partial sums [3][plane], group terms [2][stats], per-channel slope gradient [C]
+      const int64_t scratch_size = 3 * plane + 2 * stats + l.C;
+      A* part = static_cast<A*>(allocate(static_cast<size_t>(scratch_size) * sizeof(A), device));
+      A* group_terms = part + 3 * plane;
+      A* slope_per_channel = group_terms + 2 * stats;
+      norm_backward_partial_kernel<T><<<norm_grid(l), dim3(kLanes, kRowsPerBlock)>>>(l, xt, dyt, mt, rt, gt, bt, st, part);
+      VOX_CUDA_CHECK_LAUNCH("norm_backward_partial_kernel");
+      if (dgamma || dbeta || dslope) {
+        norm_backward_params_kernel<T><<<grid_for(l.C), 256>>>(l, part, static_cast<T*>(dgamma), static_cast<T*>(dbeta),
+                                                               dslope ? slope_per_channel : nullptr);
+        VOX_CUDA_CHECK_LAUNCH("norm_backward_params_kernel");
+        if (dslope && l.slope_stride == 0) norm_shared_slope_kernel<T><<<1, 1>>>(l.C, slope_per_channel, static_cast<T*>(dslope));
+        else if (dslope) norm_slope_copy_kernel<T><<<grid_for(l.C), 256>>>(l.C, slope_per_channel, static_cast<T*>(dslope));
+        VOX_CUDA_CHECK_LAUNCH("norm slope gradient");
+      }
+      if (dx) {
+        if (!l.fixed_stats) {
+          norm_backward_groups_kernel<T><<<grid_for(stats), 256>>>(l, part, gt, group_terms);
+          VOX_CUDA_CHECK_LAUNCH("norm_backward_groups_kernel");
+        }
+        norm_backward_data_kernel<T><<<grid_for(n), 256>>>(l, xt, dyt, mt, rt, gt, bt, st, group_terms, static_cast<T*>(dx));
+        VOX_CUDA_CHECK_LAUNCH("norm_backward_data_kernel");
+      }
+      deallocate(part, 0, device);
+    });
+  }
+
+  void softmax(DType dtype, int64_t outer, int64_t n, int64_t inner, const void* x, void* y, bool log, int device) override {
+    if (outer * n * inner == 0) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    dispatch_compute(dtype, "softmax", [&]<class T>() {
+      if (inner == 1 && n > 32)
+        softmax_rows_kernel<T><<<grid_for(outer * 32), 256>>>(static_cast<const T*>(x), static_cast<T*>(y), outer, n, log);
+      else
+        softmax_columns_kernel<T><<<grid_for(outer * inner), 256>>>(static_cast<const T*>(x), static_cast<T*>(y), outer, n, inner,
+                                                                    log);
+    });
+    VOX_CUDA_CHECK_LAUNCH("softmax kernel");
+  }
+  void softmax_backward(DType dtype, int64_t outer, int64_t n, int64_t inner, const void* y, const void* dy, void* dx, bool log,
+                        int device) override {
+    if (outer * n * inner == 0) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    dispatch_compute(dtype, "softmax backward", [&]<class T>() {
+      const T *yt = static_cast<const T*>(y), *dyt = static_cast<const T*>(dy);
+      if (inner == 1 && n > 32)
+        softmax_backward_rows_kernel<T><<<grid_for(outer * 32), 256>>>(yt, dyt, static_cast<T*>(dx), outer, n, log);
+      else
+        softmax_backward_columns_kernel<T><<<grid_for(outer * inner), 256>>>(yt, dyt, static_cast<T*>(dx), outer, n, inner, log);
+    });
+    VOX_CUDA_CHECK_LAUNCH("softmax backward kernel");
+  }
+
+  void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) override {
+    if (segments.empty()) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    // The segment table and the starts go to the device in one copy; the table is freed in stream
+    // order after the kernel.
+    std::vector<int64_t> starts;
+    int64_t total = 0;
+    for (const AdamSegment& s : segments) {
+      starts.push_back(total);
+      total += s.size;
+    }
+    if (total == 0) return;
+    const size_t table_bytes = segments.size() * sizeof(AdamSegment), starts_bytes = starts.size() * sizeof(int64_t);
+    char* table = static_cast<char*>(allocate(table_bytes + starts_bytes, device));
+    VOX_CUDA_CHECK(cudaMemcpy(table, segments.data(), table_bytes, cudaMemcpyHostToDevice));
+    VOX_CUDA_CHECK(cudaMemcpy(table + table_bytes, starts.data(), starts_bytes, cudaMemcpyHostToDevice));
+    dispatch_compute(dtype, "Adam", [&]<class T>() {
+      adam_kernel<T><<<grid_for(total), 256>>>(reinterpret_cast<const AdamSegment*>(table),
+                                               reinterpret_cast<const int64_t*>(table + table_bytes),
+                                               static_cast<int>(segments.size()), total, hyper);
+    });
+    VOX_CUDA_CHECK_LAUNCH("adam_kernel");
+    deallocate(table, 0, device);
+  }
+
+ private:
+  static const char* pass_name(ConvPass pass) {
+    switch (pass) {
+      case ConvPass::forward: return "conv";
+      case ConvPass::backward_data: return "conv backward (data)";
+      case ConvPass::backward_weight: return "conv backward (weight)";
+    }
+    return "conv";
+  }
+
+  // The implicit GEMM of one pass (conv_implicit_gemm.cuh). The weight gradient splits its K (every
+  // output position) over enough blocks to fill the device, into partial sums summed afterwards.
+  template <class T>
+  void implicit_gemm(ConvPass pass, const kernels::ConvGeometry& g, const void* a, const void* b, void* out, int device) {
+    const ConvIndex c = ConvIndex::from(g);
+    auto launch = [&](auto problem, int64_t M, int64_t N, int64_t K, int64_t splits, T* target, int64_t split_stride) {
+      const int64_t chunk = ((K + splits - 1) / splits + kGemmTileK - 1) / kGemmTileK * kGemmTileK;
+      splits = (K + chunk - 1) / chunk;
+      const int64_t tiles_n = (N + kGemmTileN - 1) / kGemmTileN;
+      VOX_CHECK(tiles_n <= 65535 && g.groups * splits <= 65535, pass_name(pass), "the implicit GEMM's grid is too large for ",
+                N, " columns and ", g.groups, " groups");
+      const dim3 grid(static_cast<unsigned>((M + kGemmTileM - 1) / kGemmTileM), static_cast<unsigned>(tiles_n),
+                      static_cast<unsigned>(g.groups * splits));
+      implicit_gemm_kernel<T><<<grid, kGemmThreads>>>(problem, M, N, K, splits, chunk, target, split_stride);
+      VOX_CUDA_CHECK_LAUNCH("implicit_gemm_kernel");
+      return splits;
+    };
+    switch (pass) {
+      case ConvPass::forward:
+        launch(ForwardProblem<T>{c, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out)}, c.out_positions(),
+               c.cout_g, c.taps * c.cin_g, 1, static_cast<T*>(out), 0);
+        return;
+      case ConvPass::backward_data:
+        launch(BackwardDataProblem<T>{c, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out)},
+               c.in_positions(), c.cin_g, c.taps * c.cout_g, 1, static_cast<T*>(out), 0);
+        return;
+      case ConvPass::backward_weight: {
+        const int64_t M = c.cout_g, N = c.taps * c.cin_g, K = c.out_positions(), size = g.weight_size();
+        const int64_t tiles = ((M + kGemmTileM - 1) / kGemmTileM) * ((N + kGemmTileN - 1) / kGemmTileN) * g.groups;
+        const int64_t wanted = std::clamp<int64_t>((4 * multiprocessors(device) + tiles - 1) / tiles, 1, (K + 1023) / 1024);
+        const int64_t splits = std::min<int64_t>(wanted, 65535 / g.groups);
+        const BackwardWeightProblem<T> problem{c, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out)};
+        if (splits == 1) {
+          launch(problem, M, N, K, 1, static_cast<T*>(out), 0);
+          return;
+        }
+        T* partial = static_cast<T*>(allocate(static_cast<size_t>(splits * size) * sizeof(T), device));
+        const int64_t used = launch(problem, M, N, K, splits, partial, size);
+        sum_middle(std::is_same_v<T, double> ? DType::f64 : DType::f32, 1, used, size, out, partial, 1.0, device);
+        deallocate(partial, 0, device);
+        return;
+      }
+    }
+  }
+
+  // Norm blocks: (channel tiles x B, chunks), so that B has no grid limit.
+  static dim3 norm_grid(const NormLaunch& l) {
+    return dim3(static_cast<unsigned>(((l.C + kLanes - 1) / kLanes) * l.B), static_cast<unsigned>(l.chunks));
+  }
+
+ public:
  private:
   cublasHandle_t blas_handle(int device) {
     std::lock_guard<std::mutex> lock(handle_mutex_);
@@ -239,9 +465,12 @@ class CudaBackend final : public DeviceBackend {
   std::once_flag exit_once_;
   std::map<int, int> multiprocessors_;
   mutable std::once_flag count_once_;
+  ConvSettings conv_settings_;
+  std::array<std::string, 3> last_engine_;
+  CudnnConvolutions cudnn_;
   mutable int count_ = 0;
   CachingAllocator allocator_;
-  std::mutex handle_mutex_;
+  mutable std::mutex handle_mutex_;
   std::map<int, cublasHandle_t> handles_;
 };
 
@@ -264,6 +493,7 @@ void CudaBackend::release_all_caches() {
       cublasDestroy(handle);
     }
     backend->handles_.clear();
+    backend->cudnn_.release();
   } catch (const Error&) {  // the runtime may already be shutting down; nothing more to do
   }
 }

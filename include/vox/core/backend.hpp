@@ -8,7 +8,9 @@
 // compiled by g++ can call kernels compiled by nvcc.
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "kernels/conv_geometry.hpp"
 #include "vox/core/device.hpp"
 #include "vox/core/dtype.hpp"
 #include "vox/core/error.hpp"
@@ -28,6 +30,51 @@ struct DeviceMemoryStats {
   int64_t peak_reserved_bytes = 0;
   int64_t allocations = 0;  // requests served
   int64_t device_allocations = 0;  // requests that reached the driver (cache misses)
+};
+
+// The three passes of a channels-last convolution (kernels/conv_geometry.hpp):
+//   forward:         out = y  [positions][Cout] from a = x, b = w;
+//   backward_data:   out = dx [in positions][Cin] from a = dy, b = w;
+//   backward_weight: out = dw [Cout][kD][kH][kW][Cin/groups] from a = x, b = dy.
+enum class ConvPass : uint8_t { forward, backward_data, backward_weight };
+
+// How the CUDA backend picks a convolution engine.
+enum class ConvEngine : uint8_t {
+  automatic,      // cuDNN's fastest plan for the shape, the implicit GEMM where cuDNN has none
+  cudnn,          // cuDNN only: a shape it refuses is an error
+  implicit_gemm,  // vox's own kernels only
+};
+struct ConvSettings {
+  ConvEngine engine = ConvEngine::automatic;
+  bool autotune = true;         // time cuDNN's candidate plans on a shape's first use, keep the fastest
+  bool allow_tf32 = false;      // f32 convolutions may round their inputs to TF32 on tensor cores
+  bool deterministic = false;   // refuse plans that cuDNN marks non-deterministic
+  int autotune_candidates = 8;  // how many of cuDNN's heuristic choices are timed
+};
+
+// The geometry of a normalisation over x viewed as [B][R][C] with G groups of C / G channels;
+// statistics are per (b, group). slope_stride: 0 for one PReLU slope, 1 for one per channel.
+struct NormParams {
+  int64_t B = 1, R = 1, C = 1, G = 1;
+  double eps = 1e-5;
+  bool fixed_stats = false;  // mean and rstd are given (batch norm in eval mode)
+  int64_t slope_stride = 0;
+};
+
+// One parameter of a fused Adam step: its tensors (same dtype, contiguous, on one device), its
+// size, and its bias corrections (lr / (1 - beta1^t) and sqrt(1 - beta2^t)).
+struct AdamSegment {
+  void* param;
+  const void* grad;
+  void* exp_avg;
+  void* exp_avg_sq;
+  int64_t size;
+  double step_size;
+  double root_correction2;
+};
+struct AdamHyper {
+  double lr, beta1, beta2, eps, weight_decay;
+  bool decoupled;  // AdamW
 };
 
 class DeviceBackend {
@@ -60,6 +107,34 @@ class DeviceBackend {
   // k*n, m*n (a stride of 0 reuses one matrix for every batch entry).
   virtual void matmul(DType dtype, int64_t batch, int64_t m, int64_t n, int64_t k, const void* a, int64_t a_batch_stride,
                       const void* b, int64_t b_batch_stride, void* c, int device) = 0;
+
+  // One pass of a convolution (see ConvPass); all operands contiguous, channels-last.
+  virtual void conv(ConvPass pass, DType dtype, const kernels::ConvGeometry& g, const void* a, const void* b, void* out,
+                    int device) = 0;
+  virtual void set_conv_settings(const ConvSettings& settings) = 0;
+  virtual ConvSettings conv_settings() const = 0;
+  // Which engine served the last call of each pass (for tests and benchmarks): "cudnn:<engine id>"
+  // or "implicit_gemm".
+  virtual std::string last_conv_engine(ConvPass pass) const = 0;
+
+  // Normalisation forward: statistics (unless fixed) into mean and rstd ([B][G], dtype's compute
+  // type), then y = act((x - mean) * rstd * gamma + beta) (+ residual). gamma, beta, slope and
+  // residual may be null (no affine, no PReLU, no sum).
+  virtual void norm_forward(DType dtype, const NormParams& p, const void* x, const void* gamma, const void* beta,
+                            const void* slope, const void* residual, void* mean, void* rstd, void* y, int device) = 0;
+  // Its backward: any of dx, dgamma, dbeta, dslope may be null (not needed).
+  virtual void norm_backward(DType dtype, const NormParams& p, const void* x, const void* dy, const void* mean,
+                             const void* rstd, const void* gamma, const void* beta, const void* slope, void* dx, void* dgamma,
+                             void* dbeta, void* dslope, int device) = 0;
+
+  // softmax (or log_softmax) over the middle axis of a contiguous [outer][n][inner] block, and its
+  // backward from the output y.
+  virtual void softmax(DType dtype, int64_t outer, int64_t n, int64_t inner, const void* x, void* y, bool log, int device) = 0;
+  virtual void softmax_backward(DType dtype, int64_t outer, int64_t n, int64_t inner, const void* y, const void* dy, void* dx,
+                                bool log, int device) = 0;
+
+  // One Adam / AdamW step over every segment, in one launch.
+  virtual void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) = 0;
 };
 
 namespace detail {

@@ -1,5 +1,6 @@
 #pragma once
-// concat and split along any axis. split returns views; concat copies each part once.
+// concat and split along any axis, on any device. split returns views; concat copies each part
+// once (on a CUDA device through the backend's strided copy).
 #include "vox/ops/fwd.hpp"
 #include "vox/ops/map.hpp"
 
@@ -13,7 +14,7 @@ inline Tensor concat(const std::vector<Tensor>& parts, int64_t axis) {
   shape[axis] = 0;
   for (size_t i = 0; i < parts.size(); ++i) {
     const Tensor& p = parts[i];
-    detail::check_cpu("concat", {&p});
+    VOX_CHECK(p.device() == first.device(), "concat", "part ", i, " is on ", p.device(), ", part 0 on ", first.device());
     VOX_CHECK(p.dtype() == first.dtype(), "concat", "part ", i, " has dtype ", p.dtype(), ", part 0 has ", first.dtype());
     bool same = p.rank() == first.rank();
     for (int64_t a = 0; same && a < p.rank(); ++a) same = a == axis || p.size(a) == first.size(a);
@@ -21,7 +22,7 @@ inline Tensor concat(const std::vector<Tensor>& parts, int64_t axis) {
               " off axis ", axis);
     shape[axis] += p.size(axis);
   }
-  Tensor out = empty(shape, first.dtype());
+  Tensor out = empty(shape, first.dtype(), first.device());
   std::vector<int64_t> offsets;
   int64_t offset = 0;
   for (const Tensor& p : parts) {

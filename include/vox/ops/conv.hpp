@@ -1,7 +1,8 @@
 #pragma once
 // Convolution and transposed convolution, 2-D and 3-D, channels-last, with stride, padding,
 // dilation, groups, bias and (transposed) output_padding. 2-D runs as 3-D with depth 1.
-// f16/bf16 inputs are computed in f32 and stored back.
+// f16/bf16 inputs are computed in f32 and stored back. Tensors on a CUDA device run on the
+// backend's convolution (cuDNN, or vox's implicit GEMM where cuDNN has no plan).
 #include "kernels/cpu/conv.hpp"
 #include "vox/ops/fwd.hpp"
 #include "vox/ops/map.hpp"
@@ -52,17 +53,37 @@ inline Shape channels_last_shape(int64_t batch, const std::array<int64_t, 3>& di
   return s;
 }
 
-template <class T>
-Tensor bias_gradient(const Tensor& g) {
+inline Tensor bias_gradient(const Tensor& g) {
   Axes all_but_channels;
   for (int64_t i = 0; i + 1 < g.rank(); ++i) all_but_channels.push_back(i);
   return sum(g, all_but_channels, false);
+}
+
+// One pass of the convolution `g` (see ConvPass in vox/core/backend.hpp) on the operands' device,
+// into a new tensor of `shape`; the forward pass adds `bias` if defined. a and b are contiguous.
+inline Tensor conv_pass(ConvPass pass, const kernels::ConvGeometry& g, const Tensor& a, const Tensor& b, const Tensor& bias,
+                        const Shape& shape) {
+  Tensor out = empty(shape, a.dtype(), a.device());
+  if (a.device().is_cuda()) {
+    cuda_backend("conv").conv(pass, a.dtype(), g, a.raw_data(), b.raw_data(), out.raw_data(), a.device().index);
+    return bias.defined() ? add(out, bias) : out;  // the bias broadcasts over the last (channel) axis
+  }
+  dispatch_float(a.dtype(), "conv", [&]<class T>() {
+    switch (pass) {
+      case ConvPass::forward:
+        kernels::cpu::conv_forward<T>(g, a.data<T>(), b.data<T>(), bias.defined() ? bias.data<T>() : nullptr, out.data<T>());
+        break;
+      case ConvPass::backward_data: kernels::cpu::conv_backward_data<T>(g, a.data<T>(), b.data<T>(), out.data<T>()); break;
+      case ConvPass::backward_weight: kernels::cpu::conv_backward_weight<T>(g, a.data<T>(), b.data<T>(), out.data<T>()); break;
+    }
+  });
+  return out;
 }
 }  // namespace detail
 
 inline Tensor conv(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvOptions& options) {
   constexpr const char* op = "conv";
-  detail::check_cpu(op, {&x, &weight, &bias});
+  detail::device_of(op, {&x, &weight, &bias});
   const int spatial = detail::conv_spatial_dims(op, x, weight);
   if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
     const Tensor b32 = bias.defined() ? cast(bias, DType::f32) : Tensor();
@@ -90,26 +111,16 @@ inline Tensor conv(const Tensor& x, const Tensor& weight, const Tensor& bias, co
               x.dtype(), ", got shape ", bias.shape(), " ", bias.dtype());
   const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
   const Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
-  Tensor out = empty(detail::channels_last_shape(g.batch, g.out, spatial, Cout), x.dtype());
-  dispatch_float(x.dtype(), op, [&]<class T>() {
-    kernels::cpu::conv_forward<T>(g, xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, out.data<T>());
-  });
+  const Tensor out = detail::conv_pass(ConvPass::forward, g, xc, wc, bc,
+                                       detail::channels_last_shape(g.batch, g.out, spatial, Cout));
   autograd::record("ConvBackward", out, {x, weight, bias}, [g, xc, wc, need_x = x.requires_grad(),
                                                             need_w = weight.requires_grad(),
                                                             need_b = bias.requires_grad()](const Tensor& grad) {
     const Tensor gc = grad.contiguous();
     Tensor gx, gw, gb;
-    dispatch_float(gc.dtype(), "conv backward", [&]<class T>() {
-      if (need_x) {
-        gx = empty(xc.shape(), xc.dtype());
-        kernels::cpu::conv_backward_data<T>(g, gc.data<T>(), wc.data<T>(), gx.data<T>());
-      }
-      if (need_w) {
-        gw = empty(wc.shape(), wc.dtype());
-        kernels::cpu::conv_backward_weight<T>(g, xc.data<T>(), gc.data<T>(), gw.data<T>());
-      }
-      if (need_b) gb = detail::bias_gradient<T>(gc);
-    });
+    if (need_x) gx = detail::conv_pass(ConvPass::backward_data, g, gc, wc, {}, xc.shape());
+    if (need_w) gw = detail::conv_pass(ConvPass::backward_weight, g, xc, gc, {}, wc.shape());
+    if (need_b) gb = detail::bias_gradient(gc);
     return std::vector<Tensor>{gx, gw, gb};
   });
   return out;
@@ -118,7 +129,7 @@ inline Tensor conv(const Tensor& x, const Tensor& weight, const Tensor& bias, co
 inline Tensor conv_transpose(const Tensor& x, const Tensor& weight, const Tensor& bias,
                              const ConvTransposeOptions& options) {
   constexpr const char* op = "conv_transpose";
-  detail::check_cpu(op, {&x, &weight, &bias});
+  detail::device_of(op, {&x, &weight, &bias});
   const int spatial = detail::conv_spatial_dims(op, x, weight);
   if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
     const Tensor b32 = bias.defined() ? cast(bias, DType::f32) : Tensor();
@@ -148,27 +159,16 @@ inline Tensor conv_transpose(const Tensor& x, const Tensor& weight, const Tensor
     VOX_CHECK(bias.rank() == 1 && bias.size(0) == Cout && bias.dtype() == x.dtype(), op, "bias must be [", Cout, "] of ",
               x.dtype(), ", got shape ", bias.shape(), " ", bias.dtype());
   const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
-  Tensor out = empty(detail::channels_last_shape(g.batch, g.in, spatial, Cout), x.dtype());
-  dispatch_float(x.dtype(), op, [&]<class T>() {
-    kernels::cpu::conv_backward_data<T>(g, xc.data<T>(), wc.data<T>(), out.data<T>());
-  });
+  Tensor out = detail::conv_pass(ConvPass::backward_data, g, xc, wc, {}, detail::channels_last_shape(g.batch, g.in, spatial, Cout));
   if (bias.defined()) out = add(out.detach(), bias.detach());
   autograd::record("ConvTransposeBackward", out, {x, weight, bias}, [g, xc, wc, need_x = x.requires_grad(),
                                                                      need_w = weight.requires_grad(),
                                                                      need_b = bias.requires_grad()](const Tensor& grad) {
     const Tensor gc = grad.contiguous();
     Tensor gx, gw, gb;
-    dispatch_float(gc.dtype(), "conv_transpose backward", [&]<class T>() {
-      if (need_x) {
-        gx = empty(xc.shape(), xc.dtype());
-        kernels::cpu::conv_forward<T>(g, gc.data<T>(), wc.data<T>(), nullptr, gx.data<T>());
-      }
-      if (need_w) {
-        gw = empty(wc.shape(), wc.dtype());
-        kernels::cpu::conv_backward_weight<T>(g, gc.data<T>(), xc.data<T>(), gw.data<T>());
-      }
-      if (need_b) gb = detail::bias_gradient<T>(gc);
-    });
+    if (need_x) gx = detail::conv_pass(ConvPass::forward, g, gc, wc, {}, xc.shape());
+    if (need_w) gw = detail::conv_pass(ConvPass::backward_weight, g, gc, xc, {}, wc.shape());
+    if (need_b) gb = detail::bias_gradient(gc);
     return std::vector<Tensor>{gx, gw, gb};
   });
   return out;

@@ -24,6 +24,7 @@ Tensor unsqueeze(const Tensor& x, int64_t axis);
 Tensor squeeze(const Tensor& x, int64_t axis);
 Tensor contiguous(const Tensor& x);
 Tensor cast(const Tensor& x, DType dtype);
+Tensor to_device(const Tensor& x, Device device);
 // PyTorch's channels-first layout (N, C, D, H, W; conv weights Cout, Cin, kD, kH, kW) to vox's
 // channels-last (N, D, H, W, C; weights Cout, kD, kH, kW, Cin), and back: axis 1 moves last.
 Tensor from_channels_first(const Tensor& x);

@@ -27,6 +27,18 @@ inline void check_cpu(const char* op, std::initializer_list<const Tensor*> tenso
                 t->device().is_cuda() ? "; this op has no CUDA kernel yet" : "; the CPU kernel needs every operand on cpu");
 }
 
+// The one device all defined operands are on (CPU or one CUDA device); any mix is refused.
+inline Device device_of(const char* op, std::initializer_list<const Tensor*> tensors) {
+  std::optional<Device> device;
+  for (const Tensor* t : tensors)
+    if (t->defined()) {
+      VOX_CHECK(!device || *device == t->device(), op, "operands are on ", *device, " and ", t->device(),
+                "; move them to one device with .to()");
+      device = t->device();
+    }
+  return device.value_or(Device::cpu());
+}
+
 inline Tensor as_dtype(const Tensor& t, DType d) { return t.dtype() == d ? t : t.detach().to(d); }
 
 // ---- the CUDA path of elementwise ops

@@ -10,6 +10,59 @@
 namespace vox {
 
 namespace detail {
+// The CUDA path of normalize(): statistics stay on the device ([B][G] mean and rstd tensors);
+// they come to the host (mean, var) only when `host_stats` asks (batch norm's running
+// statistics). Fixed statistics go to the device as mean and rstd.
+inline Tensor normalize_cuda(const char* node, const Tensor& x, kernels::cpu::NormShape s, const Tensor& weight,
+                             const Tensor& bias, double eps, bool fixed_stats, std::vector<double>& mean,
+                             std::vector<double>& var, const Tensor& slope, const Tensor& residual, bool host_stats) {
+  const Device device = x.device();
+  const Tensor w = weight.defined() ? reshape(weight, {s.C}) : Tensor();
+  const Tensor b = bias.defined() ? reshape(bias, {s.C}) : Tensor();
+  auto detached = [](const Tensor& t) { return t.defined() ? t.detach().contiguous() : Tensor(); };
+  const Tensor xc = x.detach().contiguous(), wc = detached(w), bc = detached(b);
+  const Tensor ac = slope.defined() ? slope.detach().contiguous() : Tensor();
+  const Tensor rc = residual.defined() ? residual.detach().contiguous() : Tensor();
+  NormParams p{s.B, s.R, s.C, s.G, eps, fixed_stats, ac.defined() && ac.size(0) > 1 ? 1 : 0};
+  Tensor mean_t, rstd_t;
+  if (fixed_stats) {
+    std::vector<double> rstd(var.size());
+    for (size_t i = 0; i < var.size(); ++i) rstd[i] = 1.0 / std::sqrt(var[i] + eps);
+    mean_t = from_vector(mean, Shape{s.B * s.G}).to(x.dtype()).to(device);
+    rstd_t = from_vector(rstd, Shape{s.B * s.G}).to(x.dtype()).to(device);
+  } else {
+    mean_t = empty(Shape{s.B * s.G}, x.dtype(), device);
+    rstd_t = empty(Shape{s.B * s.G}, x.dtype(), device);
+  }
+  auto raw = [](const Tensor& t) -> const void* { return t.defined() ? t.raw_data() : nullptr; };
+  Tensor out = empty(x.shape(), x.dtype(), device);
+  cuda_backend(node).norm_forward(x.dtype(), p, xc.raw_data(), raw(wc), raw(bc), raw(ac), raw(rc), mean_t.raw_data(),
+                                  rstd_t.raw_data(), out.raw_data(), device.index);
+  if (host_stats && !fixed_stats) {
+    mean = mean_t.to(Device::cpu()).to_vector<double>();
+    var = rstd_t.to(Device::cpu()).to_vector<double>();
+    for (double& v : var) v = 1.0 / (v * v) - eps;  // rstd = 1 / sqrt(var + eps)
+  }
+  autograd::record(node, out, {x, w, b, slope, residual},
+                   [p, xc, wc, bc, ac, mean_t, rstd_t, need_x = x.requires_grad(), need_w = w.requires_grad(),
+                    need_b = b.requires_grad(), need_a = slope.defined() && slope.requires_grad(),
+                    need_r = residual.defined() && residual.requires_grad()](const Tensor& g) {
+                     const Tensor gc = g.contiguous();
+                     const Device dev = xc.device();
+                     Tensor gx = need_x ? empty(xc.shape(), xc.dtype(), dev) : Tensor();
+                     Tensor gw = need_w ? empty(Shape{p.C}, xc.dtype(), dev) : Tensor();
+                     Tensor gb = need_b ? empty(Shape{p.C}, xc.dtype(), dev) : Tensor();
+                     Tensor ga = need_a ? empty(ac.shape(), xc.dtype(), dev) : Tensor();
+                     auto in = [](const Tensor& t) -> const void* { return t.defined() ? t.raw_data() : nullptr; };
+                     auto out_ptr = [](Tensor& t) -> void* { return t.defined() ? t.raw_data() : nullptr; };
+                     cuda_backend("normalize backward")
+                         .norm_backward(xc.dtype(), p, xc.raw_data(), gc.raw_data(), mean_t.raw_data(), rstd_t.raw_data(), in(wc),
+                                        in(bc), in(ac), out_ptr(gx), out_ptr(gw), out_ptr(gb), out_ptr(ga), dev.index);
+                     return std::vector<Tensor>{gx, gw, gb, ga, need_r ? g : Tensor()};
+                   });
+  return out;
+}
+
 // Normalises x viewed as [B][R][C] with G groups. With fixed statistics (batch norm in eval
 // mode) mean/var are given and treated as constants; otherwise they are computed and returned.
 // With `slope` defined ([1] or [C]), PReLU follows in the same passes (instance_norm_prelu), and
@@ -17,8 +70,8 @@ namespace detail {
 inline Tensor normalize(const char* op, const char* node, const Tensor& x, kernels::cpu::NormShape s,
                         const Tensor& weight, const Tensor& bias, double eps, bool fixed_stats,
                         std::vector<double>& mean, std::vector<double>& var, const Tensor& slope = {},
-                        const Tensor& residual = {}) {
-  check_cpu(op, {&x, &weight, &bias, &slope, &residual});
+                        const Tensor& residual = {}, bool host_stats = false) {
+  device_of(op, {&x, &weight, &bias, &slope, &residual});
   VOX_CHECK(is_floating(x.dtype()), op, "needs a floating tensor, got ", x.dtype());
   VOX_CHECK(x.numel() > 0, op, "empty input of shape ", x.shape());
   VOX_CHECK(eps >= 0, op, "eps must be >= 0, got ", eps);
@@ -35,9 +88,10 @@ inline Tensor normalize(const char* op, const char* node, const Tensor& x, kerne
   if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
     auto f32 = [](const Tensor& t) { return t.defined() ? cast(t, DType::f32) : Tensor(); };
     return cast(normalize(op, node, cast(x, DType::f32), s, f32(weight), f32(bias), eps, fixed_stats, mean, var, f32(slope),
-                          f32(residual)),
+                          f32(residual), host_stats),
                 x.dtype());
   }
+  if (x.device().is_cuda()) return normalize_cuda(node, x, s, weight, bias, eps, fixed_stats, mean, var, slope, residual, host_stats);
   const Tensor w = weight.defined() ? reshape(weight, {s.C}) : Tensor();
   const Tensor b = bias.defined() ? reshape(bias, {s.C}) : Tensor();
   const Tensor xc = x.detach().contiguous();
@@ -100,8 +154,9 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tens
     return detail::normalize(op, "BatchNormBackward", x, s, weight, bias, eps, true, mean, var);
   }
   VOX_CHECK(s.R > 1, op, "training needs more than one value per channel, input shape ", x.shape());
-  Tensor out = detail::normalize(op, "BatchNormBackward", x, s, weight, bias, eps, false, mean, var);
-  if (running_mean.defined() && running_var.defined()) {
+  const bool update_running = running_mean.defined() && running_var.defined();
+  Tensor out = detail::normalize(op, "BatchNormBackward", x, s, weight, bias, eps, false, mean, var, {}, {}, update_running);
+  if (update_running) {
     // PyTorch: running = (1 - momentum) * running + momentum * batch, variance unbiased.
     const double unbias = static_cast<double>(s.R) / static_cast<double>(s.R - 1);
     std::vector<double> rm = running_mean.to_vector<double>(), rv = running_var.to_vector<double>();

@@ -101,6 +101,15 @@ inline Tensor cast(const Tensor& x, DType dtype) {
   return out;
 }
 
+// x on `device`, differentiable: the gradient goes back to x's device (Tensor::to is not recorded).
+inline Tensor to_device(const Tensor& x, Device device) {
+  if (x.device() == device) return x;
+  Tensor out = x.detach().to(device);
+  const Device from = x.device();
+  autograd::record("ToDeviceBackward", out, {x}, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+  return out;
+}
+
 inline Tensor from_channels_first(const Tensor& x) {
   VOX_CHECK(x.rank() >= 3, "from_channels_first", "needs [N, C, spatial...] (rank >= 3), got shape ", x.shape());
   Axes order{0};
