@@ -191,6 +191,58 @@ TEST_CASE("softmax, log_softmax and concat on the GPU match the CPU") {
            0);
 }
 
+TEST_CASE("one_hot, cross-entropy and DiceCE on the GPU match the CPU, and bad labels are reported") {
+  const Tensor labels = randint(0, 3, {2, 4, 3, 5});
+  CHECK(values(one_hot(labels.to(gpu), 3, DType::f32).to(Device::cpu())) == values(one_hot(labels, 3, DType::f32)));
+  const Tensor logits = randn({2, 4, 3, 5, 3});
+  Tensor ignored = labels.clone();
+  ignored.slice(1, 0, 1).copy_from(full({}, -100.0, DType::i64));
+  for (const Tensor& target : {labels, ignored}) {
+    check_op("cross_entropy", {logits}, [target](auto& v) { return cross_entropy(v[0], target.to(v[0].device()), {}); }, 1e-5, 1e-6);
+    check_op("cross_entropy, weighted, smoothed", {logits},
+             [target](auto& v) {
+               return cross_entropy(v[0], target.to(v[0].device()),
+                                    {.weight = from_vector(std::vector<double>{0.2, 1.0, 3.0}, Shape{3}).to(v[0].dtype()).to(v[0].device()),
+                                     .label_smoothing = 0.1});
+             },
+             1e-5, 1e-6);
+  }
+  check_op("dice_ce_loss", {logits}, [labels](auto& v) { return losses::dice_ce_loss(v[0], labels.to(v[0].device()), {}); }, 1e-5, 1e-6);
+  const Tensor bad = full({4}, 1.0, DType::i64).to(gpu);
+  bad.slice(0, 2, 3).copy_from(full({}, 7.0, DType::i64));
+  CHECK_THROWS_WITH_AS(one_hot(bad, 3, DType::f32), Contains("label 7 at flat index 2"), Error);
+  CHECK_THROWS_WITH_AS(cross_entropy(randn({4, 3}).to(gpu), bad, {}), Contains("label 7 at flat index 2"), Error);
+}
+
+TEST_CASE("a MONAI U-Net training step on the GPU matches the CPU's: loss, gradients and Adam's update") {
+  nn::models::MonaiUNet cpu_net({.in_channels = 1, .out_channels = 3, .channels = {4, 8, 16}, .strides = {2, 2}});
+  nn::models::MonaiUNet gpu_net({.in_channels = 1, .out_channels = 3, .channels = {4, 8, 16}, .strides = {2, 2}});
+  gpu_net.load_state_dict(cpu_net.state_dict());
+  gpu_net.to(gpu);
+  const Tensor x = randn({2, 12, 10, 14, 1}), labels = randint(0, 3, {2, 12, 10, 14});
+  optim::Adam cpu_opt(cpu_net.parameters(), {.lr = 1e-3}), gpu_opt(gpu_net.parameters(), {.lr = 1e-3});
+  for (int step = 0; step < 2; ++step) {
+    cpu_net.zero_grad();
+    gpu_net.zero_grad();
+    const Tensor cpu_loss = losses::dice_ce_loss(cpu_net.forward(x), labels, {});
+    const Tensor gpu_loss = losses::dice_ce_loss(gpu_net.forward(x.to(gpu)), labels.to(gpu), {});
+    CHECK(gpu_loss.item<double>() == doctest::Approx(cpu_loss.item<double>()).epsilon(1e-4));
+    cpu_loss.backward();
+    gpu_loss.backward();
+    const auto cpu_params = cpu_net.named_parameters(), gpu_params = gpu_net.named_parameters();
+    REQUIRE(cpu_params.size() == gpu_params.size());
+    for (size_t i = 0; i < cpu_params.size(); ++i)
+      VOX_CHECK_CLOSE(values(gpu_params[i].tensor->grad().to(Device::cpu())), values(cpu_params[i].tensor->grad()), 1e-4, 1e-3,
+                      "gradient of " << cpu_params[i].name);
+    cpu_opt.step();
+    gpu_opt.step();
+  }
+  const auto cpu_params = cpu_net.named_parameters(), gpu_params = gpu_net.named_parameters();
+  for (size_t i = 0; i < cpu_params.size(); ++i)
+    VOX_CHECK_CLOSE(values(gpu_params[i].tensor->to(Device::cpu())), values(*cpu_params[i].tensor), 1e-5, 1e-4,
+                    "parameter " << cpu_params[i].name << " after two steps");
+}
+
 TEST_CASE("Adam and AdamW on the GPU take the same steps as on the CPU") {
   for (bool decoupled : {false, true}) {
     const Tensor w0 = randn({33, 7}), b0 = randn({7});

@@ -15,6 +15,7 @@
 #include "kernels/cuda/conv_implicit_gemm.cuh"
 #include "kernels/cuda/cudnn_conv.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/labels.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/optim.cuh"
 #include "kernels/cuda/reduce.cuh"
@@ -381,7 +382,58 @@ class CudaBackend final : public DeviceBackend {
     deallocate(table, 0, device);
   }
 
+  void one_hot(DType dtype, int64_t rows, int64_t classes, const int64_t* labels, void* out, int device) override {
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    dispatch_storage(dtype, "one_hot", [&]<class T>() {
+      VOX_CUDA_CHECK(cudaMemset(out, 0, static_cast<size_t>(rows * classes) * sizeof(T)));
+      if (rows == 0) return;
+      with_label_check("one_hot", rows, classes, labels, device, [&](unsigned long long* bad) {
+        one_hot_kernel<T><<<grid_for(rows), 256>>>(labels, rows, classes, static_cast<T*>(out), bad);
+      });
+    });
+  }
+  void pick_classes(DType dtype, int64_t rows, int64_t classes, const void* values, const int64_t* labels, const void* weight,
+                    int64_t ignore_index, void* picked, void* target_weight, void* valid, int device) override {
+    if (rows == 0) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    dispatch_compute(dtype, "cross_entropy", [&]<class T>() {
+      with_label_check("cross_entropy", rows, classes, labels, device, [&](unsigned long long* bad) {
+        pick_classes_kernel<T><<<grid_for(rows), 256>>>(static_cast<const T*>(values), labels, rows, classes,
+                                                        static_cast<const T*>(weight), ignore_index, static_cast<T*>(picked),
+                                                        static_cast<T*>(target_weight), static_cast<T*>(valid), bad);
+      });
+    });
+  }
+  void pick_classes_backward(DType dtype, int64_t rows, int64_t classes, const void* dpicked, const int64_t* labels,
+                             int64_t ignore_index, void* dvalues, int device) override {
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    dispatch_compute(dtype, "cross_entropy backward", [&]<class T>() {
+      VOX_CUDA_CHECK(cudaMemset(dvalues, 0, static_cast<size_t>(rows * classes) * sizeof(T)));
+      if (rows == 0) return;
+      pick_classes_backward_kernel<T><<<grid_for(rows), 256>>>(static_cast<const T*>(dpicked), labels, rows, classes, ignore_index,
+                                                               static_cast<T*>(dvalues));
+      VOX_CUDA_CHECK_LAUNCH("pick_classes_backward_kernel");
+    });
+  }
+
  private:
+  // Runs `launch(bad)` with a device flag for labels outside [0, classes); reads it back (one
+  // synchronisation) and throws naming the first such row and its label.
+  template <class Launch>
+  void with_label_check(const char* op, int64_t rows, int64_t classes, const int64_t* labels, int device, Launch&& launch) {
+    auto* bad = static_cast<unsigned long long*>(allocate(sizeof(unsigned long long), device));
+    VOX_CUDA_CHECK(cudaMemset(bad, 0xff, sizeof(unsigned long long)));
+    launch(bad);
+    VOX_CUDA_CHECK_LAUNCH("label kernel");
+    unsigned long long first = 0;
+    VOX_CUDA_CHECK(cudaMemcpy(&first, bad, sizeof(first), cudaMemcpyDeviceToHost));
+    deallocate(bad, 0, device);
+    if (first == ~0ull) return;
+    int64_t label = 0;
+    VOX_CUDA_CHECK(cudaMemcpy(&label, labels + first, sizeof(label), cudaMemcpyDeviceToHost));
+    fail(op, "label ", label, " at flat index ", first, " of ", rows, " is outside [0, ", classes, ")");
+  }
+
   static const char* pass_name(ConvPass pass) {
     switch (pass) {
       case ConvPass::forward: return "conv";

@@ -133,6 +133,18 @@ class DeviceBackend {
   virtual void softmax_backward(DType dtype, int64_t outer, int64_t n, int64_t inner, const void* y, const void* dy, void* dx,
                                 bool log, int device) = 0;
 
+  // Integer labels (i64, [rows]) to one-hot [rows][classes] of dtype (any floating or integer
+  // dtype the backend stores). A label outside [0, classes) is an Error that names its row.
+  virtual void one_hot(DType dtype, int64_t rows, int64_t classes, const int64_t* labels, void* out, int device) = 0;
+  // The cross-entropy's gather over values [rows][classes] (floating): picked[r] = values[r][label],
+  // target_weight[r] = weight[label] (1 without weights) and valid[r] = 1, or all three 0 where
+  // the label is ignore_index. Its backward writes dvalues (zeros elsewhere).
+  virtual void pick_classes(DType dtype, int64_t rows, int64_t classes, const void* values, const int64_t* labels,
+                            const void* weight, int64_t ignore_index, void* picked, void* target_weight, void* valid,
+                            int device) = 0;
+  virtual void pick_classes_backward(DType dtype, int64_t rows, int64_t classes, const void* dpicked, const int64_t* labels,
+                                     int64_t ignore_index, void* dvalues, int device) = 0;
+
   // One Adam / AdamW step over every segment, in one launch.
   virtual void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) = 0;
 };

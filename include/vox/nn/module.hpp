@@ -86,6 +86,18 @@ class Module {
       }
   }
 
+  // Moves every parameter and buffer to `device` (PyTorch's module.to(device)); gradients are
+  // dropped. Optimizers hold the tensors they were given: build them after the move.
+  void to(Device device) {
+    for (const auto& list : {named_parameters(), named_buffers()})
+      for (const auto& t : list) {
+        if (t.tensor->device() == device) continue;
+        const bool trainable = t.tensor->requires_grad();
+        *t.tensor = t.tensor->detach().to(device);
+        if (trainable) t.tensor->set_requires_grad(true);
+      }
+  }
+
   void zero_grad() {
     for (const auto& p : named_parameters()) p.tensor->zero_grad();
   }

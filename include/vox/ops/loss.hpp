@@ -22,6 +22,35 @@ inline Tensor reduce_loss(const Tensor& per_element, Reduction reduction) {
 }
 }  // namespace detail
 
+namespace detail {
+// The CUDA path of cross_entropy's gather (see DeviceBackend::pick_classes): one kernel instead
+// of comparisons, a one-hot mask and a product; differentiable in logp.
+inline void pick_target_classes(const Tensor& logp, const Tensor& target, const Tensor& weight, int64_t ignore_index,
+                                Tensor& picked, Tensor& target_weight, Tensor& valid) {
+  VOX_CHECK(target.device() == logp.device(), "cross_entropy", "target is on ", target.device(), ", logits on ", logp.device());
+  const Device device = logp.device();
+  const int64_t C = logp.size(-1), rows = logp.numel() / std::max<int64_t>(C, 1);
+  Shape shape = logp.shape();
+  shape.resize(logp.rank() - 1);
+  const Tensor labels = target.detach().to(DType::i64).contiguous(), values = logp.detach().contiguous();
+  picked = empty(shape, logp.dtype(), device);
+  target_weight = empty(shape, logp.dtype(), device);
+  valid = empty(shape, logp.dtype(), device);
+  const auto* label_ptr = static_cast<const int64_t*>(labels.raw_data());
+  cuda_backend("cross_entropy")
+      .pick_classes(logp.dtype(), rows, C, values.raw_data(), label_ptr, weight.defined() ? weight.contiguous().raw_data() : nullptr,
+                    ignore_index, picked.raw_data(), target_weight.raw_data(), valid.raw_data(), device.index);
+  autograd::record("PickClassesBackward", picked, {logp}, [labels, rows, C, ignore_index, values](const Tensor& g) {
+    const Tensor gc = g.contiguous();
+    Tensor dvalues = empty(values.shape(), values.dtype(), values.device());
+    cuda_backend("cross_entropy backward")
+        .pick_classes_backward(values.dtype(), rows, C, gc.raw_data(), static_cast<const int64_t*>(labels.raw_data()), ignore_index,
+                               dvalues.raw_data(), values.device().index);
+    return std::vector<Tensor>{dvalues};
+  });
+}
+}  // namespace detail
+
 inline Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options) {
   constexpr const char* op = "cross_entropy";
   VOX_CHECK(logits.rank() >= 1 && is_floating(logits.dtype()), op, "logits must be floating [..., C], got shape ",
@@ -38,15 +67,23 @@ inline Tensor cross_entropy(const Tensor& logits, const Tensor& target, const Cr
   if (weight.defined())
     VOX_CHECK(weight.rank() == 1 && weight.size(0) == C, op, "weight must be [", C, "], got shape ", weight.shape());
   const DType t = logits.dtype();
-  // Ignored targets become class 0 with a zero mask; all others must be valid classes.
-  const Tensor ignored = eq(target, scalar(static_cast<double>(options.ignore_index), DType::i64));
-  const Tensor safe_target = where(ignored, zeros(Shape{}, target.dtype()), target);
-  const Tensor valid = cast(eq(ignored, scalar(0.0, DType::boolean)), t);
-  const Tensor picked_mask = one_hot(safe_target, C, t);
   const Tensor logp = log_softmax(logits, -1);
-  const Tensor w = weight.defined() ? weight.detach().to(t) : Tensor();
-  const Tensor target_weight = w.defined() ? mul(sum(mul(picked_mask, w), {-1}), valid) : valid;
-  const Tensor nll = neg(mul(sum(mul(logp, picked_mask), {-1}), target_weight));
+  const Tensor w = weight.defined() ? weight.detach().to(t).to(logits.device()) : Tensor();
+  // picked: the log-probability of each target class; target_weight: its class weight; valid: 0
+  // where the target is ignore_index (picked and target_weight are 0 there too).
+  Tensor picked, target_weight, valid;
+  if (logits.device().is_cuda()) {
+    detail::pick_target_classes(logp, target, w, options.ignore_index, picked, target_weight, valid);
+  } else {
+    // Ignored targets become class 0 with a zero mask; all others must be valid classes.
+    const Tensor ignored = eq(target, scalar(static_cast<double>(options.ignore_index), DType::i64));
+    const Tensor safe_target = where(ignored, zeros(Shape{}, target.dtype()), target);
+    valid = cast(eq(ignored, scalar(0.0, DType::boolean)), t);
+    const Tensor picked_mask = one_hot(safe_target, C, t);
+    target_weight = w.defined() ? mul(sum(mul(picked_mask, w), {-1}), valid) : valid;
+    picked = sum(mul(logp, picked_mask), {-1});
+  }
+  const Tensor nll = neg(mul(picked, target_weight));
   Tensor nll_reduced;
   if (options.reduction == Reduction::mean) nll_reduced = div(sum(nll), sum(target_weight));
   else nll_reduced = detail::reduce_loss(nll, options.reduction);
