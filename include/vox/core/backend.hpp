@@ -171,4 +171,10 @@ inline DeviceBackend& cuda_backend(const char* op) {
 
 inline DeviceMemoryStats cuda_memory_stats(int device = 0) { return cuda_backend("cuda_memory_stats").memory_stats(device); }
 
+// How CUDA convolutions pick their engine (cuDNN or vox's implicit GEMM), autotune and round.
+inline void set_cuda_conv_settings(const ConvSettings& settings) {
+  cuda_backend("set_cuda_conv_settings").set_conv_settings(settings);
+}
+inline ConvSettings cuda_conv_settings() { return cuda_backend("cuda_conv_settings").conv_settings(); }
+
 }  // namespace vox

@@ -111,7 +111,7 @@ class InstanceNorm : public Module {
   // LeakyReLU(forward(x), negative_slope), ReLU for 0, as one fused op: a PReLU whose slope is a
   // constant.
   Tensor forward_relu(const Tensor& x, double negative_slope = 0.0) const {
-    return forward_prelu(x, full(Shape{1}, negative_slope, x.dtype()));
+    return forward_prelu(x, full(Shape{1}, negative_slope, x.dtype(), x.device()));
   }
 
  private:
