@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: build the CUDA backend, run the tests labelled gpu, run them again
-# under compute-sanitizer's memcheck, then time vox's CUDA ops against PyTorch's in one run.
+# under compute-sanitizer's memcheck, then time vox's CUDA ops (conv3d passes included) and the
+# MONAI U-Net (128^3, batch 2, training step and inference) against PyTorch's in one run.
 # Everything is logged into LOG_DIR (default build/gpu-logs), the device line first.
 #   bash scripts/gpu_check.sh [LOG_DIR]
 # DOCTEST_DIR may name a doctest CMake package directory where doctest is not installed.
+# VOX_WHEELS may name a folder with a MONAI wheel, installed (without dependencies) for the
+# model comparison where python3 has no MONAI; the GPU machines reach no package index.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 logs="${1:-build/gpu-logs}"
@@ -14,7 +17,7 @@ extra=()
 [ -n "${DOCTEST_DIR:-}" ] && extra+=("-Ddoctest_DIR=$DOCTEST_DIR")
 cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DVOX_ENABLE_CUDA=ON -DVOX_BUILD_TESTS=ON -DVOX_BUILD_EXAMPLES=OFF "${extra[@]}" \
   > "$logs/configure.log" 2>&1 || { tail -30 "$logs/configure.log"; exit 1; }
-cmake --build build/gpu -j"$(nproc)" --target test_cuda vox_cuda_ops_timing > "$logs/build.log" 2>&1 || { tail -40 "$logs/build.log"; exit 1; }
+cmake --build build/gpu -j"$(nproc)" --target test_cuda vox_cuda_ops_timing vox_cli > "$logs/build.log" 2>&1 || { tail -40 "$logs/build.log"; exit 1; }
 status=0
 (cd build/gpu && ctest -L gpu --output-on-failure) 2>&1 | tee "$logs/ctest_gpu.log" || status=1
 build/gpu/tests/test_cuda 2>&1 | tee "$logs/test_cuda.log" > /dev/null
@@ -23,4 +26,9 @@ if command -v compute-sanitizer > /dev/null; then
   tail -3 "$logs/memcheck.log"
 fi
 bash benchmarks/peers/cuda_vs_torch.sh build/gpu python3 2>&1 | tee "$logs/bench_vs_torch.log" || status=1
+if ! python3 -c "import monai" 2> /dev/null && [ -n "${VOX_WHEELS:-}" ]; then
+  site="$(mktemp -d)"
+  python3 -m pip install -q --no-deps --no-index --find-links "$VOX_WHEELS" --target "$site" monai && export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+bash benchmarks/peers/gpu_model_vs_torch.sh monai-unet 128 2 20 build/gpu python3 2>&1 | tee "$logs/unet_vs_torch.log" || status=1
 exit $status

@@ -2,7 +2,9 @@
 // forward pass, the loss (MONAI's DiceCELoss with softmax for segmentation, cross-entropy for
 // classification), the backward pass and an Adam step; an inference iteration is the forward
 // pass without the tape. Prints each iteration, the median, and last `ms_per_iter=<median>`,
-// which benchmarks/peers scripts read.
+// which benchmarks/peers scripts read. With --device cuda[:N] the model and data live on that GPU
+// (the program must be built with the CUDA backend); each iteration ends with a device
+// synchronisation, and the caching allocator's peak is printed as peak_gpu_mib.
 #pragma once
 
 #include <sys/resource.h>
@@ -25,7 +27,17 @@ struct BenchArgs {
   std::string model = "monai-unet", mode = "train";
   std::vector<int64_t> channels;  // empty: the model's default
   int64_t size = 96, batch = 1, iterations = 10, warmup = 2, threads = 0, classes = 2, in_channels = 1;
+  std::string device = "cpu";
 };
+
+// "cpu", "cuda" or "cuda:N".
+inline Device parse_device(const std::string& text) {
+  if (text == "cpu") return Device::cpu();
+  if (text == "cuda") return Device::cuda(0);
+  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.find_first_not_of("0123456789", 5) == std::string::npos)
+    return Device::cuda(std::stoi(text.substr(5)));
+  throw UsageError{"--device takes cpu, cuda or cuda:N, got " + text};
+}
 
 inline double peak_rss_mib() {
   rusage usage{};
@@ -37,15 +49,29 @@ inline int run(const BenchArgs& a) {
   if (a.mode != "train" && a.mode != "infer") throw UsageError{"--mode takes train or infer, got " + a.mode};
   if (a.size < 1 || a.batch < 1 || a.iterations < 1) throw UsageError{"--size, --batch and --iters must be at least 1"};
   if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
+  const Device device = parse_device(a.device);
+  if (device.is_cuda()) {
+    if (!cuda_is_available())
+      throw UsageError{"--device " + a.device + ": " +
+                       (detail::cuda_backend_slot() ? std::string("no CUDA device is visible")
+                                                    : std::string("this vox was built without the CUDA backend (configure with -DVOX_ENABLE_CUDA=ON)"))};
+    VOX_CHECK(device.index < cuda_backend("bench").device_count(), "bench", "no device ", device, " (",
+              cuda_backend("bench").device_count(), " visible)");
+  }
+  auto synchronize = [&] {
+    if (device.is_cuda()) cuda_backend("bench").synchronize(device.index);
+  };
   manual_seed(0);
   nn::models::AnyModel model = nn::models::make_model({.arch = a.model, .in_channels = a.in_channels, .classes = a.classes, .channels = a.channels});
   if (a.size % model.size_multiple != 0)
     throw UsageError{"--size must be a multiple of " + std::to_string(model.size_multiple) + " for " + a.model};
   const bool classify = model.task == nn::models::Task::classify;
   Generator gen(1);
-  const Tensor x = randn({a.batch, a.size, a.size, a.size, a.in_channels}, DType::f32, &gen);
-  const Tensor target = classify ? randint(0, a.classes, {a.batch}, DType::i64, &gen)
-                                 : randint(0, a.classes, {a.batch, a.size, a.size, a.size}, DType::i64, &gen);
+  model.module->to(device);
+  const Tensor x = randn({a.batch, a.size, a.size, a.size, a.in_channels}, DType::f32, &gen).to(device);
+  const Tensor target = (classify ? randint(0, a.classes, {a.batch}, DType::i64, &gen)
+                                  : randint(0, a.classes, {a.batch, a.size, a.size, a.size}, DType::i64, &gen))
+                            .to(device);
   optim::Adam adam(model.module->parameters(), {.lr = 1e-4});
   auto step = [&] {
     if (a.mode == "infer") {
@@ -61,14 +87,18 @@ inline int run(const BenchArgs& a) {
     adam.step();
   };
   if (a.mode == "infer") model.module->eval();
-  std::printf("vox bench: %s (%lld parameters), %s, input %lldx%lld^3x%lld, %d threads\n", a.model.c_str(),
+  std::printf("vox bench: %s (%lld parameters), %s, input %lldx%lld^3x%lld, on %s, %d threads\n", a.model.c_str(),
               static_cast<long long>(model.module->parameter_count()), a.mode.c_str(), static_cast<long long>(a.batch),
-              static_cast<long long>(a.size), static_cast<long long>(a.in_channels), num_threads());
+              static_cast<long long>(a.size), static_cast<long long>(a.in_channels),
+              device.is_cuda() ? cuda_backend("bench").device_name(device.index).c_str() : "cpu", num_threads());
   for (int64_t w = 0; w < a.warmup; ++w) step();
+  synchronize();
+  if (device.is_cuda()) cuda_backend("bench").reset_peak_memory(device.index);
   std::vector<double> ms;
   for (int64_t i = 0; i < a.iterations; ++i) {
     const auto start = std::chrono::steady_clock::now();
     step();
+    synchronize();
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     std::printf("iteration %lld: %.1f ms\n", static_cast<long long>(i + 1), ms.back());
     std::fflush(stdout);
@@ -77,6 +107,8 @@ inline int run(const BenchArgs& a) {
   const double median = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
   std::printf("min %.1f ms, median %.1f ms, max %.1f ms over %zu iterations\n", ms.front(), median, ms.back(), ms.size());
   std::printf("peak_rss_mib=%.0f\n", peak_rss_mib());
+  if (device.is_cuda())
+    std::printf("peak_gpu_mib=%.0f\n", static_cast<double>(cuda_memory_stats(device.index).peak_allocated_bytes) / (1024.0 * 1024.0));
   std::printf("ms_per_iter=%.3f\n", median);
   return 0;
 }

@@ -61,6 +61,37 @@ int main(int argc, char** argv) {
     t = median_ms(iters, [&] { (void)matmul(x, y); });
     std::printf("vox matmul_f32_%lld %.4f %.2f TFLOP/s\n", static_cast<long long>(s), t, 2.0 * s * s * s / (t * 1e9));
   }
+  // conv3d passes at the MONAI U-Net's layer shapes (128^3 input, batch 2, 16-256 channels), f32,
+  // each pass called on the backend directly; cuDNN plans are tuned in the warm-up calls.
+  struct ConvShape {
+    const char* name;
+    int64_t cin, size, cout, stride;
+  };
+  auto& backend = cuda_backend("timing");
+  for (const ConvShape& c : {ConvShape{"1x128^3->16_s2", 1, 128, 16, 2}, ConvShape{"16x64^3->16", 16, 64, 16, 1},
+                             ConvShape{"16x64^3->32_s2", 16, 64, 32, 2}, ConvShape{"32x32^3->32", 32, 32, 32, 1},
+                             ConvShape{"64x16^3->64", 64, 16, 64, 1}, ConvShape{"128x8^3->256", 128, 8, 256, 1}}) {
+    kernels::ConvGeometry g;
+    g.batch = 2;
+    g.in = {c.size, c.size, c.size};
+    g.kernel = {3, 3, 3};
+    g.stride = {c.stride, c.stride, c.stride};
+    g.padding = {1, 1, 1};
+    g.in_channels = c.cin;
+    g.out_channels = c.cout;
+    for (size_t i = 0; i < 3; ++i) g.out[i] = (g.in[i] + 2 - 3) / g.stride[i] + 1;
+    const Tensor x = randn({2, c.size, c.size, c.size, c.cin}).to(gpu), w = randn({c.cout, 3, 3, 3, c.cin}).to(gpu);
+    const Tensor y = randn({2, g.out[0], g.out[1], g.out[2], c.cout}).to(gpu);
+    Tensor dx = empty(x.shape(), DType::f32, gpu), dw = empty(w.shape(), DType::f32, gpu), out = empty(y.shape(), DType::f32, gpu);
+    const std::pair<const char*, std::function<void()>> passes[] = {
+        {"fwd", [&] { backend.conv(ConvPass::forward, DType::f32, g, x.raw_data(), w.raw_data(), out.raw_data(), 0); }},
+        {"dgrad", [&] { backend.conv(ConvPass::backward_data, DType::f32, g, y.raw_data(), w.raw_data(), dx.raw_data(), 0); }},
+        {"wgrad", [&] { backend.conv(ConvPass::backward_weight, DType::f32, g, x.raw_data(), y.raw_data(), dw.raw_data(), 0); }}};
+    for (const auto& [pass, run] : passes) {
+      t = median_ms(iters, run);
+      std::printf("vox conv3d_%s_%s %.4f %.2f TFLOP/s\n", pass, c.name, t, g.flops() / (t * 1e9));
+    }
+  }
   const DeviceMemoryStats m = cuda_memory_stats();
   std::printf("# allocator: peak allocated %.1f MiB, reserved %.1f MiB, %lld requests, %lld reached cudaMalloc\n",
               m.peak_allocated_bytes / 1048576.0, m.reserved_bytes / 1048576.0, static_cast<long long>(m.allocations),

@@ -1,5 +1,7 @@
 """The ops of benchmarks/gpu/cuda_ops_timing.cpp in PyTorch, timed the same way (median of
-synchronised calls after three warm-ups, random inputs, TF32 off so matmul is full f32)."""
+synchronised calls after three warm-ups, random inputs, TF32 off so matmul and convolution are
+full f32). Convolutions run through cuDNN on channels_last_3d tensors with cudnn.benchmark on,
+the data and weight gradients through aten's convolution_backward."""
 import argparse
 import time
 
@@ -24,6 +26,8 @@ def main():
     parser.add_argument("--iters", type=int, default=30)
     iters = parser.parse_args().iters
     torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
     torch.set_grad_enabled(False)
     dev = torch.device("cuda")
     print(f"# device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
@@ -45,6 +49,24 @@ def main():
         x, y = torch.randn(s, s, device=dev), torch.randn(s, s, device=dev)
         t = median_ms(iters, lambda: x @ y)
         print(f"torch matmul_f32_{s} {t:.4f} {2 * s ** 3 / (t * 1e9):.2f} TFLOP/s")
+    shapes = [("1x128^3->16_s2", 1, 128, 16, 2), ("16x64^3->16", 16, 64, 16, 1), ("16x64^3->32_s2", 16, 64, 32, 2),
+              ("32x32^3->32", 32, 32, 32, 1), ("64x16^3->64", 64, 16, 64, 1), ("128x8^3->256", 128, 8, 256, 1)]
+    cl = torch.channels_last_3d
+    for name, cin, size, cout, stride in shapes:
+        x = torch.randn(2, cin, size, size, size, device=dev).to(memory_format=cl)
+        w = torch.randn(cout, cin, 3, 3, 3, device=dev).to(memory_format=cl)
+        out = (size + 2 - 3) // stride + 1
+        y = torch.randn(2, cout, out, out, out, device=dev).to(memory_format=cl)
+        flops = 2.0 * 2 * out ** 3 * cout * 27 * cin
+
+        def backward(mask):
+            return torch.ops.aten.convolution_backward(y, x, w, None, [stride] * 3, [1] * 3, [1] * 3, False, [0] * 3, 1, mask)
+
+        for pass_name, op in (("fwd", lambda: torch.nn.functional.conv3d(x, w, None, stride, 1)),
+                              ("dgrad", lambda: backward([True, False, False])),
+                              ("wgrad", lambda: backward([False, True, False]))):
+            t = median_ms(iters, op)
+            print(f"torch conv3d_{pass_name}_{name} {t:.4f} {flops / (t * 1e9):.2f} TFLOP/s")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python model_peer.py --model monai-unet|unet3d|resnet3d-18 --runtime torch|onnxruntime|openvino
                          --mode train|infer [--size 96] [--batch 1] [--iters 10] [--warmup 2]
-                         [--threads 2] [--classes 2]
+                         [--threads 2] [--classes 2] [--device cpu|cuda]
 
 Models, with vox's registry defaults: monai-unet is MONAI's UNet (16-256 channels, 2 residual
 units), unet3d the MLPerf KiTS19 3D U-Net (filters 32-320), resnet3d-18 MONAI's resnet18.
@@ -10,6 +10,9 @@ A training iteration: forward, the loss (MONAI's DiceCELoss(to_onehot_y=True, so
 the U-Nets, cross-entropy for the classifier), backward, Adam step. An inference iteration: the
 forward pass (torch.inference_mode, or the exported ONNX graph in ONNX Runtime / OpenVINO).
 Prints the median as `ms_per_iter=<value>` and the peak resident memory as `peak_rss_mib=<value>`.
+With --device cuda (PyTorch only) the model and data run on the GPU as vox's do there: f32 with
+TF32 off, channels_last_3d, cudnn.benchmark on; every iteration ends with a synchronisation, and
+the peak of torch.cuda.max_memory_allocated after the warm-up is printed as `peak_gpu_mib=<value>`.
 """
 import argparse
 import os
@@ -40,13 +43,15 @@ def make_model(name, classes):
     return resnet18(spatial_dims=3, n_input_channels=1, num_classes=classes)
 
 
-def timed(step, iters, warmup):
+def timed(step, iters, warmup, synchronize=lambda: None):
     for _ in range(warmup):
         step()
+    synchronize()
     times = []
     for i in range(iters):
         start = time.perf_counter()
         step()
+        synchronize()
         times.append((time.perf_counter() - start) * 1000)
         print(f"iteration {i + 1}: {times[-1]:.1f} ms", flush=True)
     return statistics.median(times)
@@ -73,11 +78,21 @@ def main():
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model = make_model(a.model, a.classes)
     classify = a.model.startswith("resnet")
     x = torch.randn(a.batch, 1, a.size, a.size, a.size)
+    gpu = a.device == "cuda"
+    synchronize = torch.cuda.synchronize if gpu else (lambda: None)
+    if gpu:
+        assert a.runtime == "torch", "--device cuda runs PyTorch only"
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        model = model.cuda().to(memory_format=torch.channels_last_3d)
+        x = x.cuda().to(memory_format=torch.channels_last_3d)
     version = f"torch {torch.__version__}"
     if a.runtime == "torch" and a.mode == "train":
         if classify:
@@ -86,6 +101,7 @@ def main():
         else:
             y = torch.randint(0, a.classes, (a.batch, 1, a.size, a.size, a.size))
             loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        y = y.to(x.device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
         def step():
@@ -124,9 +140,17 @@ def main():
 
             def step():
                 request.infer({0: feed})
-    print(f"{a.model}: {a.runtime} ({version}), {a.mode}, input {a.batch}x{a.size}^3x1, {a.threads} threads", flush=True)
-    median = timed(step, a.iters, a.warmup)
+    where = torch.cuda.get_device_name(0) if gpu else "cpu"
+    print(f"{a.model}: {a.runtime} ({version}), {a.mode}, input {a.batch}x{a.size}^3x1, on {where}, {a.threads} threads", flush=True)
+    if gpu:
+        for _ in range(a.warmup):
+            step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    median = timed(step, a.iters, 0 if gpu else a.warmup, synchronize)
     print(f"peak_rss_mib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+    if gpu:
+        print(f"peak_gpu_mib={torch.cuda.max_memory_allocated() / 2 ** 20:.0f}")
     print(f"ms_per_iter={median:.3f}")
 
 
