@@ -243,6 +243,22 @@ TEST_CASE("a MONAI U-Net training step on the GPU matches the CPU's: loss, gradi
                     "parameter " << cpu_params[i].name << " after two steps");
 }
 
+TEST_CASE("pooling and upsampling on the GPU match the CPU, forward and backward") {
+  const Tensor x = randn({2, 7, 6, 9, 3});
+  check_op("max_pool3d, overlapping windows", {x}, [](auto& v) { return max_pool3d(v[0], {.kernel = {3}, .stride = {2}, .padding = {1}}); },
+           1e-6, 1e-6);
+  check_op("max_pool3d 2x2x2", {x}, [](auto& v) { return max_pool3d(v[0], {.kernel = {2}}); }, 1e-6, 1e-6);
+  check_op("avg_pool3d, padding excluded", {x},
+           [](auto& v) { return avg_pool3d(v[0], {.kernel = {3}, .stride = {2}, .padding = {1}, .count_include_pad = false}); }, 1e-5,
+           1e-6);
+  check_op("adaptive_avg_pool3d", {x}, [](auto& v) { return adaptive_avg_pool3d(v[0], {1}); }, 1e-5, 1e-6);
+  check_op("adaptive_avg_pool3d, uneven", {x}, [](auto& v) { return adaptive_avg_pool3d(v[0], {3, 4, 5}); }, 1e-5, 1e-6);
+  check_op("upsample_nearest", {x}, [](auto& v) { return upsample_nearest(v[0], {14, 12, 18}); }, 1e-6, 1e-6);
+  check_op("upsample_trilinear", {x}, [](auto& v) { return upsample_trilinear(v[0], {11, 13, 17}, false); }, 1e-5, 1e-6);
+  check_op("upsample_trilinear, 2-D, align_corners", {randn({2, 5, 4, 3})},
+           [](auto& v) { return upsample_trilinear(v[0], {9, 7}, true); }, 1e-5, 1e-6);
+}
+
 TEST_CASE("Adam and AdamW on the GPU take the same steps as on the CPU") {
   for (bool decoupled : {false, true}) {
     const Tensor w0 = randn({33, 7}), b0 = randn({7});
@@ -301,6 +317,17 @@ TEST_CASE("elementwise ops with broadcasting match the CPU, forward and backward
   check_op("sigmoid", {a}, [](auto& v) { return sigmoid(v[0]); }, 1e-6, 1e-6);
   check_op("tanh", {a}, [](auto& v) { return tanh(v[0]); }, 1e-6, 1e-6);
   check_op("scalar from the host", {a}, [](auto& v) { return mul(v[0], scalar(3.0, v[0].dtype())); }, 1e-6, 1e-6);
+  check_op("abs", {a}, [](auto& v) { return abs(v[0]); }, 0, 0);
+  check_op("square", {a}, [](auto& v) { return square(v[0]); }, 1e-6, 1e-6);
+  check_op("pow by a scalar", {pos}, [](auto& v) { return pow(v[0], 2.5); }, 1e-5, 1e-6);
+  check_op("clamp", {a}, [](auto& v) { return clamp(v[0], -0.5, 0.7); }, 0, 0);
+  check_op("clamp, min only", {a}, [](auto& v) { return clamp(v[0], 0.1, std::nullopt); }, 0, 0);
+  check_op("leaky_relu", {a}, [](auto& v) { return leaky_relu(v[0], 0.01); }, 1e-6, 1e-6);
+  check_op("gelu", {a}, [](auto& v) { return gelu(v[0], GeluApproximation::none); }, 1e-5, 1e-6);
+  check_op("gelu, tanh", {a}, [](auto& v) { return gelu(v[0], GeluApproximation::tanh); }, 1e-5, 1e-6);
+  check_op("prelu, per channel", {randn({3, 5, 4}), mul(rand({4}), scalar(0.5))}, [](auto& v) { return prelu(v[0], v[1]); }, 1e-6,
+           1e-6);
+  check_op("prelu, one slope", {randn({3, 5, 4}), full({1}, 0.25)}, [](auto& v) { return prelu(v[0], v[1]); }, 1e-6, 1e-6);
   check_op("transposed operand", {randn({4, 5}), randn({5, 4})}, [](auto& v) { return add(v[0], transpose(v[1], 0, 1)); }, 1e-6, 1e-6);
 }
 
@@ -339,7 +366,7 @@ TEST_CASE("a small MLP trains on the GPU exactly as on the CPU") {
 
 TEST_CASE("ops without a CUDA kernel yet say so, and devices do not mix") {
   const Tensor d = randn({2, 3}).to(gpu);
-  CHECK_THROWS_WITH_AS(abs(d), Contains("no CUDA kernel yet"), Error);
+  CHECK_THROWS_WITH_AS(eq(d, d), Contains("no CUDA kernel yet"), Error);
   CHECK_THROWS_WITH_AS(conv(d.reshape({1, 1, 2, 3}), randn({1, 1, 1, 3}), {}, {}), Contains("operands are on cuda:0 and cpu"), Error);
   CHECK_THROWS_WITH_AS(add(d, randn({2, 3})), Contains("is on cpu while another is on cuda:0"), Error);
   CHECK_THROWS_WITH_AS(matmul(d, randn({3, 2})), Contains("operands are on cuda:0 and cpu"), Error);

@@ -19,6 +19,7 @@
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/optim.cuh"
 #include "kernels/cuda/reduce.cuh"
+#include "kernels/cuda/resample.cuh"
 #include "kernels/cuda/softmax.cuh"
 #include "vox/core/backend.hpp"
 
@@ -121,7 +122,7 @@ class CudaBackend final : public DeviceBackend {
   }
 
   void binary(BinaryOp op, DType dtype, const Shape& shape, void* dst, const void* a, const Strides& a_strides, const void* b,
-              const Strides& b_strides, int device) override {
+              const Strides& b_strides, const OpParams& params, int device) override {
     const int64_t n = numel_of(shape);
     if (n == 0) return;
     VOX_CHECK(shape.size() <= kMaxRank, "binary op", "rank ", shape.size(), " is above the CUDA kernels' ", kMaxRank);
@@ -131,26 +132,26 @@ class CudaBackend final : public DeviceBackend {
     const Indexer ix = make_indexer(shape, {&out_strides, &a_strides, &b_strides});
     dispatch_compute(dtype, "binary op", [&]<class T>() {
       if (flat && vec4_ready<T>(n, {dst, a, b}))
-        binary_vec4_kernel<T><<<grid_for(n / 4), 256>>>(op, static_cast<Vec4<T>*>(dst), static_cast<const Vec4<T>*>(a),
+        binary_vec4_kernel<T><<<grid_for(n / 4), 256>>>(op, params, static_cast<Vec4<T>*>(dst), static_cast<const Vec4<T>*>(a),
                                                         static_cast<const Vec4<T>*>(b), n / 4);
       else if (flat)
-        binary_contiguous_kernel<T><<<grid_for(n), 256>>>(op, static_cast<T*>(dst), static_cast<const T*>(a),
+        binary_contiguous_kernel<T><<<grid_for(n), 256>>>(op, params, static_cast<T*>(dst), static_cast<const T*>(a),
                                                           static_cast<const T*>(b), n);
       else
-        binary_strided_kernel<T><<<grid_for(n), 256>>>(op, static_cast<T*>(dst), static_cast<const T*>(a),
+        binary_strided_kernel<T><<<grid_for(n), 256>>>(op, params, static_cast<T*>(dst), static_cast<const T*>(a),
                                                        static_cast<const T*>(b), ix, n);
     });
     VOX_CUDA_CHECK_LAUNCH("binary kernel");
   }
 
-  void unary(UnaryOp op, DType dtype, int64_t n, void* dst, const void* src, int device) override {
+  void unary(UnaryOp op, DType dtype, int64_t n, void* dst, const void* src, const OpParams& params, int device) override {
     if (n == 0) return;
     VOX_CUDA_CHECK(cudaSetDevice(device));
     dispatch_compute(dtype, "unary op", [&]<class T>() {
       if (vec4_ready<T>(n, {dst, src}))
-        unary_vec4_kernel<T><<<grid_for(n / 4), 256>>>(op, static_cast<Vec4<T>*>(dst), static_cast<const Vec4<T>*>(src), n / 4);
+        unary_vec4_kernel<T><<<grid_for(n / 4), 256>>>(op, params, static_cast<Vec4<T>*>(dst), static_cast<const Vec4<T>*>(src), n / 4);
       else
-        unary_kernel<T><<<grid_for(n), 256>>>(op, static_cast<T*>(dst), static_cast<const T*>(src), n);
+        unary_kernel<T><<<grid_for(n), 256>>>(op, params, static_cast<T*>(dst), static_cast<const T*>(src), n);
     });
     VOX_CUDA_CHECK_LAUNCH("unary_kernel");
   }
@@ -413,6 +414,69 @@ class CudaBackend final : public DeviceBackend {
       pick_classes_backward_kernel<T><<<grid_for(rows), 256>>>(static_cast<const T*>(dpicked), labels, rows, classes, ignore_index,
                                                                static_cast<T*>(dvalues));
       VOX_CUDA_CHECK_LAUNCH("pick_classes_backward_kernel");
+    });
+  }
+
+  void resample(DType dtype, int64_t N, int64_t C, const std::array<ResampleAxis, 3>& axes, const void* x, void* y,
+                int device) override {
+    const int64_t total = N * axes[0].out_size * axes[1].out_size * axes[2].out_size * C;
+    if (total == 0) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    // The three tables in one device buffer: per axis its offsets, indices and weights.
+    size_t bytes = 0;
+    std::array<size_t, 3> at{};
+    for (size_t a = 0; a < 3; ++a) {
+      at[a] = bytes;
+      const auto entries = static_cast<size_t>(axes[a].begin[axes[a].out_size]);
+      bytes += (static_cast<size_t>(axes[a].out_size) + 1 + entries) * sizeof(int64_t) + entries * sizeof(double);
+    }
+    char* tables = static_cast<char*>(allocate(bytes, device));
+    std::array<DeviceAxis, 3> views{};
+    for (size_t a = 0; a < 3; ++a) {
+      const ResampleAxis& t = axes[a];
+      const auto entries = static_cast<size_t>(t.begin[t.out_size]);
+      char* p = tables + at[a];
+      const size_t offsets_bytes = (static_cast<size_t>(t.out_size) + 1) * sizeof(int64_t);
+      VOX_CUDA_CHECK(cudaMemcpy(p, t.begin, offsets_bytes, cudaMemcpyHostToDevice));
+      if (entries) {
+        VOX_CUDA_CHECK(cudaMemcpy(p + offsets_bytes, t.index, entries * sizeof(int64_t), cudaMemcpyHostToDevice));
+        VOX_CUDA_CHECK(cudaMemcpy(p + offsets_bytes + entries * sizeof(int64_t), t.weight, entries * sizeof(double),
+                                  cudaMemcpyHostToDevice));
+      }
+      views[a] = {t.in_size, t.out_size, reinterpret_cast<const int64_t*>(p), reinterpret_cast<const int64_t*>(p + offsets_bytes),
+                  reinterpret_cast<const double*>(p + offsets_bytes + entries * sizeof(int64_t))};
+    }
+    dispatch_compute(dtype, "resample", [&]<class T>() {
+      resample_kernel<T><<<grid_for(total), 256>>>(N, C, views[0], views[1], views[2], static_cast<const T*>(x), static_cast<T*>(y));
+    });
+    VOX_CUDA_CHECK_LAUNCH("resample_kernel");
+    deallocate(tables, 0, device);
+  }
+
+  void max_pool(DType dtype, int64_t N, int64_t C, const std::array<int64_t, 3>& in, const std::array<int64_t, 3>& out,
+                const int64_t* windows, const void* x, void* y, int64_t* argmax, int device) override {
+    const int64_t total = N * out[0] * out[1] * out[2] * C;
+    if (total == 0) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const size_t bytes = static_cast<size_t>(2 * (out[0] + out[1] + out[2])) * sizeof(int64_t);
+    auto* device_windows = static_cast<int64_t*>(allocate(bytes, device));
+    VOX_CUDA_CHECK(cudaMemcpy(device_windows, windows, bytes, cudaMemcpyHostToDevice));
+    dispatch_compute(dtype, "max_pool3d", [&]<class T>() {
+      max_pool_kernel<T><<<grid_for(total), 256>>>(N, C, in[0], in[1], in[2], out[0], out[1], out[2], device_windows,
+                                                   static_cast<const T*>(x), static_cast<T*>(y), argmax);
+    });
+    VOX_CUDA_CHECK_LAUNCH("max_pool_kernel");
+    deallocate(device_windows, 0, device);
+  }
+  void max_pool_backward(DType dtype, int64_t N, int64_t C, int64_t in_volume, int64_t out_volume, const void* g,
+                         const int64_t* argmax, void* gx, int device) override {
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    dispatch_compute(dtype, "max_pool3d backward", [&]<class T>() {
+      VOX_CUDA_CHECK(cudaMemset(gx, 0, static_cast<size_t>(N * in_volume * C) * sizeof(T)));
+      if (N * out_volume * C == 0) return;
+      max_pool_backward_kernel<T><<<grid_for(N * out_volume * C), 256>>>(N, C, in_volume, out_volume, static_cast<const T*>(g), argmax,
+                                                                       static_cast<T*>(gx));
+      VOX_CUDA_CHECK_LAUNCH("max_pool_backward_kernel");
     });
   }
 

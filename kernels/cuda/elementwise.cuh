@@ -101,19 +101,41 @@ __global__ void copy_same_kernel(D* dst, const S* src, int64_t n) {
 
 // ---- binary and unary ops, computed in T (f32 or f64)
 template <class T>
-__device__ T apply_binary(BinaryOp op, T a, T b) {
+__device__ T gelu_erf_grad(T v) {
+  const T cdf = T(0.5) * (T(1) + erf(v * T(0.70710678118654752440)));
+  const T pdf = exp(T(-0.5) * v * v) * T(0.39894228040143267794);  // 1 / sqrt(2 pi)
+  return cdf + v * pdf;
+}
+template <class T>
+__device__ T gelu_tanh_grad(T v) {
+  const T k = T(0.79788456080286535588);  // sqrt(2 / pi)
+  const T t = tanh(k * (v + T(0.044715) * v * v * v));
+  return T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * k * (T(1) + T(3 * 0.044715) * v * v);
+}
+
+template <class T>
+__device__ T apply_binary(BinaryOp op, T a, T b, const OpParams& p) {
   switch (op) {
     case BinaryOp::add: return a + b;
     case BinaryOp::sub: return a - b;
     case BinaryOp::mul: return a * b;
     case BinaryOp::div: return a / b;
-    case BinaryOp::relu_backward: return b > T(0) ? a : T(0);  // a: gradient, b: the ReLU output
+    case BinaryOp::relu_backward: return b > T(0) ? a : T(0);
+    case BinaryOp::nonpositive_part: return b > T(0) ? T(0) : a;
+    case BinaryOp::abs_backward: return b > T(0) ? a : b < T(0) ? -a : T(0);
+    case BinaryOp::square_backward: return T(2) * a * b;
+    case BinaryOp::pow_scalar_backward: return p.a == 0.0 ? T(0) : a * T(p.a) * pow(b, T(p.a - 1.0));
+    case BinaryOp::clamp_backward: return (static_cast<double>(b) >= p.a && static_cast<double>(b) <= p.b) ? a : T(0);
+    case BinaryOp::leaky_relu_backward: return b > T(0) ? a : T(p.a) * a;
+    case BinaryOp::gelu_erf_backward: return a * gelu_erf_grad(b);
+    case BinaryOp::gelu_tanh_backward: return a * gelu_tanh_grad(b);
+    case BinaryOp::prelu: return a > T(0) ? a : b * a;
   }
   return T(0);
 }
 
 template <class T>
-__device__ T apply_unary(UnaryOp op, T v) {
+__device__ T apply_unary(UnaryOp op, T v, const OpParams& p) {
   switch (op) {
     case UnaryOp::neg: return -v;
     case UnaryOp::exp: return exp(v);
@@ -122,29 +144,40 @@ __device__ T apply_unary(UnaryOp op, T v) {
     case UnaryOp::relu: return v > T(0) ? v : T(0);
     case UnaryOp::sigmoid: return T(1) / (T(1) + exp(-v));
     case UnaryOp::tanh: return tanh(v);
+    case UnaryOp::abs: return v < T(0) ? -v : v;
+    case UnaryOp::square: return v * v;
+    case UnaryOp::pow_scalar: return pow(v, T(p.a));
+    case UnaryOp::clamp: {
+      if (v != v) return v;
+      const double d = static_cast<double>(v);
+      return d < p.a ? T(p.a) : d > p.b ? T(p.b) : v;
+    }
+    case UnaryOp::leaky_relu: return v > T(0) ? v : T(p.a) * v;
+    case UnaryOp::gelu_erf: return T(0.5) * v * (T(1) + erf(v * T(0.70710678118654752440)));
+    case UnaryOp::gelu_tanh: return T(0.5) * v * (T(1) + tanh(T(0.79788456080286535588) * (v + T(0.044715) * v * v * v)));
   }
   return T(0);
 }
 
 template <class T>
-__global__ void binary_strided_kernel(BinaryOp op, T* dst, const T* a, const T* b, Indexer ix, int64_t n) {
+__global__ void binary_strided_kernel(BinaryOp op, OpParams p, T* dst, const T* a, const T* b, Indexer ix, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     int64_t off[3];
     ix.offsets(i, off, 3);
-    dst[off[0]] = apply_binary(op, a[off[1]], b[off[2]]);
+    dst[off[0]] = apply_binary(op, a[off[1]], b[off[2]], p);
   }
 }
 
 template <class T>
-__global__ void binary_contiguous_kernel(BinaryOp op, T* dst, const T* a, const T* b, int64_t n) {
+__global__ void binary_contiguous_kernel(BinaryOp op, OpParams p, T* dst, const T* a, const T* b, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
-    dst[i] = apply_binary(op, a[i], b[i]);
+    dst[i] = apply_binary(op, a[i], b[i], p);
 }
 
 template <class T>
-__global__ void unary_kernel(UnaryOp op, T* dst, const T* src, int64_t n) {
+__global__ void unary_kernel(UnaryOp op, OpParams p, T* dst, const T* src, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
-    dst[i] = apply_unary(op, src[i]);
+    dst[i] = apply_unary(op, src[i], p);
 }
 
 // Four elements per thread through one 16-byte (f32) or 32-byte (f64) access: fewer, wider
@@ -155,23 +188,23 @@ struct alignas(4 * sizeof(T)) Vec4 {
 };
 
 template <class T>
-__global__ void binary_vec4_kernel(BinaryOp op, Vec4<T>* dst, const Vec4<T>* a, const Vec4<T>* b, int64_t n4) {
+__global__ void binary_vec4_kernel(BinaryOp op, OpParams p, Vec4<T>* dst, const Vec4<T>* a, const Vec4<T>* b, int64_t n4) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4; i += int64_t{gridDim.x} * blockDim.x) {
     const Vec4<T> x = a[i], y = b[i];
     Vec4<T> out;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) out.v[k] = apply_binary(op, x.v[k], y.v[k]);
+    for (int k = 0; k < 4; ++k) out.v[k] = apply_binary(op, x.v[k], y.v[k], p);
     dst[i] = out;
   }
 }
 
 template <class T>
-__global__ void unary_vec4_kernel(UnaryOp op, Vec4<T>* dst, const Vec4<T>* src, int64_t n4) {
+__global__ void unary_vec4_kernel(UnaryOp op, OpParams p, Vec4<T>* dst, const Vec4<T>* src, int64_t n4) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4; i += int64_t{gridDim.x} * blockDim.x) {
     const Vec4<T> x = src[i];
     Vec4<T> out;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) out.v[k] = apply_unary(op, x.v[k]);
+    for (int k = 0; k < 4; ++k) out.v[k] = apply_unary(op, x.v[k], p);
     dst[i] = out;
   }
 }

@@ -18,7 +18,7 @@ inline Tensor add_gradients(const Tensor& a, const Tensor& b) {
   if (a.device().is_cuda()) {
     const Tensor bd = b.to(a.dtype()).to(a.device());
     cuda_backend("backward").binary(BinaryOp::add, a.dtype(), a.shape(), out.raw_data(), a.raw_data(), a.strides(), bd.raw_data(),
-                                    bd.strides(), a.device().index);
+                                    bd.strides(), {}, a.device().index);
     return out;
   }
   auto layout = vox::detail::layout_for<3>(a.shape(), {&out, &a, &b});

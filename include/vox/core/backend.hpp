@@ -6,6 +6,7 @@
 //
 // The interface is plain data (pointers, shapes, strides, op codes), so that the header-only ops
 // compiled by g++ can call kernels compiled by nvcc.
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -18,8 +19,44 @@
 
 namespace vox {
 
-enum class BinaryOp : uint8_t { add, sub, mul, div, relu_backward };
-enum class UnaryOp : uint8_t { neg, exp, log, sqrt, relu, sigmoid, tanh };
+// Elementwise kernels of the backend. The *_backward ops take (gradient, saved input) and return
+// the input's gradient; `OpParams` carries an op's constants (pow's exponent, clamp's bounds,
+// leaky_relu's slope).
+enum class BinaryOp : uint8_t {
+  add, sub, mul, div,
+  relu_backward,        // b > 0 ? a : 0 (a: gradient, b: the ReLU output or input)
+  nonpositive_part,     // b > 0 ? 0 : a
+  abs_backward,         // a * sign(b)
+  square_backward,      // 2 a b
+  pow_scalar_backward,  // a * p * b^(p - 1) (0 for p = 0), p = params.a
+  clamp_backward,       // a where params.a <= b <= params.b, else 0
+  leaky_relu_backward,  // b > 0 ? a : params.a * a
+  gelu_erf_backward,
+  gelu_tanh_backward,
+  prelu,                // a > 0 ? a : b * a (b: the slope, broadcast)
+};
+enum class UnaryOp : uint8_t {
+  neg, exp, log, sqrt, relu, sigmoid, tanh,
+  abs, square,
+  pow_scalar,  // v^params.a
+  clamp,       // to [params.a, params.b], NaN kept
+  leaky_relu,  // slope params.a
+  gelu_erf, gelu_tanh,
+};
+struct OpParams {
+  double a = 0, b = 0;
+};
+// An elementwise op as an op layer asks for it: the kernel and its constants.
+struct CudaUnary {
+  UnaryOp op;
+  OpParams params{};
+  CudaUnary(UnaryOp o, OpParams p = {}) : op(o), params(p) {}  // NOLINT: an op code alone is a CudaUnary
+};
+struct CudaBinary {
+  BinaryOp op;
+  OpParams params{};
+  CudaBinary(BinaryOp o, OpParams p = {}) : op(o), params(p) {}  // NOLINT: an op code alone is a CudaBinary
+};
 
 // One device's allocator counters, in bytes. `reserved` is what the device allocator holds
 // (cached blocks included); `allocated` what live tensors use.
@@ -77,6 +114,15 @@ struct AdamHyper {
   bool decoupled;  // AdamW
 };
 
+// One axis of a separable resampling (kernels/cpu/resample.hpp's AxisTable, as plain host
+// arrays): output o reads inputs index[begin[o] .. begin[o + 1]) with their weights.
+struct ResampleAxis {
+  int64_t in_size = 1, out_size = 1;
+  const int64_t* begin = nullptr;  // out_size + 1 offsets
+  const int64_t* index = nullptr;
+  const double* weight = nullptr;
+};
+
 class DeviceBackend {
  public:
   virtual ~DeviceBackend() = default;
@@ -98,8 +144,8 @@ class DeviceBackend {
                             const Strides& src_strides, const Shape& shape, int device) = 0;
   // Contiguous dst over `shape`; a and b at their (broadcast) strides; one floating dtype.
   virtual void binary(BinaryOp op, DType dtype, const Shape& shape, void* dst, const void* a, const Strides& a_strides,
-                      const void* b, const Strides& b_strides, int device) = 0;
-  virtual void unary(UnaryOp op, DType dtype, int64_t n, void* dst, const void* src, int device) = 0;
+                      const void* b, const Strides& b_strides, const OpParams& params, int device) = 0;
+  virtual void unary(UnaryOp op, DType dtype, int64_t n, void* dst, const void* src, const OpParams& params, int device) = 0;
   // dst[a, b] = sum over r of src[a, r, b] (all contiguous); scale multiplies the sums (means).
   virtual void sum_middle(DType dtype, int64_t outer, int64_t reduced, int64_t inner, void* dst, const void* src, double scale,
                           int device) = 0;
@@ -144,6 +190,16 @@ class DeviceBackend {
                             int device) = 0;
   virtual void pick_classes_backward(DType dtype, int64_t rows, int64_t classes, const void* dpicked, const int64_t* labels,
                                      int64_t ignore_index, void* dvalues, int device) = 0;
+
+  // y = the separable resampling of x [N][D][H][W][C] by the three axis tables (host arrays; the
+  // backend copies them to the device).
+  virtual void resample(DType dtype, int64_t N, int64_t C, const std::array<ResampleAxis, 3>& axes, const void* x, void* y,
+                        int device) = 0;
+  // Max pooling over windows [3][out][2] (host, D's windows first), argmax as flat input positions.
+  virtual void max_pool(DType dtype, int64_t N, int64_t C, const std::array<int64_t, 3>& in, const std::array<int64_t, 3>& out,
+                        const int64_t* windows, const void* x, void* y, int64_t* argmax, int device) = 0;
+  virtual void max_pool_backward(DType dtype, int64_t N, int64_t C, int64_t in_volume, int64_t out_volume, const void* g,
+                                 const int64_t* argmax, void* gx, int device) = 0;
 
   // One Adam / AdamW step over every segment, in one launch.
   virtual void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) = 0;

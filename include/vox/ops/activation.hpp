@@ -26,11 +26,11 @@ inline Tensor leaky_relu(const Tensor& x, double negative_slope) {
   using detail::Kinds;
   Tensor out = detail::map_unary<Kinds::floating>("leaky_relu", x, x.dtype(), [negative_slope](auto v) {
     return v > 0 ? v : static_cast<decltype(v)>(negative_slope) * v;
-  });
+  }, CudaUnary(UnaryOp::leaky_relu, {negative_slope}));
   autograd::record("LeakyReluBackward", out, {x}, [x = x.detach(), negative_slope](const Tensor& g) {
     return std::vector<Tensor>{detail::map_binary<Kinds::floating>("leaky_relu", g, x, g.dtype(), [negative_slope](auto gv, auto v) {
       return v > 0 ? gv : static_cast<decltype(gv)>(negative_slope) * gv;
-    })};
+    }, CudaBinary(BinaryOp::leaky_relu_backward, {negative_slope}))};
   });
   return out;
 }
@@ -43,8 +43,15 @@ inline Tensor prelu(const Tensor& x, const Tensor& weight) {
             "weight must be [1] or [C] with C the last axis of ", x.shape(), ", got ", weight.shape());
   using detail::Kinds;
   Tensor out = detail::map_binary<Kinds::floating>(op, x, weight, x.dtype(),
-                                                  [](auto v, auto a) { return v > 0 ? v : a * v; });
+                                                  [](auto v, auto a) { return v > 0 ? v : a * v; }, BinaryOp::prelu);
   autograd::record("PreluBackward", out, {x, weight}, [x = x.detach(), w = weight.detach(), need_w = weight.requires_grad()](const Tensor& g) {
+    if (g.device().is_cuda()) {  // from kernels the backend has: g's positive part plus slope * its other part
+      const Tensor negative = detail::map_binary<Kinds::floating>(
+          "prelu", g, x, g.dtype(), [](auto gv, auto v) { return v > 0 ? decltype(gv)(0) : gv; }, BinaryOp::nonpositive_part);
+      const Tensor positive = detail::map_binary<Kinds::floating>(
+          "prelu", g, x, g.dtype(), [](auto gv, auto v) { return v > 0 ? gv : decltype(gv)(0); }, BinaryOp::relu_backward);
+      return std::vector<Tensor>{add(positive, mul(negative, w)), need_w ? sum_to(mul(negative, x), w.shape()) : Tensor()};
+    }
     Tensor gx = detail::map_ternary<Kinds::floating>("prelu", g, x, w, g.dtype(),
                                                      [](auto gv, auto v, auto a) { return v > 0 ? gv : a * gv; });
     Tensor gw;
@@ -66,7 +73,7 @@ inline Tensor gelu(const Tensor& x, GeluApproximation approximation) {
     if (exact) return C(0.5) * v * (C(1) + std::erf(v * C(std::numbers::sqrt2 / 2)));
     const C k = C(std::numbers::sqrt2 * std::numbers::inv_sqrtpi);  // sqrt(2 / pi)
     return C(0.5) * v * (C(1) + std::tanh(k * (v + C(0.044715) * v * v * v)));
-  });
+  }, exact ? UnaryOp::gelu_erf : UnaryOp::gelu_tanh);
   autograd::record("GeluBackward", out, {x}, [x = x.detach(), exact](const Tensor& g) {
     return std::vector<Tensor>{detail::map_binary<Kinds::floating>("gelu", g, x, g.dtype(), [exact](auto gv, auto v) {
       using C = decltype(v);
@@ -80,7 +87,7 @@ inline Tensor gelu(const Tensor& x, GeluApproximation approximation) {
       const C t = std::tanh(inner);
       const C d_inner = k * (C(1) + C(3 * 0.044715) * v * v);
       return gv * (C(0.5) * (C(1) + t) + C(0.5) * v * (C(1) - t * t) * d_inner);
-    })};
+    }, exact ? BinaryOp::gelu_erf_backward : BinaryOp::gelu_tanh_backward)};
   });
   return out;
 }

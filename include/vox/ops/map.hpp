@@ -60,21 +60,21 @@ inline std::optional<Device> cuda_device_of(const char* op, std::initializer_lis
 
 inline Tensor on_device(const Tensor& t, DType d, Device device) { return as_dtype(t, d).to(device); }
 
-inline Tensor cuda_binary(const char* op, std::optional<BinaryOp> code, const Tensor& a, const Tensor& b, DType in, Device device) {
+inline Tensor cuda_binary(const char* op, std::optional<CudaBinary> code, const Tensor& a, const Tensor& b, DType in, Device device) {
   VOX_CHECK(code.has_value(), op, "this op has no CUDA kernel yet; its operands are on ", device);
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
   const Tensor ad = on_device(a, in, device), bd = on_device(b, in, device);
   Tensor out = empty(shape, in, device);
-  cuda_backend(op).binary(*code, in, shape, out.raw_data(), ad.raw_data(), broadcast_strides(ad, shape), bd.raw_data(),
-                          broadcast_strides(bd, shape), device.index);
+  cuda_backend(op).binary(code->op, in, shape, out.raw_data(), ad.raw_data(), broadcast_strides(ad, shape), bd.raw_data(),
+                          broadcast_strides(bd, shape), code->params, device.index);
   return out;
 }
 
-inline Tensor cuda_unary(const char* op, std::optional<UnaryOp> code, const Tensor& a, DType in, Device device) {
+inline Tensor cuda_unary(const char* op, std::optional<CudaUnary> code, const Tensor& a, DType in, Device device) {
   VOX_CHECK(code.has_value(), op, "this op has no CUDA kernel yet; its operand is on ", device);
   const Tensor ad = on_device(a, in, device).contiguous();
   Tensor out = empty(a.shape(), in, device);
-  cuda_backend(op).unary(*code, in, ad.numel(), out.raw_data(), ad.raw_data(), device.index);
+  cuda_backend(op).unary(code->op, in, ad.numel(), out.raw_data(), ad.raw_data(), code->params, device.index);
   return out;
 }
 
@@ -85,7 +85,7 @@ enum class Out { same, boolean };
 // out = f(a) computed in dtype `in`.
 // With a CUDA operand, `cuda_op` names the backend kernel (none: the op has no CUDA kernel yet).
 template <Kinds K, Out O = Out::same, class F>
-Tensor map_unary(const char* op, const Tensor& a, DType in, F f, std::optional<UnaryOp> cuda_op = std::nullopt) {
+Tensor map_unary(const char* op, const Tensor& a, DType in, F f, std::optional<CudaUnary> cuda_op = std::nullopt) {
   if (const auto device = cuda_device_of(op, {&a})) {
     VOX_CHECK(O == Out::same, op, "this op has no CUDA kernel yet; its operand is on ", *device);
     return cuda_unary(op, cuda_op, a, in, *device);
@@ -102,7 +102,7 @@ Tensor map_unary(const char* op, const Tensor& a, DType in, F f, std::optional<U
 
 // out = f(a, b) over the broadcast shape, computed in dtype `in`.
 template <Kinds K, Out O = Out::same, class F>
-Tensor map_binary(const char* op, const Tensor& a, const Tensor& b, DType in, F f, std::optional<BinaryOp> cuda_op = std::nullopt) {
+Tensor map_binary(const char* op, const Tensor& a, const Tensor& b, DType in, F f, std::optional<CudaBinary> cuda_op = std::nullopt) {
   if (const auto device = cuda_device_of(op, {&a, &b})) {
     VOX_CHECK(O == Out::same, op, "this op has no CUDA kernel yet; its operands are on ", *device);
     return cuda_binary(op, cuda_op, a, b, in, *device);

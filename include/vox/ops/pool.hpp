@@ -1,7 +1,8 @@
 #pragma once
 // 3-D pooling on channels-last volumes (2-D inputs [N, H, W, C] work as depth 1): max pooling,
 // average pooling (count_include_pad as PyTorch), adaptive average pooling. Average pools are
-// separable resamplings (kernels/cpu/resample.hpp); max pooling keeps argmax positions.
+// separable resamplings (kernels/cpu/resample.hpp); max pooling keeps argmax positions. Each
+// runs on the input's device.
 #include "kernels/cpu/resample.hpp"
 #include "vox/ops/conv.hpp"
 #include "vox/ops/fwd.hpp"
@@ -22,28 +23,34 @@ inline std::array<int64_t, 3> spatial_of(const Tensor& x, int spatial) {
   return s;
 }
 
+// y = R x on x's device into a new tensor of `shape` (x contiguous).
+inline Tensor run_resample(const char* op, int64_t N, int64_t C, const std::array<kernels::cpu::AxisTable, 3>& tables,
+                           const Tensor& x, const Shape& shape) {
+  Tensor y = empty(shape, x.dtype(), x.device());
+  if (x.device().is_cuda()) {
+    std::array<ResampleAxis, 3> axes;
+    for (size_t i = 0; i < 3; ++i)
+      axes[i] = {tables[i].in_size, tables[i].out_size, tables[i].begin.data(), tables[i].index.data(), tables[i].weight.data()};
+    cuda_backend(op).resample(x.dtype(), N, C, axes, x.raw_data(), y.raw_data(), x.device().index);
+    return y;
+  }
+  dispatch_float(x.dtype(), op, [&]<class T>() { kernels::cpu::resample_separable<T>(N, C, tables, x.data<T>(), y.data<T>()); });
+  return y;
+}
+
 // Runs y = R x for a separable resampling R given by per-axis tables, with backward R^T g.
 inline Tensor resample(const char* op, const char* node, const Tensor& x, int spatial,
                        const std::array<kernels::cpu::AxisTable, 3>& tables) {
-  check_cpu(op, {&x});
   if (x.dtype() == DType::f16 || x.dtype() == DType::bf16)
     return cast(resample(op, node, cast(x, DType::f32), spatial, tables), x.dtype());
   const std::array<int64_t, 3> out_dims{tables[0].out_size, tables[1].out_size, tables[2].out_size};
   const int64_t N = x.size(0), C = x.size(-1);
   const Tensor xc = x.detach().contiguous();
-  Tensor out = empty(channels_last_shape(N, out_dims, spatial, C), x.dtype());
-  dispatch_float(x.dtype(), op, [&]<class T>() {
-    kernels::cpu::resample_separable<T>(N, C, tables, xc.data<T>(), out.data<T>());
-  });
+  const Tensor out = run_resample(op, N, C, tables, xc, channels_last_shape(N, out_dims, spatial, C));
   autograd::record(node, out, {x}, [tables, N, C, in_shape = x.shape(), op](const Tensor& g) {
     const std::array<kernels::cpu::AxisTable, 3> adjoint{tables[0].transposed(), tables[1].transposed(),
                                                          tables[2].transposed()};
-    const Tensor gc = g.contiguous();
-    Tensor gx = empty(in_shape, g.dtype());
-    dispatch_float(g.dtype(), op, [&]<class T>() {
-      kernels::cpu::resample_separable<T>(N, C, adjoint, gc.data<T>(), gx.data<T>());
-    });
-    return std::vector<Tensor>{gx};
+    return std::vector<Tensor>{run_resample(op, N, C, adjoint, g.contiguous(), in_shape)};
   });
   return out;
 }
@@ -114,7 +121,6 @@ inline Tensor adaptive_avg_pool3d(const Tensor& x, const std::vector<int64_t>& o
 
 inline Tensor max_pool3d(const Tensor& x, const PoolOptions& options) {
   constexpr const char* op = "max_pool3d";
-  detail::check_cpu(op, {&x});
   const int spatial = detail::volume_dims(op, x);
   if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) return cast(max_pool3d(cast(x, DType::f32), options), x.dtype());
   const auto a = detail::pool_axes(op, x, spatial, options);
@@ -128,17 +134,32 @@ inline Tensor max_pool3d(const Tensor& x, const PoolOptions& options) {
   const int64_t N = x.size(0), C = x.size(-1);
   const Tensor xc = x.detach().contiguous();
   const Shape out_shape = detail::channels_last_shape(N, a.out, spatial, C);
-  Tensor out = empty(out_shape, x.dtype());
-  Tensor positions = empty(out_shape, DType::i64);
-  dispatch_float(x.dtype(), op, [&]<class T>() {
-    kernels::cpu::max_pool_forward<T>(N, C, in, windows, xc.data<T>(), out.data<T>(), positions.data<int64_t>());
-  });
+  const Device device = x.device();
+  Tensor out = empty(out_shape, x.dtype(), device);
+  Tensor positions = empty(out_shape, DType::i64, device);
+  if (device.is_cuda()) {
+    std::vector<int64_t> flat_windows;  // [3][out][2]
+    for (const auto& axis : windows)
+      for (const auto& [begin, end] : axis) flat_windows.insert(flat_windows.end(), {begin, end});
+    cuda_backend(op).max_pool(x.dtype(), N, C, in, a.out, flat_windows.data(), xc.raw_data(), out.raw_data(),
+                              static_cast<int64_t*>(positions.raw_data()), device.index);
+  } else {
+    dispatch_float(x.dtype(), op, [&]<class T>() {
+      kernels::cpu::max_pool_forward<T>(N, C, in, windows, xc.data<T>(), out.data<T>(), positions.data<int64_t>());
+    });
+  }
   autograd::record("MaxPoolBackward", out, {x}, [positions, in_shape = x.shape(), N, C, in, a](const Tensor& g) {
     const Tensor gc = g.contiguous();
-    Tensor gx = empty(in_shape, g.dtype());
+    Tensor gx = empty(in_shape, g.dtype(), g.device());
+    const int64_t in_volume = in[0] * in[1] * in[2], out_volume = a.out[0] * a.out[1] * a.out[2];
+    if (g.device().is_cuda()) {
+      cuda_backend("max_pool3d backward")
+          .max_pool_backward(g.dtype(), N, C, in_volume, out_volume, gc.raw_data(),
+                             static_cast<const int64_t*>(positions.raw_data()), gx.raw_data(), g.device().index);
+      return std::vector<Tensor>{gx};
+    }
     dispatch_float(g.dtype(), "max_pool3d backward", [&]<class T>() {
-      kernels::cpu::max_pool_backward<T>(N, C, in[0] * in[1] * in[2], a.out[0] * a.out[1] * a.out[2], gc.data<T>(),
-                                         positions.data<int64_t>(), gx.data<T>());
+      kernels::cpu::max_pool_backward<T>(N, C, in_volume, out_volume, gc.data<T>(), positions.data<int64_t>(), gx.data<T>());
     });
     return std::vector<Tensor>{gx};
   });

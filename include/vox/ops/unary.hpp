@@ -11,18 +11,19 @@ namespace vox {
 
 namespace detail {
 // y = f(x) in floating dtype; backward g * df(saved), saved being x or y as the op chooses. On
-// CUDA the forward is the backend kernel `cuda_op` and the backward `cuda_df(g, saved)`, composed
-// of ops that have CUDA kernels.
+// CUDA the forward is the backend kernel `cuda_op` and the backward either `cuda_df(g, saved)`,
+// composed of ops that have CUDA kernels, or the backend kernel `cuda_backward(g, saved)`.
 using CudaBackward = Tensor (*)(const Tensor& g, const Tensor& saved);
 template <class F, class DF>
 Tensor floating_unary(const char* name, const char* node, const Tensor& x, F f, bool save_output, DF df,
-                      std::optional<UnaryOp> cuda_op = std::nullopt, CudaBackward cuda_df = nullptr) {
+                      std::optional<CudaUnary> cuda_op = std::nullopt, CudaBackward cuda_df = nullptr,
+                      std::optional<CudaBinary> cuda_backward = std::nullopt) {
   const DType t = floating_of(x.dtype());
   Tensor out = map_unary<Kinds::floating>(name, x, t, f, cuda_op);
   Tensor saved = save_output ? out.detach() : x.detach();
-  autograd::record(node, out, {x}, [saved, df, name, cuda_df](const Tensor& g) {
+  autograd::record(node, out, {x}, [saved, df, name, cuda_df, cuda_backward](const Tensor& g) {
     if (g.device().is_cuda() && cuda_df) return std::vector<Tensor>{cuda_df(g, saved)};
-    return std::vector<Tensor>{map_binary<Kinds::floating>(name, g, saved, g.dtype(), df)};
+    return std::vector<Tensor>{map_binary<Kinds::floating>(name, g, saved, g.dtype(), df, cuda_backward)};
   });
   return out;
 }
@@ -61,7 +62,8 @@ inline Tensor tanh(const Tensor& x) {
 
 inline Tensor square(const Tensor& x) {
   return detail::floating_unary("square", "SquareBackward", x, [](auto v) { return v * v; }, false,
-                                [](auto g, auto v) { return decltype(v)(2) * g * v; });
+                                [](auto g, auto v) { return decltype(v)(2) * g * v; }, UnaryOp::square, nullptr,
+                                BinaryOp::square_backward);
 }
 
 inline Tensor pow(const Tensor& x, double exponent) {
@@ -70,7 +72,8 @@ inline Tensor pow(const Tensor& x, double exponent) {
       false, [exponent](auto g, auto v) {
         using C = decltype(v);
         return exponent == 0.0 ? C(0) : g * C(exponent) * std::pow(v, C(exponent - 1.0));
-      });
+      },
+      CudaUnary(UnaryOp::pow_scalar, {exponent}), nullptr, CudaBinary(BinaryOp::pow_scalar_backward, {exponent}));
 }
 
 inline Tensor abs(const Tensor& x) {
@@ -78,10 +81,11 @@ inline Tensor abs(const Tensor& x) {
   Tensor out = detail::map_unary<detail::Kinds::numeric>("abs", x, x.dtype(), [](auto v) {
     if constexpr (std::is_unsigned_v<decltype(v)>) return v;
     else return v < 0 ? -v : v;
-  });
+  }, UnaryOp::abs);
   autograd::record("AbsBackward", out, {x}, [x = x.detach()](const Tensor& g) {
     return std::vector<Tensor>{detail::map_binary<detail::Kinds::floating>(
-        "abs", g, x, g.dtype(), [](auto gv, auto v) { return v > 0 ? gv : v < 0 ? -gv : decltype(gv)(0); })};
+        "abs", g, x, g.dtype(), [](auto gv, auto v) { return v > 0 ? gv : v < 0 ? -gv : decltype(gv)(0); },
+        BinaryOp::abs_backward)};
   });
   return out;
 }
@@ -95,13 +99,13 @@ inline Tensor clamp(const Tensor& x, std::optional<double> min, std::optional<do
     if (v != v) return v;
     const double d = static_cast<double>(v);
     return d < lo ? static_cast<C>(lo) : d > hi ? static_cast<C>(hi) : v;
-  });
+  }, CudaUnary(UnaryOp::clamp, {lo, hi}));
   autograd::record("ClampBackward", out, {x}, [x = x.detach(), lo, hi](const Tensor& g) {
     return std::vector<Tensor>{detail::map_binary<detail::Kinds::floating>(
         "clamp", g, x, g.dtype(), [lo, hi](auto gv, auto v) {
           const double d = static_cast<double>(v);
           return (d >= lo && d <= hi) ? gv : decltype(gv)(0);
-        })};
+        }, CudaBinary(BinaryOp::clamp_backward, {lo, hi}))};
   });
   return out;
 }
