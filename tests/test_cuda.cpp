@@ -243,6 +243,23 @@ TEST_CASE("a MONAI U-Net training step on the GPU matches the CPU's: loss, gradi
                     "parameter " << cpu_params[i].name << " after two steps");
 }
 
+TEST_CASE("random draws on the GPU repeat the CPU's Philox counters, and dropout keeps the same elements") {
+  Generator cpu_gen(42), gpu_gen(42);
+  CHECK(values(rand({1001}, DType::f64, &gpu_gen, gpu).to(Device::cpu())) == values(rand({1001}, DType::f64, &cpu_gen)));
+  CHECK(values(uniform({7, 9}, -2.0, 3.0, DType::f32, &gpu_gen, gpu).to(Device::cpu())) ==
+        values(uniform({7, 9}, -2.0, 3.0, DType::f32, &cpu_gen)));
+  CHECK(values(bernoulli({333}, 0.3, DType::f32, &gpu_gen, gpu).to(Device::cpu())) == values(bernoulli({333}, 0.3, DType::f32, &cpu_gen)));
+  VOX_CHECK_CLOSE(values(randn({501}, DType::f64, &gpu_gen, 1.5, 2.0, gpu).to(Device::cpu())),
+                  values(randn({501}, DType::f64, &cpu_gen, 1.5, 2.0)), 1e-12, 1e-12, "randn");
+  CHECK(gpu_gen.offset() == cpu_gen.offset());
+  const Tensor x = randn({4, 5, 6});
+  Generator a(7), b(7);
+  check_op("dropout", {x}, [&](auto& v) {
+    Generator& g = v[0].device().is_cuda() ? b : a;
+    return dropout(v[0], 0.3, true, &g);
+  }, 1e-6, 1e-6, {DType::f32});
+}
+
 TEST_CASE("pooling and upsampling on the GPU match the CPU, forward and backward") {
   const Tensor x = randn({2, 7, 6, 9, 3});
   check_op("max_pool3d, overlapping windows", {x}, [](auto& v) { return max_pool3d(v[0], {.kernel = {3}, .stride = {2}, .padding = {1}}); },

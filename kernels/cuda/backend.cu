@@ -18,6 +18,7 @@
 #include "kernels/cuda/labels.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/optim.cuh"
+#include "kernels/cuda/random.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/resample.cuh"
 #include "kernels/cuda/softmax.cuh"
@@ -478,6 +479,16 @@ class CudaBackend final : public DeviceBackend {
                                                                        static_cast<T*>(gx));
       VOX_CUDA_CHECK_LAUNCH("max_pool_backward_kernel");
     });
+  }
+
+  void random(RandomKind kind, DType dtype, int64_t n, uint64_t key, uint64_t start, double a, double b, void* out,
+              int device) override {
+    if (n == 0) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    dispatch_compute(dtype, "random", [&]<class T>() {
+      random_kernel<T><<<grid_for(n), 256>>>(kind, static_cast<T*>(out), n, key, start, a, b);
+    });
+    VOX_CUDA_CHECK_LAUNCH("random_kernel");
   }
 
  private:

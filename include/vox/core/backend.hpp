@@ -123,6 +123,10 @@ struct ResampleAxis {
   const double* weight = nullptr;
 };
 
+// Random fills with vox's Philox counters (vox/core/rng.hpp): uniform on [a, b), bernoulli with
+// probability a, normal with mean a and standard deviation b.
+enum class RandomKind : uint8_t { uniform, bernoulli, normal };
+
 class DeviceBackend {
  public:
   virtual ~DeviceBackend() = default;
@@ -200,6 +204,10 @@ class DeviceBackend {
                         const int64_t* windows, const void* x, void* y, int64_t* argmax, int device) = 0;
   virtual void max_pool_backward(DType dtype, int64_t N, int64_t C, int64_t in_volume, int64_t out_volume, const void* g,
                                  const int64_t* argmax, void* gx, int device) = 0;
+
+  // out[i] (contiguous, n elements, floating dtype) from Philox block start + i / 2 under `key`.
+  virtual void random(RandomKind kind, DType dtype, int64_t n, uint64_t key, uint64_t start, double a, double b, void* out,
+                      int device) = 0;
 
   // One Adam / AdamW step over every segment, in one launch.
   virtual void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) = 0;

@@ -1,12 +1,14 @@
 #pragma once
 // Seeded random numbers from Philox-4x32-10, a counter-based generator: element i of a draw is a
 // pure function of (seed, offset, i), so results are the same on any number of threads and
-// match across CPU and (later) CUDA kernels that use the same counters.
+// match across the CPU and the CUDA backend, which draws from the same counters
+// (kernels/cuda/random.cuh).
 #include <array>
 #include <cmath>
 #include <cstdint>
 #include <numbers>
 
+#include "vox/core/backend.hpp"
 #include "vox/core/parallel.hpp"
 #include "vox/core/tensor.hpp"
 
@@ -81,10 +83,22 @@ void fill_random(const Tensor& t, Generator* gen, int64_t per_block, Value value
     }
   });
 }
+
+// A draw on a CUDA device: the same counters as fill_random, filled by the backend's Philox.
+inline Tensor device_random(RandomKind kind, const Shape& shape, DType dtype, Generator* gen, Device device, double a, double b) {
+  VOX_CHECK(dtype == DType::f32 || dtype == DType::f64, "random", "CUDA draws are f32 or f64, got ", dtype);
+  Generator& g = gen ? *gen : default_generator();
+  Tensor t = empty(shape, dtype, device);
+  const uint64_t start = g.reserve(static_cast<uint64_t>((t.numel() + 1) / 2));
+  cuda_backend("random").random(kind, dtype, t.numel(), g.seed(), start, a, b, t.raw_data(), device.index);
+  return t;
+}
 }  // namespace detail
 
-// Uniform on [low, high).
-inline Tensor uniform(const Shape& shape, double low, double high, DType dtype = DType::f32, Generator* gen = nullptr) {
+// Uniform on [low, high), on `device` (CUDA draws use the same counters, so the same values).
+inline Tensor uniform(const Shape& shape, double low, double high, DType dtype = DType::f32, Generator* gen = nullptr,
+                      Device device = Device::cpu()) {
+  if (device.is_cuda()) return detail::device_random(RandomKind::uniform, shape, dtype, gen, device, low, high);
   Tensor t = empty(shape, dtype);
   dispatch_floating(dtype, "uniform", [&]<class T>() {
     detail::fill_random<T>(t, gen, 2, [&](int64_t lane, const std::array<uint32_t, 4>& b) {
@@ -95,13 +109,14 @@ inline Tensor uniform(const Shape& shape, double low, double high, DType dtype =
   return t;
 }
 
-inline Tensor rand(const Shape& shape, DType dtype = DType::f32, Generator* gen = nullptr) {
-  return uniform(shape, 0.0, 1.0, dtype, gen);
+inline Tensor rand(const Shape& shape, DType dtype = DType::f32, Generator* gen = nullptr, Device device = Device::cpu()) {
+  return uniform(shape, 0.0, 1.0, dtype, gen, device);
 }
 
 // Standard normal (Box-Muller on one Philox block per pair of outputs), scaled to N(mean, std^2).
 inline Tensor randn(const Shape& shape, DType dtype = DType::f32, Generator* gen = nullptr, double mean = 0.0,
-                    double std = 1.0) {
+                    double std = 1.0, Device device = Device::cpu()) {
+  if (device.is_cuda()) return detail::device_random(RandomKind::normal, shape, dtype, gen, device, mean, std);
   Tensor t = empty(shape, dtype);
   dispatch_floating(dtype, "randn", [&]<class T>() {
     detail::fill_random<T>(t, gen, 2, [&](int64_t lane, const std::array<uint32_t, 4>& b) {
@@ -131,8 +146,10 @@ inline Tensor randint(int64_t low, int64_t high, const Shape& shape, DType dtype
 }
 
 // 1 with probability p, else 0.
-inline Tensor bernoulli(const Shape& shape, double p, DType dtype = DType::f32, Generator* gen = nullptr) {
+inline Tensor bernoulli(const Shape& shape, double p, DType dtype = DType::f32, Generator* gen = nullptr,
+                        Device device = Device::cpu()) {
   VOX_CHECK(p >= 0.0 && p <= 1.0, "bernoulli", "probability ", p, " is outside [0, 1]");
+  if (device.is_cuda()) return detail::device_random(RandomKind::bernoulli, shape, dtype, gen, device, p, 0.0);
   Tensor t = empty(shape, dtype);
   dispatch_all(dtype, "bernoulli", [&]<class T>() {
     detail::fill_random<T>(t, gen, 2, [&](int64_t lane, const std::array<uint32_t, 4>& b) {
