@@ -187,6 +187,13 @@ TEST_CASE("softmax, log_softmax and concat on the GPU match the CPU") {
   check_op("softmax, long rows", {mul(randn({6, 300}), scalar(4.0))}, [](auto& v) { return softmax(v[0], 1); }, 1e-5, 1e-6);
   check_op("log_softmax, middle axis", {randn({3, 7, 11})}, [](auto& v) { return log_softmax(v[0], 1); }, 1e-5, 1e-5);
   check_op("log_softmax, long rows", {randn({5, 129})}, [](auto& v) { return log_softmax(v[0], -1); }, 1e-5, 1e-5);
+  check_op("pad, constant", {randn({2, 3, 4, 5})}, [](auto& v) { return pad(v[0], {{0, 0}, {1, 2}, {0, 3}, {2, 0}}, PadMode::constant, 0.5); },
+           0, 0);
+  check_op("pad, reflect", {randn({2, 5, 4, 3})}, [](auto& v) { return pad(v[0], {{0, 0}, {2, 2}, {1, 3}, {0, 0}}, PadMode::reflect, 0); },
+           1e-6, 1e-6);
+  check_op("pad, replicate", {randn({1, 4, 3, 2})}, [](auto& v) { return pad(v[0], {{0, 0}, {3, 1}, {2, 2}, {0, 1}}, PadMode::replicate, 0); },
+           1e-6, 1e-6);
+  check_op("flip", {randn({3, 4, 5})}, [](auto& v) { return flip(v[0], {0, 2}); }, 0, 0);
   check_op("concat, channels", {randn({2, 3, 4, 5, 3}), randn({2, 3, 4, 5, 6})}, [](auto& v) { return concat({v[0], v[1]}, -1); }, 0,
            0);
 }

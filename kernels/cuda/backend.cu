@@ -15,6 +15,7 @@
 #include "kernels/cuda/conv_implicit_gemm.cuh"
 #include "kernels/cuda/cudnn_conv.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/gather.cuh"
 #include "kernels/cuda/labels.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/optim.cuh"
@@ -51,6 +52,15 @@ void dispatch_compute(DType t, const char* op, F&& f) {
     case DType::f64: return f.template operator()<double>();
     default: fail(op, "the CUDA kernels compute in f32 or f64, got ", dtype_name(t));
   }
+}
+
+// A host value in a stored dtype (pad's fill value).
+template <class T>
+T from_host(double v) {
+  if constexpr (std::is_same_v<T, __half>) return __float2half(static_cast<float>(v));
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(static_cast<float>(v));
+  else if constexpr (std::is_same_v<T, bool>) return v != 0.0;
+  else return static_cast<T>(v);
 }
 
 bool is_contiguous(const Strides& strides, const Shape& shape) {
@@ -491,7 +501,63 @@ class CudaBackend final : public DeviceBackend {
     VOX_CUDA_CHECK_LAUNCH("random_kernel");
   }
 
+  void gather_axes(DType dtype, const std::vector<std::vector<int64_t>>& maps, const void* x, const Strides& x_strides, double fill,
+                   void* out, int device) override {
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    int64_t n = 1;
+    for (const auto& m : maps) n *= static_cast<int64_t>(m.size());
+    if (maps.empty()) {  // a scalar: one element
+      dispatch_storage(dtype, "gather", [&]<class T>() { VOX_CUDA_CHECK(cudaMemcpy(out, x, sizeof(T), cudaMemcpyDeviceToDevice)); });
+      return;
+    }
+    if (n == 0) return;
+    std::vector<int64_t> strides(x_strides.begin(), x_strides.end());
+    GatherMaps m = upload_maps(maps, strides, device);
+    dispatch_storage(dtype, "gather", [&]<class T>() {
+      gather_axes_kernel<T><<<grid_for(n), 256>>>(m, static_cast<const T*>(x), from_host<T>(fill), static_cast<T*>(out), n);
+    });
+    VOX_CUDA_CHECK_LAUNCH("gather_axes_kernel");
+    deallocate(const_cast<int64_t*>(m.maps), 0, device);
+  }
+  void scatter_add_axes(DType dtype, const std::vector<std::vector<int64_t>>& maps, const Shape& in_shape, const void* g, void* gx,
+                        int device) override {
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    int64_t n = 1;
+    for (const auto& m : maps) n *= static_cast<int64_t>(m.size());
+    const Strides in_strides = contiguous_strides(in_shape);
+    dispatch_compute(dtype, "gather backward", [&]<class T>() {
+      VOX_CUDA_CHECK(cudaMemset(gx, 0, static_cast<size_t>(numel_of(in_shape)) * sizeof(T)));
+      if (maps.empty()) {
+        VOX_CUDA_CHECK(cudaMemcpy(gx, g, sizeof(T), cudaMemcpyDeviceToDevice));
+        return;
+      }
+      if (n == 0) return;
+      GatherMaps m = upload_maps(maps, std::vector<int64_t>(in_strides.begin(), in_strides.end()), device);
+      scatter_add_axes_kernel<T><<<grid_for(n), 256>>>(m, static_cast<const T*>(g), static_cast<T*>(gx), n);
+      VOX_CUDA_CHECK_LAUNCH("scatter_add_axes_kernel");
+      deallocate(const_cast<int64_t*>(m.maps), 0, device);
+    });
+  }
+
  private:
+  // The maps of every axis in one device buffer (freed by the caller, in stream order).
+  GatherMaps upload_maps(const std::vector<std::vector<int64_t>>& maps, const std::vector<int64_t>& in_strides, int device) {
+    VOX_CHECK(maps.size() <= static_cast<size_t>(kMaxRank), "gather", "rank ", maps.size(), " is above the CUDA kernels' ", kMaxRank);
+    GatherMaps m;
+    m.rank = static_cast<int>(maps.size());
+    std::vector<int64_t> flat;
+    for (size_t a = 0; a < maps.size(); ++a) {
+      m.out_shape[a] = static_cast<int64_t>(maps[a].size());
+      m.offsets[a] = static_cast<int64_t>(flat.size());
+      m.in_strides[a] = in_strides[a];
+      flat.insert(flat.end(), maps[a].begin(), maps[a].end());
+    }
+    auto* buffer = static_cast<int64_t*>(allocate(flat.size() * sizeof(int64_t), device));
+    VOX_CUDA_CHECK(cudaMemcpy(buffer, flat.data(), flat.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
+    m.maps = buffer;
+    return m;
+  }
+
   // Runs `launch(bad)` with a device flag for labels outside [0, classes); reads it back (one
   // synchronisation) and throws naming the first such row and its label.
   template <class Launch>

@@ -205,6 +205,14 @@ class DeviceBackend {
   virtual void max_pool_backward(DType dtype, int64_t N, int64_t C, int64_t in_volume, int64_t out_volume, const void* g,
                                  const int64_t* argmax, void* gx, int device) = 0;
 
+  // Axis-separable gather (pad, flip): out (contiguous, sizes maps[a].size()) takes x at
+  // maps[a][o] on each axis a (x at its strides), or `fill` where a map holds -1. Any stored dtype.
+  virtual void gather_axes(DType dtype, const std::vector<std::vector<int64_t>>& maps, const void* x, const Strides& x_strides,
+                           double fill, void* out, int device) = 0;
+  // Its backward: gx (contiguous, in_shape) = the sum of g's elements at their sources (floating).
+  virtual void scatter_add_axes(DType dtype, const std::vector<std::vector<int64_t>>& maps, const Shape& in_shape, const void* g,
+                                void* gx, int device) = 0;
+
   // out[i] (contiguous, n elements, floating dtype) from Philox block start + i / 2 under `key`.
   virtual void random(RandomKind kind, DType dtype, int64_t n, uint64_t key, uint64_t start, double a, double b, void* out,
                       int device) = 0;

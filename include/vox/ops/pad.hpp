@@ -1,6 +1,6 @@
 #pragma once
 // pad (constant, reflect, replicate) and flip: axis-separable gathers whose backward passes are
-// the matching scatter-adds (kernels/cpu/gather.hpp).
+// the matching scatter-adds (kernels/cpu/gather.hpp; on a CUDA device kernels/cuda/gather.cuh).
 #include "kernels/cpu/gather.hpp"
 #include "vox/ops/fwd.hpp"
 #include "vox/ops/map.hpp"
@@ -8,10 +8,26 @@
 namespace vox {
 
 namespace detail {
+inline Tensor gather_op_cuda(const char* op, const char* node, const Tensor& x, const kernels::cpu::AxisMaps& maps, double fill,
+                             const Shape& shape) {
+  const Device device = x.device();
+  Tensor out = empty(shape, x.dtype(), device);
+  const Tensor xd = x.detach();
+  cuda_backend(op).gather_axes(x.dtype(), maps, xd.raw_data(), xd.strides(), fill, out.raw_data(), device.index);
+  if (!is_floating(x.dtype())) return out;
+  autograd::record(node, out, {x}, [maps, in_shape = x.shape(), op](const Tensor& g) {
+    const Tensor gc = g.contiguous();
+    Tensor gx = empty(in_shape, g.dtype(), g.device());
+    cuda_backend(op).scatter_add_axes(g.dtype(), maps, in_shape, gc.raw_data(), gx.raw_data(), g.device().index);
+    return std::vector<Tensor>{gx};
+  });
+  return out;
+}
+
 inline Tensor gather_op(const char* op, const char* node, const Tensor& x, const kernels::cpu::AxisMaps& maps, double fill) {
-  check_cpu(op, {&x});
   Shape shape;
   for (const auto& m : maps) shape.push_back(static_cast<int64_t>(m.size()));
+  if (x.device().is_cuda()) return gather_op_cuda(op, node, x, maps, fill, shape);
   Tensor out = empty(shape, x.dtype());
   const Tensor xd = x.detach();
   dispatch_all(x.dtype(), op, [&]<class T>() {
