@@ -355,6 +355,20 @@ TEST_CASE("elementwise ops with broadcasting match the CPU, forward and backward
   check_op("transposed operand", {randn({4, 5}), randn({5, 4})}, [](auto& v) { return add(v[0], transpose(v[1], 0, 1)); }, 1e-6, 1e-6);
 }
 
+TEST_CASE("comparisons and where on the GPU match the CPU, integers included") {
+  const Tensor a = randn({3, 1, 5}), b = randn({4, 5});
+  const Tensor ia = randint(-3, 4, {6, 7}), ib = randint(-3, 4, {7});
+  for (auto* compare : {&eq, &ne, &lt, &le, &gt, &ge}) {
+    CHECK(values((*compare)(a.to(gpu), b.to(gpu)).to(Device::cpu())) == values((*compare)(a, b)));
+    CHECK(values((*compare)(ia.to(gpu), ib.to(gpu)).to(Device::cpu())) == values((*compare)(ia, ib)));
+  }
+  CHECK(values(eq(ia.to(gpu), scalar(2.0, DType::i64)).to(Device::cpu())) == values(eq(ia, scalar(2.0, DType::i64))));
+  const Tensor condition = gt(randn({4, 5}), scalar(0.0));
+  check_op("where", {a, b}, [condition](auto& v) { return where(condition.to(v[0].device()), v[0], v[1]); }, 0, 0);
+  CHECK(values(where(condition.to(gpu), ia.slice(0, 0, 4).slice(1, 0, 5).to(gpu), scalar(9.0, DType::i64)).to(Device::cpu())) ==
+        values(where(condition, ia.slice(0, 0, 4).slice(1, 0, 5), scalar(9.0, DType::i64))));
+}
+
 TEST_CASE("sums and means over any axes match the CPU") {
   const Tensor x = randn({3, 7, 5, 33});
   check_op("sum all", {x}, [](auto& v) { return sum(v[0]); }, 1e-5, 1e-5);
@@ -390,7 +404,7 @@ TEST_CASE("a small MLP trains on the GPU exactly as on the CPU") {
 
 TEST_CASE("ops without a CUDA kernel yet say so, and devices do not mix") {
   const Tensor d = randn({2, 3}).to(gpu);
-  CHECK_THROWS_WITH_AS(eq(d, d), Contains("no CUDA kernel yet"), Error);
+  CHECK_THROWS_WITH_AS(argmax(d, 1), Contains("no CUDA kernel yet"), Error);
   CHECK_THROWS_WITH_AS(conv(d.reshape({1, 1, 2, 3}), randn({1, 1, 1, 3}), {}, {}), Contains("operands are on cuda:0 and cpu"), Error);
   CHECK_THROWS_WITH_AS(add(d, randn({2, 3})), Contains("is on cpu while another is on cuda:0"), Error);
   CHECK_THROWS_WITH_AS(matmul(d, randn({3, 2})), Contains("operands are on cuda:0 and cpu"), Error);

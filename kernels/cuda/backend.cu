@@ -167,6 +167,32 @@ class CudaBackend final : public DeviceBackend {
     VOX_CUDA_CHECK_LAUNCH("unary_kernel");
   }
 
+  void compare(CompareOp op, DType dtype, const Shape& shape, bool* dst, const void* a, const Strides& a_strides, const void* b,
+               const Strides& b_strides, int device) override {
+    const int64_t n = numel_of(shape);
+    if (n == 0) return;
+    VOX_CHECK(shape.size() <= kMaxRank, "compare", "rank ", shape.size(), " is above the CUDA kernels' ", kMaxRank);
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const Strides out_strides = contiguous_strides(shape);
+    const Indexer ix = make_indexer(shape, {&out_strides, &a_strides, &b_strides});
+    dispatch_storage(dtype, "compare", [&]<class T>() {
+      compare_kernel<T><<<grid_for(n), 256>>>(op, dst, static_cast<const T*>(a), static_cast<const T*>(b), ix, n);
+    });
+    VOX_CUDA_CHECK_LAUNCH("compare_kernel");
+  }
+  void where(DType dtype, const Shape& shape, void* dst, const bool* condition, const Strides& condition_strides, const void* a,
+             const Strides& a_strides, const void* b, const Strides& b_strides, int device) override {
+    const int64_t n = numel_of(shape);
+    if (n == 0) return;
+    VOX_CHECK(shape.size() <= kMaxRank, "where", "rank ", shape.size(), " is above the CUDA kernels' ", kMaxRank);
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const Indexer ix = make_indexer(shape, {&condition_strides, &a_strides, &b_strides});
+    dispatch_storage(dtype, "where", [&]<class T>() {
+      where_kernel<T><<<grid_for(n), 256>>>(static_cast<T*>(dst), condition, static_cast<const T*>(a), static_cast<const T*>(b), ix, n);
+    });
+    VOX_CUDA_CHECK_LAUNCH("where_kernel");
+  }
+
   void sum_middle(DType dtype, int64_t outer, int64_t reduced, int64_t inner, void* dst, const void* src, double scale,
                   int device) override {
     if (outer * inner == 0) return;

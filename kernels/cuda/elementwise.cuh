@@ -209,6 +209,36 @@ __global__ void unary_vec4_kernel(UnaryOp op, OpParams p, Vec4<T>* dst, const Ve
   }
 }
 
+// Comparisons in the operands' own type (integers compare exactly), into bool.
+template <class T>
+__global__ void compare_kernel(CompareOp op, bool* dst, const T* a, const T* b, Indexer ix, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    int64_t off[3];
+    ix.offsets(i, off, 3);
+    const double x = to_double(a[off[1]]), y = to_double(b[off[2]]);
+    bool r = false;
+    switch (op) {
+      case CompareOp::eq: r = x == y; break;
+      case CompareOp::ne: r = x != y; break;
+      case CompareOp::lt: r = x < y; break;
+      case CompareOp::le: r = x <= y; break;
+      case CompareOp::gt: r = x > y; break;
+      case CompareOp::ge: r = x >= y; break;
+    }
+    dst[off[0]] = r;
+  }
+}
+
+// dst (contiguous) = condition ? a : b; the indexer holds the strides of condition, a and b.
+template <class T>
+__global__ void where_kernel(T* dst, const bool* condition, const T* a, const T* b, Indexer ix, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    int64_t off[3];
+    ix.offsets(i, off, 3);
+    dst[i] = condition[off[0]] ? a[off[1]] : b[off[2]];
+  }
+}
+
 template <class T>
 bool vec4_ready(int64_t n, std::initializer_list<const void*> pointers) {
   if (n % 4 != 0) return false;

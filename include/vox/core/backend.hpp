@@ -43,6 +43,7 @@ enum class UnaryOp : uint8_t {
   leaky_relu,  // slope params.a
   gelu_erf, gelu_tanh,
 };
+enum class CompareOp : uint8_t { eq, ne, lt, le, gt, ge };
 struct OpParams {
   double a = 0, b = 0;
 };
@@ -150,6 +151,12 @@ class DeviceBackend {
   virtual void binary(BinaryOp op, DType dtype, const Shape& shape, void* dst, const void* a, const Strides& a_strides,
                       const void* b, const Strides& b_strides, const OpParams& params, int device) = 0;
   virtual void unary(UnaryOp op, DType dtype, int64_t n, void* dst, const void* src, const OpParams& params, int device) = 0;
+  // Contiguous bool dst over `shape` = a op b, both of `dtype` (any stored dtype) at their strides.
+  virtual void compare(CompareOp op, DType dtype, const Shape& shape, bool* dst, const void* a, const Strides& a_strides,
+                       const void* b, const Strides& b_strides, int device) = 0;
+  // Contiguous dst over `shape` = condition ? a : b; condition bool, a and b of `dtype`.
+  virtual void where(DType dtype, const Shape& shape, void* dst, const bool* condition, const Strides& condition_strides,
+                     const void* a, const Strides& a_strides, const void* b, const Strides& b_strides, int device) = 0;
   // dst[a, b] = sum over r of src[a, r, b] (all contiguous); scale multiplies the sums (means).
   virtual void sum_middle(DType dtype, int64_t outer, int64_t reduced, int64_t inner, void* dst, const void* src, double scale,
                           int device) = 0;

@@ -109,25 +109,43 @@ inline Tensor neg(const Tensor& x) {
 
 namespace detail {
 template <class F>
-Tensor compare(const char* op, const Tensor& a, const Tensor& b, F f) {
-  return map_binary<Kinds::all, Out::boolean>(op, a, b, promote(a.dtype(), b.dtype()), f);
+Tensor compare(const char* op, CompareOp code, const Tensor& a, const Tensor& b, F f) {
+  const DType in = promote(a.dtype(), b.dtype());
+  if (const auto device = cuda_device_of(op, {&a, &b})) {
+    const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
+    const Tensor ad = on_device(a, in, *device), bd = on_device(b, in, *device);
+    Tensor out = empty(shape, DType::boolean, *device);
+    cuda_backend(op).compare(code, in, shape, static_cast<bool*>(out.raw_data()), ad.raw_data(), broadcast_strides(ad, shape),
+                             bd.raw_data(), broadcast_strides(bd, shape), device->index);
+    return out;
+  }
+  return map_binary<Kinds::all, Out::boolean>(op, a, b, in, f);
 }
 }  // namespace detail
 
-inline Tensor eq(const Tensor& a, const Tensor& b) { return detail::compare("eq", a, b, [](auto x, auto y) { return x == y; }); }
-inline Tensor ne(const Tensor& a, const Tensor& b) { return detail::compare("ne", a, b, [](auto x, auto y) { return x != y; }); }
-inline Tensor lt(const Tensor& a, const Tensor& b) { return detail::compare("lt", a, b, [](auto x, auto y) { return x < y; }); }
-inline Tensor le(const Tensor& a, const Tensor& b) { return detail::compare("le", a, b, [](auto x, auto y) { return x <= y; }); }
-inline Tensor gt(const Tensor& a, const Tensor& b) { return detail::compare("gt", a, b, [](auto x, auto y) { return x > y; }); }
-inline Tensor ge(const Tensor& a, const Tensor& b) { return detail::compare("ge", a, b, [](auto x, auto y) { return x >= y; }); }
+inline Tensor eq(const Tensor& a, const Tensor& b) { return detail::compare("eq", CompareOp::eq, a, b, [](auto x, auto y) { return x == y; }); }
+inline Tensor ne(const Tensor& a, const Tensor& b) { return detail::compare("ne", CompareOp::ne, a, b, [](auto x, auto y) { return x != y; }); }
+inline Tensor lt(const Tensor& a, const Tensor& b) { return detail::compare("lt", CompareOp::lt, a, b, [](auto x, auto y) { return x < y; }); }
+inline Tensor le(const Tensor& a, const Tensor& b) { return detail::compare("le", CompareOp::le, a, b, [](auto x, auto y) { return x <= y; }); }
+inline Tensor gt(const Tensor& a, const Tensor& b) { return detail::compare("gt", CompareOp::gt, a, b, [](auto x, auto y) { return x > y; }); }
+inline Tensor ge(const Tensor& a, const Tensor& b) { return detail::compare("ge", CompareOp::ge, a, b, [](auto x, auto y) { return x >= y; }); }
 
 inline Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
   VOX_CHECK(condition.dtype() == DType::boolean, "where", "condition must be bool, got ", condition.dtype(),
             " (shape ", condition.shape(), ")");
   const DType t = promote(a.dtype(), b.dtype());
-  const Tensor cond = condition.to(t);  // 0 or 1 in the value type, so one ternary kernel serves
-  Tensor out = detail::map_ternary<detail::Kinds::all>("where", cond, a, b, t,
-                                                      [](auto c, auto x, auto y) { return c ? x : y; });
+  Tensor out;
+  if (const auto device = detail::cuda_device_of("where", {&condition, &a, &b})) {
+    const Shape shape = broadcast_shapes(broadcast_shapes(condition.shape(), a.shape(), "where"), b.shape(), "where");
+    const Tensor cd = condition.detach().to(*device), ad = detail::on_device(a, t, *device), bd = detail::on_device(b, t, *device);
+    out = empty(shape, t, *device);
+    cuda_backend("where").where(t, shape, out.raw_data(), static_cast<const bool*>(cd.raw_data()), detail::broadcast_strides(cd, shape),
+                                ad.raw_data(), detail::broadcast_strides(ad, shape), bd.raw_data(),
+                                detail::broadcast_strides(bd, shape), device->index);
+  } else {
+    const Tensor cond = condition.to(t);  // 0 or 1 in the value type, so one ternary kernel serves
+    out = detail::map_ternary<detail::Kinds::all>("where", cond, a, b, t, [](auto c, auto x, auto y) { return c ? x : y; });
+  }
   autograd::record("WhereBackward", out, {a, b}, [cond = condition, sa = a.shape(), sb = b.shape()](const Tensor& g) {
     const Tensor zero = zeros(Shape{}, g.dtype());
     return std::vector<Tensor>{sum_to(where(cond, g, zero), sa), sum_to(where(cond, zero, g), sb)};
