@@ -192,36 +192,29 @@ class CudnnConvolutions {
     const cudnnBackendAttributeType_t scalar_type = dtype == DType::f64 ? CUDNN_TYPE_DOUBLE : CUDNN_TYPE_FLOAT;
     const void* alpha = dtype == DType::f64 ? static_cast<const void*>(&alpha64) : &alpha32;
     const void* beta = dtype == DType::f64 ? static_cast<const void*>(&beta64) : &beta32;
-    std::unique_ptr<CudnnDescriptor> op;
-    switch (pass) {
-      case ConvPass::forward:
-        op = std::make_unique<CudnnDescriptor>(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-        op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, x)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, y)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, conv)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, scalar_type, 1, alpha)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, scalar_type, 1, beta);
-        break;
-      case ConvPass::backward_data:
-        op = std::make_unique<CudnnDescriptor>(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
-        op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, x)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W, w)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, y)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, conv)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, scalar_type, 1, alpha)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, scalar_type, 1, beta);
-        break;
-      case ConvPass::backward_weight:
-        op = std::make_unique<CudnnDescriptor>(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
-        op->set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, x)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW, w)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, y)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, conv)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, scalar_type, 1, alpha)
-            .set(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, scalar_type, 1, beta);
-        break;
-    }
+    // The operation and its attribute names for the pass: (x, w, y, convolution, alpha, beta).
+    struct Names {
+      cudnnBackendDescriptorType_t type;
+      cudnnBackendAttributeName_t x, w, y, conv, alpha, beta;
+    };
+    const Names names = pass == ConvPass::forward
+                            ? Names{CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+                                    CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+                                    CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+                                    CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA}
+                        : pass == ConvPass::backward_data
+                            ? Names{CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR,
+                                    CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+                                    CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+                                    CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA}
+                            : Names{CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
+                                    CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW,
+                                    CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY,
+                                    CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+                                    CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA};
+    auto op = std::make_unique<CudnnDescriptor>(names.type);
+    op->set(names.x, x).set(names.w, w).set(names.y, y).set(names.conv, conv);
+    op->set(names.alpha, scalar_type, 1, alpha).set(names.beta, scalar_type, 1, beta);
     Entry entry;
     if (op->try_finalize() != CUDNN_STATUS_SUCCESS) return entry;  // cuDNN does not describe this convolution
 

@@ -10,26 +10,15 @@
 
 #include "vox/core/backend.hpp"
 #include "vox/core/parallel.hpp"
+#include "vox/core/philox.hpp"
 #include "vox/core/tensor.hpp"
 
 namespace vox {
 
 inline std::array<uint32_t, 4> philox4x32(uint64_t key, uint64_t counter) {
-  uint32_t c0 = static_cast<uint32_t>(counter), c1 = static_cast<uint32_t>(counter >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t p0 = uint64_t{0xD2511F53u} * c0;
-    const uint64_t p1 = uint64_t{0xCD9E8D57u} * c2;
-    const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1 ^ k0;
-    const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3 ^ k1;
-    c0 = n0;
-    c1 = static_cast<uint32_t>(p1);
-    c2 = n2;
-    c3 = static_cast<uint32_t>(p0);
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  return {c0, c1, c2, c3};
+  std::array<uint32_t, 4> out;
+  philox::block(key, counter, out.data());
+  return out;
 }
 
 // A seed and a running counter. Each draw reserves a block range, so successive draws differ and
@@ -63,9 +52,7 @@ inline Generator& default_generator() {
 inline void manual_seed(uint64_t seed) { default_generator().manual_seed(seed); }
 
 namespace detail {
-inline double uniform_from(uint32_t hi, uint32_t lo) {  // 53 random bits in [0, 1)
-  return static_cast<double>((uint64_t{hi} << 21) ^ (lo >> 11)) * 0x1.0p-53;
-}
+inline double uniform_from(uint32_t hi, uint32_t lo) { return philox::uniform_from(hi, lo); }
 
 // Fills t (contiguous) with value(i, block) where block is the Philox output for counter
 // start + i / per_block.
