@@ -278,12 +278,12 @@ class CudaBackend final : public DeviceBackend {
       std::lock_guard<std::mutex> lock(handle_mutex_);
       settings = conv_settings_;
     }
-    std::string engine;
+    std::string engine, refusal;
     if (settings.engine == ConvEngine::implicit_gemm ||
-        !cudnn_.run(pass, dtype, g, a, b, out, device, settings, *this, engine)) {
+        !cudnn_.run(pass, dtype, g, a, b, out, device, settings, *this, engine, refusal)) {
       VOX_CHECK(settings.engine != ConvEngine::cudnn, name, "cuDNN has no plan for this ", dtype_name(dtype), " convolution (",
                 g.in_channels, " -> ", g.out_channels, " channels, kernel ", g.kernel[0], "x", g.kernel[1], "x", g.kernel[2],
-                ", groups ", g.groups, "); ConvEngine::automatic falls back to vox's implicit GEMM");
+                ", groups ", g.groups, "): ", refusal, "; ConvEngine::automatic falls back to vox's implicit GEMM");
       dispatch_compute(dtype, name, [&]<class T>() { implicit_gemm<T>(pass, g, a, b, out, device); });
       engine = "implicit_gemm";
     }

@@ -69,17 +69,31 @@ inline void set_handle(CudnnDescriptor& d, cudnnBackendAttributeName_t name, cud
 
 class CudnnConvolutions {
  public:
-  // Runs one pass with cuDNN. Returns false, doing nothing, where cuDNN has no plan for the shape.
+  // Runs one pass with cuDNN. Returns false, doing nothing and saying why in `refusal`, where cuDNN
+  // has no plan for the shape.
   bool run(ConvPass pass, DType dtype, const kernels::ConvGeometry& g, const void* a, const void* b, void* out, int device,
-           const ConvSettings& settings, DeviceBackend& memory, std::string& engine_name) {
+           const ConvSettings& settings, DeviceBackend& memory, std::string& engine_name, std::string& refusal) {
     if (dtype != DType::f32 && dtype != DType::f64) return false;
     const int64_t alignment = common_alignment({a, b, out}, dtype_size(dtype));
     const std::string key = shape_key(pass, dtype, g, alignment, device, settings);
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = plans_.find(key);
-    if (it == plans_.end()) it = plans_.emplace(key, build(pass, dtype, g, alignment, device, settings)).first;
+    if (it == plans_.end()) {
+      Entry built;
+      try {
+        built = build(pass, dtype, g, alignment, device, settings);
+      } catch (const Error& e) {  // a descriptor cuDNN rejects: this shape is refused, with the reason kept
+        built = Entry{};
+        built.refusal = e.what();
+      }
+      if (built.candidates.empty() && built.refusal.empty()) built.refusal = "no engine of cuDNN's heuristics builds a plan";
+      it = plans_.emplace(key, std::move(built)).first;
+    }
     Entry& entry = it->second;
-    if (entry.candidates.empty()) return false;
+    if (entry.candidates.empty()) {
+      refusal = entry.refusal;
+      return false;
+    }
     void* pointers[3];
     const int64_t uids[3] = {kUidX, kUidW, kUidY};
     bind(pass, a, b, out, pointers);
@@ -114,6 +128,7 @@ class CudnnConvolutions {
   struct Entry {
     std::vector<Candidate> candidates;  // the chosen plan first once tuned
     bool tuned = false;
+    std::string refusal;  // why there is no candidate
   };
 
   // The x, w, y roles of the three passes: forward reads x and w; the data gradient reads dy
