@@ -283,27 +283,38 @@ TEST_CASE("pooling and upsampling on the GPU match the CPU, forward and backward
            [](auto& v) { return upsample_trilinear(v[0], {9, 7}, true); }, 1e-5, 1e-6);
 }
 
-TEST_CASE("Adam and AdamW on the GPU take the same steps as on the CPU") {
-  for (bool decoupled : {false, true}) {
-    const Tensor w0 = randn({33, 7}), b0 = randn({7});
-    std::vector<Tensor> cpu{w0.clone().set_requires_grad(), b0.clone().set_requires_grad()};
-    std::vector<Tensor> dev{w0.to(gpu).detach().set_requires_grad(), b0.to(gpu).detach().set_requires_grad()};
-    const optim::AdamOptions o{.lr = 0.01, .weight_decay = 0.05, .decoupled_weight_decay = decoupled};
-    optim::Adam cpu_opt(cpu, o), dev_opt(dev, o);
-    const Tensor x = randn({5, 33});
-    for (int step = 0; step < 4; ++step) {
-      for (auto* params : {&cpu, &dev}) {
-        const bool on_gpu = params == &dev;
-        const Tensor xi = on_gpu ? x.to(gpu) : x;
-        for (Tensor& p : *params) p.zero_grad();
-        sum(tanh(add(matmul(xi, (*params)[0]), (*params)[1]))).backward();
-      }
-      cpu_opt.step();
-      dev_opt.step();
+// Four steps of `make_optimizer`'s optimizer on a small model, on the CPU and on the GPU: the
+// parameters must agree.
+template <class MakeOptimizer>
+void check_optimizer(const std::string& name, MakeOptimizer make_optimizer) {
+  const Tensor w0 = randn({33, 7}), b0 = randn({7});
+  std::vector<Tensor> cpu{w0.clone().set_requires_grad(), b0.clone().set_requires_grad()};
+  std::vector<Tensor> dev{w0.to(gpu).detach().set_requires_grad(), b0.to(gpu).detach().set_requires_grad()};
+  auto cpu_opt = make_optimizer(cpu);
+  auto dev_opt = make_optimizer(dev);
+  const Tensor x = randn({5, 33});
+  for (int step = 0; step < 4; ++step) {
+    for (auto* params : {&cpu, &dev}) {
+      const Tensor xi = params == &dev ? x.to(gpu) : x;
+      for (Tensor& p : *params) p.zero_grad();
+      sum(tanh(add(matmul(xi, (*params)[0]), (*params)[1]))).backward();
     }
-    for (size_t i = 0; i < cpu.size(); ++i)
-      VOX_CHECK_CLOSE(values(dev[i].to(Device::cpu())), values(cpu[i]), 1e-5, 1e-5, "Adam, decoupled " << decoupled << ", param " << i);
+    cpu_opt.step();
+    dev_opt.step();
   }
+  for (size_t i = 0; i < cpu.size(); ++i)
+    VOX_CHECK_CLOSE(values(dev[i].to(Device::cpu())), values(cpu[i]), 1e-5, 1e-5, name << ", param " << i);
+}
+
+TEST_CASE("Adam, AdamW and SGD on the GPU take the same steps as on the CPU") {
+  for (bool decoupled : {false, true})
+    check_optimizer(decoupled ? "AdamW" : "Adam", [decoupled](std::vector<Tensor>& p) {
+      return optim::Adam(p, {.lr = 0.01, .weight_decay = 0.05, .decoupled_weight_decay = decoupled});
+    });
+  check_optimizer("SGD", [](std::vector<Tensor>& p) { return optim::SGD(p, {.lr = 0.05, .weight_decay = 0.01}); });
+  check_optimizer("SGD, momentum and dampening",
+                  [](std::vector<Tensor>& p) { return optim::SGD(p, {.lr = 0.05, .momentum = 0.9, .dampening = 0.1}); });
+  check_optimizer("SGD, Nesterov", [](std::vector<Tensor>& p) { return optim::SGD(p, {.lr = 0.05, .momentum = 0.9, .nesterov = true}); });
 }
 
 namespace {

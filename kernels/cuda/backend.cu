@@ -396,28 +396,14 @@ class CudaBackend final : public DeviceBackend {
   }
 
   void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) override {
-    if (segments.empty()) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
-    // The segment table and the starts go to the device in one copy; the table is freed in stream
-    // order after the kernel.
-    std::vector<int64_t> starts;
-    int64_t total = 0;
-    for (const AdamSegment& s : segments) {
-      starts.push_back(total);
-      total += s.size;
-    }
-    if (total == 0) return;
-    const size_t table_bytes = segments.size() * sizeof(AdamSegment), starts_bytes = starts.size() * sizeof(int64_t);
-    char* table = static_cast<char*>(allocate(table_bytes + starts_bytes, device));
-    VOX_CUDA_CHECK(cudaMemcpy(table, segments.data(), table_bytes, cudaMemcpyHostToDevice));
-    VOX_CUDA_CHECK(cudaMemcpy(table + table_bytes, starts.data(), starts_bytes, cudaMemcpyHostToDevice));
-    dispatch_compute(dtype, "Adam", [&]<class T>() {
-      adam_kernel<T><<<grid_for(total), 256>>>(reinterpret_cast<const AdamSegment*>(table),
-                                               reinterpret_cast<const int64_t*>(table + table_bytes),
-                                               static_cast<int>(segments.size()), total, hyper);
+    run_segments(dtype, "Adam", segments, device, [&]<class T>(const AdamSegment* table, const int64_t* starts, int64_t total) {
+      adam_kernel<T><<<grid_for(total), 256>>>(table, starts, static_cast<int>(segments.size()), total, hyper);
     });
-    VOX_CUDA_CHECK_LAUNCH("adam_kernel");
-    deallocate(table, 0, device);
+  }
+  void sgd_step(DType dtype, const std::vector<SgdSegment>& segments, const SgdHyper& hyper, int device) override {
+    run_segments(dtype, "SGD", segments, device, [&]<class T>(const SgdSegment* table, const int64_t* starts, int64_t total) {
+      sgd_kernel<T><<<grid_for(total), 256>>>(table, starts, static_cast<int>(segments.size()), total, hyper);
+    });
   }
 
   void one_hot(DType dtype, int64_t rows, int64_t classes, const int64_t* labels, void* out, int device) override {
@@ -566,6 +552,33 @@ class CudaBackend final : public DeviceBackend {
   }
 
  private:
+  // A fused optimizer launch: the segment table and the segments' starting offsets go to the
+  // device in one buffer, launch<T>(table, starts, total) queues the kernel, and the buffer is
+  // freed in stream order after it.
+  template <class Segment, class Launch>
+  void run_segments(DType dtype, const char* op, const std::vector<Segment>& segments, int device, Launch&& launch) {
+    if (segments.empty()) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    std::vector<int64_t> starts;
+    int64_t total = 0;
+    for (const Segment& s : segments) {
+      starts.push_back(total);
+      total += s.size;
+    }
+    if (total == 0) return;
+    const size_t table_bytes = segments.size() * sizeof(Segment), starts_bytes = starts.size() * sizeof(int64_t);
+    const size_t starts_at = (table_bytes + 15) / 16 * 16;  // int64 offsets start aligned
+    char* buffer = static_cast<char*>(allocate(starts_at + starts_bytes, device));
+    VOX_CUDA_CHECK(cudaMemcpy(buffer, segments.data(), table_bytes, cudaMemcpyHostToDevice));
+    VOX_CUDA_CHECK(cudaMemcpy(buffer + starts_at, starts.data(), starts_bytes, cudaMemcpyHostToDevice));
+    dispatch_compute(dtype, op, [&]<class T>() {
+      launch.template operator()<T>(reinterpret_cast<const Segment*>(buffer), reinterpret_cast<const int64_t*>(buffer + starts_at),
+                                    total);
+    });
+    VOX_CUDA_CHECK_LAUNCH("optimizer kernel");
+    deallocate(buffer, 0, device);
+  }
+
   // The maps of every axis in one device buffer (freed by the caller, in stream order).
   GatherMaps upload_maps(const std::vector<std::vector<int64_t>>& maps, const std::vector<int64_t>& in_strides, int device) {
     VOX_CHECK(maps.size() <= static_cast<size_t>(kMaxRank), "gather", "rank ", maps.size(), " is above the CUDA kernels' ", kMaxRank);

@@ -1,23 +1,30 @@
 #pragma once
-// Fused multi-tensor Adam / AdamW: one launch updates every parameter. The host passes a table of
-// segments (one per parameter: its p, g, m, v pointers, size and bias corrections) and their
-// starting offsets in one flat index; each thread finds its segment by binary search.
+// Fused multi-tensor optimizers (Adam / AdamW, SGD): one launch updates every parameter. The host
+// passes a table of segments (one per parameter: its tensors' pointers, size and per-parameter
+// constants) and their starting offsets in one flat index; each thread finds its segment by
+// binary search.
 #include <cstdint>
 
 #include "vox/core/backend.hpp"
 
 namespace vox::cuda {
 
+// The last segment starting at or before flat index i.
+__device__ inline int segment_of(const int64_t* starts, int count, int64_t i) {
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (starts[mid] <= i) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 template <class T>
 __global__ void adam_kernel(const AdamSegment* segments, const int64_t* starts, int count, int64_t total, AdamHyper h) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    int lo = 0, hi = count - 1;  // the last segment starting at or before i
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (starts[mid] <= i) lo = mid;
-      else hi = mid - 1;
-    }
+    const int lo = segment_of(starts, count, i);
     const AdamSegment& s = segments[lo];
     const int64_t j = i - starts[lo];
     T* p = static_cast<T*>(s.param);
@@ -30,6 +37,26 @@ __global__ void adam_kernel(const AdamSegment* segments, const int64_t* starts, 
     m[j] = b1 * m[j] + (1 - b1) * grad;
     v[j] = b2 * v[j] + (1 - b2) * grad * grad;
     p[j] -= static_cast<T>(s.step_size) * m[j] / (sqrt(v[j]) / static_cast<T>(s.root_correction2) + static_cast<T>(h.eps));
+  }
+}
+
+// torch.optim.SGD: d = g + wd p; b = d (first step) or mu b + (1 - dampening) d;
+// d = d + mu b (Nesterov) or b; p = p - lr d.
+template <class T>
+__global__ void sgd_kernel(const SgdSegment* segments, const int64_t* starts, int count, int64_t total, SgdHyper h) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int lo = segment_of(starts, count, i);
+    const SgdSegment& s = segments[lo];
+    const int64_t j = i - starts[lo];
+    T* p = static_cast<T*>(s.param);
+    T d = static_cast<const T*>(s.grad)[j] + static_cast<T>(h.weight_decay) * p[j];
+    if (h.momentum != 0) {
+      T* buf = static_cast<T*>(s.momentum_buffer);
+      buf[j] = s.first ? d : static_cast<T>(h.momentum) * buf[j] + static_cast<T>(1 - h.dampening) * d;
+      d = h.nesterov ? d + static_cast<T>(h.momentum) * buf[j] : buf[j];
+    }
+    p[j] -= static_cast<T>(h.lr) * d;
   }
 }
 

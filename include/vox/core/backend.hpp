@@ -128,6 +128,20 @@ struct ResampleAxis {
 // probability a, normal with mean a and standard deviation b.
 enum class RandomKind : uint8_t { uniform, bernoulli, normal };
 
+// One parameter of a fused SGD step; momentum_buffer is unused without momentum. `first`: the
+// buffer starts as the first step's direction.
+struct SgdSegment {
+  void* param;
+  const void* grad;
+  void* momentum_buffer;
+  int64_t size;
+  bool first;
+};
+struct SgdHyper {
+  double lr, momentum, dampening, weight_decay;
+  bool nesterov;
+};
+
 class DeviceBackend {
  public:
   virtual ~DeviceBackend() = default;
@@ -226,6 +240,7 @@ class DeviceBackend {
 
   // One Adam / AdamW step over every segment, in one launch.
   virtual void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) = 0;
+  virtual void sgd_step(DType dtype, const std::vector<SgdSegment>& segments, const SgdHyper& hyper, int device) = 0;
 };
 
 namespace detail {
