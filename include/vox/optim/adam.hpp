@@ -76,25 +76,16 @@ class Adam : public Optimizer {
  private:
   // On a CUDA device: every parameter with a gradient in one fused launch per dtype.
   void step_cuda() {
-    const Device device = params_[0].device();
     std::map<DType, std::vector<AdamSegment>> by_dtype;
-    std::vector<Tensor> keep;  // gradients converted for the step stay alive until it is queued
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const Tensor& p = params_[i];
-      const Tensor g = p.grad();
-      if (!g.defined()) continue;
-      VOX_CHECK(p.device() == device, "Adam", "parameter ", i, " is on ", p.device(), ", parameter 0 on ", device);
-      VOX_CHECK(g.shape() == p.shape(), "Adam", "gradient shape ", g.shape(), " differs from parameter ", i, " shape ", p.shape());
-      VOX_CHECK(p.is_contiguous(), "Adam", "parameter ", i, " is not contiguous");
-      keep.push_back(g.to(p.dtype()).contiguous());
+    const std::vector<Tensor> grads = for_each_device_parameter("Adam", [&](const Tensor& p, const Tensor& g, size_t i) {
       const int64_t t = ++steps_[i];
       const double correction1 = 1 - std::pow(o_.beta1, static_cast<double>(t));
       const double correction2 = 1 - std::pow(o_.beta2, static_cast<double>(t));
-      by_dtype[p.dtype()].push_back({p.raw_data(), keep.back().raw_data(), m_[i].raw_data(), v_[i].raw_data(), p.numel(),
-                                     lr_ / correction1, std::sqrt(correction2)});
-    }
+      by_dtype[p.dtype()].push_back({p.raw_data(), g.raw_data(), m_[i].raw_data(), v_[i].raw_data(), p.numel(), lr_ / correction1,
+                                     std::sqrt(correction2)});
+    });
     const AdamHyper hyper{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, o_.decoupled_weight_decay};
-    for (const auto& [dtype, segments] : by_dtype) cuda_backend("Adam").adam_step(dtype, segments, hyper, device.index);
+    for (const auto& [dtype, segments] : by_dtype) cuda_backend("Adam").adam_step(dtype, segments, hyper, params_[0].device().index);
   }
 
   AdamOptions o_;

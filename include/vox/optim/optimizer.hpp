@@ -52,6 +52,25 @@ class Optimizer {
       dispatch_float(p.dtype(), "optimizer", [&]<class T>() { update(p.data<T>(), gc.data<T>(), i, p.numel()); });
     }
   }
+  // On a CUDA device: calls update(p, g, i) for each parameter with a gradient, g converted to
+  // p's dtype and contiguous. Returns those gradients, which must outlive the launch that reads
+  // them (the caller queues it before they go).
+  template <class Update>
+  std::vector<Tensor> for_each_device_parameter(const char* op, Update&& update) {
+    const Device device = params_[0].device();
+    std::vector<Tensor> grads;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Tensor& p = params_[i];
+      const Tensor g = p.grad();
+      if (!g.defined()) continue;
+      VOX_CHECK(p.device() == device, op, "parameter ", i, " is on ", p.device(), ", parameter 0 on ", device);
+      VOX_CHECK(g.shape() == p.shape(), op, "gradient shape ", g.shape(), " differs from parameter ", i, " shape ", p.shape());
+      VOX_CHECK(p.is_contiguous(), op, "parameter ", i, " is not contiguous");
+      grads.push_back(g.to(p.dtype()).contiguous());
+      update(p, grads.back(), i);
+    }
+    return grads;
+  }
   static std::string key(size_t i, const char* name) { return "state." + std::to_string(i) + "." + name; }
   static const Tensor& entry(const std::map<std::string, Tensor>& state, const std::string& name, const Shape& shape) {
     const auto it = state.find(name);

@@ -63,22 +63,13 @@ class SGD : public Optimizer {
  private:
   // On a CUDA device: every parameter with a gradient in one fused launch per dtype.
   void step_cuda() {
-    const Device device = params_[0].device();
     std::map<DType, std::vector<SgdSegment>> by_dtype;
-    std::vector<Tensor> keep;  // gradients converted for the step stay alive until it is queued
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const Tensor& p = params_[i];
-      const Tensor g = p.grad();
-      if (!g.defined()) continue;
-      VOX_CHECK(p.device() == device, "SGD", "parameter ", i, " is on ", p.device(), ", parameter 0 on ", device);
-      VOX_CHECK(g.shape() == p.shape(), "SGD", "gradient shape ", g.shape(), " differs from parameter ", i, " shape ", p.shape());
-      VOX_CHECK(p.is_contiguous(), "SGD", "parameter ", i, " is not contiguous");
-      keep.push_back(g.to(p.dtype()).contiguous());
-      by_dtype[p.dtype()].push_back({p.raw_data(), keep.back().raw_data(), buffers_[i].raw_data(), p.numel(), !started_[i]});
+    const std::vector<Tensor> grads = for_each_device_parameter("SGD", [&](const Tensor& p, const Tensor& g, size_t i) {
+      by_dtype[p.dtype()].push_back({p.raw_data(), g.raw_data(), buffers_[i].raw_data(), p.numel(), !started_[i]});
       started_[i] = true;
-    }
+    });
     const SgdHyper hyper{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov};
-    for (const auto& [dtype, segments] : by_dtype) cuda_backend("SGD").sgd_step(dtype, segments, hyper, device.index);
+    for (const auto& [dtype, segments] : by_dtype) cuda_backend("SGD").sgd_step(dtype, segments, hyper, params_[0].device().index);
   }
 
   SgdOptions o_;
