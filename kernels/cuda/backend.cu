@@ -15,6 +15,7 @@
 #include "kernels/cuda/conv_implicit_gemm.cuh"
 #include "kernels/cuda/cudnn_conv.cuh"
 #include "kernels/cuda/elementwise.cuh"
+#include "kernels/cuda/extremum.cuh"
 #include "kernels/cuda/gather.cuh"
 #include "kernels/cuda/labels.cuh"
 #include "kernels/cuda/norm.cuh"
@@ -230,6 +231,35 @@ class CudaBackend final : public DeviceBackend {
         VOX_CUDA_CHECK_LAUNCH("sum pass 2");
         deallocate(scratch, 0, device);  // stream order: pass 2 runs before any later reuse
       }
+    });
+  }
+
+  void extremum_middle(DType dtype, int64_t outer, int64_t reduced, int64_t inner, const void* src, void* values, int64_t* indices,
+                       bool want_max, int device) override {
+    const int64_t outputs = outer * inner;
+    if (outputs == 0) return;
+    VOX_CHECK(reduced > 0, want_max ? "max" : "min", "the reduced axis is empty");
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    dispatch_storage(dtype, want_max ? "max" : "min", [&]<class T>() {
+      using Pick = Candidate<typename Comparable<T>::type>;
+      const bool columns = inner >= 16;
+      const int64_t groups = columns ? outer * ((inner + kLanes - 1) / kLanes) : outputs;
+      // The sums' split (about four blocks per multiprocessor, chunks of at least 256).
+      const int64_t wanted = (4 * multiprocessors(device) + groups - 1) / groups;
+      const int64_t splits = std::clamp<int64_t>(std::min<int64_t>(wanted, (reduced + 255) / 256), 1, 65535);
+      const int64_t chunk = (reduced + splits - 1) / splits;
+      auto* partial = static_cast<Pick*>(allocate(static_cast<size_t>(splits * outputs) * sizeof(Pick), device));
+      const auto* in = static_cast<const T*>(src);
+      if (columns)
+        extremum_columns_kernel<T><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), dim3(kLanes, kRowsPerBlock)>>>(
+            partial, in, outer, reduced, inner, chunk, want_max);
+      else
+        extremum_rows_kernel<T, 256><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), 256>>>(
+            partial, in, outer, reduced, inner, chunk, want_max);
+      VOX_CUDA_CHECK_LAUNCH("extremum pass 1");
+      extremum_finish_kernel<T><<<grid_for(outputs), 256>>>(static_cast<T*>(values), indices, partial, outputs, splits, want_max);
+      VOX_CUDA_CHECK_LAUNCH("extremum pass 2");
+      deallocate(partial, 0, device);  // stream order: pass 2 runs before any later reuse
     });
   }
 
@@ -673,7 +703,6 @@ class CudaBackend final : public DeviceBackend {
     return dim3(static_cast<unsigned>(((l.C + kLanes - 1) / kLanes) * l.B), static_cast<unsigned>(l.chunks));
   }
 
- public:
  private:
   cublasHandle_t blas_handle(int device) {
     std::lock_guard<std::mutex> lock(handle_mutex_);

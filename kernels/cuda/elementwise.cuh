@@ -130,6 +130,7 @@ __device__ T apply_binary(BinaryOp op, T a, T b, const OpParams& p) {
     case BinaryOp::gelu_erf_backward: return a * gelu_erf_grad(b);
     case BinaryOp::gelu_tanh_backward: return a * gelu_tanh_grad(b);
     case BinaryOp::prelu: return a > T(0) ? a : b * a;
+    case BinaryOp::pow: return pow(a, b);
   }
   return T(0);
 }

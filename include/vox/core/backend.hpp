@@ -34,6 +34,7 @@ enum class BinaryOp : uint8_t {
   gelu_erf_backward,
   gelu_tanh_backward,
   prelu,                // a > 0 ? a : b * a (b: the slope, broadcast)
+  pow,                  // a^b
 };
 enum class UnaryOp : uint8_t {
   neg, exp, log, sqrt, relu, sigmoid, tanh,
@@ -174,6 +175,11 @@ class DeviceBackend {
   // dst[a, b] = sum over r of src[a, r, b] (all contiguous); scale multiplies the sums (means).
   virtual void sum_middle(DType dtype, int64_t outer, int64_t reduced, int64_t inner, void* dst, const void* src, double scale,
                           int device) = 0;
+  // Over r of a contiguous src[a, r, b] in `dtype` (any stored dtype): values[a, b] gets the max
+  // (want_max) or min, indices[a, b] the first r that holds it; a NaN wins, as on the CPU.
+  // Either output may be null.
+  virtual void extremum_middle(DType dtype, int64_t outer, int64_t reduced, int64_t inner, const void* src, void* values,
+                               int64_t* indices, bool want_max, int device) = 0;
   // C[batch] = A[batch] (m x k) @ B[batch] (k x n), row-major and contiguous, batch stride m*k,
   // k*n, m*n (a stride of 0 reuses one matrix for every batch entry).
   virtual void matmul(DType dtype, int64_t batch, int64_t m, int64_t n, int64_t k, const void* a, int64_t a_batch_stride,

@@ -79,10 +79,17 @@ inline Tensor div(const Tensor& a, const Tensor& b) {
 inline Tensor pow(const Tensor& a, const Tensor& b) {
   const DType t = detail::floating_of(detail::arithmetic_dtype("pow", a, b));
   Tensor out = detail::map_binary<detail::Kinds::floating>("pow", a, b, t,
-                                                           [](auto x, auto y) { return std::pow(x, y); });
+                                                           [](auto x, auto y) { return std::pow(x, y); }, BinaryOp::pow);
   autograd::record("PowBackward", out, {a, b}, [a, b, out = out.detach()](const Tensor& g) {
     Tensor ga, gb;
     using detail::Kinds;
+    if (g.device().is_cuda()) {  // the CPU's fused rules, from kernels the backend has
+      const Tensor zero = scalar(0.0, g.dtype());
+      if (a.requires_grad())
+        ga = sum_to(where(eq(b, zero), zero, mul(mul(g, b), pow(a, sub(b, scalar(1.0, g.dtype()))))), a.shape());
+      if (b.requires_grad()) gb = sum_to(where(eq(a, zero), zero, mul(mul(g, out), log(a))), b.shape());
+      return std::vector<Tensor>{ga, gb};
+    }
     if (a.requires_grad())
       ga = sum_to(detail::map_ternary<Kinds::floating>("pow", g, a, b, g.dtype(),
                                                        [](auto gv, auto x, auto y) {

@@ -1,7 +1,8 @@
 #pragma once
 // Reductions over any set of axes: sum, mean, max, min, argmax, argmin, var, std. A set of axes
 // is reduced one run of adjacent axes at a time, each run as a contiguous [A][R][B] block
-// (kernels/cpu/reduce.hpp). Sums accumulate in f64 (i64 for integers).
+// (kernels/cpu/reduce.hpp; on the GPU kernels/cuda/reduce.cuh and extremum.cuh). Sums accumulate
+// in f64 (i64 for integers) on the CPU; CUDA sums take f32 or f64.
 #include <algorithm>
 
 #include "kernels/cpu/reduce.hpp"
@@ -40,10 +41,11 @@ inline Shape dropped_shape(const Shape& s, const std::vector<bool>& flags) {
 // has the keepdim shape and dtype out_dtype.
 template <template <class> class Reducer>
 Tensor reduce_runs(const char* op, const Tensor& x, const std::vector<bool>& flags, DType out_dtype) {
+  constexpr bool summing = std::is_same_v<Reducer<double>, kernels::cpu::SumReducer<double>>;
+  constexpr bool maximising = std::is_same_v<Reducer<double>, kernels::cpu::MaxReducer<double>>;
   if (x.device().is_cuda()) {
-    constexpr bool is_sum = std::is_same_v<Reducer<double>, kernels::cpu::SumReducer<double>>;
-    VOX_CHECK(is_sum, op, "this reduction has no CUDA kernel yet; its operand is on ", x.device());
-    VOX_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::f64, op, "CUDA sums take f32 or f64, got ", x.dtype());
+    VOX_CHECK(!summing || x.dtype() == DType::f32 || x.dtype() == DType::f64, op, "CUDA sums take f32 or f64, got ",
+              x.dtype(), "; cast the operand first");
   } else {
     check_cpu(op, {&x});
   }
@@ -64,7 +66,11 @@ Tensor reduce_runs(const char* op, const Tensor& x, const std::vector<bool>& fla
     for (int64_t i = begin; i < end; ++i) next[i] = 1;
     Tensor reduced = empty(next, out_dtype, x.device());
     if (x.device().is_cuda()) {
-      cuda_backend(op).sum_middle(out_dtype, A, R, B, reduced.raw_data(), current.raw_data(), 1.0, x.device().index);
+      if constexpr (summing)
+        cuda_backend(op).sum_middle(out_dtype, A, R, B, reduced.raw_data(), current.raw_data(), 1.0, x.device().index);
+      else  // max or min: the value only
+        cuda_backend(op).extremum_middle(out_dtype, A, R, B, current.raw_data(), reduced.raw_data(), nullptr, maximising,
+                                         x.device().index);
       current = reduced;
       shape = next;
       end = begin;
@@ -130,7 +136,7 @@ Tensor extremum(const char* op, const char* node, const Tensor& x, const Axes& a
     Axes reduced;
     for (size_t i = 0; i < flags.size(); ++i)
       if (flags[i]) reduced.push_back(static_cast<int64_t>(i));
-    const Tensor ties = sum(mask, reduced, true).to(g.dtype());
+    const Tensor ties = sum(mask.to(g.dtype()), reduced, true);  // counted in g's dtype: CUDA sums are floating
     const Tensor share = div(g.reshape(kept.shape().vec()), ties);
     return std::vector<Tensor>{where(mask, share, zeros(Shape{}, g.dtype()))};
   });
@@ -138,7 +144,6 @@ Tensor extremum(const char* op, const char* node, const Tensor& x, const Axes& a
 }
 
 inline Tensor arg_extremum(const char* op, const Tensor& x, int64_t axis, bool keepdim, bool want_max) {
-  check_cpu(op, {&x});
   axis = normalize_axis(axis, x.rank(), op);
   VOX_CHECK(x.size(axis) > 0, op, "axis ", axis, " of shape ", x.shape(), " is empty");
   const Tensor c = x.detach().contiguous();
@@ -147,7 +152,12 @@ inline Tensor arg_extremum(const char* op, const Tensor& x, int64_t axis, bool k
   for (int64_t i = axis + 1; i < x.rank(); ++i) B *= x.size(i);
   Shape kept = x.shape();
   kept[axis] = 1;
-  Tensor out = empty(kept, DType::i64);
+  Tensor out = empty(kept, DType::i64, x.device());
+  if (x.device().is_cuda()) {
+    cuda_backend(op).extremum_middle(c.dtype(), A, x.size(axis), B, c.raw_data(), nullptr,
+                                     static_cast<int64_t*>(out.raw_data()), want_max, x.device().index);
+    return keepdim ? out : out.squeeze(axis);
+  }
   dispatch_numeric(c.dtype(), op, [&]<class T>() {
     if constexpr (std::is_same_v<T, half> || std::is_same_v<T, bfloat16>) {
       const Tensor wide = c.to(DType::f32);
