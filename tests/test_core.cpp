@@ -231,4 +231,8 @@ TEST_CASE("tensors on a device this build lacks are refused with a clear error")
   CHECK_FALSE(cuda_is_available());  // this program does not link vox::cuda
   CHECK_THROWS_WITH_AS(empty({2}, DType::f32, Device::cuda(0)), doctest::Contains("link the CMake target vox::cuda"), Error);
   CHECK_THROWS_WITH_AS(ones({2}).to(Device::cuda(0)), doctest::Contains("built without the CUDA backend"), Error);
+  // pinned host memory comes from the CUDA runtime too
+  CHECK_THROWS_WITH_AS(ones({2}).pin_memory(), doctest::Contains("built without the CUDA backend"), Error);
+  CHECK_FALSE(ones({2}).is_pinned());
+  CHECK(ones({2}).to(Device::cpu(), /*non_blocking=*/true).to_vector<double>() == std::vector<double>{1, 1});
 }

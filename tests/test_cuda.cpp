@@ -477,6 +477,106 @@ TEST_CASE("the caching allocator reuses freed blocks and counts what it holds") 
   CHECK(cuda_memory_stats().reserved_bytes == after_second.reserved_bytes - (4 << 20));
 }
 
+TEST_CASE("the allocator reports its cache: rounding, cached blocks and fragmentation") {
+  auto& backend = cuda_backend("test");
+  backend.synchronize(0);
+  backend.empty_cache(0);
+  const DeviceMemoryStats empty_cache_stats = cuda_memory_stats();
+  CHECK(empty_cache_stats.cached_bytes == 0);
+  CHECK(empty_cache_stats.fragmentation() == 0.0);
+  {
+    const Tensor odd = empty({1000}, DType::f32, gpu);  // 4000 bytes, rounded to 4096
+    const DeviceMemoryStats s = cuda_memory_stats();
+    CHECK(s.requested_bytes - empty_cache_stats.requested_bytes == 4000);
+    CHECK(s.allocated_bytes - empty_cache_stats.allocated_bytes == 4096);
+  }
+  { const Tensor big = empty({3 << 20}, DType::f32, gpu); }  // 12 MiB, then cached
+  const DeviceMemoryStats s = cuda_memory_stats();
+  CHECK(s.cached_blocks == 2);
+  CHECK(s.cached_bytes == 4096 + (12 << 20));
+  CHECK(s.largest_cached_block == 12 << 20);
+  CHECK(s.fragmentation() == doctest::Approx(4096.0 / (4096.0 + (12 << 20))));
+  CHECK(s.reserved_bytes == s.allocated_bytes + s.cached_bytes);
+  backend.empty_cache(0);
+}
+
+TEST_CASE("streams: work follows the current stream, blocks stay with their stream, record_stream defers reuse") {
+  const Tensor x = randn({64, 33});
+  CudaStream side(0);
+  CHECK(current_cuda_stream(0) == nullptr);
+  Tensor y;
+  {
+    CudaStreamGuard on(side);
+    CHECK(current_cuda_stream(0) == side.handle());
+    y = tanh(matmul(x.to(gpu), transpose(x, 0, 1).to(gpu)));  // kernels and cuBLAS on `side`
+  }
+  CHECK(current_cuda_stream(0) == nullptr);
+  side.synchronize();
+  VOX_CHECK_CLOSE(values(y.to(Device::cpu())), values(tanh(matmul(x, transpose(x, 0, 1)))), 1e-5, 1e-5, "matmul on a stream");
+
+  // A block freed on one stream is not handed to work on another.
+  auto& backend = cuda_backend("test");
+  backend.synchronize(0);
+  backend.empty_cache(0);
+  void* freed_on_side = nullptr;
+  {
+    CudaStreamGuard on(side);
+    const Tensor t = empty({1 << 18}, DType::f32, gpu);
+    freed_on_side = t.raw_data();
+  }
+  {
+    const Tensor u = empty({1 << 18}, DType::f32, gpu);  // the default stream: a fresh block
+    CHECK(u.raw_data() != freed_on_side);
+  }
+  {
+    CudaStreamGuard on(side);
+    const Tensor again = empty({1 << 18}, DType::f32, gpu);  // `side` again: its cached block
+    CHECK(again.raw_data() == freed_on_side);
+  }
+
+  // record_stream: the block waits for the other stream's queued work before it is reused.
+  void* recorded = nullptr;
+  {
+    const Tensor t = ones({1 << 20}, DType::f32, gpu);
+    cuda_synchronize(0);  // `side` does not wait for the default stream by itself
+    record_stream(t, side.handle());
+    recorded = t.raw_data();
+    CudaStreamGuard on(side);
+    const Tensor busy = mul(t, t);  // queued on `side`
+    (void)busy;
+  }
+  side.synchronize();
+  CHECK(cuda_memory_stats().pending_blocks == 0);  // the event has completed: back in the cache
+  {
+    const Tensor reuse = empty({1 << 20}, DType::f32, gpu);
+    CHECK(reuse.raw_data() == recorded);
+  }
+  CHECK_THROWS_WITH_AS(record_stream(randn({2}), side.handle()), Contains("not a CUDA device"), Error);
+}
+
+TEST_CASE("pinned host tensors copy to and from the device asynchronously") {
+  const Tensor x = randn({5, 7, 9});
+  const Tensor pinned = x.pin_memory();
+  CHECK(pinned.is_pinned());
+  CHECK_FALSE(x.is_pinned());
+  CHECK(pinned.pin_memory().is_same(pinned));  // already pinned: itself
+  CHECK(values(pinned) == values(x));
+  CudaStream copies(0);
+  Tensor on_device, back;
+  {
+    CudaStreamGuard on(copies);
+    on_device = pinned.to(gpu, /*non_blocking=*/true);
+    back = exp(on_device).to(Device::cpu(), /*non_blocking=*/true);
+  }
+  CHECK(back.is_pinned());
+  copies.synchronize();
+  VOX_CHECK_CLOSE(values(back), values(exp(x)), 1e-6, 1e-6, "round trip through pinned memory");
+  // A strided view is made contiguous first; pageable memory copies synchronously.
+  CHECK(values(transpose(pinned, 0, 2).pin_memory()) == values(transpose(x, 0, 2)));
+  CHECK(values(x.to(gpu, true).to(Device::cpu())) == values(x));
+  CHECK_THROWS_WITH_AS(on_device.pin_memory(), Contains("only host tensors"), Error);
+}
+
 int main(int argc, char** argv) {
   if (!cuda_is_available()) {
     std::printf("test_cuda: SKIPPED: no CUDA device is visible to this program (cudaGetDeviceCount found none)\n");

@@ -24,6 +24,7 @@
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/resample.cuh"
 #include "kernels/cuda/softmax.cuh"
+#include "kernels/cuda/stream.cuh"
 #include "vox/core/backend.hpp"
 
 namespace vox::cuda {
@@ -62,6 +63,12 @@ T from_host(double v) {
   else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(static_cast<float>(v));
   else if constexpr (std::is_same_v<T, bool>) return v != 0.0;
   else return static_cast<T>(v);
+}
+
+// Selects `device` for the calling thread; returns the stream its work goes to.
+cudaStream_t enter(int device) {
+  VOX_CUDA_CHECK(cudaSetDevice(device));
+  return launch_stream(device);
 }
 
 bool is_contiguous(const Strides& strides, const Shape& shape) {
@@ -107,13 +114,64 @@ class CudaBackend final : public DeviceBackend {
     VOX_CUDA_CHECK(cudaDeviceSynchronize());
   }
 
+  void* create_stream(int device) override {
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    cudaStream_t stream = nullptr;
+    VOX_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    return stream;
+  }
+  void destroy_stream(void* stream, int device) override {
+    if (!stream) return;
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    VOX_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+    allocator_.forget_stream(static_cast<cudaStream_t>(stream), device);
+    for (int d = 0; d < kMaxDevices; ++d)  // this thread's current streams, so none dangles
+      if (current_stream_slot(d) == stream) current_stream_slot(d) = nullptr;
+    VOX_CUDA_CHECK(cudaStreamDestroy(static_cast<cudaStream_t>(stream)));
+  }
+  void set_current_stream(void* stream, int device) override { current_stream_slot(device) = static_cast<cudaStream_t>(stream); }
+  void* current_stream(int device) const override { return launch_stream(device); }
+  void synchronize_stream(void* stream, int device) override {
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    VOX_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
+  }
+  void record_stream(void* ptr, void* stream, int device) override {
+    allocator_.record_stream(ptr, static_cast<cudaStream_t>(stream), device);
+  }
+
+  void* allocate_pinned(size_t nbytes) override {
+    void* ptr = nullptr;
+    const cudaError_t status = cudaHostAlloc(&ptr, nbytes == 0 ? 1 : nbytes, cudaHostAllocPortable);
+    if (status == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      fail("pin_memory", "cannot page-lock ", nbytes, " bytes of host memory");
+    }
+    VOX_CUDA_CHECK(status);
+    return ptr;
+  }
+  void deallocate_pinned(void* ptr) override {
+    if (ptr) VOX_CUDA_CHECK(cudaFreeHost(ptr));  // waits for copies in flight
+  }
+
+  void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) override {
+    if (nbytes == 0) return;
+    const cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
+                                : src_device.is_cpu() ? cudaMemcpyHostToDevice
+                                                      : cudaMemcpyDeviceToDevice;
+    const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
+    const cudaStream_t stream = enter(device);
+    VOX_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, stream));
+  }
+
   void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) override {
     if (nbytes == 0) return;
     const cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
                                 : src_device.is_cpu() ? cudaMemcpyHostToDevice
                                                       : cudaMemcpyDeviceToDevice;
     VOX_CUDA_CHECK(cudaSetDevice(dst_device.is_cuda() ? dst_device.index : src_device.index));
-    VOX_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, kind));  // synchronous for the host
+    const cudaStream_t stream = launch_stream(dst_device.is_cuda() ? dst_device.index : src_device.index);
+    VOX_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, stream));
+    if (kind != cudaMemcpyDeviceToDevice) VOX_CUDA_CHECK(cudaStreamSynchronize(stream));  // the host may use the data now
   }
 
   void copy_strided(void* dst, DType dst_dtype, const Strides& dst_strides, const void* src, DType src_dtype,
@@ -121,13 +179,13 @@ class CudaBackend final : public DeviceBackend {
     const int64_t n = numel_of(shape);
     if (n == 0) return;
     VOX_CHECK(shape.size() <= kMaxRank, "copy", "rank ", shape.size(), " is above the CUDA kernels' ", kMaxRank);
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     const bool flat = is_contiguous(dst_strides, shape) && is_contiguous(src_strides, shape);
     const Indexer ix = make_indexer(shape, {&dst_strides, &src_strides});
     dispatch_storage(dst_dtype, "copy", [&]<class D>() {
       dispatch_storage(src_dtype, "copy", [&]<class S>() {
-        if (flat) copy_same_kernel<D, S><<<grid_for(n), 256>>>(static_cast<D*>(dst), static_cast<const S*>(src), n);
-        else copy_strided_kernel<D, S><<<grid_for(n), 256>>>(static_cast<D*>(dst), static_cast<const S*>(src), ix, n);
+        if (flat) copy_same_kernel<D, S><<<grid_for(n), 256, 0, stream>>>(static_cast<D*>(dst), static_cast<const S*>(src), n);
+        else copy_strided_kernel<D, S><<<grid_for(n), 256, 0, stream>>>(static_cast<D*>(dst), static_cast<const S*>(src), ix, n);
       });
     });
     VOX_CUDA_CHECK_LAUNCH("copy_strided_kernel");
@@ -138,19 +196,19 @@ class CudaBackend final : public DeviceBackend {
     const int64_t n = numel_of(shape);
     if (n == 0) return;
     VOX_CHECK(shape.size() <= kMaxRank, "binary op", "rank ", shape.size(), " is above the CUDA kernels' ", kMaxRank);
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     const Strides out_strides = contiguous_strides(shape);
     const bool flat = is_contiguous(a_strides, shape) && is_contiguous(b_strides, shape);
     const Indexer ix = make_indexer(shape, {&out_strides, &a_strides, &b_strides});
     dispatch_compute(dtype, "binary op", [&]<class T>() {
       if (flat && vec4_ready<T>(n, {dst, a, b}))
-        binary_vec4_kernel<T><<<grid_for(n / 4), 256>>>(op, params, static_cast<Vec4<T>*>(dst), static_cast<const Vec4<T>*>(a),
-                                                        static_cast<const Vec4<T>*>(b), n / 4);
+        binary_vec4_kernel<T><<<grid_for(n / 4), 256, 0, stream>>>(
+            op, params, static_cast<Vec4<T>*>(dst), static_cast<const Vec4<T>*>(a), static_cast<const Vec4<T>*>(b), n / 4);
       else if (flat)
-        binary_contiguous_kernel<T><<<grid_for(n), 256>>>(op, params, static_cast<T*>(dst), static_cast<const T*>(a),
+        binary_contiguous_kernel<T><<<grid_for(n), 256, 0, stream>>>(op, params, static_cast<T*>(dst), static_cast<const T*>(a),
                                                           static_cast<const T*>(b), n);
       else
-        binary_strided_kernel<T><<<grid_for(n), 256>>>(op, params, static_cast<T*>(dst), static_cast<const T*>(a),
+        binary_strided_kernel<T><<<grid_for(n), 256, 0, stream>>>(op, params, static_cast<T*>(dst), static_cast<const T*>(a),
                                                        static_cast<const T*>(b), ix, n);
     });
     VOX_CUDA_CHECK_LAUNCH("binary kernel");
@@ -158,12 +216,13 @@ class CudaBackend final : public DeviceBackend {
 
   void unary(UnaryOp op, DType dtype, int64_t n, void* dst, const void* src, const OpParams& params, int device) override {
     if (n == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     dispatch_compute(dtype, "unary op", [&]<class T>() {
       if (vec4_ready<T>(n, {dst, src}))
-        unary_vec4_kernel<T><<<grid_for(n / 4), 256>>>(op, params, static_cast<Vec4<T>*>(dst), static_cast<const Vec4<T>*>(src), n / 4);
+        unary_vec4_kernel<T><<<grid_for(n / 4), 256, 0, stream>>>(op, params, static_cast<Vec4<T>*>(dst),
+                                                                  static_cast<const Vec4<T>*>(src), n / 4);
       else
-        unary_kernel<T><<<grid_for(n), 256>>>(op, params, static_cast<T*>(dst), static_cast<const T*>(src), n);
+        unary_kernel<T><<<grid_for(n), 256, 0, stream>>>(op, params, static_cast<T*>(dst), static_cast<const T*>(src), n);
     });
     VOX_CUDA_CHECK_LAUNCH("unary_kernel");
   }
@@ -173,11 +232,11 @@ class CudaBackend final : public DeviceBackend {
     const int64_t n = numel_of(shape);
     if (n == 0) return;
     VOX_CHECK(shape.size() <= kMaxRank, "compare", "rank ", shape.size(), " is above the CUDA kernels' ", kMaxRank);
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     const Strides out_strides = contiguous_strides(shape);
     const Indexer ix = make_indexer(shape, {&out_strides, &a_strides, &b_strides});
     dispatch_storage(dtype, "compare", [&]<class T>() {
-      compare_kernel<T><<<grid_for(n), 256>>>(op, dst, static_cast<const T*>(a), static_cast<const T*>(b), ix, n);
+      compare_kernel<T><<<grid_for(n), 256, 0, stream>>>(op, dst, static_cast<const T*>(a), static_cast<const T*>(b), ix, n);
     });
     VOX_CUDA_CHECK_LAUNCH("compare_kernel");
   }
@@ -186,10 +245,11 @@ class CudaBackend final : public DeviceBackend {
     const int64_t n = numel_of(shape);
     if (n == 0) return;
     VOX_CHECK(shape.size() <= kMaxRank, "where", "rank ", shape.size(), " is above the CUDA kernels' ", kMaxRank);
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     const Indexer ix = make_indexer(shape, {&condition_strides, &a_strides, &b_strides});
     dispatch_storage(dtype, "where", [&]<class T>() {
-      where_kernel<T><<<grid_for(n), 256>>>(static_cast<T*>(dst), condition, static_cast<const T*>(a), static_cast<const T*>(b), ix, n);
+      where_kernel<T><<<grid_for(n), 256, 0, stream>>>(static_cast<T*>(dst), condition, static_cast<const T*>(a),
+                                                       static_cast<const T*>(b), ix, n);
     });
     VOX_CUDA_CHECK_LAUNCH("where_kernel");
   }
@@ -197,7 +257,7 @@ class CudaBackend final : public DeviceBackend {
   void sum_middle(DType dtype, int64_t outer, int64_t reduced, int64_t inner, void* dst, const void* src, double scale,
                   int device) override {
     if (outer * inner == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     dispatch_compute(dtype, "sum", [&]<class T>() {
       T* out = static_cast<T*>(dst);
       const T* in = static_cast<const T*>(src);
@@ -215,31 +275,34 @@ class CudaBackend final : public DeviceBackend {
       }
       const double pass_scale = splits > 1 ? 1.0 : scale;
       if (columns)
-        sum_columns_kernel<T><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), dim3(kLanes, kRowsPerBlock)>>>(
-            target, in, outer, reduced, inner, chunk, pass_scale);
+        sum_columns_kernel<T>
+            <<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), dim3(kLanes, kRowsPerBlock), 0, stream>>>(
+                target, in, outer, reduced, inner, chunk, pass_scale);
       else
-        sum_rows_kernel<T, 256><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), 256>>>(
+        sum_rows_kernel<T, 256><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), 256, 0, stream>>>(
             target, in, outer, reduced, inner, chunk, pass_scale);
       VOX_CUDA_CHECK_LAUNCH("sum pass 1");
       if (splits > 1) {  // partial [S][A*B]: sum over S
         const int64_t width = outer * inner;
         if (width >= 16)
-          sum_columns_kernel<T><<<dim3(static_cast<unsigned>((width + kLanes - 1) / kLanes), 1), dim3(kLanes, kRowsPerBlock)>>>(
-              out, target, 1, splits, width, splits, scale);
+          sum_columns_kernel<T>
+              <<<dim3(static_cast<unsigned>((width + kLanes - 1) / kLanes), 1), dim3(kLanes, kRowsPerBlock), 0, stream>>>(
+                  out, target, 1, splits, width, splits, scale);
         else
-          sum_rows_kernel<T, 256><<<dim3(static_cast<unsigned>(width), 1), 256>>>(out, target, 1, splits, width, splits, scale);
+          sum_rows_kernel<T, 256>
+              <<<dim3(static_cast<unsigned>(width), 1), 256, 0, stream>>>(out, target, 1, splits, width, splits, scale);
         VOX_CUDA_CHECK_LAUNCH("sum pass 2");
         deallocate(scratch, 0, device);  // stream order: pass 2 runs before any later reuse
       }
     });
   }
 
-  void extremum_middle(DType dtype, int64_t outer, int64_t reduced, int64_t inner, const void* src, void* values, int64_t* indices,
-                       bool want_max, int device) override {
+  void extremum_middle(DType dtype, int64_t outer, int64_t reduced, int64_t inner, const void* src, void* values,
+                       int64_t* indices, bool want_max, int device) override {
     const int64_t outputs = outer * inner;
     if (outputs == 0) return;
     VOX_CHECK(reduced > 0, want_max ? "max" : "min", "the reduced axis is empty");
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     dispatch_storage(dtype, want_max ? "max" : "min", [&]<class T>() {
       using Pick = Candidate<typename Comparable<T>::type>;
       const bool columns = inner >= 16;
@@ -251,13 +314,15 @@ class CudaBackend final : public DeviceBackend {
       auto* partial = static_cast<Pick*>(allocate(static_cast<size_t>(splits * outputs) * sizeof(Pick), device));
       const auto* in = static_cast<const T*>(src);
       if (columns)
-        extremum_columns_kernel<T><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), dim3(kLanes, kRowsPerBlock)>>>(
-            partial, in, outer, reduced, inner, chunk, want_max);
+        extremum_columns_kernel<T>
+            <<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), dim3(kLanes, kRowsPerBlock), 0, stream>>>(
+                partial, in, outer, reduced, inner, chunk, want_max);
       else
-        extremum_rows_kernel<T, 256><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), 256>>>(
+        extremum_rows_kernel<T, 256><<<dim3(static_cast<unsigned>(groups), static_cast<unsigned>(splits)), 256, 0, stream>>>(
             partial, in, outer, reduced, inner, chunk, want_max);
       VOX_CUDA_CHECK_LAUNCH("extremum pass 1");
-      extremum_finish_kernel<T><<<grid_for(outputs), 256>>>(static_cast<T*>(values), indices, partial, outputs, splits, want_max);
+      extremum_finish_kernel<T>
+          <<<grid_for(outputs), 256, 0, stream>>>(static_cast<T*>(values), indices, partial, outputs, splits, want_max);
       VOX_CUDA_CHECK_LAUNCH("extremum pass 2");
       deallocate(partial, 0, device);  // stream order: pass 2 runs before any later reuse
     });
@@ -266,7 +331,7 @@ class CudaBackend final : public DeviceBackend {
   void matmul(DType dtype, int64_t batch, int64_t m, int64_t n, int64_t k, const void* a, int64_t a_batch_stride, const void* b,
               int64_t b_batch_stride, void* c, int device) override {
     if (batch == 0 || m == 0 || n == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     cublasHandle_t handle = blas_handle(device);
     // Row-major C = A B is column-major C^T = B^T A^T: cuBLAS multiplies B (n x k) by A (k x m).
     const int M = static_cast<int>(n), N = static_cast<int>(m), K = static_cast<int>(k);
@@ -274,7 +339,7 @@ class CudaBackend final : public DeviceBackend {
               "matrix sizes above 2^31 are not supported by cuBLAS' 32-bit API");
     if (k == 0) {  // an empty inner product is zero
       dispatch_compute(dtype, "matmul", [&]<class T>() {
-        VOX_CUDA_CHECK(cudaMemset(c, 0, static_cast<size_t>(batch * m * n) * sizeof(T)));
+        VOX_CUDA_CHECK(cudaMemsetAsync(c, 0, static_cast<size_t>(batch * m * n) * sizeof(T), stream));
       });
       return;
     }
@@ -285,8 +350,8 @@ class CudaBackend final : public DeviceBackend {
                                                  b_batch_stride, static_cast<const float*>(a), K, a_batch_stride, &zero,
                                                  static_cast<float*>(c), M, m * n, static_cast<int>(batch)));
       else
-        VOX_CUDA_CHECK(cublasDgemmStridedBatched(handle, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &one, static_cast<const double*>(b), M,
-                                                 b_batch_stride, static_cast<const double*>(a), K, a_batch_stride, &zero,
+        VOX_CUDA_CHECK(cublasDgemmStridedBatched(handle, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &one, static_cast<const double*>(b),
+                                                 M, b_batch_stride, static_cast<const double*>(a), K, a_batch_stride, &zero,
                                                  static_cast<double*>(c), M, m * n, static_cast<int>(batch)));
     });
   }
@@ -294,12 +359,12 @@ class CudaBackend final : public DeviceBackend {
 
   void conv(ConvPass pass, DType dtype, const kernels::ConvGeometry& g, const void* a, const void* b, void* out,
             int device) override {
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     const char* name = pass_name(pass);
     if (g.in_positions() == 0 || g.out_positions() == 0) {  // nothing to sum: a weight gradient is zero
       if (pass == ConvPass::backward_weight)
         dispatch_compute(dtype, name, [&]<class T>() {
-          VOX_CUDA_CHECK(cudaMemset(out, 0, static_cast<size_t>(g.weight_size()) * sizeof(T)));
+          VOX_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(g.weight_size()) * sizeof(T), stream));
         });
       return;
     }
@@ -339,22 +404,24 @@ class CudaBackend final : public DeviceBackend {
                     const void* residual, void* mean, void* rstd, void* y, int device) override {
     const int64_t n = p.B * p.R * p.C;
     if (n == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     const NormLaunch l = make_norm_launch(p, multiprocessors(device));
     dispatch_compute(dtype, "normalisation", [&]<class T>() {
       using A = typename Accumulator<T>::type;
       if (!p.fixed_stats) {
         const int64_t plane = l.B * l.chunks * l.C;
         A* part = static_cast<A*>(allocate(static_cast<size_t>(2 * plane) * sizeof(A), device));
-        norm_partial_stats_kernel<T><<<norm_grid(l), dim3(kLanes, kRowsPerBlock)>>>(l, static_cast<const T*>(x), part, part + plane);
+        norm_partial_stats_kernel<T>
+            <<<norm_grid(l), dim3(kLanes, kRowsPerBlock), 0, stream>>>(l, static_cast<const T*>(x), part, part + plane);
         VOX_CUDA_CHECK_LAUNCH("norm_partial_stats_kernel");
-        norm_finish_stats_kernel<T><<<grid_for(l.B * l.G), 256>>>(l, part, part + plane, static_cast<T*>(mean), static_cast<T*>(rstd));
+        norm_finish_stats_kernel<T>
+            <<<grid_for(l.B * l.G), 256, 0, stream>>>(l, part, part + plane, static_cast<T*>(mean), static_cast<T*>(rstd));
         VOX_CUDA_CHECK_LAUNCH("norm_finish_stats_kernel");
         deallocate(part, 0, device);
       }
-      norm_apply_kernel<T><<<grid_for(n), 256>>>(l, static_cast<const T*>(x), static_cast<const T*>(mean), static_cast<const T*>(rstd),
-                                                 static_cast<const T*>(gamma), static_cast<const T*>(beta),
-                                                 static_cast<const T*>(slope), static_cast<const T*>(residual), static_cast<T*>(y));
+      norm_apply_kernel<T><<<grid_for(n), 256, 0, stream>>>(
+          l, static_cast<const T*>(x), static_cast<const T*>(mean), static_cast<const T*>(rstd), static_cast<const T*>(gamma),
+          static_cast<const T*>(beta), static_cast<const T*>(slope), static_cast<const T*>(residual), static_cast<T*>(y));
       VOX_CUDA_CHECK_LAUNCH("norm_apply_kernel");
     });
   }
@@ -364,7 +431,7 @@ class CudaBackend final : public DeviceBackend {
                      int device) override {
     const int64_t n = p.B * p.R * p.C;
     if (n == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     const NormLaunch l = make_norm_launch(p, multiprocessors(device));
     dispatch_compute(dtype, "normalisation backward", [&]<class T>() {
       using A = typename Accumulator<T>::type;
@@ -377,22 +444,26 @@ class CudaBackend final : public DeviceBackend {
       A* part = static_cast<A*>(allocate(static_cast<size_t>(scratch_size) * sizeof(A), device));
       A* group_terms = part + 3 * plane;
       A* slope_per_channel = group_terms + 2 * stats;
-      norm_backward_partial_kernel<T><<<norm_grid(l), dim3(kLanes, kRowsPerBlock)>>>(l, xt, dyt, mt, rt, gt, bt, st, part);
+      norm_backward_partial_kernel<T>
+          <<<norm_grid(l), dim3(kLanes, kRowsPerBlock), 0, stream>>>(l, xt, dyt, mt, rt, gt, bt, st, part);
       VOX_CUDA_CHECK_LAUNCH("norm_backward_partial_kernel");
       if (dgamma || dbeta || dslope) {
-        norm_backward_params_kernel<T><<<grid_for(l.C), 256>>>(l, part, static_cast<T*>(dgamma), static_cast<T*>(dbeta),
-                                                               dslope ? slope_per_channel : nullptr);
+        norm_backward_params_kernel<T><<<grid_for(l.C), 256, 0, stream>>>(
+            l, part, static_cast<T*>(dgamma), static_cast<T*>(dbeta), dslope ? slope_per_channel : nullptr);
         VOX_CUDA_CHECK_LAUNCH("norm_backward_params_kernel");
-        if (dslope && l.slope_stride == 0) norm_shared_slope_kernel<T><<<1, 1>>>(l.C, slope_per_channel, static_cast<T*>(dslope));
-        else if (dslope) norm_slope_copy_kernel<T><<<grid_for(l.C), 256>>>(l.C, slope_per_channel, static_cast<T*>(dslope));
+        if (dslope && l.slope_stride == 0)
+          norm_shared_slope_kernel<T><<<1, 1, 0, stream>>>(l.C, slope_per_channel, static_cast<T*>(dslope));
+        else if (dslope)
+          norm_slope_copy_kernel<T><<<grid_for(l.C), 256, 0, stream>>>(l.C, slope_per_channel, static_cast<T*>(dslope));
         VOX_CUDA_CHECK_LAUNCH("norm slope gradient");
       }
       if (dx) {
         if (!l.fixed_stats) {
-          norm_backward_groups_kernel<T><<<grid_for(stats), 256>>>(l, part, gt, group_terms);
+          norm_backward_groups_kernel<T><<<grid_for(stats), 256, 0, stream>>>(l, part, gt, group_terms);
           VOX_CUDA_CHECK_LAUNCH("norm_backward_groups_kernel");
         }
-        norm_backward_data_kernel<T><<<grid_for(n), 256>>>(l, xt, dyt, mt, rt, gt, bt, st, group_terms, static_cast<T*>(dx));
+        norm_backward_data_kernel<T>
+            <<<grid_for(n), 256, 0, stream>>>(l, xt, dyt, mt, rt, gt, bt, st, group_terms, static_cast<T*>(dx));
         VOX_CUDA_CHECK_LAUNCH("norm_backward_data_kernel");
       }
       deallocate(part, 0, device);
@@ -401,58 +472,62 @@ class CudaBackend final : public DeviceBackend {
 
   void softmax(DType dtype, int64_t outer, int64_t n, int64_t inner, const void* x, void* y, bool log, int device) override {
     if (outer * n * inner == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     dispatch_compute(dtype, "softmax", [&]<class T>() {
       if (inner == 1 && n > 32)
-        softmax_rows_kernel<T><<<grid_for(outer * 32), 256>>>(static_cast<const T*>(x), static_cast<T*>(y), outer, n, log);
+        softmax_rows_kernel<T>
+            <<<grid_for(outer * 32), 256, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), outer, n, log);
       else
-        softmax_columns_kernel<T><<<grid_for(outer * inner), 256>>>(static_cast<const T*>(x), static_cast<T*>(y), outer, n, inner,
-                                                                    log);
+        softmax_columns_kernel<T>
+            <<<grid_for(outer * inner), 256, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), outer, n, inner, log);
     });
     VOX_CUDA_CHECK_LAUNCH("softmax kernel");
   }
   void softmax_backward(DType dtype, int64_t outer, int64_t n, int64_t inner, const void* y, const void* dy, void* dx, bool log,
                         int device) override {
     if (outer * n * inner == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     dispatch_compute(dtype, "softmax backward", [&]<class T>() {
       const T *yt = static_cast<const T*>(y), *dyt = static_cast<const T*>(dy);
       if (inner == 1 && n > 32)
-        softmax_backward_rows_kernel<T><<<grid_for(outer * 32), 256>>>(yt, dyt, static_cast<T*>(dx), outer, n, log);
+        softmax_backward_rows_kernel<T><<<grid_for(outer * 32), 256, 0, stream>>>(yt, dyt, static_cast<T*>(dx), outer, n, log);
       else
-        softmax_backward_columns_kernel<T><<<grid_for(outer * inner), 256>>>(yt, dyt, static_cast<T*>(dx), outer, n, inner, log);
+        softmax_backward_columns_kernel<T>
+            <<<grid_for(outer * inner), 256, 0, stream>>>(yt, dyt, static_cast<T*>(dx), outer, n, inner, log);
     });
     VOX_CUDA_CHECK_LAUNCH("softmax backward kernel");
   }
 
   void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) override {
     run_segments(dtype, "Adam", segments, device, [&]<class T>(const AdamSegment* table, const int64_t* starts, int64_t total) {
-      adam_kernel<T><<<grid_for(total), 256>>>(table, starts, static_cast<int>(segments.size()), total, hyper);
+      adam_kernel<T>
+          <<<grid_for(total), 256, 0, launch_stream(device)>>>(table, starts, static_cast<int>(segments.size()), total, hyper);
     });
   }
   void sgd_step(DType dtype, const std::vector<SgdSegment>& segments, const SgdHyper& hyper, int device) override {
     run_segments(dtype, "SGD", segments, device, [&]<class T>(const SgdSegment* table, const int64_t* starts, int64_t total) {
-      sgd_kernel<T><<<grid_for(total), 256>>>(table, starts, static_cast<int>(segments.size()), total, hyper);
+      sgd_kernel<T>
+          <<<grid_for(total), 256, 0, launch_stream(device)>>>(table, starts, static_cast<int>(segments.size()), total, hyper);
     });
   }
 
   void one_hot(DType dtype, int64_t rows, int64_t classes, const int64_t* labels, void* out, int device) override {
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     dispatch_storage(dtype, "one_hot", [&]<class T>() {
-      VOX_CUDA_CHECK(cudaMemset(out, 0, static_cast<size_t>(rows * classes) * sizeof(T)));
+      VOX_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(rows * classes) * sizeof(T), stream));
       if (rows == 0) return;
       with_label_check("one_hot", rows, classes, labels, device, [&](unsigned long long* bad) {
-        one_hot_kernel<T><<<grid_for(rows), 256>>>(labels, rows, classes, static_cast<T*>(out), bad);
+        one_hot_kernel<T><<<grid_for(rows), 256, 0, stream>>>(labels, rows, classes, static_cast<T*>(out), bad);
       });
     });
   }
   void pick_classes(DType dtype, int64_t rows, int64_t classes, const void* values, const int64_t* labels, const void* weight,
                     int64_t ignore_index, void* picked, void* target_weight, void* valid, int device) override {
     if (rows == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     dispatch_compute(dtype, "cross_entropy", [&]<class T>() {
       with_label_check("cross_entropy", rows, classes, labels, device, [&](unsigned long long* bad) {
-        pick_classes_kernel<T><<<grid_for(rows), 256>>>(static_cast<const T*>(values), labels, rows, classes,
+        pick_classes_kernel<T><<<grid_for(rows), 256, 0, stream>>>(static_cast<const T*>(values), labels, rows, classes,
                                                         static_cast<const T*>(weight), ignore_index, static_cast<T*>(picked),
                                                         static_cast<T*>(target_weight), static_cast<T*>(valid), bad);
       });
@@ -460,12 +535,12 @@ class CudaBackend final : public DeviceBackend {
   }
   void pick_classes_backward(DType dtype, int64_t rows, int64_t classes, const void* dpicked, const int64_t* labels,
                              int64_t ignore_index, void* dvalues, int device) override {
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     dispatch_compute(dtype, "cross_entropy backward", [&]<class T>() {
-      VOX_CUDA_CHECK(cudaMemset(dvalues, 0, static_cast<size_t>(rows * classes) * sizeof(T)));
+      VOX_CUDA_CHECK(cudaMemsetAsync(dvalues, 0, static_cast<size_t>(rows * classes) * sizeof(T), stream));
       if (rows == 0) return;
-      pick_classes_backward_kernel<T><<<grid_for(rows), 256>>>(static_cast<const T*>(dpicked), labels, rows, classes, ignore_index,
-                                                               static_cast<T*>(dvalues));
+      pick_classes_backward_kernel<T><<<grid_for(rows), 256, 0, stream>>>(static_cast<const T*>(dpicked), labels, rows, classes,
+                                                                          ignore_index, static_cast<T*>(dvalues));
       VOX_CUDA_CHECK_LAUNCH("pick_classes_backward_kernel");
     });
   }
@@ -474,7 +549,7 @@ class CudaBackend final : public DeviceBackend {
                 int device) override {
     const int64_t total = N * axes[0].out_size * axes[1].out_size * axes[2].out_size * C;
     if (total == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     // The three tables in one device buffer: per axis its offsets, indices and weights.
     size_t bytes = 0;
     std::array<size_t, 3> at{};
@@ -490,17 +565,18 @@ class CudaBackend final : public DeviceBackend {
       const auto entries = static_cast<size_t>(t.begin[t.out_size]);
       char* p = tables + at[a];
       const size_t offsets_bytes = (static_cast<size_t>(t.out_size) + 1) * sizeof(int64_t);
-      VOX_CUDA_CHECK(cudaMemcpy(p, t.begin, offsets_bytes, cudaMemcpyHostToDevice));
+      VOX_CUDA_CHECK(cudaMemcpyAsync(p, t.begin, offsets_bytes, cudaMemcpyHostToDevice, stream));
       if (entries) {
-        VOX_CUDA_CHECK(cudaMemcpy(p + offsets_bytes, t.index, entries * sizeof(int64_t), cudaMemcpyHostToDevice));
-        VOX_CUDA_CHECK(cudaMemcpy(p + offsets_bytes + entries * sizeof(int64_t), t.weight, entries * sizeof(double),
-                                  cudaMemcpyHostToDevice));
+        VOX_CUDA_CHECK(cudaMemcpyAsync(p + offsets_bytes, t.index, entries * sizeof(int64_t), cudaMemcpyHostToDevice, stream));
+        VOX_CUDA_CHECK(cudaMemcpyAsync(p + offsets_bytes + entries * sizeof(int64_t), t.weight, entries * sizeof(double),
+                                  cudaMemcpyHostToDevice, stream));
       }
       views[a] = {t.in_size, t.out_size, reinterpret_cast<const int64_t*>(p), reinterpret_cast<const int64_t*>(p + offsets_bytes),
                   reinterpret_cast<const double*>(p + offsets_bytes + entries * sizeof(int64_t))};
     }
     dispatch_compute(dtype, "resample", [&]<class T>() {
-      resample_kernel<T><<<grid_for(total), 256>>>(N, C, views[0], views[1], views[2], static_cast<const T*>(x), static_cast<T*>(y));
+      resample_kernel<T>
+          <<<grid_for(total), 256, 0, stream>>>(N, C, views[0], views[1], views[2], static_cast<const T*>(x), static_cast<T*>(y));
     });
     VOX_CUDA_CHECK_LAUNCH("resample_kernel");
     deallocate(tables, 0, device);
@@ -510,12 +586,12 @@ class CudaBackend final : public DeviceBackend {
                 const int64_t* windows, const void* x, void* y, int64_t* argmax, int device) override {
     const int64_t total = N * out[0] * out[1] * out[2] * C;
     if (total == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     const size_t bytes = static_cast<size_t>(2 * (out[0] + out[1] + out[2])) * sizeof(int64_t);
     auto* device_windows = static_cast<int64_t*>(allocate(bytes, device));
-    VOX_CUDA_CHECK(cudaMemcpy(device_windows, windows, bytes, cudaMemcpyHostToDevice));
+    VOX_CUDA_CHECK(cudaMemcpyAsync(device_windows, windows, bytes, cudaMemcpyHostToDevice, stream));
     dispatch_compute(dtype, "max_pool3d", [&]<class T>() {
-      max_pool_kernel<T><<<grid_for(total), 256>>>(N, C, in[0], in[1], in[2], out[0], out[1], out[2], device_windows,
+      max_pool_kernel<T><<<grid_for(total), 256, 0, stream>>>(N, C, in[0], in[1], in[2], out[0], out[1], out[2], device_windows,
                                                    static_cast<const T*>(x), static_cast<T*>(y), argmax);
     });
     VOX_CUDA_CHECK_LAUNCH("max_pool_kernel");
@@ -523,12 +599,12 @@ class CudaBackend final : public DeviceBackend {
   }
   void max_pool_backward(DType dtype, int64_t N, int64_t C, int64_t in_volume, int64_t out_volume, const void* g,
                          const int64_t* argmax, void* gx, int device) override {
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     dispatch_compute(dtype, "max_pool3d backward", [&]<class T>() {
-      VOX_CUDA_CHECK(cudaMemset(gx, 0, static_cast<size_t>(N * in_volume * C) * sizeof(T)));
+      VOX_CUDA_CHECK(cudaMemsetAsync(gx, 0, static_cast<size_t>(N * in_volume * C) * sizeof(T), stream));
       if (N * out_volume * C == 0) return;
-      max_pool_backward_kernel<T><<<grid_for(N * out_volume * C), 256>>>(N, C, in_volume, out_volume, static_cast<const T*>(g), argmax,
-                                                                       static_cast<T*>(gx));
+      max_pool_backward_kernel<T><<<grid_for(N * out_volume * C), 256, 0, stream>>>(
+          N, C, in_volume, out_volume, static_cast<const T*>(g), argmax, static_cast<T*>(gx));
       VOX_CUDA_CHECK_LAUNCH("max_pool_backward_kernel");
     });
   }
@@ -536,46 +612,48 @@ class CudaBackend final : public DeviceBackend {
   void random(RandomKind kind, DType dtype, int64_t n, uint64_t key, uint64_t start, double a, double b, void* out,
               int device) override {
     if (n == 0) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     dispatch_compute(dtype, "random", [&]<class T>() {
-      random_kernel<T><<<grid_for(n), 256>>>(kind, static_cast<T*>(out), n, key, start, a, b);
+      random_kernel<T><<<grid_for(n), 256, 0, stream>>>(kind, static_cast<T*>(out), n, key, start, a, b);
     });
     VOX_CUDA_CHECK_LAUNCH("random_kernel");
   }
 
-  void gather_axes(DType dtype, const std::vector<std::vector<int64_t>>& maps, const void* x, const Strides& x_strides, double fill,
-                   void* out, int device) override {
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+  void gather_axes(DType dtype, const std::vector<std::vector<int64_t>>& maps, const void* x, const Strides& x_strides,
+                   double fill, void* out, int device) override {
+    const cudaStream_t stream = enter(device);
     int64_t n = 1;
     for (const auto& m : maps) n *= static_cast<int64_t>(m.size());
     if (maps.empty()) {  // a scalar: one element
-      dispatch_storage(dtype, "gather", [&]<class T>() { VOX_CUDA_CHECK(cudaMemcpy(out, x, sizeof(T), cudaMemcpyDeviceToDevice)); });
+      dispatch_storage(dtype, "gather",
+                       [&]<class T>() { VOX_CUDA_CHECK(cudaMemcpyAsync(out, x, sizeof(T), cudaMemcpyDeviceToDevice, stream)); });
       return;
     }
     if (n == 0) return;
     std::vector<int64_t> strides(x_strides.begin(), x_strides.end());
     GatherMaps m = upload_maps(maps, strides, device);
     dispatch_storage(dtype, "gather", [&]<class T>() {
-      gather_axes_kernel<T><<<grid_for(n), 256>>>(m, static_cast<const T*>(x), from_host<T>(fill), static_cast<T*>(out), n);
+      gather_axes_kernel<T>
+          <<<grid_for(n), 256, 0, stream>>>(m, static_cast<const T*>(x), from_host<T>(fill), static_cast<T*>(out), n);
     });
     VOX_CUDA_CHECK_LAUNCH("gather_axes_kernel");
     deallocate(const_cast<int64_t*>(m.maps), 0, device);
   }
-  void scatter_add_axes(DType dtype, const std::vector<std::vector<int64_t>>& maps, const Shape& in_shape, const void* g, void* gx,
-                        int device) override {
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+  void scatter_add_axes(DType dtype, const std::vector<std::vector<int64_t>>& maps, const Shape& in_shape, const void* g,
+                        void* gx, int device) override {
+    const cudaStream_t stream = enter(device);
     int64_t n = 1;
     for (const auto& m : maps) n *= static_cast<int64_t>(m.size());
     const Strides in_strides = contiguous_strides(in_shape);
     dispatch_compute(dtype, "gather backward", [&]<class T>() {
-      VOX_CUDA_CHECK(cudaMemset(gx, 0, static_cast<size_t>(numel_of(in_shape)) * sizeof(T)));
+      VOX_CUDA_CHECK(cudaMemsetAsync(gx, 0, static_cast<size_t>(numel_of(in_shape)) * sizeof(T), stream));
       if (maps.empty()) {
-        VOX_CUDA_CHECK(cudaMemcpy(gx, g, sizeof(T), cudaMemcpyDeviceToDevice));
+        VOX_CUDA_CHECK(cudaMemcpyAsync(gx, g, sizeof(T), cudaMemcpyDeviceToDevice, stream));
         return;
       }
       if (n == 0) return;
       GatherMaps m = upload_maps(maps, std::vector<int64_t>(in_strides.begin(), in_strides.end()), device);
-      scatter_add_axes_kernel<T><<<grid_for(n), 256>>>(m, static_cast<const T*>(g), static_cast<T*>(gx), n);
+      scatter_add_axes_kernel<T><<<grid_for(n), 256, 0, stream>>>(m, static_cast<const T*>(g), static_cast<T*>(gx), n);
       VOX_CUDA_CHECK_LAUNCH("scatter_add_axes_kernel");
       deallocate(const_cast<int64_t*>(m.maps), 0, device);
     });
@@ -588,7 +666,7 @@ class CudaBackend final : public DeviceBackend {
   template <class Segment, class Launch>
   void run_segments(DType dtype, const char* op, const std::vector<Segment>& segments, int device, Launch&& launch) {
     if (segments.empty()) return;
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    const cudaStream_t stream = enter(device);
     std::vector<int64_t> starts;
     int64_t total = 0;
     for (const Segment& s : segments) {
@@ -599,11 +677,11 @@ class CudaBackend final : public DeviceBackend {
     const size_t table_bytes = segments.size() * sizeof(Segment), starts_bytes = starts.size() * sizeof(int64_t);
     const size_t starts_at = (table_bytes + 15) / 16 * 16;  // int64 offsets start aligned
     char* buffer = static_cast<char*>(allocate(starts_at + starts_bytes, device));
-    VOX_CUDA_CHECK(cudaMemcpy(buffer, segments.data(), table_bytes, cudaMemcpyHostToDevice));
-    VOX_CUDA_CHECK(cudaMemcpy(buffer + starts_at, starts.data(), starts_bytes, cudaMemcpyHostToDevice));
+    VOX_CUDA_CHECK(cudaMemcpyAsync(buffer, segments.data(), table_bytes, cudaMemcpyHostToDevice, stream));
+    VOX_CUDA_CHECK(cudaMemcpyAsync(buffer + starts_at, starts.data(), starts_bytes, cudaMemcpyHostToDevice, stream));
     dispatch_compute(dtype, op, [&]<class T>() {
-      launch.template operator()<T>(reinterpret_cast<const Segment*>(buffer), reinterpret_cast<const int64_t*>(buffer + starts_at),
-                                    total);
+      launch.template operator()<T>(reinterpret_cast<const Segment*>(buffer),
+                                    reinterpret_cast<const int64_t*>(buffer + starts_at), total);
     });
     VOX_CUDA_CHECK_LAUNCH("optimizer kernel");
     deallocate(buffer, 0, device);
@@ -611,7 +689,8 @@ class CudaBackend final : public DeviceBackend {
 
   // The maps of every axis in one device buffer (freed by the caller, in stream order).
   GatherMaps upload_maps(const std::vector<std::vector<int64_t>>& maps, const std::vector<int64_t>& in_strides, int device) {
-    VOX_CHECK(maps.size() <= static_cast<size_t>(kMaxRank), "gather", "rank ", maps.size(), " is above the CUDA kernels' ", kMaxRank);
+    VOX_CHECK(maps.size() <= static_cast<size_t>(kMaxRank), "gather", "rank ", maps.size(), " is above the CUDA kernels' ",
+              kMaxRank);
     GatherMaps m;
     m.rank = static_cast<int>(maps.size());
     std::vector<int64_t> flat;
@@ -622,7 +701,8 @@ class CudaBackend final : public DeviceBackend {
       flat.insert(flat.end(), maps[a].begin(), maps[a].end());
     }
     auto* buffer = static_cast<int64_t*>(allocate(flat.size() * sizeof(int64_t), device));
-    VOX_CUDA_CHECK(cudaMemcpy(buffer, flat.data(), flat.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
+    VOX_CUDA_CHECK(
+        cudaMemcpyAsync(buffer, flat.data(), flat.size() * sizeof(int64_t), cudaMemcpyHostToDevice, launch_stream(device)));
     m.maps = buffer;
     return m;
   }
@@ -631,16 +711,19 @@ class CudaBackend final : public DeviceBackend {
   // synchronisation) and throws naming the first such row and its label.
   template <class Launch>
   void with_label_check(const char* op, int64_t rows, int64_t classes, const int64_t* labels, int device, Launch&& launch) {
+    const cudaStream_t stream = launch_stream(device);
     auto* bad = static_cast<unsigned long long*>(allocate(sizeof(unsigned long long), device));
-    VOX_CUDA_CHECK(cudaMemset(bad, 0xff, sizeof(unsigned long long)));
+    VOX_CUDA_CHECK(cudaMemsetAsync(bad, 0xff, sizeof(unsigned long long), stream));
     launch(bad);
     VOX_CUDA_CHECK_LAUNCH("label kernel");
     unsigned long long first = 0;
-    VOX_CUDA_CHECK(cudaMemcpy(&first, bad, sizeof(first), cudaMemcpyDeviceToHost));
+    VOX_CUDA_CHECK(cudaMemcpyAsync(&first, bad, sizeof(first), cudaMemcpyDeviceToHost, stream));
+    VOX_CUDA_CHECK(cudaStreamSynchronize(stream));
     deallocate(bad, 0, device);
     if (first == ~0ull) return;
     int64_t label = 0;
-    VOX_CUDA_CHECK(cudaMemcpy(&label, labels + first, sizeof(label), cudaMemcpyDeviceToHost));
+    VOX_CUDA_CHECK(cudaMemcpyAsync(&label, labels + first, sizeof(label), cudaMemcpyDeviceToHost, stream));
+    VOX_CUDA_CHECK(cudaStreamSynchronize(stream));
     fail(op, "label ", label, " at flat index ", first, " of ", rows, " is outside [0, ", classes, ")");
   }
 
@@ -666,7 +749,8 @@ class CudaBackend final : public DeviceBackend {
                 N, " columns and ", g.groups, " groups");
       const dim3 grid(static_cast<unsigned>((M + kGemmTileM - 1) / kGemmTileM), static_cast<unsigned>(tiles_n),
                       static_cast<unsigned>(g.groups * splits));
-      implicit_gemm_kernel<T><<<grid, kGemmThreads>>>(problem, M, N, K, splits, chunk, target, split_stride);
+      implicit_gemm_kernel<T>
+          <<<grid, kGemmThreads, 0, launch_stream(device)>>>(problem, M, N, K, splits, chunk, target, split_stride);
       VOX_CUDA_CHECK_LAUNCH("implicit_gemm_kernel");
       return splits;
     };
@@ -712,6 +796,7 @@ class CudaBackend final : public DeviceBackend {
       // Full f32 arithmetic (no TF32, which would change results at the 1e-3 level).
       VOX_CUDA_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
     }
+    VOX_CUDA_CHECK(cublasSetStream(handle, launch_stream(device)));
     return handle;
   }
 

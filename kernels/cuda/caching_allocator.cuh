@@ -1,14 +1,18 @@
 #pragma once
 // A caching device allocator. cudaMalloc and cudaFree synchronise the device and cost tens of
-// microseconds, so freed blocks are kept in per-device free lists and handed out again:
+// microseconds, so freed blocks are kept in per-device, per-stream free lists and handed out again:
 //   - sizes round up to 512 bytes below 1 MiB and to 2 MiB multiples above, so that blocks of
 //     nearby sizes are interchangeable (the size classes);
-//   - a request takes the smallest cached block that fits and wastes at most a quarter of it;
+//   - a request takes the smallest cached block of its stream that fits and wastes at most a
+//     quarter of it;
 //   - on cudaErrorMemoryAllocation the cache is returned to the driver and the request retried
 //     once, then refused with a vox::Error that gives the numbers.
-// Stream order: vox runs all work of a device on its default stream, so a freed block is only
-// reused by work queued after its last use; this is what makes reuse without events safe. Work
-// on other streams must synchronise before freeing.
+// Streams: a block belongs to the stream that was current when it was allocated, and a freed
+// block is only reused by later requests on that stream. Work on one stream runs in order, so
+// whatever reuses the block runs after the block's last use there, with no event needed. A block
+// also used on another stream is marked with record_stream: when it is freed, an event is recorded
+// on each such stream, and the block waits in a pending list until those events have completed.
+#include <algorithm>
 #include <cstddef>
 #include <map>
 #include <mutex>
@@ -16,6 +20,7 @@
 #include <vector>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/stream.cuh"
 #include "vox/core/backend.hpp"
 
 namespace vox::cuda {
@@ -28,23 +33,28 @@ class CachingAllocator {
     return nbytes < threshold ? (nbytes + small - 1) / small * small : (nbytes + large - 1) / large * large;
   }
 
+  // A block for work on the current stream of `device`.
   void* allocate(size_t nbytes, int device) {
+    const cudaStream_t stream = launch_stream(device);
     std::lock_guard<std::mutex> lock(mutex_);
     Pool& pool = pools_[device];
+    collect_finished(pool);
     const size_t size = round_size(nbytes);
     ++pool.stats.allocations;
     void* ptr = nullptr;
-    auto it = pool.free_blocks.lower_bound(size);
-    if (it != pool.free_blocks.end() && it->first <= size + size / 3) {
+    size_t block_size = size;
+    auto& free_list = pool.free_blocks[stream];
+    auto it = free_list.lower_bound(size);
+    if (it != free_list.end() && it->first <= size + size / 3) {
       ptr = it->second;
-      pool.live[ptr] = it->first;
-      pool.stats.allocated_bytes += static_cast<int64_t>(it->first);
-      pool.free_blocks.erase(it);
+      block_size = it->first;
+      free_list.erase(it);
     } else {
       ptr = device_malloc(pool, size, device);
-      pool.live[ptr] = size;
-      pool.stats.allocated_bytes += static_cast<int64_t>(size);
     }
+    pool.live[ptr] = Block{block_size, nbytes, stream, {}};
+    pool.stats.allocated_bytes += static_cast<int64_t>(block_size);
+    pool.stats.requested_bytes += static_cast<int64_t>(nbytes);
     pool.stats.peak_allocated_bytes = std::max(pool.stats.peak_allocated_bytes, pool.stats.allocated_bytes);
     return ptr;
   }
@@ -55,12 +65,59 @@ class CachingAllocator {
     Pool& pool = pools_[device];
     const auto it = pool.live.find(ptr);
     if (it == pool.live.end()) return;  // not ours: never free what we did not hand out
-    pool.stats.allocated_bytes -= static_cast<int64_t>(it->second);
-    pool.free_blocks.emplace(it->second, ptr);
+    const Block block = it->second;
     pool.live.erase(it);
+    pool.stats.allocated_bytes -= static_cast<int64_t>(block.size);
+    pool.stats.requested_bytes -= static_cast<int64_t>(block.requested);
+    if (block.other_streams.empty()) {
+      pool.free_blocks[block.stream].emplace(block.size, ptr);
+      return;
+    }
+    Pending pending{ptr, block, {}};
+    VOX_CUDA_CHECK(cudaSetDevice(device));
+    for (cudaStream_t use : block.other_streams) {
+      cudaEvent_t done = nullptr;
+      VOX_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+      VOX_CUDA_CHECK(cudaEventRecord(done, use));
+      pending.events.push_back(done);
+    }
+    pool.pending.push_back(std::move(pending));
   }
 
-  // Returns every cached (free) block of `device` to the driver.
+  // Marks ptr's block as used by work on `stream` too (see the header comment).
+  void record_stream(void* ptr, cudaStream_t stream, int device) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Pool& pool = pools_[device];
+    const auto it = pool.live.find(ptr);
+    VOX_CHECK(it != pool.live.end(), "record_stream", "the pointer is not the start of a block this allocator handed out on cuda:",
+              device);
+    Block& block = it->second;
+    if (stream != block.stream &&
+        std::find(block.other_streams.begin(), block.other_streams.end(), stream) == block.other_streams.end())
+      block.other_streams.push_back(stream);
+  }
+
+  // Before `stream` is destroyed, and after it has been synchronised: its free blocks, and the live
+  // blocks allocated on it, pass to the default stream, so that a stream created later at the
+  // same address inherits nothing.
+  void forget_stream(cudaStream_t stream, int device) {
+    if (!stream) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    Pool& pool = pools_[device];
+    const auto it = pool.free_blocks.find(stream);
+    if (it != pool.free_blocks.end()) {
+      pool.free_blocks[nullptr].merge(it->second);
+      pool.free_blocks.erase(it);
+    }
+    for (auto& [ptr, block] : pool.live) {
+      if (block.stream == stream) block.stream = nullptr;
+      std::erase(block.other_streams, stream);
+    }
+    for (Pending& p : pool.pending)
+      if (p.block.stream == stream) p.block.stream = nullptr;
+  }
+
+  // Returns every cached (free or pending) block of `device` to the driver.
   void empty_cache(int device) {
     std::lock_guard<std::mutex> lock(mutex_);
     release_cached(pools_[device], device);
@@ -68,8 +125,19 @@ class CachingAllocator {
 
   DeviceMemoryStats stats(int device) const {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto it = pools_.find(device);
-    return it == pools_.end() ? DeviceMemoryStats{} : it->second.stats;
+    Pool& pool = pools_[device];
+    collect_finished(pool);
+    DeviceMemoryStats s = pool.stats;
+    auto count = [&s](size_t size) {
+      s.cached_bytes += static_cast<int64_t>(size);
+      s.largest_cached_block = std::max(s.largest_cached_block, static_cast<int64_t>(size));
+      ++s.cached_blocks;
+    };
+    for (const auto& [stream, list] : pool.free_blocks)
+      for (const auto& [size, ptr] : list) count(size);
+    for (const Pending& p : pool.pending) count(p.block.size);
+    s.pending_blocks = static_cast<int64_t>(pool.pending.size());
+    return s;
   }
 
   void reset_peak(int device) {
@@ -80,11 +148,44 @@ class CachingAllocator {
   }
 
  private:
+  struct Block {
+    size_t size;       // rounded
+    size_t requested;  // as asked
+    cudaStream_t stream;
+    std::vector<cudaStream_t> other_streams;  // from record_stream
+  };
+  struct Pending {
+    void* ptr;
+    Block block;
+    std::vector<cudaEvent_t> events;
+  };
   struct Pool {
-    std::multimap<size_t, void*> free_blocks;
-    std::unordered_map<void*, size_t> live;
+    std::map<cudaStream_t, std::multimap<size_t, void*>> free_blocks;
+    std::unordered_map<void*, Block> live;
+    std::vector<Pending> pending;
     DeviceMemoryStats stats;
   };
+
+  // Pending blocks whose other streams have finished with them go back to their stream's list.
+  static void collect_finished(Pool& pool) {
+    auto finished = [](const Pending& p) {
+      for (cudaEvent_t e : p.events) {
+        const cudaError_t status = cudaEventQuery(e);
+        if (status == cudaErrorNotReady) return false;
+        VOX_CUDA_CHECK(status);
+      }
+      return true;
+    };
+    for (auto it = pool.pending.begin(); it != pool.pending.end();) {
+      if (!finished(*it)) {
+        ++it;
+        continue;
+      }
+      for (cudaEvent_t e : it->events) VOX_CUDA_CHECK(cudaEventDestroy(e));
+      pool.free_blocks[it->block.stream].emplace(it->block.size, it->ptr);
+      it = pool.pending.erase(it);
+    }
+  }
 
   void* device_malloc(Pool& pool, size_t size, int device) {
     VOX_CUDA_CHECK(cudaSetDevice(device));
@@ -111,18 +212,20 @@ class CachingAllocator {
   }
 
   static void release_cached(Pool& pool, int device) {
-    if (pool.free_blocks.empty()) return;
+    if (pool.free_blocks.empty() && pool.pending.empty()) return;
     VOX_CUDA_CHECK(cudaSetDevice(device));
-    VOX_CUDA_CHECK(cudaDeviceSynchronize());
-    for (auto& [size, ptr] : pool.free_blocks) {
-      VOX_CUDA_CHECK(cudaFree(ptr));
-      pool.stats.reserved_bytes -= static_cast<int64_t>(size);
-    }
+    VOX_CUDA_CHECK(cudaDeviceSynchronize());  // every stream's work is done: pending blocks are free
+    collect_finished(pool);
+    for (auto& [stream, list] : pool.free_blocks)
+      for (auto& [size, ptr] : list) {
+        VOX_CUDA_CHECK(cudaFree(ptr));
+        pool.stats.reserved_bytes -= static_cast<int64_t>(size);
+      }
     pool.free_blocks.clear();
   }
 
   mutable std::mutex mutex_;
-  std::map<int, Pool> pools_;
+  mutable std::map<int, Pool> pools_;  // stats() collects finished pending blocks
 };
 
 }  // namespace vox::cuda

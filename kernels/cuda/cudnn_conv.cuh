@@ -20,6 +20,7 @@
 
 #include "kernels/conv_geometry.hpp"
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/stream.cuh"
 #include "vox/core/backend.hpp"
 
 namespace vox::cuda {
@@ -165,6 +166,7 @@ class CudnnConvolutions {
       VOX_CUDA_CHECK(cudaSetDevice(device));
       VOX_CUDNN_CHECK(cudnnCreate(&h));
     }
+    VOX_CUDNN_CHECK(cudnnSetStream(h, launch_stream(device)));  // plans run on the caller's stream
     return h;
   }
 
@@ -330,9 +332,9 @@ class CudnnConvolutions {
         execute(entry.candidates[i], device, uids, pointers, memory);
         std::vector<float> times;
         for (int r = 0; r < 3; ++r) {
-          VOX_CUDA_CHECK(cudaEventRecord(start));
+          VOX_CUDA_CHECK(cudaEventRecord(start, launch_stream(device)));
           execute(entry.candidates[i], device, uids, pointers, memory);
-          VOX_CUDA_CHECK(cudaEventRecord(stop));
+          VOX_CUDA_CHECK(cudaEventRecord(stop, launch_stream(device)));
           VOX_CUDA_CHECK(cudaEventSynchronize(stop));
           float ms = 0;
           VOX_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));

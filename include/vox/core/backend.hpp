@@ -63,12 +63,21 @@ struct CudaBinary {
 // One device's allocator counters, in bytes. `reserved` is what the device allocator holds
 // (cached blocks included); `allocated` what live tensors use.
 struct DeviceMemoryStats {
-  int64_t allocated_bytes = 0;
+  int64_t allocated_bytes = 0;       // held by live tensors, in the allocator's rounded sizes
   int64_t peak_allocated_bytes = 0;
-  int64_t reserved_bytes = 0;
+  int64_t requested_bytes = 0;       // what those live tensors asked for (the rest is rounding)
+  int64_t reserved_bytes = 0;        // taken from the driver: allocated plus cached
   int64_t peak_reserved_bytes = 0;
-  int64_t allocations = 0;  // requests served
-  int64_t device_allocations = 0;  // requests that reached the driver (cache misses)
+  int64_t allocations = 0;           // requests served
+  int64_t device_allocations = 0;    // requests that reached the driver (cache misses)
+  int64_t cached_bytes = 0;          // freed blocks kept for reuse, pending ones included
+  int64_t cached_blocks = 0;
+  int64_t largest_cached_block = 0;  // the largest request the cache can serve without the driver
+  int64_t pending_blocks = 0;        // freed, but still in use by work queued on another stream
+  // The share of the cache outside its largest block: 0 when one request could use all of it.
+  double fragmentation() const {
+    return cached_bytes > 0 ? 1.0 - static_cast<double>(largest_cached_block) / static_cast<double>(cached_bytes) : 0.0;
+  }
 };
 
 // The three passes of a channels-last convolution (kernels/conv_geometry.hpp):
@@ -156,9 +165,28 @@ class DeviceBackend {
   virtual void empty_cache(int device) = 0;
   virtual void synchronize(int device) = 0;
 
+  // Streams, as opaque cudaStream_t handles (nullptr: the device's default stream). The backend
+  // queues a device's work on the calling thread's current stream for that device.
+  virtual void* create_stream(int device) = 0;  // non-blocking with respect to the default stream
+  virtual void destroy_stream(void* stream, int device) = 0;  // waits for its work first
+  virtual void set_current_stream(void* stream, int device) = 0;
+  virtual void* current_stream(int device) const = 0;
+  virtual void synchronize_stream(void* stream, int device) = 0;
+  // Keeps the block at `ptr` (a storage's start) from reuse until the work queued on `stream` so
+  // far has finished: for a tensor allocated on one stream and used on another.
+  virtual void record_stream(void* ptr, void* stream, int device) = 0;
+
+  // Page-locked host memory, which the device reads and writes without a staging copy, so that
+  // copies from and to it can be asynchronous. Freeing waits for the device.
+  virtual void* allocate_pinned(size_t nbytes) = 0;
+  virtual void deallocate_pinned(void* ptr) = 0;
+
   // Contiguous bytes between host and device (either direction) or device and device; returns
   // when the host may use the data.
   virtual void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) = 0;
+  // The same, queued on the current stream of the device involved, returning at once; the host
+  // side must be pinned. The caller synchronises before touching host data.
+  virtual void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) = 0;
   // dst[i] = convert(src at strides) over `shape`, on one device; stride 0 broadcasts.
   virtual void copy_strided(void* dst, DType dst_dtype, const Strides& dst_strides, const void* src, DType src_dtype,
                             const Strides& src_strides, const Shape& shape, int device) = 0;
@@ -264,8 +292,8 @@ inline bool cuda_is_available() {
 
 inline DeviceBackend& cuda_backend(const char* op) {
   DeviceBackend* b = detail::cuda_backend_slot();
-  VOX_CHECK(b, op, "a tensor is on a CUDA device, but this program was built without the CUDA backend; link the "
-            "CMake target vox::cuda (or compile kernels/cuda/backend.cu with nvcc)");
+  VOX_CHECK(b, op, "needs CUDA (a tensor on a CUDA device, or pinned host memory), but this program was built without the "
+            "CUDA backend; link the CMake target vox::cuda (or compile kernels/cuda/backend.cu with nvcc)");
   return *b;
 }
 

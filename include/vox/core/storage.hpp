@@ -44,9 +44,13 @@ inline void reset_cpu_peak_memory() {
 
 inline constexpr size_t kCpuAlignment = detail::CpuBlockCache::kAlignment;
 
+// Where a CPU buffer lives: ordinary pageable memory, or page-locked memory from the CUDA backend
+// (Tensor::pin_memory), which the device copies from and to asynchronously.
+enum class HostMemory : uint8_t { pageable, pinned };
+
 class Storage {
  public:
-  Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+  Storage(size_t nbytes, Device device, HostMemory host = HostMemory::pageable) : nbytes_(nbytes), device_(device) {
     if (device.is_cuda()) {  // the backend's caching allocator keeps its own counters
       DeviceBackend& backend = cuda_backend("Storage");
       VOX_CHECK(device.index >= 0 && device.index < backend.device_count(), "Storage", "device ", device, " does not exist (",
@@ -54,16 +58,16 @@ class Storage {
       data_ = backend.allocate(nbytes, device.index);
       return;
     }
+    if (host == HostMemory::pinned) {
+      data_ = cuda_backend("pin_memory").allocate_pinned(nbytes);
+      pinned_ = true;
+      account(nbytes);
+      return;
+    }
     const size_t rounded = detail::CpuBlockCache::rounded_size(nbytes);
     data_ = detail::CpuBlockCache::instance().allocate(rounded);
     if (!data_) throw Error(detail::concat("Storage: out of memory allocating ", nbytes, " bytes"));
-    auto& c = detail::cpu_counters();
-    const int64_t now = c.current.fetch_add(static_cast<int64_t>(rounded)) + static_cast<int64_t>(rounded);
-    int64_t peak = c.peak.load();
-    while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
-    }
-    c.allocations.fetch_add(1);
-    accounted_ = rounded;
+    account(rounded);
   }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -72,19 +76,33 @@ class Storage {
       cuda_backend("Storage").deallocate(data_, nbytes_, device_.index);
       return;
     }
-    detail::CpuBlockCache::instance().release(data_, accounted_);
+    if (pinned_) cuda_backend("Storage").deallocate_pinned(data_);
+    else detail::CpuBlockCache::instance().release(data_, accounted_);
     detail::cpu_counters().current.fetch_sub(static_cast<int64_t>(accounted_));
   }
 
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
+  bool pinned() const { return pinned_; }
 
  private:
+  // CPU buffers, pinned ones included, count in cpu_memory_stats().
+  void account(size_t bytes) {
+    auto& c = detail::cpu_counters();
+    const int64_t now = c.current.fetch_add(static_cast<int64_t>(bytes)) + static_cast<int64_t>(bytes);
+    int64_t peak = c.peak.load();
+    while (now > peak && !c.peak.compare_exchange_weak(peak, now)) {
+    }
+    c.allocations.fetch_add(1);
+    accounted_ = bytes;
+  }
+
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   size_t accounted_ = 0;
   Device device_;
+  bool pinned_ = false;
 };
 
 }  // namespace vox

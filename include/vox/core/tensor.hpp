@@ -96,6 +96,14 @@ class Tensor {
   Tensor clone() const;
   Tensor to(DType dtype) const;  // itself when the dtype already matches
   Tensor to(Device device) const;
+  // With non_blocking, a copy between a pinned host tensor and a device is queued on the device's
+  // current stream and this returns at once (a device-to-host copy lands in a new pinned tensor);
+  // synchronise the stream before the host reads or writes that data. Pageable memory copies
+  // synchronously, as PyTorch does.
+  Tensor to(Device device, bool non_blocking) const;
+  bool is_pinned() const { return checked().storage->pinned(); }
+  // A contiguous copy in page-locked host memory (itself when already pinned); needs the CUDA backend.
+  Tensor pin_memory() const;
   void copy_from(const Tensor& src) const;  // src broadcast to this shape, converted to this dtype
   void fill(double value) const;
 
@@ -172,6 +180,17 @@ inline Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device 
 }
 inline Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu()) {
   return full(shape, 1.0, dtype, device);
+}
+// Uninitialised, contiguous, in page-locked host memory (see Tensor::pin_memory).
+inline Tensor empty_pinned(const Shape& shape, DType dtype = DType::f32) {
+  for (int64_t d : shape) VOX_CHECK(d >= 0, "empty_pinned", "negative dimension in shape ", shape);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(numel_of(shape)) * dtype_size(dtype), Device::cpu(),
+                                            HostMemory::pinned);
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(impl);
 }
 inline Tensor empty_like(const Tensor& t) { return empty(t.shape(), t.dtype(), t.device()); }
 inline Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype(), t.device()); }
@@ -308,6 +327,25 @@ inline Tensor Tensor::to(Device target) const {
   if (target == device()) return *this;
   Tensor out = empty(shape(), dtype(), target);
   out.copy_from(*this);
+  return out;
+}
+
+inline Tensor Tensor::pin_memory() const {
+  VOX_CHECK(device().is_cpu(), "pin_memory", "only host tensors can be pinned; this one is on ", device());
+  if (is_pinned() && is_contiguous()) return *this;
+  Tensor out = empty_pinned(shape(), dtype());
+  out.copy_from(*this);
+  return out;
+}
+
+inline Tensor Tensor::to(Device target, bool non_blocking) const {
+  const bool host_to_device = device().is_cpu() && target.is_cuda() && is_pinned() && is_contiguous();
+  const bool device_to_host = device().is_cuda() && target.is_cpu();
+  if (!non_blocking || target == device() || !(host_to_device || device_to_host)) return to(target);
+  const Tensor c = contiguous();
+  Tensor out = target.is_cpu() ? empty_pinned(shape(), dtype()) : empty(shape(), dtype(), target);
+  cuda_backend("to").copy_bytes_async(out.raw_data(), target, c.raw_data(), c.device(),
+                                      static_cast<size_t>(c.numel()) * dtype_size(c.dtype()));
   return out;
 }
 

@@ -1,0 +1,24 @@
+#pragma once
+// The stream vox queues a device's work on: per calling thread and device, the device's legacy
+// default stream until a vox::CudaStreamGuard (vox/core/cuda_stream.hpp) selects another, the
+// rule PyTorch users know as the "current stream". Every kernel launch, copy, cuBLAS call and
+// cuDNN plan of the backend goes to it, and the caching allocator hands out blocks per stream.
+#include <array>
+
+#include <cuda_runtime.h>
+
+#include "vox/core/error.hpp"
+
+namespace vox::cuda {
+
+inline constexpr int kMaxDevices = 64;
+
+inline cudaStream_t& current_stream_slot(int device) {
+  thread_local std::array<cudaStream_t, kMaxDevices> streams{};
+  VOX_CHECK(device >= 0 && device < kMaxDevices, "current stream", "device index ", device, " is outside [0, ", kMaxDevices, ")");
+  return streams[static_cast<size_t>(device)];
+}
+
+inline cudaStream_t launch_stream(int device) { return current_stream_slot(device); }
+
+}  // namespace vox::cuda
