@@ -433,6 +433,35 @@ TEST_CASE("max, min, argmax and argmin on the GPU match the CPU: ties, NaN, inte
   CHECK(values(argmax(logits.to(gpu), -1).to(Device::cpu())) == values(argmax(logits, -1)));
 }
 
+TEST_CASE("fused attention on the GPU matches the CPU's composed attention, forward and every gradient") {
+  // odd lengths (partial tiles and partial row blocks), different q and kv lengths and dims
+  check_op("sdpa", {randn({2, 3, 37, 24}), randn({2, 3, 21, 24}), randn({2, 3, 21, 40})},
+           [](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2]); }, 1e-5, 1e-5);
+  check_op("sdpa, rank 3, head dim 128, a scale", {randn({1, 70, 128}), randn({1, 33, 128}), randn({1, 33, 96})},
+           [](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2], {}, 0.05); }, 1e-5, 1e-5);
+  check_op("sdpa, one key", {randn({2, 5, 8}), randn({2, 1, 8}), randn({2, 1, 8})},
+           [](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2]); }, 1e-5, 1e-6);
+  // large scores: the running maximum keeps exp from overflowing
+  check_op("sdpa, sharp softmax", {mul(randn({1, 2, 19, 16}), scalar(30.0)), randn({1, 2, 45, 16}), randn({1, 2, 45, 16})},
+           [](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2]); }, 1e-4, 1e-4);
+  // head dims above 128 and masks take the composed path on the GPU
+  check_op("sdpa, head dim 160", {randn({1, 9, 160}), randn({1, 7, 160}), randn({1, 7, 8})},
+           [](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2]); }, 1e-5, 1e-5);
+  const Tensor mask = gt(randn({9, 7}), scalar(-1.0));
+  check_op("sdpa, bool mask", {randn({2, 9, 8}), randn({2, 7, 8}), randn({2, 7, 8})},
+           [mask](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2], mask.to(v[0].device())); }, 1e-5, 1e-5);
+  // the self-attention layer over a volume's voxels
+  nn::MultiheadSelfAttention attention(32, 4);
+  const Tensor volume = randn({1, 5, 4, 3, 32});
+  const Tensor expected = attention.forward(volume);
+  attention.to(gpu);
+  VOX_CHECK_CLOSE(values(attention.forward(volume.to(gpu)).to(Device::cpu())), values(expected), 1e-5, 1e-5,
+                  "MultiheadSelfAttention on the GPU");
+  const auto r = gradcheck(through_gpu([](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2]); }),
+                           f64_leaves({randn({2, 11, 6}), randn({2, 9, 6}), randn({2, 9, 5})}));
+  CHECK_MESSAGE(r.ok, r.detail);
+}
+
 TEST_CASE("matmul on cuBLAS matches the CPU: 2-D, batched, broadcast batch, vectors") {
   check_op("2-D", {randn({17, 33}), randn({33, 9})}, [](auto& v) { return matmul(v[0], v[1]); }, 1e-5, 1e-5);
   check_op("batched", {randn({3, 8, 5}), randn({3, 5, 7})}, [](auto& v) { return matmul(v[0], v[1]); }, 1e-5, 1e-5);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 
+#include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/caching_allocator.cuh"
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/conv_implicit_gemm.cuh"
@@ -498,6 +499,40 @@ class CudaBackend final : public DeviceBackend {
     VOX_CUDA_CHECK_LAUNCH("softmax backward kernel");
   }
 
+  bool attention_forward(DType dtype, const AttentionShape& s, const void* q, const void* k, const void* v, void* out, void* lse,
+                         int device) override {
+    if ((dtype != DType::f32 && dtype != DType::f64) || s.qk_dim > kAttentionMaxDim || s.v_dim > kAttentionMaxDim) return false;
+    if (s.batch * s.q_len * s.v_dim == 0) return true;
+    VOX_CHECK(s.kv_len > 0, "scaled_dot_product_attention", "attention over zero keys is undefined");
+    const cudaStream_t stream = enter(device);
+    const AttentionDims d{s.batch, s.q_len, s.kv_len, s.qk_dim, s.v_dim, s.scale};
+    dispatch_compute(dtype, "scaled_dot_product_attention", [&]<class T>() {
+      attention_forward_kernel<T><<<attention_grid(s.batch, s.q_len), kAttentionRows * 32, 0, stream>>>(
+          d, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out),
+          static_cast<T*>(lse));
+    });
+    VOX_CUDA_CHECK_LAUNCH("attention_forward_kernel");
+    return true;
+  }
+  void attention_backward(DType dtype, const AttentionShape& s, const void* q, const void* k, const void* v, const void* out,
+                          const void* lse, const void* dout, void* dq, void* dk, void* dv, int device) override {
+    if (s.batch * s.q_len * s.kv_len == 0) return;
+    const cudaStream_t stream = enter(device);
+    const AttentionDims d{s.batch, s.q_len, s.kv_len, s.qk_dim, s.v_dim, s.scale};
+    dispatch_compute(dtype, "scaled_dot_product_attention backward", [&]<class T>() {
+      T* delta = static_cast<T*>(allocate(static_cast<size_t>(s.batch * s.q_len) * sizeof(T), device));
+      const auto *qt = static_cast<const T*>(q), *kt = static_cast<const T*>(k), *vt = static_cast<const T*>(v);
+      const auto *lt = static_cast<const T*>(lse), *dot = static_cast<const T*>(dout);
+      attention_backward_query_kernel<T><<<attention_grid(s.batch, s.q_len), kAttentionRows * 32, 0, stream>>>(
+          d, qt, kt, vt, static_cast<const T*>(out), lt, dot, static_cast<T*>(dq), delta);
+      VOX_CUDA_CHECK_LAUNCH("attention_backward_query_kernel");
+      attention_backward_key_kernel<T><<<attention_grid(s.batch, s.kv_len), kAttentionRows * 32, 0, stream>>>(
+          d, qt, kt, vt, lt, dot, delta, static_cast<T*>(dk), static_cast<T*>(dv));
+      VOX_CUDA_CHECK_LAUNCH("attention_backward_key_kernel");
+      deallocate(delta, 0, device);  // stream order: the key kernel has read it before any reuse
+    });
+  }
+
   void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) override {
     run_segments(dtype, "Adam", segments, device, [&]<class T>(const AdamSegment* table, const int64_t* starts, int64_t total) {
       adam_kernel<T>
@@ -780,6 +815,13 @@ class CudaBackend final : public DeviceBackend {
         return;
       }
     }
+  }
+
+  // Attention blocks: 8 rows each, for every (batch x head), flattened into x (no 65535 limit).
+  static unsigned attention_grid(int64_t batch, int64_t rows) {
+    const int64_t blocks = batch * ((rows + kAttentionRows - 1) / kAttentionRows);
+    VOX_CHECK(blocks < (int64_t{1} << 31), "scaled_dot_product_attention", "too many rows for one launch: ", blocks, " blocks");
+    return static_cast<unsigned>(blocks);
   }
 
   // Norm blocks: (channel tiles x B, chunks), so that B has no grid limit.

@@ -152,6 +152,14 @@ struct SgdHyper {
   bool nesterov;
 };
 
+// Fused attention over `batch` independent (batch x heads) problems, each q [q_len][qk_dim],
+// k [kv_len][qk_dim], v [kv_len][v_dim], out [q_len][v_dim], all contiguous; lse [q_len] is the
+// log-sum-exp of each row's scaled scores, saved for the backward pass.
+struct AttentionShape {
+  int64_t batch = 1, q_len = 1, kv_len = 1, qk_dim = 1, v_dim = 1;
+  double scale = 1.0;
+};
+
 class DeviceBackend {
  public:
   virtual ~DeviceBackend() = default;
@@ -271,6 +279,15 @@ class DeviceBackend {
   // out[i] (contiguous, n elements, floating dtype) from Philox block start + i / 2 under `key`.
   virtual void random(RandomKind kind, DType dtype, int64_t n, uint64_t key, uint64_t start, double a, double b, void* out,
                       int device) = 0;
+
+  // softmax(q k^T * scale) v without the score matrix; false (nothing done) where the backend
+  // has no fused kernel for this dtype or head size, and the caller composes it from matmul and
+  // softmax instead.
+  virtual bool attention_forward(DType dtype, const AttentionShape& s, const void* q, const void* k, const void* v, void* out,
+                                 void* lse, int device) = 0;
+  virtual void attention_backward(DType dtype, const AttentionShape& s, const void* q, const void* k, const void* v,
+                                  const void* out, const void* lse, const void* dout, void* dq, void* dk, void* dv,
+                                  int device) = 0;
 
   // One Adam / AdamW step over every segment, in one launch.
   virtual void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) = 0;
