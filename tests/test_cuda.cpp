@@ -132,6 +132,32 @@ TEST_CASE("convolutions through cuDNN match the CPU, and f32 runs on cuDNN by de
   });
 }
 
+TEST_CASE("f16 and bf16 convolutions run natively on the GPU, accumulating in f32, and match the CPU's") {
+  // The CPU computes 16-bit convolutions in f32 and rounds; the GPU accumulates in f32 on cuDNN or
+  // tensor cores and rounds once. They differ by the rounding of the 16-bit result and of each
+  // gradient step: a few units in the last place (f16: 2^-11 relative, bf16: 2^-8).
+  for (ConvEngine engine : {ConvEngine::implicit_gemm, ConvEngine::automatic})
+    with_conv_settings([engine](ConvSettings& s) { s.engine = engine; }, [&] {
+      const std::string name = engine == ConvEngine::implicit_gemm ? "tensor cores" : "automatic";
+      for (const auto& [dtype, tolerance] : {std::pair{DType::f16, 1e-2}, std::pair{DType::bf16, 4e-2}}) {
+        check_op(name + " 16-bit conv3d", {randn({2, 5, 6, 7, 8}), scaled_randn({16, 3, 3, 3, 8}, 0.2), randn({16})},
+                 [](auto& v) { return conv(v[0], v[1], v[2], {.padding = {1}}); }, tolerance, tolerance, {dtype});
+        check_op(name + " 16-bit odd channels, stride 2", {randn({1, 7, 9, 5, 3}), scaled_randn({5, 3, 3, 3, 3}, 0.3)},
+                 [](auto& v) { return conv(v[0], v[1], Tensor(), {.stride = {2}, .padding = {1}}); }, tolerance, tolerance,
+                 {dtype});
+        check_op(name + " 16-bit transposed", {randn({1, 4, 5, 3, 8}), scaled_randn({8, 2, 2, 2, 4}, 0.3), randn({4})},
+                 [](auto& v) { return conv_transpose(v[0], v[1], v[2], {.stride = {2}}); }, tolerance, tolerance, {dtype});
+        // a long weight-gradient sum: split over blocks, summed in f32, rounded once
+        check_op(name + " 16-bit split-K", {mul(randn({2, 16, 16, 16, 8}), scalar(0.25)), scaled_randn({8, 1, 1, 1, 8}, 0.3)},
+                 [](auto& v) { return conv(v[0], v[1], Tensor(), {}); }, tolerance, tolerance, {dtype});
+      }
+    });
+  with_conv_settings([](ConvSettings& s) { s.engine = ConvEngine::implicit_gemm; }, [] {
+    (void)conv(randn({1, 4, 4, 4, 8}).to(DType::f16).to(gpu), randn({8, 3, 3, 3, 8}).to(DType::f16).to(gpu), {}, {.padding = {1}});
+    CHECK(cuda_backend("test").last_conv_engine(ConvPass::forward) == "implicit_gemm");
+  });
+}
+
 TEST_CASE("f64 gradient checks through the GPU's convolution, norms and softmax") {
   for (ConvEngine engine : {ConvEngine::implicit_gemm, ConvEngine::automatic})
     with_conv_settings([engine](ConvSettings& s) { s.engine = engine; }, [] {

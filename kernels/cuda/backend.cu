@@ -57,6 +57,16 @@ void dispatch_compute(DType t, const char* op, F&& f) {
   }
 }
 
+// The 16-bit floating types, whose kernels compute in float.
+template <class F>
+bool dispatch_half(DType t, F&& f) {
+  switch (t) {
+    case DType::f16: f.template operator()<__half>(); return true;
+    case DType::bf16: f.template operator()<__nv_bfloat16>(); return true;
+    default: return false;
+  }
+}
+
 // A host value in a stored dtype (pad's fill value).
 template <class T>
 T from_host(double v) {
@@ -201,7 +211,11 @@ class CudaBackend final : public DeviceBackend {
     const Strides out_strides = contiguous_strides(shape);
     const bool flat = is_contiguous(a_strides, shape) && is_contiguous(b_strides, shape);
     const Indexer ix = make_indexer(shape, {&out_strides, &a_strides, &b_strides});
-    dispatch_compute(dtype, "binary op", [&]<class T>() {
+    const bool half = dispatch_half(dtype, [&]<class S>() {
+      binary_half_kernel<S><<<grid_for(n), 256, 0, stream>>>(op, params, static_cast<S*>(dst), static_cast<const S*>(a),
+                                                             static_cast<const S*>(b), ix, n);
+    });
+    if (!half) dispatch_compute(dtype, "binary op", [&]<class T>() {
       if (flat && vec4_ready<T>(n, {dst, a, b}))
         binary_vec4_kernel<T><<<grid_for(n / 4), 256, 0, stream>>>(
             op, params, static_cast<Vec4<T>*>(dst), static_cast<const Vec4<T>*>(a), static_cast<const Vec4<T>*>(b), n / 4);
@@ -218,7 +232,10 @@ class CudaBackend final : public DeviceBackend {
   void unary(UnaryOp op, DType dtype, int64_t n, void* dst, const void* src, const OpParams& params, int device) override {
     if (n == 0) return;
     const cudaStream_t stream = enter(device);
-    dispatch_compute(dtype, "unary op", [&]<class T>() {
+    const bool half = dispatch_half(dtype, [&]<class S>() {
+      unary_half_kernel<S><<<grid_for(n), 256, 0, stream>>>(op, params, static_cast<S*>(dst), static_cast<const S*>(src), n);
+    });
+    if (!half) dispatch_compute(dtype, "unary op", [&]<class T>() {
       if (vec4_ready<T>(n, {dst, src}))
         unary_vec4_kernel<T><<<grid_for(n / 4), 256, 0, stream>>>(op, params, static_cast<Vec4<T>*>(dst),
                                                                   static_cast<const Vec4<T>*>(src), n / 4);
@@ -364,9 +381,7 @@ class CudaBackend final : public DeviceBackend {
     const char* name = pass_name(pass);
     if (g.in_positions() == 0 || g.out_positions() == 0) {  // nothing to sum: a weight gradient is zero
       if (pass == ConvPass::backward_weight)
-        dispatch_compute(dtype, name, [&]<class T>() {
-          VOX_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(g.weight_size()) * sizeof(T), stream));
-        });
+        VOX_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(g.weight_size()) * dtype_size(dtype), stream));
       return;
     }
     ConvSettings settings;
@@ -380,7 +395,8 @@ class CudaBackend final : public DeviceBackend {
       VOX_CHECK(settings.engine != ConvEngine::cudnn, name, "cuDNN has no plan for this ", dtype_name(dtype), " convolution (",
                 g.in_channels, " -> ", g.out_channels, " channels, kernel ", g.kernel[0], "x", g.kernel[1], "x", g.kernel[2],
                 ", groups ", g.groups, "): ", refusal, "; ConvEngine::automatic falls back to vox's implicit GEMM");
-      dispatch_compute(dtype, name, [&]<class T>() { implicit_gemm<T>(pass, g, a, b, out, device); });
+      if (!dispatch_half(dtype, [&]<class T>() { implicit_gemm<T>(pass, g, a, b, out, device); }))
+        dispatch_compute(dtype, name, [&]<class T>() { implicit_gemm<T>(pass, g, a, b, out, device); });
       engine = "implicit_gemm";
     }
     std::lock_guard<std::mutex> lock(handle_mutex_);
@@ -773,10 +789,14 @@ class CudaBackend final : public DeviceBackend {
 
   // The implicit GEMM of one pass (conv_implicit_gemm.cuh). The weight gradient splits its K (every
   // output position) over enough blocks to fill the device, into partial sums summed afterwards.
+  // f16 and bf16 run on tensor cores into an f32 buffer, rounded into `out` once at the end.
   template <class T>
   void implicit_gemm(ConvPass pass, const kernels::ConvGeometry& g, const void* a, const void* b, void* out, int device) {
+    constexpr bool tensor_cores = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+    using Acc = std::conditional_t<tensor_cores, float, T>;
     const ConvIndex c = ConvIndex::from(g);
-    auto launch = [&](auto problem, int64_t M, int64_t N, int64_t K, int64_t splits, T* target, int64_t split_stride) {
+    const cudaStream_t stream = launch_stream(device);
+    auto launch = [&](auto problem, int64_t M, int64_t N, int64_t K, int64_t splits, Acc* target, int64_t split_stride) {
       const int64_t chunk = ((K + splits - 1) / splits + kGemmTileK - 1) / kGemmTileK * kGemmTileK;
       splits = (K + chunk - 1) / chunk;
       const int64_t tiles_n = (N + kGemmTileN - 1) / kGemmTileN;
@@ -784,37 +804,52 @@ class CudaBackend final : public DeviceBackend {
                 N, " columns and ", g.groups, " groups");
       const dim3 grid(static_cast<unsigned>((M + kGemmTileM - 1) / kGemmTileM), static_cast<unsigned>(tiles_n),
                       static_cast<unsigned>(g.groups * splits));
-      implicit_gemm_kernel<T>
-          <<<grid, kGemmThreads, 0, launch_stream(device)>>>(problem, M, N, K, splits, chunk, target, split_stride);
+      if constexpr (tensor_cores)
+        implicit_gemm_tensor_core_kernel<T><<<grid, kGemmThreads, 0, stream>>>(problem, M, N, K, splits, chunk, target, split_stride);
+      else
+        implicit_gemm_kernel<T><<<grid, kGemmThreads, 0, stream>>>(problem, M, N, K, splits, chunk, target, split_stride);
       VOX_CUDA_CHECK_LAUNCH("implicit_gemm_kernel");
       return splits;
     };
-    switch (pass) {
-      case ConvPass::forward:
-        launch(ForwardProblem<T>{c, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out)}, c.out_positions(),
-               c.cout_g, c.taps * c.cin_g, 1, static_cast<T*>(out), 0);
-        return;
-      case ConvPass::backward_data:
-        launch(BackwardDataProblem<T>{c, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out)},
-               c.in_positions(), c.cin_g, c.taps * c.cout_g, 1, static_cast<T*>(out), 0);
-        return;
-      case ConvPass::backward_weight: {
-        const int64_t M = c.cout_g, N = c.taps * c.cin_g, K = c.out_positions(), size = g.weight_size();
-        const int64_t tiles = ((M + kGemmTileM - 1) / kGemmTileM) * ((N + kGemmTileN - 1) / kGemmTileN) * g.groups;
-        const int64_t wanted = std::clamp<int64_t>((4 * multiprocessors(device) + tiles - 1) / tiles, 1, (K + 1023) / 1024);
-        const int64_t splits = std::min<int64_t>(wanted, 65535 / g.groups);
-        const BackwardWeightProblem<T> problem{c, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out)};
-        if (splits == 1) {
-          launch(problem, M, N, K, 1, static_cast<T*>(out), 0);
-          return;
-        }
-        T* partial = static_cast<T*>(allocate(static_cast<size_t>(splits * size) * sizeof(T), device));
-        const int64_t used = launch(problem, M, N, K, splits, partial, size);
-        sum_middle(std::is_same_v<T, double> ? DType::f64 : DType::f32, 1, used, size, out, partial, 1.0, device);
-        deallocate(partial, 0, device);
-        return;
-      }
+    // The pass's GEMM: rows, columns, depth, and the size of its output.
+    const int64_t M = pass == ConvPass::forward ? c.out_positions() : pass == ConvPass::backward_data ? c.in_positions() : c.cout_g;
+    const int64_t N = pass == ConvPass::forward ? c.cout_g : pass == ConvPass::backward_data ? c.cin_g : c.taps * c.cin_g;
+    const int64_t K = pass == ConvPass::forward         ? c.taps * c.cin_g
+                      : pass == ConvPass::backward_data ? c.taps * c.cout_g
+                                                        : c.out_positions();
+    const int64_t size = pass == ConvPass::forward         ? c.out_positions() * c.cout
+                         : pass == ConvPass::backward_data ? c.in_positions() * c.cin
+                                                           : g.weight_size();
+    int64_t splits = 1;
+    if (pass == ConvPass::backward_weight) {
+      const int64_t tiles = ((M + kGemmTileM - 1) / kGemmTileM) * ((N + kGemmTileN - 1) / kGemmTileN) * g.groups;
+      const int64_t wanted = std::clamp<int64_t>((4 * multiprocessors(device) + tiles - 1) / tiles, 1, (K + 1023) / 1024);
+      splits = std::min<int64_t>(wanted, 65535 / g.groups);
     }
+    Acc* buffer = nullptr;  // partial sums, or the f32 result of a 16-bit pass
+    if (tensor_cores || splits > 1) buffer = static_cast<Acc*>(allocate(static_cast<size_t>(splits * size) * sizeof(Acc), device));
+    Acc* target = buffer ? buffer : static_cast<Acc*>(out);
+    const auto *ta = static_cast<const T*>(a), *tb = static_cast<const T*>(b);
+    int64_t used = 1;
+    switch (pass) {
+      case ConvPass::forward: used = launch(ForwardProblem<T>{c, ta, tb, nullptr}, M, N, K, 1, target, 0); break;
+      case ConvPass::backward_data: used = launch(BackwardDataProblem<T>{c, ta, tb, nullptr}, M, N, K, 1, target, 0); break;
+      case ConvPass::backward_weight: used = launch(BackwardWeightProblem<T>{c, ta, tb, nullptr}, M, N, K, splits, target, size); break;
+    }
+    const Acc* result = target;
+    Acc* summed = nullptr;
+    if (used > 1) {  // the partials [used][size], summed in a fixed order
+      Acc* dst = tensor_cores ? (summed = static_cast<Acc*>(allocate(static_cast<size_t>(size) * sizeof(Acc), device)))
+                              : static_cast<Acc*>(out);
+      sum_middle(std::is_same_v<Acc, double> ? DType::f64 : DType::f32, 1, used, size, dst, buffer, 1.0, device);
+      result = dst;
+    }
+    if constexpr (tensor_cores) {
+      copy_same_kernel<T, float><<<grid_for(size), 256, 0, stream>>>(static_cast<T*>(out), result, size);
+      VOX_CUDA_CHECK_LAUNCH("copy_same_kernel");
+    }
+    deallocate(summed, 0, device);  // stream order: the work above runs before any reuse
+    deallocate(buffer, 0, device);
   }
 
   // Attention blocks: 8 rows each, for every (batch x head), flattened into x (no 65535 limit).

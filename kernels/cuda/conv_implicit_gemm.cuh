@@ -8,8 +8,11 @@
 // Tiles of 64 x 64 outputs, 16 deep, 256 threads of 4 x 4 outputs each, accumulated in the data
 // type (float or double). The weight gradient's K is every output position, so it is split
 // over blocks (split-K) into partial sums that a second pass adds in a fixed order: the result
-// is deterministic. This path serves f64, the shapes cuDNN refuses, and the tests' comparison.
+// is deterministic. This path serves f64, the shapes cuDNN refuses, and the tests' comparison;
+// f16 and bf16 run on tensor cores (implicit_gemm_tensor_core_kernel, at the end).
 #include <cstdint>
+
+#include <mma.h>
 
 #include "kernels/conv_geometry.hpp"
 
@@ -167,6 +170,55 @@ __global__ void __launch_bounds__(kGemmThreads) implicit_gemm_kernel(Problem p, 
       const int64_t n = n0 + tx + 16 * j;  // columns strided by 16: neighbouring threads store neighbouring n
       if (n < N) target[p.c_index(m, n, group)] = acc[i][j];
     }
+  }
+}
+
+// The tensor-core variant for f16 and bf16 operands, through WMMA (mma.sync underneath): the
+// same tiles, gathers and grid, with the 64 x 64 tile split into 8 warps of 16 x 32, each two
+// 16 x 16 x 16 matrix products per k step, accumulated in f32. Results are written in f32 (out
+// is an f32 buffer the launcher rounds into the 16-bit tensor once, after any split sum).
+template <class T, class Problem>
+__global__ void __launch_bounds__(kGemmThreads) implicit_gemm_tensor_core_kernel(Problem p, int64_t M, int64_t N, int64_t K,
+                                                                                 int64_t splits, int64_t k_chunk, float* out,
+                                                                                 int64_t split_stride) {
+  namespace wmma = nvcuda::wmma;
+  constexpr int kPadA = kGemmTileK + 8, kPadB = kGemmTileN + 8, kPadC = kGemmTileN + 4;  // WMMA's stride rules
+  __shared__ __align__(32) T a_tile[kGemmTileM][kPadA];  // (m, k)
+  __shared__ __align__(32) T b_tile[kGemmTileK][kPadB];  // (k, n)
+  __shared__ __align__(32) float c_tile[kGemmTileM][kPadC];
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32;
+  const int64_t group = blockIdx.z / splits, split = blockIdx.z % splits;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kGemmTileM, n0 = static_cast<int64_t>(blockIdx.y) * kGemmTileN;
+  const int64_t k_begin = split * k_chunk, k_end = min(K, k_begin + k_chunk);
+  const int warp_m = (warp % 4) * 16, warp_n = (warp / 4) * 32;
+  const T zero = static_cast<T>(0.0f);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2];
+  wmma::fill_fragment(acc[0], 0.0f);
+  wmma::fill_fragment(acc[1], 0.0f);
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kGemmTileK) {
+    for (int r = 0; r < 4; ++r) {
+      const int e = tid + r * kGemmThreads;
+      const int kk = e % kGemmTileK, mm = e / kGemmTileK;
+      a_tile[mm][kk] = (m0 + mm < M && k0 + kk < k_end) ? p.a(m0 + mm, k0 + kk, group) : zero;
+      const int nn = e % kGemmTileN, kb = e / kGemmTileN;
+      b_tile[kb][nn] = (n0 + nn < N && k0 + kb < k_end) ? p.b(k0 + kb, n0 + nn, group) : zero;
+    }
+    __syncthreads();
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a_frag;
+    wmma::load_matrix_sync(a_frag, &a_tile[warp_m][0], kPadA);
+    for (int j = 0; j < 2; ++j) {
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b_frag;
+      wmma::load_matrix_sync(b_frag, &b_tile[0][warp_n + 16 * j], kPadB);
+      wmma::mma_sync(acc[j], a_frag, b_frag, acc[j]);
+    }
+    __syncthreads();
+  }
+  for (int j = 0; j < 2; ++j) wmma::store_matrix_sync(&c_tile[warp_m][warp_n + 16 * j], acc[j], kPadC, wmma::mem_row_major);
+  __syncthreads();
+  float* target = out + split * split_stride;
+  for (int e = tid; e < kGemmTileM * kGemmTileN; e += kGemmThreads) {
+    const int mm = e / kGemmTileN, nn = e % kGemmTileN;  // neighbouring threads store neighbouring n
+    if (m0 + mm < M && n0 + nn < N) target[p.c_index(m0 + mm, n0 + nn, group)] = c_tile[mm][nn];
   }
 }
 

@@ -74,7 +74,7 @@ class CudnnConvolutions {
   // has no plan for the shape.
   bool run(ConvPass pass, DType dtype, const kernels::ConvGeometry& g, const void* a, const void* b, void* out, int device,
            const ConvSettings& settings, DeviceBackend& memory, std::string& engine_name, std::string& refusal) {
-    if (dtype != DType::f32 && dtype != DType::f64) return false;
+    if (dtype != DType::f32 && dtype != DType::f64 && dtype != DType::f16 && dtype != DType::bf16) return false;
     const int64_t alignment = common_alignment({a, b, out}, dtype_size(dtype));
     const std::string key = shape_key(pass, dtype, g, alignment, device, settings);
     std::lock_guard<std::mutex> lock(mutex_);
@@ -187,7 +187,12 @@ class CudnnConvolutions {
 
   Entry build(ConvPass pass, DType dtype, const kernels::ConvGeometry& g, int64_t alignment, int device,
               const ConvSettings& settings) {
-    const cudnnDataType_t type = dtype == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+    // 16-bit tensors accumulate in f32 (the convolution's compute type), like PyTorch's autocast.
+    const cudnnDataType_t type = dtype == DType::f64    ? CUDNN_DATA_DOUBLE
+                                 : dtype == DType::f16  ? CUDNN_DATA_HALF
+                                 : dtype == DType::bf16 ? CUDNN_DATA_BFLOAT16
+                                                        : CUDNN_DATA_FLOAT;
+    const cudnnDataType_t compute = dtype == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
     const CudnnDescriptor x = tensor(kUidX, type, alignment, g.batch, g.in_channels, g.in);
     const CudnnDescriptor w = tensor(kUidW, type, alignment, g.out_channels, g.in_per_group(), g.kernel);
     const CudnnDescriptor y = tensor(kUidY, type, alignment, g.batch, g.out_channels, g.out);
@@ -195,7 +200,7 @@ class CudnnConvolutions {
     CudnnDescriptor conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
     const int64_t spatial = 3;
     const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
-    conv.set(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type)
+    conv.set(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute)
         .set(CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode)
         .set(CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &spatial)
         .set(CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 3, g.dilation.data())

@@ -181,6 +181,24 @@ __global__ void unary_kernel(UnaryOp op, OpParams p, T* dst, const T* src, int64
     dst[i] = apply_unary(op, src[i], p);
 }
 
+// 16-bit storage (f16, bf16): each element is widened to float, computed, and rounded once on
+// the way back, as on the CPU.
+template <class S>
+__global__ void binary_half_kernel(BinaryOp op, OpParams p, S* dst, const S* a, const S* b, Indexer ix, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    int64_t off[3];
+    ix.offsets(i, off, 3);
+    const float x = static_cast<float>(to_double(a[off[1]])), y = static_cast<float>(to_double(b[off[2]]));
+    dst[off[0]] = from_double<S>(apply_binary(op, x, y, p));
+  }
+}
+
+template <class S>
+__global__ void unary_half_kernel(UnaryOp op, OpParams p, S* dst, const S* src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = from_double<S>(apply_unary(op, static_cast<float>(to_double(src[i])), p));
+}
+
 // Four elements per thread through one 16-byte (f32) or 32-byte (f64) access: fewer, wider
 // memory transactions. For n a multiple of 4 and 16-byte-aligned pointers (the launcher checks).
 template <class T>

@@ -56,7 +56,15 @@ inline Shape channels_last_shape(int64_t batch, const std::array<int64_t, 3>& di
 inline Tensor bias_gradient(const Tensor& g) {
   Axes all_but_channels;
   for (int64_t i = 0; i + 1 < g.rank(); ++i) all_but_channels.push_back(i);
+  if (g.dtype() == DType::f16 || g.dtype() == DType::bf16)  // summed in f32, rounded once
+    return cast(sum(cast(g, DType::f32), all_but_channels, false), g.dtype());
   return sum(g, all_but_channels, false);
+}
+
+// 16-bit convolutions run natively on CUDA (cuDNN or tensor cores, accumulating in f32); on the
+// CPU they are computed in f32 and rounded.
+inline bool computes_16_bit_in_f32(const Tensor& x) {
+  return (x.dtype() == DType::f16 || x.dtype() == DType::bf16) && !x.device().is_cuda();
 }
 
 // One pass of the convolution `g` (see ConvPass in vox/core/backend.hpp) on the operands' device,
@@ -85,7 +93,7 @@ inline Tensor conv(const Tensor& x, const Tensor& weight, const Tensor& bias, co
   constexpr const char* op = "conv";
   detail::device_of(op, {&x, &weight, &bias});
   const int spatial = detail::conv_spatial_dims(op, x, weight);
-  if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
+  if (detail::computes_16_bit_in_f32(x)) {
     const Tensor b32 = bias.defined() ? cast(bias, DType::f32) : Tensor();
     return cast(conv(cast(x, DType::f32), cast(weight, DType::f32), b32, options), x.dtype());
   }
@@ -131,7 +139,7 @@ inline Tensor conv_transpose(const Tensor& x, const Tensor& weight, const Tensor
   constexpr const char* op = "conv_transpose";
   detail::device_of(op, {&x, &weight, &bias});
   const int spatial = detail::conv_spatial_dims(op, x, weight);
-  if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
+  if (detail::computes_16_bit_in_f32(x)) {
     const Tensor b32 = bias.defined() ? cast(bias, DType::f32) : Tensor();
     return cast(conv_transpose(cast(x, DType::f32), cast(weight, DType::f32), b32, options), x.dtype());
   }

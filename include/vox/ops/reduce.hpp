@@ -102,6 +102,8 @@ inline DType sum_dtype(DType t) { return is_floating(t) ? t : DType::i64; }
 }  // namespace detail
 
 inline Tensor sum(const Tensor& x, const Axes& axes, bool keepdim) {
+  if (x.device().is_cuda() && (x.dtype() == DType::f16 || x.dtype() == DType::bf16))  // accumulated in f32
+    return cast(sum(cast(x, DType::f32), axes, keepdim), x.dtype());
   const auto flags = detail::reduced_axes("sum", x, axes);
   Tensor out = detail::reduce_runs<kernels::cpu::SumReducer>("sum", x, flags, detail::sum_dtype(x.dtype()));
   if (!keepdim) out = out.reshape(detail::dropped_shape(x.shape(), flags).vec());
