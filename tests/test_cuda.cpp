@@ -494,6 +494,15 @@ TEST_CASE("matmul on cuBLAS matches the CPU: 2-D, batched, broadcast batch, vect
   check_op("broadcast batch", {randn({2, 3, 8, 5}), randn({5, 7})}, [](auto& v) { return matmul(v[0], v[1]); }, 1e-5, 1e-5);
   check_op("vector", {randn({6}), randn({6, 4})}, [](auto& v) { return matmul(v[0], v[1]); }, 1e-5, 1e-5);
   check_op("linear", {randn({10, 12}), randn({7, 12}), randn({7})}, [](auto& v) { return linear(v[0], v[1], v[2]); }, 1e-5, 1e-5);
+  // 16-bit operands accumulate in f32 and round once: the f32 product of the rounded inputs, rounded
+  const Tensor a = randn({3, 17, 40}), b = randn({40, 9});
+  for (const auto& [dtype, tolerance] : {std::pair{DType::f16, 2e-3}, std::pair{DType::bf16, 1e-2}}) {
+    const Tensor a16 = a.to(dtype), b16 = b.to(dtype);
+    const Tensor expected = matmul(a16.to(DType::f32), b16.to(DType::f32)).to(dtype);
+    const Tensor got = matmul(a16.to(gpu), b16.to(gpu));
+    CHECK(got.dtype() == dtype);
+    VOX_CHECK_CLOSE(values(got.to(Device::cpu())), values(expected), tolerance, tolerance, dtype_name(dtype) << " matmul");
+  }
 }
 
 TEST_CASE("a small MLP trains on the GPU exactly as on the CPU") {

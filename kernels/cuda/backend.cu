@@ -356,9 +356,15 @@ class CudaBackend final : public DeviceBackend {
     VOX_CHECK(m < (int64_t{1} << 31) && n < (int64_t{1} << 31) && k < (int64_t{1} << 31), "matmul",
               "matrix sizes above 2^31 are not supported by cuBLAS' 32-bit API");
     if (k == 0) {  // an empty inner product is zero
-      dispatch_compute(dtype, "matmul", [&]<class T>() {
-        VOX_CUDA_CHECK(cudaMemsetAsync(c, 0, static_cast<size_t>(batch * m * n) * sizeof(T), stream));
-      });
+      VOX_CUDA_CHECK(cudaMemsetAsync(c, 0, static_cast<size_t>(batch * m * n) * dtype_size(dtype), stream));
+      return;
+    }
+    if (dtype == DType::f16 || dtype == DType::bf16) {  // 16-bit operands, f32 accumulation (tensor cores)
+      const cudaDataType_t type = dtype == DType::f16 ? CUDA_R_16F : CUDA_R_16BF;
+      const float one = 1, zero = 0;
+      VOX_CUDA_CHECK(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, M, N, K, &one, b, type, M, b_batch_stride, a,
+                                                type, K, a_batch_stride, &zero, c, type, M, m * n, static_cast<int>(batch),
+                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       return;
     }
     dispatch_compute(dtype, "matmul", [&]<class T>() {
