@@ -36,6 +36,50 @@ __device__ void stage_rows(T (*tile)[kAttentionMaxDim], const T* matrix, int64_t
     tile[idx / width][idx % width] = matrix[(first + idx / width) * width + idx % width];
 }
 
+// The row this warp owns: row `index` of problem `problem` (8 rows a block, blocks flattened over
+// the problems); `flat` is problem * rows + index, row 0's for a warp past the end (inactive,
+// which holds for the whole warp).
+struct WarpRow {
+  int64_t problem, index, flat;
+  bool active;
+};
+__device__ inline WarpRow warp_row(int64_t rows) {
+  const int64_t row_blocks = (rows + kAttentionRows - 1) / kAttentionRows;
+  WarpRow r;
+  r.problem = blockIdx.x / row_blocks;
+  r.index = (blockIdx.x % row_blocks) * kAttentionRows + threadIdx.x / 32;
+  r.active = r.index < rows;
+  r.flat = r.problem * rows + (r.active ? r.index : 0);
+  return r;
+}
+
+// Waits until the block has finished with the previous tiles, then stages rows [first, first +
+// 16) (fewer at the end) of two matrices with matching rows, a [rows][a_width] and b
+// [rows][b_width]; returns how many. The caller syncs again before reading the tiles.
+template <class T>
+__device__ int stage_tiles(T (*tile_a)[kAttentionMaxDim], const T* a, int64_t a_width, T (*tile_b)[kAttentionMaxDim], const T* b,
+                           int64_t b_width, int64_t first, int64_t rows) {
+  const int count = static_cast<int>(rows - first < kAttentionTile ? rows - first : kAttentionTile);
+  __syncthreads();
+  stage_rows(tile_a, a, first, count, a_width);
+  stage_rows(tile_b, b, first, count, b_width);
+  return count;
+}
+
+// Calls visit(k_row, v_row) for every key of problem b on an active warp, the keys passing
+// through shared memory a tile at a time. Every warp of the block calls it (it holds barriers).
+template <class T, class Visit>
+__device__ void for_each_key(const AttentionDims& d, int64_t b, const T* k, const T* v, T (*k_tile)[kAttentionMaxDim],
+                             T (*v_tile)[kAttentionMaxDim], bool active, Visit&& visit) {
+  for (int64_t j0 = 0; j0 < d.kv_len; j0 += kAttentionTile) {
+    const int count = stage_tiles(k_tile, k + b * d.kv_len * d.qk_dim, d.qk_dim, v_tile, v + b * d.kv_len * d.v_dim, d.v_dim, j0,
+                                  d.kv_len);
+    __syncthreads();
+    if (active)
+      for (int jj = 0; jj < count; ++jj) visit(k_tile[jj], v_tile[jj]);
+  }
+}
+
 // A row's elements held by this lane: e = lane + 32 t.
 template <class T>
 __device__ void load_row(T (&r)[kAttentionPerLane], const T* row, int64_t width, bool active, T factor) {
@@ -60,36 +104,28 @@ template <class T>
 __global__ void attention_forward_kernel(AttentionDims d, const T* q, const T* k, const T* v, T* out, T* lse) {
   __shared__ T k_tile[kAttentionTile][kAttentionMaxDim];
   __shared__ T v_tile[kAttentionTile][kAttentionMaxDim];
-  const int64_t row_blocks = (d.q_len + kAttentionRows - 1) / kAttentionRows;
-  const int64_t b = blockIdx.x / row_blocks, i = (blockIdx.x % row_blocks) * kAttentionRows + threadIdx.x / 32;
-  const bool active = i < d.q_len;  // the same for the whole warp
+  const WarpRow r = warp_row(d.q_len);
+  const int64_t b = r.problem;
+  const bool active = r.active;
   const int lane = threadIdx.x % 32;
   T qr[kAttentionPerLane], acc[kAttentionPerLane] = {};
-  load_row(qr, q + (b * d.q_len + (active ? i : 0)) * d.qk_dim, d.qk_dim, active, static_cast<T>(d.scale));
+  load_row(qr, q + r.flat * d.qk_dim, d.qk_dim, active, static_cast<T>(d.scale));
   T m = -INFINITY, l = 0;
-  for (int64_t j0 = 0; j0 < d.kv_len; j0 += kAttentionTile) {
-    const int count = static_cast<int>(d.kv_len - j0 < kAttentionTile ? d.kv_len - j0 : kAttentionTile);
-    __syncthreads();
-    stage_rows(k_tile, k + b * d.kv_len * d.qk_dim, j0, count, d.qk_dim);
-    stage_rows(v_tile, v + b * d.kv_len * d.v_dim, j0, count, d.v_dim);
-    __syncthreads();
-    if (!active) continue;
-    for (int jj = 0; jj < count; ++jj) {
-      const T s = row_dot(qr, k_tile[jj], d.qk_dim);
-      const T m_new = s > m ? s : m;
-      const T correction = exp(m - m_new);  // 0 at the first key (m = -inf)
-      const T p = exp(s - m_new);
-      l = l * correction + p;
-      for (int t = 0; t < kAttentionPerLane; ++t)
-        if (lane + 32 * t < d.v_dim) acc[t] = acc[t] * correction + p * v_tile[jj][lane + 32 * t];
-      m = m_new;
-    }
-  }
+  for_each_key(d, b, k, v, k_tile, v_tile, active, [&](const T* k_row, const T* v_row) {
+    const T s = row_dot(qr, k_row, d.qk_dim);
+    const T m_new = s > m ? s : m;
+    const T correction = exp(m - m_new);  // 0 at the first key (m = -inf)
+    const T p = exp(s - m_new);
+    l = l * correction + p;
+    for (int t = 0; t < kAttentionPerLane; ++t)
+      if (lane + 32 * t < d.v_dim) acc[t] = acc[t] * correction + p * v_row[lane + 32 * t];
+    m = m_new;
+  });
   if (!active) return;
-  T* o = out + (b * d.q_len + i) * d.v_dim;
+  T* o = out + r.flat * d.v_dim;
   for (int t = 0; t < kAttentionPerLane; ++t)
     if (lane + 32 * t < d.v_dim) o[lane + 32 * t] = acc[t] / l;
-  if (lane == 0) lse[b * d.q_len + i] = m + ::log(l);
+  if (lane == 0) lse[r.flat] = m + ::log(l);
 }
 
 // grid as the forward. Writes dq and delta.
@@ -98,11 +134,10 @@ __global__ void attention_backward_query_kernel(AttentionDims d, const T* q, con
                                                 const T* dout, T* dq, T* delta) {
   __shared__ T k_tile[kAttentionTile][kAttentionMaxDim];
   __shared__ T v_tile[kAttentionTile][kAttentionMaxDim];
-  const int64_t row_blocks = (d.q_len + kAttentionRows - 1) / kAttentionRows;
-  const int64_t b = blockIdx.x / row_blocks, i = (blockIdx.x % row_blocks) * kAttentionRows + threadIdx.x / 32;
-  const bool active = i < d.q_len;
+  const WarpRow r = warp_row(d.q_len);
+  const int64_t b = r.problem, row = r.flat;
+  const bool active = r.active;
   const int lane = threadIdx.x % 32;
-  const int64_t row = b * d.q_len + (active ? i : 0);
   T qr[kAttentionPerLane], dor[kAttentionPerLane], orow[kAttentionPerLane], dqr[kAttentionPerLane] = {};
   load_row(qr, q + row * d.qk_dim, d.qk_dim, active, static_cast<T>(d.scale));
   load_row(dor, dout + row * d.v_dim, d.v_dim, active, T(1));
@@ -110,20 +145,12 @@ __global__ void attention_backward_query_kernel(AttentionDims d, const T* q, con
   T own = 0;
   for (int t = 0; t < kAttentionPerLane; ++t) own += dor[t] * orow[t];
   const T D = warp_sum(own), L = active ? lse[row] : T(0);
-  for (int64_t j0 = 0; j0 < d.kv_len; j0 += kAttentionTile) {
-    const int count = static_cast<int>(d.kv_len - j0 < kAttentionTile ? d.kv_len - j0 : kAttentionTile);
-    __syncthreads();
-    stage_rows(k_tile, k + b * d.kv_len * d.qk_dim, j0, count, d.qk_dim);
-    stage_rows(v_tile, v + b * d.kv_len * d.v_dim, j0, count, d.v_dim);
-    __syncthreads();
-    if (!active) continue;
-    for (int jj = 0; jj < count; ++jj) {
-      const T p = exp(row_dot(qr, k_tile[jj], d.qk_dim) - L);
-      const T ds = p * (row_dot(dor, v_tile[jj], d.v_dim) - D);
-      for (int t = 0; t < kAttentionPerLane; ++t)
-        if (lane + 32 * t < d.qk_dim) dqr[t] += ds * k_tile[jj][lane + 32 * t];
-    }
-  }
+  for_each_key(d, b, k, v, k_tile, v_tile, active, [&](const T* k_row, const T* v_row) {
+    const T p = exp(row_dot(qr, k_row, d.qk_dim) - L);
+    const T ds = p * (row_dot(dor, v_row, d.v_dim) - D);
+    for (int t = 0; t < kAttentionPerLane; ++t)
+      if (lane + 32 * t < d.qk_dim) dqr[t] += ds * k_row[lane + 32 * t];
+  });
   if (!active) return;
   for (int t = 0; t < kAttentionPerLane; ++t)
     if (lane + 32 * t < d.qk_dim) dq[row * d.qk_dim + lane + 32 * t] = dqr[t] * static_cast<T>(d.scale);
@@ -137,19 +164,16 @@ __global__ void attention_backward_key_kernel(AttentionDims d, const T* q, const
   __shared__ T q_tile[kAttentionTile][kAttentionMaxDim];
   __shared__ T do_tile[kAttentionTile][kAttentionMaxDim];
   __shared__ T lse_tile[kAttentionTile], delta_tile[kAttentionTile];
-  const int64_t row_blocks = (d.kv_len + kAttentionRows - 1) / kAttentionRows;
-  const int64_t b = blockIdx.x / row_blocks, j = (blockIdx.x % row_blocks) * kAttentionRows + threadIdx.x / 32;
-  const bool active = j < d.kv_len;
+  const WarpRow r = warp_row(d.kv_len);
+  const int64_t b = r.problem, row = r.flat;
+  const bool active = r.active;
   const int lane = threadIdx.x % 32;
-  const int64_t row = b * d.kv_len + (active ? j : 0);
   T kr[kAttentionPerLane], vr[kAttentionPerLane], dkr[kAttentionPerLane] = {}, dvr[kAttentionPerLane] = {};
   load_row(kr, k + row * d.qk_dim, d.qk_dim, active, static_cast<T>(d.scale));
   load_row(vr, v + row * d.v_dim, d.v_dim, active, T(1));
   for (int64_t i0 = 0; i0 < d.q_len; i0 += kAttentionTile) {
-    const int count = static_cast<int>(d.q_len - i0 < kAttentionTile ? d.q_len - i0 : kAttentionTile);
-    __syncthreads();
-    stage_rows(q_tile, q + b * d.q_len * d.qk_dim, i0, count, d.qk_dim);
-    stage_rows(do_tile, dout + b * d.q_len * d.v_dim, i0, count, d.v_dim);
+    const int count = stage_tiles(q_tile, q + b * d.q_len * d.qk_dim, d.qk_dim, do_tile, dout + b * d.q_len * d.v_dim, d.v_dim,
+                                  i0, d.q_len);
     if (threadIdx.x < count) {
       lse_tile[threadIdx.x] = lse[b * d.q_len + i0 + threadIdx.x];
       delta_tile[threadIdx.x] = delta[b * d.q_len + i0 + threadIdx.x];

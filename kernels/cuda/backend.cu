@@ -161,7 +161,9 @@ class CudaBackend final : public DeviceBackend {
     return ptr;
   }
   void deallocate_pinned(void* ptr) override {
-    if (ptr) VOX_CUDA_CHECK(cudaFreeHost(ptr));  // waits for copies in flight
+    // Waits for copies in flight. Called from destructors, so a failure (the runtime unloading at
+    // exit) is dropped rather than thrown.
+    if (ptr && cudaFreeHost(ptr) != cudaSuccess) (void)cudaGetLastError();
   }
 
   void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) override {
@@ -844,7 +846,7 @@ class CudaBackend final : public DeviceBackend {
     }
     const Acc* result = target;
     Acc* summed = nullptr;
-    if (used > 1) {  // the partials [used][size], summed in a fixed order
+    if (used > 1 || (!tensor_cores && buffer)) {  // the partials [used][size] summed in a fixed order, into out
       Acc* dst = tensor_cores ? (summed = static_cast<Acc*>(allocate(static_cast<size_t>(size) * sizeof(Acc), device)))
                               : static_cast<Acc*>(out);
       sum_middle(std::is_same_v<Acc, double> ? DType::f64 : DType::f32, 1, used, size, dst, buffer, 1.0, device);

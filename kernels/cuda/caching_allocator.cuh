@@ -73,15 +73,24 @@ class CachingAllocator {
       pool.free_blocks[block.stream].emplace(block.size, ptr);
       return;
     }
+    // Tensors free their storage in destructors, so nothing here throws: if an event cannot be
+    // recorded, wait for the whole device instead, after which the block is free.
     Pending pending{ptr, block, {}};
-    VOX_CUDA_CHECK(cudaSetDevice(device));
+    bool recorded = cudaSetDevice(device) == cudaSuccess;
     for (cudaStream_t use : block.other_streams) {
       cudaEvent_t done = nullptr;
-      VOX_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-      VOX_CUDA_CHECK(cudaEventRecord(done, use));
-      pending.events.push_back(done);
+      recorded = recorded && cudaEventCreateWithFlags(&done, cudaEventDisableTiming) == cudaSuccess;
+      if (done) pending.events.push_back(done);
+      recorded = recorded && cudaEventRecord(done, use) == cudaSuccess;
     }
-    pool.pending.push_back(std::move(pending));
+    if (recorded) {
+      pool.pending.push_back(std::move(pending));
+      return;
+    }
+    (void)cudaGetLastError();
+    (void)cudaDeviceSynchronize();
+    for (cudaEvent_t e : pending.events) (void)cudaEventDestroy(e);
+    pool.free_blocks[block.stream].emplace(block.size, ptr);
   }
 
   // Marks ptr's block as used by work on `stream` too (see the header comment).
