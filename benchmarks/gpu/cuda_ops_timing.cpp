@@ -80,17 +80,41 @@ int main(int argc, char** argv) {
     g.in_channels = c.cin;
     g.out_channels = c.cout;
     for (size_t i = 0; i < 3; ++i) g.out[i] = (g.in[i] + 2 - 3) / g.stride[i] + 1;
-    const Tensor x = randn({2, c.size, c.size, c.size, c.cin}).to(gpu), w = randn({c.cout, 3, 3, 3, c.cin}).to(gpu);
-    const Tensor y = randn({2, g.out[0], g.out[1], g.out[2], c.cout}).to(gpu);
-    Tensor dx = empty(x.shape(), DType::f32, gpu), dw = empty(w.shape(), DType::f32, gpu), out = empty(y.shape(), DType::f32, gpu);
-    const std::pair<const char*, std::function<void()>> passes[] = {
-        {"fwd", [&] { backend.conv(ConvPass::forward, DType::f32, g, x.raw_data(), w.raw_data(), out.raw_data(), 0); }},
-        {"dgrad", [&] { backend.conv(ConvPass::backward_data, DType::f32, g, y.raw_data(), w.raw_data(), dx.raw_data(), 0); }},
-        {"wgrad", [&] { backend.conv(ConvPass::backward_weight, DType::f32, g, x.raw_data(), y.raw_data(), dw.raw_data(), 0); }}};
-    for (const auto& [pass, run] : passes) {
-      t = median_ms(iters, run);
-      std::printf("vox conv3d_%s_%s %.4f %.2f TFLOP/s\n", pass, c.name, t, g.flops() / (t * 1e9));
+    // Each shape in f32 and f16, on cuDNN (the default engine) and on vox's implicit GEMM (f32
+    // CUDA cores, f16 tensor cores): rows "conv3d_<pass>_<shape>[_f16][_implicit_gemm]".
+    for (const DType dtype : {DType::f32, DType::f16}) {
+      const Tensor x = randn({2, c.size, c.size, c.size, c.cin}).to(dtype).to(gpu), w = randn({c.cout, 3, 3, 3, c.cin}).to(dtype).to(gpu);
+      const Tensor y = randn({2, g.out[0], g.out[1], g.out[2], c.cout}).to(dtype).to(gpu);
+      Tensor dx = empty(x.shape(), dtype, gpu), dw = empty(w.shape(), dtype, gpu), out = empty(y.shape(), dtype, gpu);
+      const std::pair<const char*, std::function<void()>> passes[] = {
+          {"fwd", [&] { backend.conv(ConvPass::forward, dtype, g, x.raw_data(), w.raw_data(), out.raw_data(), 0); }},
+          {"dgrad", [&] { backend.conv(ConvPass::backward_data, dtype, g, y.raw_data(), w.raw_data(), dx.raw_data(), 0); }},
+          {"wgrad", [&] { backend.conv(ConvPass::backward_weight, dtype, g, x.raw_data(), y.raw_data(), dw.raw_data(), 0); }}};
+      const ConvSettings automatic = backend.conv_settings();
+      for (const ConvEngine engine : {ConvEngine::automatic, ConvEngine::implicit_gemm}) {
+        ConvSettings settings = automatic;
+        settings.engine = engine;
+        backend.set_conv_settings(settings);
+        for (const auto& [pass, run] : passes) {
+          t = median_ms(iters, run);
+          std::printf("vox conv3d_%s_%s%s%s %.4f %.2f TFLOP/s\n", pass, c.name, dtype == DType::f16 ? "_f16" : "",
+                      engine == ConvEngine::implicit_gemm ? "_implicit_gemm" : "", t, g.flops() / (t * 1e9));
+        }
+      }
+      backend.set_conv_settings(automatic);
     }
+  }
+  // Self-attention over a 16^3 volume's voxels (4096 tokens), 8 heads of 32: fused, the score
+  // matrix never stored. Forward alone, then forward and backward.
+  {
+    const Tensor q = randn({2, 8, 4096, 32}).to(gpu), k = randn({2, 8, 4096, 32}).to(gpu), v = randn({2, 8, 4096, 32}).to(gpu);
+    const double flops = 4.0 * 2 * 8 * 4096.0 * 4096.0 * 32;  // two matmuls of the forward
+    t = median_ms(iters, [&] { (void)scaled_dot_product_attention(q, k, v); });
+    std::printf("vox sdpa_fwd_2x8x4096x32 %.4f %.2f TFLOP/s\n", t, flops / (t * 1e9));
+    autograd::EnableGradGuard grad;
+    const Tensor ql = q.detach().set_requires_grad(), kl = k.detach().set_requires_grad(), vl = v.detach().set_requires_grad();
+    t = median_ms(iters, [&] { sum(scaled_dot_product_attention(ql, kl, vl)).backward(); });
+    std::printf("vox sdpa_fwd_bwd_2x8x4096x32 %.4f %.2f TFLOP/s\n", t, 3.5 * flops / (t * 1e9));
   }
   const DeviceMemoryStats m = cuda_memory_stats();
   std::printf("# allocator: peak allocated %.1f MiB, reserved %.1f MiB, %lld requests, %lld reached cudaMalloc\n",
