@@ -15,9 +15,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 nvcc --version | tail -1 | tee -a "$logs/device.txt"
 extra=()
 [ -n "${DOCTEST_DIR:-}" ] && extra+=("-Ddoctest_DIR=$DOCTEST_DIR")
-cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DVOX_ENABLE_CUDA=ON -DVOX_BUILD_TESTS=ON -DVOX_BUILD_EXAMPLES=OFF "${extra[@]}" \
+# The parity fixtures come from the python3 on PATH, the one with PyTorch on the GPU machines.
+cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DVOX_ENABLE_CUDA=ON -DVOX_BUILD_TESTS=ON -DVOX_BUILD_EXAMPLES=OFF \
+  -DVOX_PYTHON="$(command -v python3)" "${extra[@]}" \
   > "$logs/configure.log" 2>&1 || { tail -30 "$logs/configure.log"; exit 1; }
-cmake --build build/gpu -j"$(nproc)" --target test_cuda vox_cuda_ops_timing vox_cli > "$logs/build.log" 2>&1 || { tail -40 "$logs/build.log"; exit 1; }
+cmake --build build/gpu -j"$(nproc)" --target test_cuda test_parity_cuda vox_cuda_ops_timing vox_cli > "$logs/build.log" 2>&1 || { tail -40 "$logs/build.log"; exit 1; }
 status=0
 (cd build/gpu && ctest -L gpu --output-on-failure) 2>&1 | tee "$logs/ctest_gpu.log" || status=1
 build/gpu/tests/test_cuda 2>&1 | tee "$logs/test_cuda.log" > /dev/null

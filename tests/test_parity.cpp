@@ -2,6 +2,13 @@
 // Debian's python3-torch) holds inputs in PyTorch's layout, the output, an upstream gradient
 // and the inputs' gradients. vox converts layouts with its public from_channels_first /
 // to_channels_first, runs the op, and must agree in f64 to ~1e-10.
+// Built with VOX_PARITY_ON_GPU (test_parity_cuda, label gpu), every case runs with its inputs on
+// the GPU, reached through the differentiable to_device so that the gradients come back to the
+// host leaves; without a CUDA device that program says why and exits 77 (skipped).
+#ifdef VOX_PARITY_ON_GPU
+#define DOCTEST_CONFIG_IMPLEMENT
+#endif
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
@@ -106,6 +113,12 @@ std::vector<ParityCase> cases() {
   };
 }
 
+#ifdef VOX_PARITY_ON_GPU
+const Device parity_device = Device::cuda(0);
+#else
+const Device parity_device = Device::cpu();
+#endif
+
 std::string fixture_dir() {
   const char* dir = std::getenv("VOX_PARITY_DIR");
   return dir ? dir : "parity";
@@ -126,9 +139,11 @@ TEST_CASE("every op agrees with PyTorch, forward and backward") {
         Tensor x = f.at("x" + std::to_string(i)).clone();
         if (f.contains("grad_x" + std::to_string(i))) x.set_requires_grad();
         leaves.push_back(x);
-        inputs.push_back(to_vox(x, c.inputs[i]));
+        inputs.push_back(to_vox(to_device(x, parity_device), c.inputs[i]));
       }
-      const Tensor out = c.run(inputs);
+      const Tensor on_device = c.run(inputs);
+      CHECK(on_device.device() == parity_device);
+      const Tensor out = to_device(on_device, Device::cpu());
       const Tensor want = f.at("out");
       REQUIRE(to_torch(out, c.output).shape() == want.shape());
       CHECK(out.dtype() == want.dtype());
@@ -150,3 +165,15 @@ TEST_CASE("every op agrees with PyTorch, forward and backward") {
   for (const auto& entry : std::filesystem::directory_iterator(dir)) fixtures += entry.path().extension() == ".safetensors";
   CHECK(fixtures == cases().size());
 }
+
+#ifdef VOX_PARITY_ON_GPU
+int main(int argc, char** argv) {
+  if (!cuda_is_available()) {
+    std::printf("test_parity_cuda: SKIPPED: no CUDA device is visible to this program (cudaGetDeviceCount found none)\n");
+    return 77;
+  }
+  std::printf("test_parity_cuda: running on %s\n", cuda_backend("test").device_name(0).c_str());
+  doctest::Context context(argc, argv);
+  return context.run();
+}
+#endif
