@@ -483,6 +483,26 @@ TEST_CASE("fused attention on the GPU matches the CPU's composed attention, forw
   attention.to(gpu);
   VOX_CHECK_CLOSE(values(attention.forward(volume.to(gpu)).to(Device::cpu())), values(expected), 1e-5, 1e-5,
                   "MultiheadSelfAttention on the GPU");
+  // f16 and bf16, fused with f32 arithmetic: against the f32 attention of the same rounded inputs,
+  // rounded. Outputs round once; gradients also see the 16-bit output in delta = dout . out.
+  for (const auto& [dtype, tolerance] : {std::pair{DType::f16, 1e-2}, std::pair{DType::bf16, 5e-2}}) {
+    std::vector<Tensor> wide, narrow;
+    for (const Shape& shape : {Shape{2, 2, 19, 16}, Shape{2, 2, 23, 16}, Shape{2, 2, 23, 8}}) {
+      const Tensor rounded = randn(shape).to(dtype);
+      wide.push_back(rounded.to(DType::f32).set_requires_grad());
+      narrow.push_back(rounded.to(gpu).detach().set_requires_grad());
+    }
+    const Tensor g = randn({2, 2, 19, 8}).to(dtype);
+    const Tensor expected = scaled_dot_product_attention(wide[0], wide[1], wide[2]);
+    const Tensor got = scaled_dot_product_attention(narrow[0], narrow[1], narrow[2]);
+    REQUIRE(got.dtype() == dtype);
+    VOX_CHECK_CLOSE(values(got.to(Device::cpu())), values(expected.to(dtype)), tolerance, tolerance, dtype_name(dtype) << " sdpa");
+    expected.backward(g.to(DType::f32));
+    got.backward(g.to(gpu));
+    for (size_t i = 0; i < 3; ++i)
+      VOX_CHECK_CLOSE(values(narrow[i].grad().to(Device::cpu())), values(wide[i].grad()), tolerance, tolerance,
+                      dtype_name(dtype) << " sdpa gradient " << i);
+  }
   const auto r = gradcheck(through_gpu([](auto& v) { return scaled_dot_product_attention(v[0], v[1], v[2]); }),
                            f64_leaves({randn({2, 11, 6}), randn({2, 9, 6}), randn({2, 9, 5})}));
   CHECK_MESSAGE(r.ok, r.detail);

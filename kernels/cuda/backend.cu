@@ -67,6 +67,12 @@ bool dispatch_half(DType t, F&& f) {
   }
 }
 
+// Every floating type: f32 and f64, and the 16-bit ones (whose kernels compute in float).
+template <class F>
+void dispatch_device_floating(DType t, const char* op, F&& f) {
+  if (!dispatch_half(t, f)) dispatch_compute(t, op, f);
+}
+
 // A host value in a stored dtype (pad's fill value).
 template <class T>
 T from_host(double v) {
@@ -403,8 +409,7 @@ class CudaBackend final : public DeviceBackend {
       VOX_CHECK(settings.engine != ConvEngine::cudnn, name, "cuDNN has no plan for this ", dtype_name(dtype), " convolution (",
                 g.in_channels, " -> ", g.out_channels, " channels, kernel ", g.kernel[0], "x", g.kernel[1], "x", g.kernel[2],
                 ", groups ", g.groups, "): ", refusal, "; ConvEngine::automatic falls back to vox's implicit GEMM");
-      if (!dispatch_half(dtype, [&]<class T>() { implicit_gemm<T>(pass, g, a, b, out, device); }))
-        dispatch_compute(dtype, name, [&]<class T>() { implicit_gemm<T>(pass, g, a, b, out, device); });
+      dispatch_device_floating(dtype, name, [&]<class T>() { implicit_gemm<T>(pass, g, a, b, out, device); });
       engine = "implicit_gemm";
     }
     std::lock_guard<std::mutex> lock(handle_mutex_);
@@ -525,15 +530,16 @@ class CudaBackend final : public DeviceBackend {
 
   bool attention_forward(DType dtype, const AttentionShape& s, const void* q, const void* k, const void* v, void* out, void* lse,
                          int device) override {
-    if ((dtype != DType::f32 && dtype != DType::f64) || s.qk_dim > kAttentionMaxDim || s.v_dim > kAttentionMaxDim) return false;
+    if (!is_floating(dtype) || s.qk_dim > kAttentionMaxDim || s.v_dim > kAttentionMaxDim) return false;
     if (s.batch * s.q_len * s.v_dim == 0) return true;
     VOX_CHECK(s.kv_len > 0, "scaled_dot_product_attention", "attention over zero keys is undefined");
     const cudaStream_t stream = enter(device);
     const AttentionDims d{s.batch, s.q_len, s.kv_len, s.qk_dim, s.v_dim, s.scale};
-    dispatch_compute(dtype, "scaled_dot_product_attention", [&]<class T>() {
+    dispatch_device_floating(dtype, "scaled_dot_product_attention", [&]<class T>() {
+      using A = typename Accumulator<T>::type;
       attention_forward_kernel<T><<<attention_grid(s.batch, s.q_len), kAttentionRows * 32, 0, stream>>>(
           d, static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out),
-          static_cast<T*>(lse));
+          static_cast<A*>(lse));
     });
     VOX_CUDA_CHECK_LAUNCH("attention_forward_kernel");
     return true;
@@ -543,10 +549,12 @@ class CudaBackend final : public DeviceBackend {
     if (s.batch * s.q_len * s.kv_len == 0) return;
     const cudaStream_t stream = enter(device);
     const AttentionDims d{s.batch, s.q_len, s.kv_len, s.qk_dim, s.v_dim, s.scale};
-    dispatch_compute(dtype, "scaled_dot_product_attention backward", [&]<class T>() {
-      T* delta = static_cast<T*>(allocate(static_cast<size_t>(s.batch * s.q_len) * sizeof(T), device));
+    dispatch_device_floating(dtype, "scaled_dot_product_attention backward", [&]<class T>() {
+      using A = typename Accumulator<T>::type;
+      A* delta = static_cast<A*>(allocate(static_cast<size_t>(s.batch * s.q_len) * sizeof(A), device));
       const auto *qt = static_cast<const T*>(q), *kt = static_cast<const T*>(k), *vt = static_cast<const T*>(v);
-      const auto *lt = static_cast<const T*>(lse), *dot = static_cast<const T*>(dout);
+      const auto *lt = static_cast<const A*>(lse);
+      const auto *dot = static_cast<const T*>(dout);
       attention_backward_query_kernel<T><<<attention_grid(s.batch, s.q_len), kAttentionRows * 32, 0, stream>>>(
           d, qt, kt, vt, static_cast<const T*>(out), lt, dot, static_cast<T*>(dq), delta);
       VOX_CUDA_CHECK_LAUNCH("attention_backward_query_kernel");

@@ -154,7 +154,8 @@ struct SgdHyper {
 
 // Fused attention over `batch` independent (batch x heads) problems, each q [q_len][qk_dim],
 // k [kv_len][qk_dim], v [kv_len][v_dim], out [q_len][v_dim], all contiguous; lse [q_len] is the
-// log-sum-exp of each row's scaled scores, saved for the backward pass.
+// log-sum-exp of each row's scaled scores, saved for the backward pass, in f64 for f64 and in
+// f32 for the other floating dtypes.
 struct AttentionShape {
   int64_t batch = 1, q_len = 1, kv_len = 1, qk_dim = 1, v_dim = 1;
   double scale = 1.0;

@@ -2,8 +2,9 @@
 // Scaled dot-product attention: softmax(q k^T * scale + mask) v, built from matmul and softmax
 // (their kernels are threaded; the gradient comes from the tape). A bool mask marks what may be
 // attended; a floating mask is added to the scores.
-// On a CUDA device, without a mask, f32 and f64 attention with head dims up to 128 runs fused
-// (kernels/cuda/attention.cuh): no [Lq, Lk] score matrix is stored, forward or backward.
+// On a CUDA device, without a mask, attention with head dims up to 128 runs fused
+// (kernels/cuda/attention.cuh; f16 and bf16 computed in f32): no [Lq, Lk] score matrix is
+// stored, forward or backward.
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -31,7 +32,9 @@ inline std::optional<Tensor> fused_attention(const Tensor& q, const Tensor& k, c
   out_shape[q.rank() - 1] = s.v_dim;
   Shape lse_shape = q.shape();
   lse_shape[q.rank() - 1] = 1;
-  Tensor out = empty(out_shape, q.dtype(), q.device()), lse = empty(lse_shape, q.dtype(), q.device());
+  // lse in the kernels' compute type: f64 for f64, else f32 (16-bit inputs are widened)
+  const DType lse_dtype = q.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  Tensor out = empty(out_shape, q.dtype(), q.device()), lse = empty(lse_shape, lse_dtype, q.device());
   const int index = q.device().index;
   if (!cuda_backend("scaled_dot_product_attention")
            .attention_forward(q.dtype(), s, qc.raw_data(), kc.raw_data(), vc.raw_data(), out.raw_data(), lse.raw_data(), index))
