@@ -72,9 +72,10 @@ struct DeviceMemoryStats {
   int64_t device_allocations = 0;    // requests that reached the driver (cache misses)
   int64_t cached_bytes = 0;          // freed blocks kept for reuse, pending ones included
   int64_t cached_blocks = 0;
-  int64_t largest_cached_block = 0;  // the largest request the cache can serve without the driver
+  int64_t largest_cached_block = 0;  // blocks are reused whole, by requests of 3/4 of one and more
   int64_t pending_blocks = 0;        // freed, but still in use by work queued on another stream
-  // The share of the cache outside its largest block: 0 when one request could use all of it.
+  // The share of the cache outside its largest block: 0 when the cache is one block (or empty),
+  // near 1 when it is many small blocks that no large request can use.
   double fragmentation() const {
     return cached_bytes > 0 ? 1.0 - static_cast<double>(largest_cached_block) / static_cast<double>(cached_bytes) : 0.0;
   }
