@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -143,6 +144,18 @@ inline GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Te
     }
   }
   return result;
+}
+
+// main() of a program whose tests need a CUDA device (define DOCTEST_CONFIG_IMPLEMENT before
+// including doctest): without one it says why and returns 77, which CTest reports as skipped.
+inline int run_gpu_tests(const char* program, int argc, char** argv) {
+  if (!cuda_is_available()) {
+    std::printf("%s: SKIPPED: no CUDA device is visible to this program (cudaGetDeviceCount found none)\n", program);
+    return 77;
+  }
+  std::printf("%s: running on %s\n", program, cuda_backend("test").device_name(0).c_str());
+  doctest::Context context(argc, argv);
+  return context.run();
 }
 
 }  // namespace vox::testing

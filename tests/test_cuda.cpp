@@ -661,12 +661,4 @@ TEST_CASE("pinned host tensors copy to and from the device asynchronously") {
   CHECK_THROWS_WITH_AS(on_device.pin_memory(), Contains("only host tensors"), Error);
 }
 
-int main(int argc, char** argv) {
-  if (!cuda_is_available()) {
-    std::printf("test_cuda: SKIPPED: no CUDA device is visible to this program (cudaGetDeviceCount found none)\n");
-    return 77;
-  }
-  std::printf("test_cuda: running on %s\n", cuda_backend("test").device_name(0).c_str());
-  doctest::Context context(argc, argv);
-  return context.run();
-}
+int main(int argc, char** argv) { return run_gpu_tests("test_cuda", argc, argv); }

@@ -8,7 +8,6 @@
 #ifdef VOX_PARITY_ON_GPU
 #define DOCTEST_CONFIG_IMPLEMENT
 #endif
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
@@ -167,13 +166,5 @@ TEST_CASE("every op agrees with PyTorch, forward and backward") {
 }
 
 #ifdef VOX_PARITY_ON_GPU
-int main(int argc, char** argv) {
-  if (!cuda_is_available()) {
-    std::printf("test_parity_cuda: SKIPPED: no CUDA device is visible to this program (cudaGetDeviceCount found none)\n");
-    return 77;
-  }
-  std::printf("test_parity_cuda: running on %s\n", cuda_backend("test").device_name(0).c_str());
-  doctest::Context context(argc, argv);
-  return context.run();
-}
+int main(int argc, char** argv) { return run_gpu_tests("test_parity_cuda", argc, argv); }
 #endif

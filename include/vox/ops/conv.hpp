@@ -56,8 +56,6 @@ inline Shape channels_last_shape(int64_t batch, const std::array<int64_t, 3>& di
 inline Tensor bias_gradient(const Tensor& g) {
   Axes all_but_channels;
   for (int64_t i = 0; i + 1 < g.rank(); ++i) all_but_channels.push_back(i);
-  if (g.dtype() == DType::f16 || g.dtype() == DType::bf16)  // summed in f32, rounded once
-    return cast(sum(cast(g, DType::f32), all_but_channels, false), g.dtype());
   return sum(g, all_but_channels, false);
 }
 
