@@ -233,6 +233,10 @@ TEST_CASE("tensors on a device this build lacks are refused with a clear error")
   CHECK_THROWS_WITH_AS(ones({2}).to(Device::cuda(0)), doctest::Contains("built without the CUDA backend"), Error);
   // pinned host memory comes from the CUDA runtime too
   CHECK_THROWS_WITH_AS(ones({2}).pin_memory(), doctest::Contains("built without the CUDA backend"), Error);
+  CudaGraph graph;
+  CHECK_THROWS_WITH_AS(graph.capture([] {}), doctest::Contains("built without the CUDA backend"), Error);
+  CHECK_FALSE(graph.captured());
+  CHECK_FALSE(cuda_capturing(0));
   CHECK_FALSE(ones({2}).is_pinned());
   CHECK(ones({2}).to(Device::cpu(), /*non_blocking=*/true).to_vector<double>() == std::vector<double>{1, 1});
 }

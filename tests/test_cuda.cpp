@@ -341,6 +341,15 @@ TEST_CASE("Adam, AdamW and SGD on the GPU take the same steps as on the CPU") {
   check_optimizer("SGD, momentum and dampening",
                   [](std::vector<Tensor>& p) { return optim::SGD(p, {.lr = 0.05, .momentum = 0.9, .dampening = 0.1}); });
   check_optimizer("SGD, Nesterov", [](std::vector<Tensor>& p) { return optim::SGD(p, {.lr = 0.05, .momentum = 0.9, .nesterov = true}); });
+  // Capturable: the learning rate and step counts live on the device, bias corrections computed there.
+  check_optimizer("Adam, capturable", [](std::vector<Tensor>& p) {
+    return optim::Adam(p, {.lr = 0.01, .weight_decay = 0.05, .capturable = true});
+  });
+  check_optimizer("AdamW, capturable", [](std::vector<Tensor>& p) {
+    return optim::Adam(p, {.lr = 0.01, .weight_decay = 0.05, .decoupled_weight_decay = true, .capturable = true});
+  });
+  check_optimizer("SGD, momentum, capturable",
+                  [](std::vector<Tensor>& p) { return optim::SGD(p, {.lr = 0.05, .momentum = 0.9, .capturable = true}); });
 }
 
 namespace {
@@ -659,6 +668,160 @@ TEST_CASE("pinned host tensors copy to and from the device asynchronously") {
   CHECK(values(transpose(pinned, 0, 2).pin_memory()) == values(transpose(x, 0, 2)));
   CHECK(values(x.to(gpu, true).to(Device::cpu())) == values(x));
   CHECK_THROWS_WITH_AS(on_device.pin_memory(), Contains("only host tensors"), Error);
+}
+
+namespace {
+// A small U-Net with dropout (drawing from the default generator), its capturable optimizer,
+// and static input tensors on the GPU.
+struct GraphTrainer {
+  nn::models::MonaiUNet net{{.in_channels = 1, .out_channels = 3, .channels = {4, 8, 16}, .strides = {2, 2}, .dropout = 0.2}};
+  optim::Adam opt;
+  Tensor x = empty({2, 12, 10, 14, 1}, DType::f32, gpu), labels = empty({2, 12, 10, 14}, DType::i64, gpu), loss;
+
+  explicit GraphTrainer(const nn::models::MonaiUNet& from) : opt(prepare(net, from), {.lr = 2e-3, .capturable = true}) {}
+  static std::vector<Tensor> prepare(nn::models::MonaiUNet& net, const nn::models::MonaiUNet& from) {
+    net.load_state_dict(from.state_dict());
+    net.to(gpu);
+    return net.parameters();
+  }
+  void step() {
+    net.zero_grad();
+    loss = losses::dice_ce_loss(net.forward(x), labels, {});
+    loss.backward();
+    opt.step();
+  }
+};
+}  // namespace
+
+TEST_CASE("a captured U-Net training step replays as eager steps do: loss, parameters, dropout and learning rate") {
+  const nn::models::MonaiUNet init({.in_channels = 1, .out_channels = 3, .channels = {4, 8, 16}, .strides = {2, 2}, .dropout = 0.2});
+  GraphTrainer eager(init), captured(init);
+  auto batch = [](int i) {
+    Generator g(100 + static_cast<uint64_t>(i));
+    return std::pair{randn({2, 12, 10, 14, 1}, DType::f32, &g), randint(0, 3, {2, 12, 10, 14}, DType::i64, &g)};
+  };
+  auto feed = [&](GraphTrainer& t, int i) {
+    const auto [x, y] = batch(i);
+    t.x.copy_from(x);
+    t.labels.copy_from(y);
+  };
+  Generator& dropout = default_generator();
+  for (int i = 0; i < 2; ++i) {  // warm-up, eager on both, with the same dropout masks
+    const uint64_t offset = dropout.offset();
+    feed(eager, i);
+    eager.step();
+    dropout.set_offset(offset);
+    feed(captured, i);
+    captured.step();
+  }
+  CudaGraph graph;
+  graph.capture([&] { captured.step(); });
+  CHECK(graph.captured());
+  for (int i = 2; i < 6; ++i) {
+    if (i == 4) {  // a schedule's change between replays reaches the captured step
+      eager.opt.set_learning_rate(5e-4);
+      captured.opt.set_learning_rate(5e-4);
+    }
+    const uint64_t offset = dropout.offset();
+    feed(eager, i);
+    eager.step();
+    const uint64_t after_eager = dropout.offset();
+    dropout.set_offset(offset);  // the replay draws the masks the eager step drew
+    feed(captured, i);
+    graph.replay();
+    CHECK(dropout.offset() == after_eager);
+    CHECK(captured.loss.item<double>() == doctest::Approx(eager.loss.item<double>()).epsilon(1e-5));
+  }
+  const auto a = eager.net.named_parameters(), b = captured.net.named_parameters();
+  for (size_t i = 0; i < a.size(); ++i)
+    VOX_CHECK_CLOSE(values(b[i].tensor->to(Device::cpu())), values(a[i].tensor->to(Device::cpu())), 1e-5, 1e-4,
+                    "parameter " << a[i].name << " after four replays");
+  CHECK(captured.opt.state_dict().at("state.0.step").item<double>() == 6);
+  CHECK(eager.opt.state_dict().at("state.0.step").item<double>() == 6);
+  graph.reset();
+  CHECK_FALSE(graph.captured());
+  CHECK(cuda_memory_stats().graph_pool_bytes == 0);
+  const uint64_t offset = dropout.offset();
+  eager.step();  // the captured tensors are ordinary tensors again
+  dropout.set_offset(offset);
+  captured.step();
+  CHECK(captured.loss.item<double>() == doctest::Approx(eager.loss.item<double>()).epsilon(1e-5));
+}
+
+TEST_CASE("captured random draws take new counters on every replay, the same as eager draws would") {
+  Generator g(11);
+  g.set_offset(40);
+  Tensor out;
+  CudaGraph graph;
+  graph.capture([&] { out = add(rand({1001}, DType::f32, &g, gpu), scalar(1.0)); });
+  CHECK(g.offset() == 40 + 501);  // the capture reserves, as an eager draw does
+  for (int replay = 0; replay < 2; ++replay) {
+    const uint64_t offset = g.offset();
+    graph.replay();
+    Generator same(11);
+    same.set_offset(offset);
+    CHECK(values(out.to(Device::cpu())) == values(add(rand({1001}, DType::f32, &same), scalar(1.0))));
+    CHECK(g.offset() == offset + 501);
+  }
+  g.manual_seed(12);  // a new seed is read at replay too
+  graph.replay();
+  Generator reseeded(12);
+  CHECK(values(out.to(Device::cpu())) == values(add(rand({1001}, DType::f32, &reseeded), scalar(1.0))));
+}
+
+TEST_CASE("a graph's memory serves only its replays, keeps what it reads, and goes back on reset") {
+  const Tensor x = randn({1 << 16}).to(gpu);
+  empty_cuda_cache(0);
+  Tensor kept, before_capture = mul(x, scalar(2.0));
+  void* temporary = nullptr;
+  void* freed_in_capture = before_capture.raw_data();
+  CudaGraph graph;
+  graph.capture([&] {
+    const Tensor t = exp(x);
+    temporary = t.raw_data();
+    kept = add(add(t, before_capture), x);
+    before_capture = Tensor();  // freed during the capture, yet the graph reads it
+  });
+  CHECK(cuda_memory_stats().graph_pool_bytes >= 2 * (int64_t{1} << 16) * 4);
+  for (int i = 0; i < 3; ++i) {  // eager work must not take the graph's blocks
+    const Tensor e = empty({1 << 16}, DType::f32, gpu);
+    CHECK(e.raw_data() != temporary);
+    CHECK(e.raw_data() != freed_in_capture);
+    e.fill(-1.0);
+  }
+  graph.replay();
+  const Tensor h = x.to(Device::cpu());
+  VOX_CHECK_CLOSE(values(kept.to(Device::cpu())), values(add(add(exp(h), mul(h, scalar(2.0))), h)), 1e-6, 1e-6, "replay");
+  graph.reset();
+  CHECK(cuda_memory_stats().graph_pool_bytes == 0);
+  VOX_CHECK_CLOSE(values(kept.to(Device::cpu())), values(add(add(exp(h), mul(h, scalar(2.0))), h)), 1e-6, 1e-6,
+                  "an output outlives its graph");
+}
+
+TEST_CASE("a capture refuses what a graph cannot do, says why, and leaves the device usable") {
+  const Tensor x = randn({8, 3}).to(gpu).set_requires_grad();
+  CudaGraph graph;
+  CHECK_THROWS_WITH_AS(graph.replay(), Contains("nothing has been captured"), Error);
+  CHECK_THROWS_WITH_AS(graph.capture([&] { (void)sum(x).item<double>(); }), Contains("being captured into a CUDA graph"), Error);
+  CHECK_FALSE(graph.captured());
+  CHECK_FALSE(cuda_capturing(0));
+  CHECK_THROWS_WITH_AS(graph.capture([&] { cuda_synchronize(0); }), Contains("being captured"), Error);
+  optim::Adam plain({x}, {});
+  sum(mul(x, x)).backward();
+  CHECK_THROWS_WITH_AS(graph.capture([&] { plain.step(); }), Contains("capturable = true"), Error);
+  optim::Adam fresh({x}, {.capturable = true});
+  CHECK_THROWS_WITH_AS(graph.capture([&] { fresh.step(); }), Contains("run one step"), Error);
+  CHECK_THROWS_WITH_AS(graph.capture([&] { throw Error("from the step"); }), Contains("from the step"), Error);
+  graph.capture([&] { (void)mul(x, x); });
+  CHECK_THROWS_WITH_AS(graph.capture([] {}), Contains("already holds a capture"), Error);
+  CHECK(values(mul(x, x).to(Device::cpu())) == values(mul(x.to(Device::cpu()), x.to(Device::cpu()))));  // eager work goes on
+  CudaStream side(0);
+  CudaStreamGuard on(side);  // a stream of the caller's own is captured as it is
+  CudaGraph on_side;
+  on_side.capture([&] { CHECK(cuda_capturing(0)); });
+  CHECK_FALSE(cuda_capturing(0));
+  on_side.replay();
+  side.synchronize();
 }
 
 int main(int argc, char** argv) { return run_gpu_tests("test_cuda", argc, argv); }

@@ -4,7 +4,9 @@
 // pass without the tape. Prints each iteration, the median, and last `ms_per_iter=<median>`,
 // which benchmarks/peers scripts read. With --device cuda[:N] the model and data live on that GPU
 // (the program must be built with the CUDA backend); each iteration ends with a device
-// synchronisation, and the caching allocator's peak is printed as peak_gpu_mib.
+// synchronisation, and the caching allocator's peak is printed as peak_gpu_mib. With --graph the
+// iteration is captured into a CUDA graph after the warm-up and each timed iteration is a replay
+// (vox/core/cuda_graph.hpp); peak_gpu_mib then also counts the graph's pool, which replays use.
 #pragma once
 
 #include <sys/resource.h>
@@ -15,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include <vox/core/cuda_graph.hpp>
 #include <vox/nn/models/registry.hpp>
 #include <vox/optim/adam.hpp>
 #include <vox/train/losses.hpp>
@@ -28,6 +31,7 @@ struct BenchArgs {
   std::vector<int64_t> channels;  // empty: the model's default
   int64_t size = 96, batch = 1, iterations = 10, warmup = 2, threads = 0, classes = 2, in_channels = 1;
   std::string device = "cpu";
+  bool graph = false;  // replay a CUDA graph of the iteration
 };
 
 // "cpu", "cuda" or "cuda:N".
@@ -58,6 +62,8 @@ inline int run(const BenchArgs& a) {
     VOX_CHECK(device.index < cuda_backend("bench").device_count(), "bench", "no device ", device, " (",
               cuda_backend("bench").device_count(), " visible)");
   }
+  if (a.graph && !device.is_cuda()) throw UsageError{"--graph needs --device cuda[:N]"};
+  if (a.graph && a.warmup < 1) throw UsageError{"--graph needs --warmup of at least 1: the capture replays a warmed-up step"};
   auto synchronize = [&] {
     if (device.is_cuda()) cuda_backend("bench").synchronize(device.index);
   };
@@ -72,11 +78,12 @@ inline int run(const BenchArgs& a) {
   const Tensor target = (classify ? randint(0, a.classes, {a.batch}, DType::i64, &gen)
                                   : randint(0, a.classes, {a.batch, a.size, a.size, a.size}, DType::i64, &gen))
                             .to(device);
-  optim::Adam adam(model.module->parameters(), {.lr = 1e-4});
+  optim::Adam adam(model.module->parameters(), {.lr = 1e-4, .capturable = a.graph});
+  Tensor output;  // kept, so that a graph's output block is not reused inside the capture
   auto step = [&] {
     if (a.mode == "infer") {
       NoGradGuard no_grad;
-      model.forward(x);
+      output = model.forward(x);
       return;
     }
     adam.zero_grad();
@@ -93,11 +100,19 @@ inline int run(const BenchArgs& a) {
               device.is_cuda() ? cuda_backend("bench").device_name(device.index).c_str() : "cpu", num_threads());
   for (int64_t w = 0; w < a.warmup; ++w) step();
   synchronize();
+  CudaGraph graph(device.is_cuda() ? device.index : 0);
+  if (a.graph) {
+    const auto start = std::chrono::steady_clock::now();
+    graph.capture(step);
+    std::printf("captured the iteration into a CUDA graph in %.1f ms\n",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
   if (device.is_cuda()) cuda_backend("bench").reset_peak_memory(device.index);
   std::vector<double> ms;
   for (int64_t i = 0; i < a.iterations; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    step();
+    if (a.graph) graph.replay();
+    else step();
     synchronize();
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     std::printf("iteration %lld: %.1f ms\n", static_cast<long long>(i + 1), ms.back());
@@ -107,8 +122,12 @@ inline int run(const BenchArgs& a) {
   const double median = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
   std::printf("min %.1f ms, median %.1f ms, max %.1f ms over %zu iterations\n", ms.front(), median, ms.back(), ms.size());
   std::printf("peak_rss_mib=%.0f\n", peak_rss_mib());
-  if (device.is_cuda())
-    std::printf("peak_gpu_mib=%.0f\n", static_cast<double>(cuda_memory_stats(device.index).peak_allocated_bytes) / (1024.0 * 1024.0));
+  if (device.is_cuda()) {
+    // A replay allocates nothing: the memory it uses is the live tensors plus the graph's pool.
+    const DeviceMemoryStats m = cuda_memory_stats(device.index);
+    const int64_t peak = std::max(m.peak_allocated_bytes, m.allocated_bytes + m.graph_pool_bytes);
+    std::printf("peak_gpu_mib=%.0f\n", static_cast<double>(peak) / (1024.0 * 1024.0));
+  }
   std::printf("ms_per_iter=%.3f\n", median);
   return 0;
 }

@@ -18,6 +18,7 @@
 //             [--no-window] [--largest-component] [--min-size N]
 //   vox demo [--dir DIR] [--epochs N] [--iterations N]   the main job on built-in data
 //   vox bench [--model NAME] [--size S] [--batch B] [--mode train|infer] [--iters N] [--warmup N] [--device cpu|cuda:N]
+//             [--graph]
 //             [--threads T] [--channels C1,C2,...] [--classes C]
 //                 a named model on random data: per-iteration times, the median, peak memory
 //   vox evaluate --pred P --gt G [--classes C] [--csv]
@@ -96,7 +97,8 @@ const char* kUsage =
     "  vox bench                time a model on random data (--model monai-unet, unet3d, resnet3d-18, ...)\n"
     "      --size S (cube side, default 96) --batch B (1) --mode train|infer (train: forward, DiceCE,\n"
     "      backward, Adam) --iters N (10) --warmup N (2) --threads T --channels C1,... --classes C (2);\n"
-    "      --device cpu|cuda[:N] (cpu; cuda needs vox built with -DVOX_ENABLE_CUDA=ON);\n"
+    "      --device cpu|cuda[:N] (cpu; cuda needs vox built with -DVOX_ENABLE_CUDA=ON); --graph (with\n"
+    "      cuda: capture the iteration into a CUDA graph after the warm-up, and time its replays);\n"
     "      prints the median and last ms_per_iter=<median>, with peak_rss_mib (and peak_gpu_mib) before it\n"
     "  vox evaluate --pred P --gt G   per-class Dice, 95th-percentile Hausdorff and average surface\n"
     "                           distance (mm) as JSON (--csv: CSV); --classes C (default: from the labels)\n";
@@ -512,6 +514,7 @@ int bench(const std::vector<std::string>& args) {
     else if (a == "--classes") b.classes = parse_count(value(), a);
     else if (a == "--channels") b.channels = parse_list(value(), a);
     else if (a == "--device") b.device = value();
+    else if (a == "--graph") b.graph = true;
     else throw UsageError{"unknown option " + a};
   }
   return bench_command::run(b);

@@ -5,7 +5,8 @@
 # channels_last_3d and cudnn.benchmark for PyTorch). Needs nvcc, a GPU, and a python3 with a
 # CUDA PyTorch and MONAI. Prints both programs' raw lines, then a markdown table: medians, the
 # ratio PyTorch / vox (above 1: vox faster) and the peak device memory of each (vox's caching
-# allocator's peak allocated bytes; PyTorch's max_memory_allocated).
+# allocator's peak allocated bytes; PyTorch's max_memory_allocated). vox runs each mode twice:
+# eagerly, and replaying a CUDA graph of the iteration (`vox bench --graph`).
 #   bash benchmarks/peers/gpu_model_vs_torch.sh [MODEL] [SIZE] [BATCH] [ITERS] [BUILD_DIR] [PYTHON]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,6 +20,9 @@ for mode in train infer; do
   echo "== vox, $mode"
   "$build/tools/vox" bench --device cuda --model "$model" --size "$size" --batch "$batch" --mode "$mode" --iters "$iters" |
     tee /dev/stderr | sed -n "s/^\(ms_per_iter\|peak_gpu_mib\)=/vox $mode \1 /p" >> "$log"
+  echo "== vox, $mode, replaying a CUDA graph"
+  "$build/tools/vox" bench --device cuda --graph --model "$model" --size "$size" --batch "$batch" --mode "$mode" \
+    --iters "$iters" | tee /dev/stderr | sed -n "s/^\(ms_per_iter\|peak_gpu_mib\)=/vox ${mode}_graph \1 /p" >> "$log"
   echo "== PyTorch, $mode"
   "$python" benchmarks/peers/model_peer.py --device cuda --model "$model" --size "$size" --batch "$batch" --mode "$mode" \
     --iters "$iters" | tee /dev/stderr | sed -n "s/^\(ms_per_iter\|peak_gpu_mib\)=/torch $mode \1 /p" >> "$log"
@@ -28,8 +32,9 @@ echo "$model, ${size}^3, batch $batch, f32, $iters iterations; $(nvidia-smi --qu
 echo
 echo "| mode | vox ms | PyTorch ms | ratio (PyTorch / vox) | vox peak MiB | PyTorch peak MiB |"
 echo "| --- | --- | --- | --- | --- | --- |"
+# vox's graph rows are set against PyTorch's eager step, as the issue's target asks.
 awk '{v[$1" "$2" "$3]=$4}
-     END {split("train infer", ms, " ");
-          for (i = 1; i <= 2; i++) {k = ms[i];
-            printf "| %s | %.1f | %.1f | %.2f | %.0f | %.0f |\n", k, v["vox "k" ms_per_iter"], v["torch "k" ms_per_iter"],
-                   v["torch "k" ms_per_iter"] / v["vox "k" ms_per_iter"], v["vox "k" peak_gpu_mib"], v["torch "k" peak_gpu_mib"]}}' "$log"
+     END {split("train infer train_graph infer_graph", ms, " ");
+          for (i = 1; i <= 4; i++) {k = ms[i]; t = k; sub(/_graph/, "", t); name = k; sub(/_graph/, " (vox: CUDA graph)", name);
+            printf "| %s | %.1f | %.1f | %.2f | %.0f | %.0f |\n", name, v["vox "k" ms_per_iter"], v["torch "t" ms_per_iter"],
+                   v["torch "t" ms_per_iter"] / v["vox "k" ms_per_iter"], v["vox "k" peak_gpu_mib"], v["torch "t" peak_gpu_mib"]}}' "$log"

@@ -1,5 +1,6 @@
 #pragma once
 // Floor 2: dtypes, shapes, devices and CUDA streams, storage, Tensor, threads, RNG, printing.
+#include "vox/core/cuda_graph.hpp"
 #include "vox/core/cuda_stream.hpp"
 #include "vox/core/device.hpp"
 #include "vox/core/dtype.hpp"

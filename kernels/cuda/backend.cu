@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 
@@ -18,6 +20,7 @@
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/extremum.cuh"
 #include "kernels/cuda/gather.cuh"
+#include "kernels/cuda/graph.cuh"
 #include "kernels/cuda/labels.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/optim.cuh"
@@ -127,6 +130,7 @@ class CudaBackend final : public DeviceBackend {
   void reset_peak_memory(int device) override { allocator_.reset_peak(device); }
   void empty_cache(int device) override { allocator_.empty_cache(device); }
   void synchronize(int device) override {
+    refuse_while_capturing(launch_stream(device), "cuda_synchronize", device);
     VOX_CUDA_CHECK(cudaSetDevice(device));
     VOX_CUDA_CHECK(cudaDeviceSynchronize());
   }
@@ -149,11 +153,76 @@ class CudaBackend final : public DeviceBackend {
   void set_current_stream(void* stream, int device) override { current_stream_slot(device) = static_cast<cudaStream_t>(stream); }
   void* current_stream(int device) const override { return launch_stream(device); }
   void synchronize_stream(void* stream, int device) override {
+    refuse_while_capturing(static_cast<cudaStream_t>(stream), "synchronize", device);
     VOX_CUDA_CHECK(cudaSetDevice(device));
     VOX_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
   }
   void record_stream(void* ptr, void* stream, int device) override {
     allocator_.record_stream(ptr, static_cast<cudaStream_t>(stream), device);
+  }
+
+  void begin_capture(int device) override {
+    const cudaStream_t stream = enter(device);
+    VOX_CHECK(stream != nullptr, "CUDA graph capture", "the current stream of cuda:", device,
+              " is the legacy default stream, which cannot be captured; make a vox::CudaStream current first (CudaGraph::capture "
+              "does)");
+    VOX_CHECK(!captures_.find(stream), "CUDA graph capture", "the current stream of cuda:", device, " is already being captured");
+    auto capture = std::make_unique<GraphCapture>();
+    capture->device = device;
+    capture->stream = stream;
+    capture->pool = allocator_.begin_graph_pool(stream, device);
+    captures_.add(std::move(capture));
+    // Thread-local mode: only this thread's calls that would break the capture are refused, so
+    // other threads (a data loader's copies, say) carry on.
+    const cudaError_t status = cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+    if (status != cudaSuccess) {
+      discard(captures_.remove(stream));
+      VOX_CUDA_CHECK(status);
+    }
+  }
+  void* end_capture(int device) override {
+    const cudaStream_t stream = enter(device);
+    std::unique_ptr<GraphCapture> capture = captures_.remove(stream);
+    VOX_CHECK(capture != nullptr, "CUDA graph capture", "no capture is in progress on the current stream of cuda:", device);
+    allocator_.end_graph_capture(stream, device);
+    const cudaError_t ended = cudaStreamEndCapture(stream, &capture->graph);
+    if (ended != cudaSuccess) {
+      (void)cudaGetLastError();
+      discard(std::move(capture));
+      fail("CUDA graph capture", "the capture on cuda:", device, " failed (", cudaGetErrorName(ended), ": ",
+           cudaGetErrorString(ended), "): something in the captured work synchronised or used another stream without "
+           "joining it back; see the first error raised inside the capture");
+    }
+    const cudaError_t made = cudaGraphInstantiate(&capture->exec, capture->graph, 0);
+    if (made != cudaSuccess) {
+      (void)cudaGetLastError();
+      discard(std::move(capture));
+      VOX_CUDA_CHECK(made);
+    }
+    return capture.release();
+  }
+  void replay_graph(void* graph, int device) override {
+    const cudaStream_t stream = enter(device);
+    auto* capture = static_cast<GraphCapture*>(graph);
+    VOX_CHECK(capture && capture->exec, "CUDA graph replay", "the graph was not captured");
+    VOX_CHECK(capture->device == device, "CUDA graph replay", "the graph was captured on cuda:", capture->device, ", not cuda:", device);
+    VOX_CHECK(!captures_.find(stream), "CUDA graph replay", "the current stream of cuda:", device, " is being captured");
+    VOX_CUDA_CHECK(cudaGraphLaunch(capture->exec, stream));
+  }
+  void destroy_graph(void* graph, int device) override {
+    if (!graph) return;
+    // A replay may still run: wait for the device, then nothing reads the graph's memory.
+    if (cudaSetDevice(device) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) (void)cudaGetLastError();
+    discard(std::unique_ptr<GraphCapture>(static_cast<GraphCapture*>(graph)));
+  }
+  bool capturing(int device) const override { return captures_.find(launch_stream(device)) != nullptr; }
+  void store_words(void* dst, const std::array<uint64_t, 4>& words, int count, int device) override {
+    VOX_CHECK(count >= 0 && count <= 4, "store_words", "count ", count, " is outside [0, 4]");
+    const cudaStream_t stream = enter(device);
+    Words w{};
+    for (int i = 0; i < count; ++i) w.value[i] = words[static_cast<size_t>(i)];
+    store_words_kernel<<<1, 32, 0, stream>>>(static_cast<uint64_t*>(dst), w, count);
+    VOX_CUDA_CHECK_LAUNCH("store_words_kernel");
   }
 
   void* allocate_pinned(size_t nbytes) override {
@@ -187,8 +256,14 @@ class CudaBackend final : public DeviceBackend {
     const cudaMemcpyKind kind = dst_device.is_cpu()   ? cudaMemcpyDeviceToHost
                                 : src_device.is_cpu() ? cudaMemcpyHostToDevice
                                                       : cudaMemcpyDeviceToDevice;
-    VOX_CUDA_CHECK(cudaSetDevice(dst_device.is_cuda() ? dst_device.index : src_device.index));
-    const cudaStream_t stream = launch_stream(dst_device.is_cuda() ? dst_device.index : src_device.index);
+    const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
+    const cudaStream_t stream = enter(device);
+    if (kind == cudaMemcpyHostToDevice) {
+      upload(dst, src, nbytes, stream);
+      if (!capture_of(stream)) VOX_CUDA_CHECK(cudaStreamSynchronize(stream));  // the host may reuse its memory now
+      return;
+    }
+    if (kind == cudaMemcpyDeviceToHost) refuse_while_capturing(stream, "a copy to the host", device);
     VOX_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, stream));
     if (kind != cudaMemcpyDeviceToDevice) VOX_CUDA_CHECK(cudaStreamSynchronize(stream));  // the host may use the data now
   }
@@ -405,7 +480,7 @@ class CudaBackend final : public DeviceBackend {
     }
     std::string engine, refusal;
     if (settings.engine == ConvEngine::implicit_gemm ||
-        !cudnn_.run(pass, dtype, g, a, b, out, device, settings, *this, engine, refusal)) {
+        !cudnn_.run(pass, dtype, g, a, b, out, device, settings, *this, capture_of(stream) != nullptr, engine, refusal)) {
       VOX_CHECK(settings.engine != ConvEngine::cudnn, name, "cuDNN has no plan for this ", dtype_name(dtype), " convolution (",
                 g.in_channels, " -> ", g.out_channels, " channels, kernel ", g.kernel[0], "x", g.kernel[1], "x", g.kernel[2],
                 ", groups ", g.groups, "): ", refusal, "; ConvEngine::automatic falls back to vox's implicit GEMM");
@@ -566,13 +641,18 @@ class CudaBackend final : public DeviceBackend {
   }
 
   void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) override {
-    run_segments(dtype, "Adam", segments, device, [&]<class T>(const AdamSegment* table, const int64_t* starts, int64_t total) {
-      adam_kernel<T>
-          <<<grid_for(total), 256, 0, launch_stream(device)>>>(table, starts, static_cast<int>(segments.size()), total, hyper);
+    run_segments(dtype, "Adam", segments, device, [&]<class T>(AdamSegment* table, const int64_t* starts, int64_t total) {
+      const int count = static_cast<int>(segments.size());
+      const cudaStream_t stream = launch_stream(device);
+      if (hyper.schedule) {  // the step counts advance and the bias corrections are worked out on the device
+        adam_schedule_kernel<<<(count + 255) / 256, 256, 0, stream>>>(table, count, hyper);
+        VOX_CUDA_CHECK_LAUNCH("adam_schedule_kernel");
+      }
+      adam_kernel<T><<<grid_for(total), 256, 0, stream>>>(table, starts, count, total, hyper);
     });
   }
   void sgd_step(DType dtype, const std::vector<SgdSegment>& segments, const SgdHyper& hyper, int device) override {
-    run_segments(dtype, "SGD", segments, device, [&]<class T>(const SgdSegment* table, const int64_t* starts, int64_t total) {
+    run_segments(dtype, "SGD", segments, device, [&]<class T>(SgdSegment* table, const int64_t* starts, int64_t total) {
       sgd_kernel<T>
           <<<grid_for(total), 256, 0, launch_stream(device)>>>(table, starts, static_cast<int>(segments.size()), total, hyper);
     });
@@ -632,12 +712,9 @@ class CudaBackend final : public DeviceBackend {
       const auto entries = static_cast<size_t>(t.begin[t.out_size]);
       char* p = tables + at[a];
       const size_t offsets_bytes = (static_cast<size_t>(t.out_size) + 1) * sizeof(int64_t);
-      VOX_CUDA_CHECK(cudaMemcpyAsync(p, t.begin, offsets_bytes, cudaMemcpyHostToDevice, stream));
-      if (entries) {
-        VOX_CUDA_CHECK(cudaMemcpyAsync(p + offsets_bytes, t.index, entries * sizeof(int64_t), cudaMemcpyHostToDevice, stream));
-        VOX_CUDA_CHECK(cudaMemcpyAsync(p + offsets_bytes + entries * sizeof(int64_t), t.weight, entries * sizeof(double),
-                                  cudaMemcpyHostToDevice, stream));
-      }
+      upload(p, t.begin, offsets_bytes, stream);
+      upload(p + offsets_bytes, t.index, entries * sizeof(int64_t), stream);
+      upload(p + offsets_bytes + entries * sizeof(int64_t), t.weight, entries * sizeof(double), stream);
       views[a] = {t.in_size, t.out_size, reinterpret_cast<const int64_t*>(p), reinterpret_cast<const int64_t*>(p + offsets_bytes),
                   reinterpret_cast<const double*>(p + offsets_bytes + entries * sizeof(int64_t))};
     }
@@ -656,7 +733,7 @@ class CudaBackend final : public DeviceBackend {
     const cudaStream_t stream = enter(device);
     const size_t bytes = static_cast<size_t>(2 * (out[0] + out[1] + out[2])) * sizeof(int64_t);
     auto* device_windows = static_cast<int64_t*>(allocate(bytes, device));
-    VOX_CUDA_CHECK(cudaMemcpyAsync(device_windows, windows, bytes, cudaMemcpyHostToDevice, stream));
+    upload(device_windows, windows, bytes, stream);
     dispatch_compute(dtype, "max_pool3d", [&]<class T>() {
       max_pool_kernel<T><<<grid_for(total), 256, 0, stream>>>(N, C, in[0], in[1], in[2], out[0], out[1], out[2], device_windows,
                                                    static_cast<const T*>(x), static_cast<T*>(y), argmax);
@@ -676,12 +753,12 @@ class CudaBackend final : public DeviceBackend {
     });
   }
 
-  void random(RandomKind kind, DType dtype, int64_t n, uint64_t key, uint64_t start, double a, double b, void* out,
-              int device) override {
+  void random(RandomKind kind, DType dtype, int64_t n, uint64_t key, uint64_t start, double a, double b, void* out, int device,
+              const uint64_t* draw_state) override {
     if (n == 0) return;
     const cudaStream_t stream = enter(device);
     dispatch_compute(dtype, "random", [&]<class T>() {
-      random_kernel<T><<<grid_for(n), 256, 0, stream>>>(kind, static_cast<T*>(out), n, key, start, a, b);
+      random_kernel<T><<<grid_for(n), 256, 0, stream>>>(kind, static_cast<T*>(out), n, key, start, draw_state, a, b);
     });
     VOX_CUDA_CHECK_LAUNCH("random_kernel");
   }
@@ -744,14 +821,41 @@ class CudaBackend final : public DeviceBackend {
     const size_t table_bytes = segments.size() * sizeof(Segment), starts_bytes = starts.size() * sizeof(int64_t);
     const size_t starts_at = (table_bytes + 15) / 16 * 16;  // int64 offsets start aligned
     char* buffer = static_cast<char*>(allocate(starts_at + starts_bytes, device));
-    VOX_CUDA_CHECK(cudaMemcpyAsync(buffer, segments.data(), table_bytes, cudaMemcpyHostToDevice, stream));
-    VOX_CUDA_CHECK(cudaMemcpyAsync(buffer + starts_at, starts.data(), starts_bytes, cudaMemcpyHostToDevice, stream));
+    upload(buffer, segments.data(), table_bytes, stream);
+    upload(buffer + starts_at, starts.data(), starts_bytes, stream);
     dispatch_compute(dtype, op, [&]<class T>() {
-      launch.template operator()<T>(reinterpret_cast<const Segment*>(buffer),
+      launch.template operator()<T>(reinterpret_cast<Segment*>(buffer),
                                     reinterpret_cast<const int64_t*>(buffer + starts_at), total);
     });
     VOX_CUDA_CHECK_LAUNCH("optimizer kernel");
     deallocate(buffer, 0, device);
+  }
+
+  GraphCapture* capture_of(cudaStream_t stream) const { return captures_.find(stream); }
+
+  // A host-to-device copy from host memory the caller may reuse at once: pageable memory is
+  // staged by the driver before cudaMemcpyAsync returns. During a capture the bytes go through a
+  // page-locked copy that the graph keeps, since every replay copies them again.
+  void upload(void* dst, const void* src, size_t bytes, cudaStream_t stream) {
+    if (bytes == 0) return;
+    if (GraphCapture* capture = capture_of(stream)) src = capture->keep(src, bytes);
+    VOX_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+  }
+
+  // Calls that wait for the device cannot be captured: say so, rather than let CUDA invalidate
+  // the capture with a less telling error.
+  void refuse_while_capturing(cudaStream_t stream, const char* what, int device) const {
+    VOX_CHECK(!capture_of(stream), what, "cuda:", device, "'s current stream is being captured into a CUDA graph, which cannot "
+              "wait for the device or hand values to the host: read values (item(), .to(Device::cpu())) after a replay. Batch "
+              "norm's running statistics are such a read: in captured steps use instance or group norm, or batch norm in eval mode");
+  }
+
+  // A capture that ended, or failed: its graph, staging buffers and memory pool go.
+  void discard(std::unique_ptr<GraphCapture> capture) {
+    if (!capture) return;
+    allocator_.end_graph_capture(capture->stream, capture->device);
+    capture->release();
+    allocator_.release_graph_pool(capture->pool, capture->device);
   }
 
   // The maps of every axis in one device buffer (freed by the caller, in stream order).
@@ -768,8 +872,7 @@ class CudaBackend final : public DeviceBackend {
       flat.insert(flat.end(), maps[a].begin(), maps[a].end());
     }
     auto* buffer = static_cast<int64_t*>(allocate(flat.size() * sizeof(int64_t), device));
-    VOX_CUDA_CHECK(
-        cudaMemcpyAsync(buffer, flat.data(), flat.size() * sizeof(int64_t), cudaMemcpyHostToDevice, launch_stream(device)));
+    upload(buffer, flat.data(), flat.size() * sizeof(int64_t), launch_stream(device));
     m.maps = buffer;
     return m;
   }
@@ -783,6 +886,10 @@ class CudaBackend final : public DeviceBackend {
     VOX_CUDA_CHECK(cudaMemsetAsync(bad, 0xff, sizeof(unsigned long long), stream));
     launch(bad);
     VOX_CUDA_CHECK_LAUNCH("label kernel");
+    if (capture_of(stream)) {  // a graph cannot report back: labels are checked on eager runs only
+      deallocate(bad, 0, device);
+      return;
+    }
     unsigned long long first = 0;
     VOX_CUDA_CHECK(cudaMemcpyAsync(&first, bad, sizeof(first), cudaMemcpyDeviceToHost, stream));
     VOX_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -909,6 +1016,7 @@ class CudaBackend final : public DeviceBackend {
   CudnnConvolutions cudnn_;
   mutable int count_ = 0;
   CachingAllocator allocator_;
+  GraphCaptures captures_;
   mutable std::mutex handle_mutex_;
   std::map<int, cublasHandle_t> handles_;
 };

@@ -12,6 +12,12 @@
 // whatever reuses the block runs after the block's last use there, with no event needed. A block
 // also used on another stream is marked with record_stream: when it is freed, an event is recorded
 // on each such stream, and the block waits in a pending list until those events have completed.
+// CUDA graphs: while a stream is being captured, its requests are served from a pool private to
+// the graph, and blocks freed during the capture go back to that pool, never to other work: a
+// replay writes to every block the capture used. Blocks allocated before the capture and freed
+// during it are kept by the graph too (its kernels may read them). The pool lives until the graph
+// is destroyed; blocks of it still held by tensors then become ordinary blocks of the capture's
+// stream.
 #include <algorithm>
 #include <cstddef>
 #include <map>
@@ -38,21 +44,22 @@ class CachingAllocator {
     const cudaStream_t stream = launch_stream(device);
     std::lock_guard<std::mutex> lock(mutex_);
     Pool& pool = pools_[device];
-    collect_finished(pool);
+    GraphPool* graph = capturing_pool(pool, stream);
+    if (!graph) collect_finished(pool);  // event queries are not allowed while capturing
     const size_t size = round_size(nbytes);
     ++pool.stats.allocations;
     void* ptr = nullptr;
     size_t block_size = size;
-    auto& free_list = pool.free_blocks[stream];
+    auto& free_list = graph ? graph->free_blocks : pool.free_blocks[stream];
     auto it = free_list.lower_bound(size);
     if (it != free_list.end() && it->first <= size + size / 3) {
       ptr = it->second;
       block_size = it->first;
       free_list.erase(it);
     } else {
-      ptr = device_malloc(pool, size, device);
+      ptr = device_malloc(pool, size, device, graph != nullptr);
     }
-    pool.live[ptr] = Block{block_size, nbytes, stream, {}};
+    pool.live[ptr] = Block{block_size, nbytes, stream, {}, graph ? graph->id : 0};
     pool.stats.allocated_bytes += static_cast<int64_t>(block_size);
     pool.stats.requested_bytes += static_cast<int64_t>(nbytes);
     pool.stats.peak_allocated_bytes = std::max(pool.stats.peak_allocated_bytes, pool.stats.allocated_bytes);
@@ -69,6 +76,14 @@ class CachingAllocator {
     pool.live.erase(it);
     pool.stats.allocated_bytes -= static_cast<int64_t>(block.size);
     pool.stats.requested_bytes -= static_cast<int64_t>(block.requested);
+    if (block.graph != 0) {  // a graph's block serves that graph's captures only
+      pool.graphs.at(block.graph).free_blocks.emplace(block.size, ptr);
+      return;
+    }
+    if (GraphPool* graph = capturing_pool(pool, launch_stream(device))) {  // the graph may read it: keep it
+      graph->retained.emplace_back(ptr, block);
+      return;
+    }
     if (block.other_streams.empty()) {
       pool.free_blocks[block.stream].emplace(block.size, ptr);
       return;
@@ -124,6 +139,47 @@ class CachingAllocator {
     }
     for (Pending& p : pool.pending)
       if (p.block.stream == stream) p.block.stream = nullptr;
+    for (auto& [id, graph] : pool.graphs) {
+      if (graph.stream == stream) graph.stream = nullptr;
+      for (auto& [ptr, block] : graph.retained)
+        if (block.stream == stream) block.stream = nullptr;
+    }
+  }
+
+  // Starts serving `stream`'s requests from a new graph pool; returns the pool's id.
+  int64_t begin_graph_pool(cudaStream_t stream, int device) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Pool& pool = pools_[device];
+    const int64_t id = ++pool.last_graph;
+    pool.graphs[id].id = id;
+    pool.graphs[id].stream = stream;
+    pool.capturing[stream] = id;
+    return id;
+  }
+  // The capture on `stream` has ended: its pool stays with the graph, but serves no one else.
+  void end_graph_capture(cudaStream_t stream, int device) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pools_[device].capturing.erase(stream);
+  }
+  // The graph is gone and the device idle (the caller synchronised it): its free blocks return to
+  // the driver, the blocks it retained to their streams, and its blocks still held by tensors
+  // become ordinary blocks of the capture's stream.
+  void release_graph_pool(int64_t id, int device) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    Pool& pool = pools_[device];
+    const auto it = pool.graphs.find(id);
+    if (it == pool.graphs.end()) return;
+    GraphPool& graph = it->second;
+    for (const auto& [size, ptr] : graph.free_blocks) {
+      if (cudaFree(ptr) != cudaSuccess) (void)cudaGetLastError();  // runs from destructors: never throws
+      pool.stats.reserved_bytes -= static_cast<int64_t>(size);
+    }
+    for (const auto& [ptr, block] : graph.retained) pool.free_blocks[block.stream].emplace(block.size, ptr);
+    for (auto& [ptr, block] : pool.live)
+      if (block.graph == id) block.graph = 0, block.stream = graph.stream;
+    for (auto capture = pool.capturing.begin(); capture != pool.capturing.end();)
+      capture = capture->second == id ? pool.capturing.erase(capture) : std::next(capture);
+    pool.graphs.erase(it);
   }
 
   // Returns every cached (free or pending) block of `device` to the driver.
@@ -135,7 +191,7 @@ class CachingAllocator {
   DeviceMemoryStats stats(int device) const {
     std::lock_guard<std::mutex> lock(mutex_);
     Pool& pool = pools_[device];
-    collect_finished(pool);
+    if (pool.capturing.empty()) collect_finished(pool);
     DeviceMemoryStats s = pool.stats;
     auto count = [&s](size_t size) {
       s.cached_bytes += static_cast<int64_t>(size);
@@ -146,6 +202,10 @@ class CachingAllocator {
       for (const auto& [size, ptr] : list) count(size);
     for (const Pending& p : pool.pending) count(p.block.size);
     s.pending_blocks = static_cast<int64_t>(pool.pending.size());
+    for (const auto& [id, graph] : pool.graphs) {
+      for (const auto& [size, ptr] : graph.free_blocks) s.graph_pool_bytes += static_cast<int64_t>(size);
+      for (const auto& [ptr, block] : graph.retained) s.graph_pool_bytes += static_cast<int64_t>(block.size);
+    }
     return s;
   }
 
@@ -162,18 +222,34 @@ class CachingAllocator {
     size_t requested;  // as asked
     cudaStream_t stream;
     std::vector<cudaStream_t> other_streams;  // from record_stream
+    int64_t graph = 0;                        // the graph pool it belongs to; 0: none
   };
   struct Pending {
     void* ptr;
     Block block;
     std::vector<cudaEvent_t> events;
   };
+  struct GraphPool {
+    int64_t id = 0;
+    cudaStream_t stream = nullptr;  // the stream it was captured on
+    std::multimap<size_t, void*> free_blocks;
+    std::vector<std::pair<void*, Block>> retained;  // allocated before the capture, freed during it
+  };
   struct Pool {
     std::map<cudaStream_t, std::multimap<size_t, void*>> free_blocks;
     std::unordered_map<void*, Block> live;
     std::vector<Pending> pending;
+    std::map<int64_t, GraphPool> graphs;
+    std::map<cudaStream_t, int64_t> capturing;  // streams being captured, and their graph pools
+    int64_t last_graph = 0;
     DeviceMemoryStats stats;
   };
+
+  static GraphPool* capturing_pool(Pool& pool, cudaStream_t stream) {
+    if (pool.capturing.empty()) return nullptr;
+    const auto it = pool.capturing.find(stream);
+    return it == pool.capturing.end() ? nullptr : &pool.graphs.at(it->second);
+  }
 
   // Pending blocks whose other streams have finished with them go back to their stream's list.
   static void collect_finished(Pool& pool) {
@@ -196,11 +272,17 @@ class CachingAllocator {
     }
   }
 
-  void* device_malloc(Pool& pool, size_t size, int device) {
+  // During a capture, cudaMalloc runs in relaxed capture mode (it enqueues nothing), and an
+  // out-of-memory is not retried: returning the cache would synchronise the device.
+  void* device_malloc(Pool& pool, size_t size, int device, bool capturing) {
     VOX_CUDA_CHECK(cudaSetDevice(device));
     void* ptr = nullptr;
-    cudaError_t status = cudaMalloc(&ptr, size);
-    if (status == cudaErrorMemoryAllocation) {
+    cudaError_t status = cudaSuccess;
+    {
+      RelaxedCaptureMode relaxed(capturing);
+      status = cudaMalloc(&ptr, size);
+    }
+    if (status == cudaErrorMemoryAllocation && !capturing) {
       (void)cudaGetLastError();  // clear the sticky-free error before retrying
       release_cached(pool, device);
       status = cudaMalloc(&ptr, size);

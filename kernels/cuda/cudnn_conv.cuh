@@ -71,9 +71,11 @@ inline void set_handle(CudnnDescriptor& d, cudnnBackendAttributeName_t name, cud
 class CudnnConvolutions {
  public:
   // Runs one pass with cuDNN. Returns false, doing nothing and saying why in `refusal`, where cuDNN
-  // has no plan for the shape.
+  // has no plan for the shape. While the stream is being captured into a CUDA graph, an untuned
+  // shape runs cuDNN's first choice untimed (timing needs a synchronisation); a later eager call
+  // tunes it.
   bool run(ConvPass pass, DType dtype, const kernels::ConvGeometry& g, const void* a, const void* b, void* out, int device,
-           const ConvSettings& settings, DeviceBackend& memory, std::string& engine_name, std::string& refusal) {
+           const ConvSettings& settings, DeviceBackend& memory, bool capturing, std::string& engine_name, std::string& refusal) {
     if (dtype != DType::f32 && dtype != DType::f64 && dtype != DType::f16 && dtype != DType::bf16) return false;
     const int64_t alignment = common_alignment({a, b, out}, dtype_size(dtype));
     const std::string key = shape_key(pass, dtype, g, alignment, device, settings);
@@ -82,6 +84,7 @@ class CudnnConvolutions {
     if (it == plans_.end()) {
       Entry built;
       try {
+        RelaxedCaptureMode relaxed(capturing);  // building plans may load modules and allocate
         built = build(pass, dtype, g, alignment, device, settings);
       } catch (const Error& e) {  // a descriptor cuDNN rejects: this shape is refused, with the reason kept
         built = Entry{};
@@ -98,7 +101,7 @@ class CudnnConvolutions {
     void* pointers[3];
     const int64_t uids[3] = {kUidX, kUidW, kUidY};
     bind(pass, a, b, out, pointers);
-    if (!entry.tuned) {
+    if (!entry.tuned && !capturing) {
       pick_fastest(entry, device, uids, pointers, memory);
       entry.tuned = true;
     }

@@ -10,8 +10,15 @@
 
 namespace vox::cuda {
 
+// With `state` (a CUDA graph's draw: {key, base} in device memory, refreshed before each replay),
+// the key and the counters' base are read when the kernel runs.
 template <class T>
-__global__ void random_kernel(RandomKind kind, T* out, int64_t n, uint64_t key, uint64_t start, double a, double b) {
+__global__ void random_kernel(RandomKind kind, T* out, int64_t n, uint64_t key, uint64_t start, const uint64_t* state, double a,
+                              double b) {
+  if (state) {
+    key = state[0];
+    start += state[1];
+  }
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     uint32_t block[4];
     philox::block(key, start + static_cast<uint64_t>(i / 2), block);

@@ -21,4 +21,23 @@ inline cudaStream_t& current_stream_slot(int device) {
 
 inline cudaStream_t launch_stream(int device) { return current_stream_slot(device); }
 
+// While one of the calling thread's streams is being captured into a CUDA graph, calls that may
+// synchronise (cudaMalloc, cudaHostAlloc) are refused. Those that enqueue nothing are safe, and
+// run inside one of these scopes, which relaxes the thread's capture mode.
+class RelaxedCaptureMode {
+ public:
+  explicit RelaxedCaptureMode(bool active) : active_(active) {
+    if (active_ && cudaThreadExchangeStreamCaptureMode(&mode_) != cudaSuccess) active_ = false;
+  }
+  RelaxedCaptureMode(const RelaxedCaptureMode&) = delete;
+  RelaxedCaptureMode& operator=(const RelaxedCaptureMode&) = delete;
+  ~RelaxedCaptureMode() {
+    if (active_) (void)cudaThreadExchangeStreamCaptureMode(&mode_);
+  }
+
+ private:
+  bool active_;
+  cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
+};
+
 }  // namespace vox::cuda

@@ -257,6 +257,7 @@ expect_error 2 "unknown option --colour" "$vox" train --synthetic --colour red
 expect_error 2 "--lr takes a number, got fast" "$vox" train --synthetic --lr fast
 expect_error 2 "--arch takes monai-unet" "$vox" train --data "$tmp/tiny" --run "$tmp/bad_run" --arch vgg
 expect_error 2 "--tta-axes takes axes 0, 1 and 2" "$vox" infer --model "$tmp/run" --input "$image" --output "$tmp/x.nii.gz" --tta-axes 3
+expect_error 2 "--graph needs --device cuda" "$vox" bench --graph --iters 1 --size 16
 echo '{"epoch": 3}' > "$tmp/typo.json"
 expect_error 1 "unknown key \"epoch\"" "$vox" train --config "$tmp/typo.json"
 cp -r "$tmp/tiny" "$tmp/mismatch"

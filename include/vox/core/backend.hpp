@@ -74,6 +74,7 @@ struct DeviceMemoryStats {
   int64_t cached_blocks = 0;
   int64_t largest_cached_block = 0;  // blocks are reused whole, by requests of 3/4 of one and more
   int64_t pending_blocks = 0;        // freed, but still in use by work queued on another stream
+  int64_t graph_pool_bytes = 0;      // freed blocks that CUDA graphs keep for their replays (not in cached_bytes)
   // The share of the cache outside its largest block: 0 when the cache is one block (or empty),
   // near 1 when it is many small blocks that no large request can use.
   double fragmentation() const {
@@ -111,7 +112,9 @@ struct NormParams {
 };
 
 // One parameter of a fused Adam step: its tensors (same dtype, contiguous, on one device), its
-// size, and its bias corrections (lr / (1 - beta1^t) and sqrt(1 - beta2^t)).
+// size, and its bias corrections (lr / (1 - beta1^t) and sqrt(1 - beta2^t)). With a device
+// schedule (below), step_index says which of its step counts is this parameter's, and the bias
+// corrections are computed on the device instead.
 struct AdamSegment {
   void* param;
   const void* grad;
@@ -120,10 +123,15 @@ struct AdamSegment {
   int64_t size;
   double step_size;
   double root_correction2;
+  int64_t step_index = 0;
 };
+// `schedule`, where not null, is f64 device memory {lr, step count of parameter 0, 1, ...}: the
+// step advances the counts of the segments' parameters and reads lr there, so that a CUDA graph
+// replay of the step does what an eager step would (a capturable optimizer).
 struct AdamHyper {
   double lr, beta1, beta2, eps, weight_decay;
   bool decoupled;  // AdamW
+  const double* schedule = nullptr;
 };
 
 // One axis of a separable resampling (kernels/cpu/resample.hpp's AxisTable, as plain host
@@ -151,6 +159,7 @@ struct SgdSegment {
 struct SgdHyper {
   double lr, momentum, dampening, weight_decay;
   bool nesterov;
+  const double* schedule = nullptr;  // where not null, f64 device memory whose first value is lr
 };
 
 // Fused attention over `batch` independent (batch x heads) problems, each q [q_len][qk_dim],
@@ -279,8 +288,10 @@ class DeviceBackend {
                                 void* gx, int device) = 0;
 
   // out[i] (contiguous, n elements, floating dtype) from Philox block start + i / 2 under `key`.
+  // With `draw_state` (device memory {key, base}, as a CUDA graph's draws use), the key is
+  // draw_state[0] and the block is draw_state[1] + start + i / 2, read when the kernel runs.
   virtual void random(RandomKind kind, DType dtype, int64_t n, uint64_t key, uint64_t start, double a, double b, void* out,
-                      int device) = 0;
+                      int device, const uint64_t* draw_state = nullptr) = 0;
 
   // softmax(q k^T * scale) v without the score matrix; false (nothing done) where the backend
   // has no fused kernel for this dtype or head size, and the caller composes it from matmul and
@@ -290,6 +301,20 @@ class DeviceBackend {
   virtual void attention_backward(DType dtype, const AttentionShape& s, const void* q, const void* k, const void* v,
                                   const void* out, const void* lse, const void* dout, void* dq, void* dk, void* dv,
                                   int device) = 0;
+
+  // CUDA graphs (vox/core/cuda_graph.hpp). begin_capture starts capturing the calling thread's
+  // current stream of `device` (not the legacy default stream) into a new graph with its own
+  // memory pool; end_capture instantiates it and returns its handle; replay_graph launches it on
+  // the current stream; destroy_graph waits for the device and frees it and its pool.
+  virtual void begin_capture(int device) = 0;
+  virtual void* end_capture(int device) = 0;
+  virtual void replay_graph(void* graph, int device) = 0;
+  virtual void destroy_graph(void* graph, int device) = 0;
+  // Whether the calling thread's current stream of `device` is being captured.
+  virtual bool capturing(int device) const = 0;
+  // Writes `count` (at most 4) 64-bit words to device memory in stream order, the values passed
+  // with the launch: safe to queue while a graph that reads them is running.
+  virtual void store_words(void* dst, const std::array<uint64_t, 4>& words, int count, int device) = 0;
 
   // One Adam / AdamW step over every segment, in one launch.
   virtual void adam_step(DType dtype, const std::vector<AdamSegment>& segments, const AdamHyper& hyper, int device) = 0;

@@ -3,6 +3,7 @@
 // pure function of (seed, offset, i), so results are the same on any number of threads and
 // match across the CPU and the CUDA backend, which draws from the same counters
 // (kernels/cuda/random.cuh).
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -71,12 +72,63 @@ void fill_random(const Tensor& t, Generator* gen, int64_t per_block, Value value
   });
 }
 
+// The random draws of a CUDA graph capture (vox/core/cuda_graph.hpp). A replay must not repeat
+// the captured draws' counters, so a captured draw reads its key and base counter from device
+// memory, one {key, base} pair per generator, that each replay refreshes: it reserves from the
+// generator as many blocks as the capture drew, exactly as the same eager draws would have.
+class CapturedDraws {
+ public:
+  struct Draw {
+    const uint64_t* state;  // device {key, base}
+    uint64_t start;         // the counter relative to base
+  };
+  Draw reserve(Generator& g, uint64_t blocks, Device device) {
+    auto it = std::find_if(sources_.begin(), sources_.end(), [&](const Source& s) { return s.generator == &g; });
+    if (it == sources_.end()) {
+      sources_.push_back({&g, g.offset(), 0, empty(Shape{2}, DType::i64, device)});
+      it = sources_.end() - 1;
+    }
+    const uint64_t start = g.reserve(blocks) - it->first;
+    it->consumed = g.offset() - it->first;
+    return {static_cast<const uint64_t*>(it->state.raw_data()), start};
+  }
+  // Before a replay: each generator advances past the draws the replay will make.
+  void refresh(int device) {
+    for (Source& s : sources_) {
+      const uint64_t base = s.generator->reserve(s.consumed);
+      cuda_backend("CudaGraph::replay").store_words(s.state.raw_data(), {s.generator->seed(), base}, 2, device);
+    }
+  }
+
+ private:
+  struct Source {
+    Generator* generator;  // must outlive the graph
+    uint64_t first;        // its offset at the capture's first draw
+    uint64_t consumed;     // blocks the capture drew from it
+    Tensor state;
+  };
+  std::vector<Source> sources_;
+};
+
+// The calling thread's capture in progress on each device, if any (set by CudaGraph::capture).
+inline CapturedDraws*& captured_draws(int device) {
+  thread_local std::array<CapturedDraws*, 64> slots{};
+  VOX_CHECK(device >= 0 && device < 64, "random", "device index ", device, " is outside [0, 64)");
+  return slots[static_cast<size_t>(device)];
+}
+
 // A draw on a CUDA device: the same counters as fill_random, filled by the backend's Philox.
 inline Tensor device_random(RandomKind kind, const Shape& shape, DType dtype, Generator* gen, Device device, double a, double b) {
   VOX_CHECK(dtype == DType::f32 || dtype == DType::f64, "random", "CUDA draws are f32 or f64, got ", dtype);
   Generator& g = gen ? *gen : default_generator();
   Tensor t = empty(shape, dtype, device);
-  const uint64_t start = g.reserve(static_cast<uint64_t>((t.numel() + 1) / 2));
+  const auto blocks = static_cast<uint64_t>((t.numel() + 1) / 2);
+  if (CapturedDraws* capture = captured_draws(device.index)) {
+    const CapturedDraws::Draw draw = capture->reserve(g, blocks, device);
+    cuda_backend("random").random(kind, dtype, t.numel(), 0, draw.start, a, b, t.raw_data(), device.index, draw.state);
+    return t;
+  }
+  const uint64_t start = g.reserve(blocks);
   cuda_backend("random").random(kind, dtype, t.numel(), g.seed(), start, a, b, t.raw_data(), device.index);
   return t;
 }

@@ -16,6 +16,9 @@ struct AdamOptions {
   double eps = 1e-8;
   double weight_decay = 0.0;
   bool decoupled_weight_decay = false;  // true: AdamW
+  // On CUDA: step counts and learning rate in device memory, so that the step can be captured
+  // into a CUDA graph (vox/core/cuda_graph.hpp). Results are those of the eager step.
+  bool capturable = false;
 };
 
 class Adam : public Optimizer {
@@ -57,15 +60,17 @@ class Adam : public Optimizer {
 
   std::map<std::string, Tensor> state_dict() const override {
     std::map<std::string, Tensor> s = Optimizer::state_dict();
+    const std::vector<int64_t> steps = step_counts();
     for (size_t i = 0; i < params_.size(); ++i) {
       s[key(i, "exp_avg")] = m_[i].clone();
       s[key(i, "exp_avg_sq")] = v_[i].clone();
-      s[key(i, "step")] = full({}, static_cast<double>(steps_[i]), DType::f64);
+      s[key(i, "step")] = full({}, static_cast<double>(steps[i]), DType::f64);
     }
     return s;
   }
   void load_state_dict(const std::map<std::string, Tensor>& state) override {
     Optimizer::load_state_dict(state);
+    schedule_ = Tensor();  // a capturable schedule is made again from the loaded state
     for (size_t i = 0; i < params_.size(); ++i) {
       m_[i].copy_from(entry(state, key(i, "exp_avg"), m_[i].shape()));
       v_[i].copy_from(entry(state, key(i, "exp_avg_sq"), v_[i].shape()));
@@ -74,17 +79,39 @@ class Adam : public Optimizer {
   }
 
  private:
-  // On a CUDA device: every parameter with a gradient in one fused launch per dtype.
+  // The step counts: a capturable optimizer's, once it has stepped on the GPU, are on the device.
+  std::vector<int64_t> step_counts() const {
+    if (!schedule_.defined()) return steps_;
+    const std::vector<double> schedule = schedule_.to(Device::cpu()).to_vector<double>();
+    std::vector<int64_t> steps;
+    for (size_t i = 0; i < params_.size(); ++i) steps.push_back(static_cast<int64_t>(schedule[i + 1]));
+    return steps;
+  }
+
+  // On a CUDA device: every parameter with a gradient in one fused launch per dtype. Capturable,
+  // the step counts and bias corrections are kept and worked out on the device.
   void step_cuda() {
+    check_capturable("Adam", o_.capturable);
+    const double* schedule = nullptr;
+    if (o_.capturable) {
+      std::vector<double> initial{lr_};
+      for (int64_t t : steps_) initial.push_back(static_cast<double>(t));
+      schedule = device_schedule("Adam", initial);
+    }
     std::map<DType, std::vector<AdamSegment>> by_dtype;
     const std::vector<Tensor> grads = for_each_device_parameter("Adam", [&](const Tensor& p, const Tensor& g, size_t i) {
-      const int64_t t = ++steps_[i];
-      const double correction1 = 1 - std::pow(o_.beta1, static_cast<double>(t));
-      const double correction2 = 1 - std::pow(o_.beta2, static_cast<double>(t));
-      by_dtype[p.dtype()].push_back({p.raw_data(), g.raw_data(), m_[i].raw_data(), v_[i].raw_data(), p.numel(), lr_ / correction1,
-                                     std::sqrt(correction2)});
+      AdamSegment segment{p.raw_data(), g.raw_data(), m_[i].raw_data(), v_[i].raw_data(), p.numel(), 0, 0,
+                          static_cast<int64_t>(i)};
+      if (!schedule) {
+        const int64_t t = ++steps_[i];
+        const double correction1 = 1 - std::pow(o_.beta1, static_cast<double>(t));
+        const double correction2 = 1 - std::pow(o_.beta2, static_cast<double>(t));
+        segment.step_size = lr_ / correction1;
+        segment.root_correction2 = std::sqrt(correction2);
+      }
+      by_dtype[p.dtype()].push_back(segment);
     });
-    const AdamHyper hyper{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, o_.decoupled_weight_decay};
+    const AdamHyper hyper{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, o_.decoupled_weight_decay, schedule};
     for (const auto& [dtype, segments] : by_dtype) cuda_backend("Adam").adam_step(dtype, segments, hyper, params_[0].device().index);
   }
 

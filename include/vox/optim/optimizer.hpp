@@ -1,6 +1,7 @@
 #pragma once
 // Optimizers update leaf parameters in place from their .grad, with PyTorch's exact rules, in
 // one fused pass per parameter. Parameters without a gradient are skipped, as in PyTorch.
+#include <bit>
 #include <cmath>
 #include <map>
 #include <string>
@@ -26,7 +27,13 @@ class Optimizer {
     for (Tensor& p : params_) p.zero_grad();
   }
   double learning_rate() const { return lr_; }
-  void set_learning_rate(double lr) { lr_ = lr; }
+  // On a capturable optimizer the new rate is also queued to device memory, where CUDA graph
+  // replays of its step read it.
+  void set_learning_rate(double lr) {
+    lr_ = lr;
+    if (schedule_.defined())
+      cuda_backend("set_learning_rate").store_words(schedule_.raw_data(), {std::bit_cast<uint64_t>(lr)}, 1, schedule_.device().index);
+  }
   const std::vector<Tensor>& params() const { return params_; }
 
   // The optimizer's state, for checkpoints: "lr" and per parameter i "state.<i>.<name>" (torch's
@@ -84,8 +91,30 @@ class Optimizer {
     return s;
   }
 
+  // A capturable optimizer's schedule on the parameters' device: f64 {lr, then what the
+  // optimizer adds (Adam: each parameter's step count)}. Made from `initial` on the first CUDA
+  // step, which must run eagerly: made inside a capture, a replay would reset it.
+  const double* device_schedule(const char* op, const std::vector<double>& initial) {
+    const Device device = params_[0].device();
+    if (!schedule_.defined()) {
+      VOX_CHECK(!cuda_backend(op).capturing(device.index), op, "a capturable optimizer keeps its learning rate",
+                initial.size() > 1 ? " and step counts" : "", " in device memory from its first step, which must run "
+                "eagerly: run one step (the warm-up) before capturing it into a CUDA graph");
+      schedule_ = from_vector(initial, Shape{static_cast<int64_t>(initial.size())}).to(device);
+    }
+    return static_cast<const double*>(schedule_.raw_data());
+  }
+  // Refuses a step captured into a CUDA graph by an optimizer that is not capturable: its replays
+  // would repeat this step's learning rate (and Adam's bias corrections).
+  void check_capturable(const char* op, bool capturable) const {
+    VOX_CHECK(capturable || !cuda_backend(op).capturing(params_[0].device().index), op,
+              "the step is being captured into a CUDA graph, whose replays would repeat this step's learning rate and "
+              "bias corrections: construct the optimizer with capturable = true");
+  }
+
   std::vector<Tensor> params_;
   double lr_ = 0;
+  Tensor schedule_;
 };
 
 }  // namespace vox::optim

@@ -12,6 +12,9 @@ struct SgdOptions {
   double dampening = 0.0;
   double weight_decay = 0.0;
   bool nesterov = false;
+  // On CUDA: the learning rate in device memory, so that the step can be captured into a CUDA
+  // graph (vox/core/cuda_graph.hpp).
+  bool capturable = false;
 };
 
 class SGD : public Optimizer {
@@ -54,6 +57,7 @@ class SGD : public Optimizer {
   }
   void load_state_dict(const std::map<std::string, Tensor>& state) override {
     Optimizer::load_state_dict(state);
+    schedule_ = Tensor();  // a capturable schedule is made again from the loaded lr
     for (size_t i = 0; i < params_.size(); ++i) {
       started_[i] = state.count(key(i, "momentum_buffer")) != 0;
       if (started_[i]) buffers_[i].copy_from(entry(state, key(i, "momentum_buffer"), buffers_[i].shape()));
@@ -63,12 +67,17 @@ class SGD : public Optimizer {
  private:
   // On a CUDA device: every parameter with a gradient in one fused launch per dtype.
   void step_cuda() {
+    check_capturable("SGD", o_.capturable);
+    const double* schedule = o_.capturable ? device_schedule("SGD", {lr_}) : nullptr;
+    const bool capturing = schedule && cuda_backend("SGD").capturing(params_[0].device().index);
     std::map<DType, std::vector<SgdSegment>> by_dtype;
     const std::vector<Tensor> grads = for_each_device_parameter("SGD", [&](const Tensor& p, const Tensor& g, size_t i) {
+      VOX_CHECK(!capturing || started_[i] || o_.momentum == 0, "SGD", "parameter ", i, "'s first step starts its momentum "
+                "buffer, which a replay must not do again: run one step eagerly (the warm-up) before capturing");
       by_dtype[p.dtype()].push_back({p.raw_data(), g.raw_data(), buffers_[i].raw_data(), p.numel(), !started_[i]});
       started_[i] = true;
     });
-    const SgdHyper hyper{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov};
+    const SgdHyper hyper{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, schedule};
     for (const auto& [dtype, segments] : by_dtype) cuda_backend("SGD").sgd_step(dtype, segments, hyper, params_[0].device().index);
   }
 
