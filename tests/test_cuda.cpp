@@ -818,7 +818,10 @@ TEST_CASE("a capture refuses what a graph cannot do, says why, and leaves the de
   CudaStream side(0);
   CudaStreamGuard on(side);  // a stream of the caller's own is captured as it is
   CudaGraph on_side;
-  on_side.capture([&] { CHECK(cuda_capturing(0)); });
+  on_side.capture([&] {
+    CHECK(cuda_capturing(0));
+    (void)mul(x, x);
+  });
   CHECK_FALSE(cuda_capturing(0));
   on_side.replay();
   side.synchronize();

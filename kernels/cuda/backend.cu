@@ -128,7 +128,10 @@ class CudaBackend final : public DeviceBackend {
   void deallocate(void* ptr, size_t, int device) override { allocator_.deallocate(ptr, device); }
   DeviceMemoryStats memory_stats(int device) const override { return allocator_.stats(device); }
   void reset_peak_memory(int device) override { allocator_.reset_peak(device); }
-  void empty_cache(int device) override { allocator_.empty_cache(device); }
+  void empty_cache(int device) override {
+    refuse_while_capturing(launch_stream(device), "empty_cuda_cache", device);
+    allocator_.empty_cache(device);
+  }
   void synchronize(int device) override {
     refuse_while_capturing(launch_stream(device), "cuda_synchronize", device);
     VOX_CUDA_CHECK(cudaSetDevice(device));
@@ -211,8 +214,7 @@ class CudaBackend final : public DeviceBackend {
   }
   void destroy_graph(void* graph, int device) override {
     if (!graph) return;
-    // A replay may still run: wait for the device, then nothing reads the graph's memory.
-    if (cudaSetDevice(device) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) (void)cudaGetLastError();
+    (void)device;  // the graph knows its device; discard waits for it, so no replay still reads its memory
     discard(std::unique_ptr<GraphCapture>(static_cast<GraphCapture*>(graph)));
   }
   bool capturing(int device) const override { return captures_.find(launch_stream(device)) != nullptr; }
@@ -850,9 +852,11 @@ class CudaBackend final : public DeviceBackend {
               "norm's running statistics are such a read: in captured steps use instance or group norm, or batch norm in eval mode");
   }
 
-  // A capture that ended, or failed: its graph, staging buffers and memory pool go.
+  // A capture that ended, or failed: its graph, staging buffers and memory pool go, once the
+  // device is idle (the blocks it retained may still be in use by eager work on other streams).
   void discard(std::unique_ptr<GraphCapture> capture) {
     if (!capture) return;
+    if (cudaSetDevice(capture->device) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) (void)cudaGetLastError();
     allocator_.end_graph_capture(capture->stream, capture->device);
     capture->release();
     allocator_.release_graph_pool(capture->pool, capture->device);
