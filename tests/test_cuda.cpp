@@ -6,8 +6,12 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 
+#include <vox/data/synthetic.hpp>
+#include <vox/io/safetensors.hpp>
+#include <vox/train/trainer.hpp>
 #include <vox/vox.hpp>
 
 #include "harness.hpp"
@@ -825,6 +829,53 @@ TEST_CASE("a capture refuses what a graph cannot do, says why, and leaves the de
   CHECK_FALSE(cuda_capturing(0));
   on_side.replay();
   side.synchronize();
+}
+
+TEST_CASE("the trainer on the GPU, eager and replaying a CUDA graph, takes the CPU's steps, clip included") {
+  using Net = nn::Sequential<nn::Conv<3>, nn::InstanceNorm<3>, nn::PReLU, nn::Conv<3>>;
+  auto make_net = [] {
+    manual_seed(3);
+    return Net(nn::Conv<3>(1, 4, {3}, {.padding = {1}}), nn::InstanceNorm<3>(4), nn::PReLU(), nn::Conv<3>(4, 2, {1}));
+  };
+  data::Random rng(4);
+  std::vector<data::Sample> samples;
+  for (int n = 0; n < 2; ++n) {
+    data::Sample s = data::synthetic_spheres({.size = {16, 16, 16}, .spheres_per_class = 1}, rng);
+    s.image.voxels = s.image.voxels.reshape({16, 16, 16, 1});
+    samples.push_back(s);
+  }
+  const data::PatchLoader loader(samples, {.patch = {8, 8, 8}, .batch_size = 2, .augment = false, .seed = 9, .threads = 1});
+  auto run = [&](Device device, bool graph, const std::string& dir) {
+    Net net = make_net();
+    net.to(device);
+    optim::Adam adam(net.parameters(), {.lr = 1e-2, .capturable = graph});
+    train::Trainer trainer(net, adam, loader, [](const Tensor& logits, const Tensor& target) { return cross_entropy(logits, target); },
+                           {.epochs = 3, .iterations_per_epoch = 4, .clip_norm = 0.5, .ema_decay = 0.9, .run_dir = dir,
+                            .progress = false, .device = device, .cuda_graph = graph, .graph_warmup = 2});
+    trainer.set_forward([&](const Tensor& x) { return net.forward(x); });
+    trainer.set_schedule([](int64_t e) { return train::poly_lr(1e-2, e, 3); });
+    const auto history = trainer.fit();
+    std::map<std::string, Tensor> state;
+    for (const auto& [name, t] : net.state_dict()) state[name] = t.to(Device::cpu());
+    return std::pair{state, history};
+  };
+  const std::string dir = (std::filesystem::temp_directory_path() / "vox_test_gpu_trainer").string();
+  std::filesystem::remove_all(dir);
+  const auto [cpu_state, cpu_history] = run(Device::cpu(), false, "");
+  const auto [gpu_state, gpu_history] = run(gpu, false, dir);
+  const auto [graph_state, graph_history] = run(gpu, true, "");
+  for (size_t e = 0; e < cpu_history.size(); ++e) {
+    CHECK(gpu_history[e].loss == doctest::Approx(cpu_history[e].loss).epsilon(1e-4));
+    CHECK(graph_history[e].loss == doctest::Approx(gpu_history[e].loss).epsilon(1e-5));
+  }
+  for (const auto& [name, t] : cpu_state) {
+    VOX_CHECK_CLOSE(values(gpu_state.at(name)), values(t), 1e-4, 1e-3, "GPU trainer, " << name);
+    VOX_CHECK_CLOSE(values(graph_state.at(name)), values(gpu_state.at(name)), 1e-5, 1e-4, "CUDA graph trainer, " << name);
+  }
+  // checkpoints written from the GPU hold host copies: the EMA weights and the step count
+  const io::Safetensors checkpoint = io::load_safetensors(dir + "/checkpoint_latest.safetensors");
+  CHECK(checkpoint.tensors.count("ema.0.weight") == 1);
+  CHECK(checkpoint.tensors.at("optimizer.state.0.step").item<double>() == 12);
 }
 
 int main(int argc, char** argv) { return run_gpu_tests("test_cuda", argc, argv); }

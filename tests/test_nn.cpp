@@ -1,6 +1,7 @@
 // Floor 5 and 6: modules, layers, the MONAI U-Net (parameter counts, state_dict keys, and
 // parity with MONAI's own class in forward and backward), and the optimizers against PyTorch.
 #include <cstdlib>
+#include <limits>
 #include <filesystem>
 
 #include <vox/io/safetensors.hpp>
@@ -208,6 +209,29 @@ TEST_CASE("deep supervision weights halve per level and sum to one; clipping mat
   CHECK(values(b.grad())[0] == doctest::Approx(4.0 / (5.0 + 1e-6)));
   CHECK(optim::clip_grad_norm({a, b}, 10.0) == doctest::Approx(1.0).epsilon(1e-5));  // under the limit: unchanged
   CHECK(values(b.grad())[0] == doctest::Approx(4.0 / (5.0 + 1e-6)));
+}
+
+TEST_CASE("clipping on the gradients' device (no host read) matches clip_grad_norm for every norm type") {
+  for (double norm_type : {2.0, 1.0, 3.0, std::numeric_limits<double>::infinity()})
+    for (double max_norm : {0.5, 1e6}) {
+      std::vector<Tensor> host, device;
+      for (const Shape& shape : {Shape{3, 4}, Shape{5}, Shape{2, 1, 3}}) {
+        const Tensor g = randn(shape);
+        host.push_back(zeros(shape).set_requires_grad());
+        device.push_back(zeros(shape).set_requires_grad());
+        host.back().set_grad(g.clone());
+        device.back().set_grad(g.clone());
+      }
+      device.push_back(zeros({2}).set_requires_grad());  // no gradient: skipped by both
+      const double expected = optim::clip_grad_norm(host, max_norm, norm_type);
+      const Tensor norm = optim::clip_grad_norm_on_device(device, max_norm, norm_type);
+      CHECK(norm.dtype() == DType::f64);
+      CHECK(norm.item<double>() == doctest::Approx(expected).epsilon(1e-12));
+      for (size_t i = 0; i < host.size(); ++i)
+        VOX_CHECK_CLOSE(values(device[i].grad()), values(host[i].grad()), 1e-7, 1e-6, "norm " << norm_type << ", max " << max_norm);
+      CHECK_FALSE(device.back().grad().defined());
+    }
+  CHECK_FALSE(optim::clip_grad_norm_on_device({zeros({2}).set_requires_grad()}, 1.0).defined());
 }
 
 TEST_CASE("gradient accumulation over two half-batches equals one full batch") {

@@ -91,6 +91,13 @@ TEST_CASE("a run writes metrics, checkpoints and curves; a resumed run ends wher
     train::Trainer trainer(net, adam, loader, ce(), {.epochs = 4, .run_dir = stopped, .progress = false});
     CHECK_THROWS_WITH_AS(trainer.resume(), Contains("\"x\" is not a finite number"), Error);
   }
+  // a CUDA graph needs a CUDA device and whole steps
+  {
+    Net net = make_net();
+    optim::Adam adam(net.parameters(), {.lr = 1e-2});
+    CHECK_THROWS_WITH_AS(train::Trainer(net, adam, loader, ce(), {.progress = false, .cuda_graph = true}),
+                         Contains("cuda_graph needs a CUDA device"), Error);
+  }
   // the learning rate followed the schedule
   std::ifstream csv(straight + "/metrics.csv");
   std::string header, first;

@@ -34,15 +34,6 @@ struct BenchArgs {
   bool graph = false;  // replay a CUDA graph of the iteration
 };
 
-// "cpu", "cuda" or "cuda:N".
-inline Device parse_device(const std::string& text) {
-  if (text == "cpu") return Device::cpu();
-  if (text == "cuda") return Device::cuda(0);
-  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.find_first_not_of("0123456789", 5) == std::string::npos)
-    return Device::cuda(std::stoi(text.substr(5)));
-  throw UsageError{"--device takes cpu, cuda or cuda:N, got " + text};
-}
-
 inline double peak_rss_mib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -53,15 +44,7 @@ inline int run(const BenchArgs& a) {
   if (a.mode != "train" && a.mode != "infer") throw UsageError{"--mode takes train or infer, got " + a.mode};
   if (a.size < 1 || a.batch < 1 || a.iterations < 1) throw UsageError{"--size, --batch and --iters must be at least 1"};
   if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
-  const Device device = parse_device(a.device);
-  if (device.is_cuda()) {
-    if (!cuda_is_available())
-      throw UsageError{"--device " + a.device + ": " +
-                       (detail::cuda_backend_slot() ? std::string("no CUDA device is visible")
-                                                    : std::string("this vox was built without the CUDA backend (configure with -DVOX_ENABLE_CUDA=ON)"))};
-    VOX_CHECK(device.index < cuda_backend("bench").device_count(), "bench", "no device ", device, " (",
-              cuda_backend("bench").device_count(), " visible)");
-  }
+  const Device device = usable_device(a.device);
   if (a.graph && !device.is_cuda()) throw UsageError{"--graph needs --device cuda[:N]"};
   if (a.graph && a.warmup < 1) throw UsageError{"--graph needs --warmup of at least 1: the capture replays a warmed-up step"};
   auto synchronize = [&] {

@@ -19,6 +19,28 @@ struct UsageError {
   std::string message;
 };
 
+// "cpu", "cuda" or "cuda:N".
+inline Device parse_device(const std::string& text) {
+  if (text == "cpu") return Device::cpu();
+  if (text == "cuda") return Device::cuda(0);
+  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.size() < 8 && text.find_first_not_of("0123456789", 5) == std::string::npos)
+    return Device::cuda(std::stoi(text.substr(5)));
+  throw UsageError{"--device takes cpu, cuda or cuda:N, got " + text};
+}
+
+// The device named by --device, checked to exist in this build and on this machine.
+inline Device usable_device(const std::string& text) {
+  const Device device = parse_device(text);
+  if (device.is_cpu()) return device;
+  if (!cuda_is_available())
+    throw UsageError{"--device " + text + ": " +
+                     (detail::cuda_backend_slot() ? std::string("no CUDA device is visible")
+                                                  : std::string("this vox was built without the CUDA backend (configure with -DVOX_ENABLE_CUDA=ON)"))};
+  const int count = cuda_backend("--device").device_count();
+  if (device.index >= count) throw UsageError{"--device " + text + ": only " + std::to_string(count) + " CUDA device(s) are visible"};
+  return device;
+}
+
 inline std::string format_number(double v) {
   char buffer[32];
   std::snprintf(buffer, sizeof(buffer), "%.6g", v == 0 ? 0.0 : v);  // no "-0"

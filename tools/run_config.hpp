@@ -111,6 +111,8 @@ struct TrainArgs {
   int64_t epochs = 20, iterations = 50, batch = 2, threads = 0;
   double lr = 1e-3, val_fraction = 0.2;
   uint64_t seed = 0;
+  std::string device = "cpu";
+  bool cuda_graph = false;  // replay the training iteration from a CUDA graph
 
   std::string to_json() const {
     return "{\n  \"data\": " + json::quote(data) + ",\n  \"synthetic\": " + (synthetic ? "true" : "false") + ",\n  \"run\": " + json::quote(run) +
@@ -119,7 +121,8 @@ struct TrainArgs {
            ",\n  \"epochs\": " + std::to_string(epochs) + ",\n  \"iterations\": " + std::to_string(iterations) + ",\n  \"batch\": " +
            std::to_string(batch) + ",\n  \"lr\": " + json_number(lr) + ",\n  \"val_fraction\": " + json_number(val_fraction) +
            ",\n  \"augment\": " + (augment ? "true" : "false") + ",\n  \"seed\": " + std::to_string(seed) + ",\n  \"threads\": " +
-           std::to_string(threads) + "\n}\n";
+           std::to_string(threads) + ",\n  \"device\": " + json::quote(device) + ",\n  \"cuda_graph\": " + (cuda_graph ? "true" : "false") +
+           "\n}\n";
   }
 
   // Takes the keys of a JSON config; an unknown key is an error, as an unknown flag is.
@@ -157,6 +160,8 @@ struct TrainArgs {
       else if (key == "lr") lr = v.as_double(k);
       else if (key == "val_fraction") val_fraction = v.as_double(k);
       else if (key == "augment") augment = v.as_bool(k);
+      else if (key == "device") device = v.as_string(k);
+      else if (key == "cuda_graph") cuda_graph = v.as_bool(k);
       else fail("config", path, ": unknown key \"", key, "\"");
     }
   }
@@ -174,6 +179,7 @@ struct TrainArgs {
     if (!(val_fraction > 0 && val_fraction < 1)) throw UsageError{"the validation fraction must be in (0, 1)"};
     for (int64_t p : config.patch)
       if (p < 1) throw UsageError{"--patch sizes must be positive"};
+    if (cuda_graph && !parse_device(device).is_cuda()) throw UsageError{"--cuda-graph needs --device cuda[:N]"};
   }
 };
 

@@ -41,15 +41,22 @@ inline std::map<std::string, Tensor> load_run_weights(const std::string& run) {
   return state;
 }
 
-// Class probabilities [N, C] of prepared volumes, a few at a time.
-inline Tensor classify_volumes(const nn::models::AnyModel& model, const std::vector<io::Image>& volumes) {
+// The model's forward for host tensors, run on `device`: the input goes there, the output comes back.
+inline std::function<Tensor(const Tensor&)> forward_on(const nn::models::AnyModel& model, Device device) {
+  if (device.is_cpu()) return model.forward;
+  return [forward = model.forward, device](const Tensor& x) { return forward(x.to(device)).to(Device::cpu()); };
+}
+
+// Class probabilities [N, C] of prepared volumes, a few at a time, the model run on `device`.
+inline Tensor classify_volumes(const nn::models::AnyModel& model, const std::vector<io::Image>& volumes, Device device = Device::cpu()) {
+  const auto forward = forward_on(model, device);
   NoGradGuard no_grad;
   std::vector<Tensor> parts;
   constexpr size_t kBatch = 8;
   for (size_t start = 0; start < volumes.size(); start += kBatch) {
     std::vector<Tensor> items;
     for (size_t n = start; n < std::min(volumes.size(), start + kBatch); ++n) items.push_back(volumes[n].voxels.unsqueeze(0));
-    parts.push_back(softmax(model.forward(concat(items, 0)), -1));
+    parts.push_back(softmax(forward(concat(items, 0)), -1));
   }
   return concat(parts, 0);
 }
@@ -107,10 +114,11 @@ inline void write_run_files(const TrainArgs& a, const RunConfig& config) {
 
 inline void print_start(const TrainArgs& a, const RunConfig& c, const nn::models::AnyModel& m, size_t train, size_t val) {
   std::printf("vox: training %s (%lld parameters) to %s on %zu cases, validating on %zu; %lld epochs of %lld iterations, %s "
-              "%lldx%lldx%lld, batch %lld, %d threads\n",
+              "%lldx%lldx%lld, batch %lld, %d threads, on %s%s\n",
               c.arch.c_str(), static_cast<long long>(m.module->parameter_count()), c.task.c_str(), train, val, static_cast<long long>(a.epochs),
               static_cast<long long>(a.iterations), c.task == "classify" ? "input" : "patch", static_cast<long long>(c.patch[0]),
-              static_cast<long long>(c.patch[1]), static_cast<long long>(c.patch[2]), static_cast<long long>(a.batch), num_threads());
+              static_cast<long long>(c.patch[1]), static_cast<long long>(c.patch[2]), static_cast<long long>(a.batch), num_threads(), a.device.c_str(),
+              a.cuda_graph ? " (CUDA graph)" : "");
 }
 
 // Runs the trainer, resuming first with --resume. Returns the best monitored value.
@@ -138,24 +146,28 @@ inline double train_segmentation(const TrainArgs& a, const PreparedData& p, RunC
   const nn::models::AnyModel model = make_model(config);
   config.channels = model.channels;
   write_run_files(a, config);
+  const Device device = usable_device(a.device);
+  model.module->to(device);  // before the optimizer takes the parameters
   data::PreprocessCache cache((fs::path(d.root) / ".vox-cache").string(), pre);
   std::cerr << "vox: preprocessing " << d.training.size() << " cases (cached in " << cache.directory() << ")\n";
   std::vector<data::Sample> train_samples, val_samples;
   for (const auto& c : p.train_cases) train_samples.push_back(cache.get(c, config.classes));
   for (const auto& c : p.val_cases) val_samples.push_back(cache.get(c, config.classes));
   const data::PatchLoader loader(train_samples, {.patch = config.patch, .batch_size = a.batch, .augment = a.augment, .seed = a.seed});
-  optim::Adam adam(model.module->parameters(), {.lr = a.lr, .weight_decay = 3e-5});
+  optim::Adam adam(model.module->parameters(), {.lr = a.lr, .weight_decay = 3e-5, .capturable = a.cuda_graph});
   train::Trainer trainer(*model.module, adam, loader,
                          [](const Tensor& logits, const Tensor& target) {
                            // nnU-Net's DC_and_CE: softmax, batch Dice over the foreground classes, plus cross-entropy
                            return losses::dice_ce_loss(
                                logits, target, {.dice = {.include_background = false, .activation = losses::Activation::softmax, .batch = true}});
                          },
-                         {.epochs = a.epochs, .iterations_per_epoch = a.iterations, .run_dir = a.run});
+                         {.epochs = a.epochs, .iterations_per_epoch = a.iterations, .run_dir = a.run, .device = device,
+                          .cuda_graph = a.cuda_graph});
   trainer.set_validation([&](nn::Module&) {
     double sum = 0;
+    const auto forward = forward_on(model, device);
     for (const data::Sample& s : val_samples) {
-      const inference::LabelResult r = inference::sliding_window_labels(s.image.voxels, model.forward, {.patch = config.patch, .overlap = 0.5});
+      const inference::LabelResult r = inference::sliding_window_labels(s.image.voxels, forward, {.patch = config.patch, .overlap = 0.5});
       sum += mean_foreground_dice(r.labels, s.label.voxels, config.classes);
     }
     return std::map<std::string, double>{{"mean_dice", sum / double(val_samples.size())}};
@@ -169,14 +181,14 @@ inline double train_segmentation(const TrainArgs& a, const PreparedData& p, RunC
 // The best checkpoint on the held-out cases that have a class: accuracy, AUC and the confusion
 // matrix, printed and written to the run's test_metrics.json.
 inline void evaluate_held_out(const TrainArgs& a, const RunConfig& config, const nn::models::AnyModel& model,
-                              const std::vector<data::DatasetCase>& cases) {
+                              const std::vector<data::DatasetCase>& cases, Device device) {
   model.module->load_state_dict(load_run_weights(a.run));
   model.module->eval();
   std::vector<io::Image> volumes;
   std::vector<int64_t> truth;
   for (const data::DatasetCase& c : cases)
     volumes.push_back(data::prepare_volume(io::read_nifti(c.image).image, config.patch)), truth.push_back(c.class_index);
-  const Tensor probabilities = classify_volumes(model, volumes);
+  const Tensor probabilities = classify_volumes(model, volumes, device);
   const auto scores = classification_scores(probabilities, truth);
   const Tensor predicted = argmax(probabilities, -1, false);
   const auto matrix = metrics::confusion_matrix(predicted, from_vector(truth, {static_cast<int64_t>(truth.size())}), config.classes);
@@ -201,6 +213,8 @@ inline double train_classifier(const TrainArgs& a, const PreparedData& p, RunCon
   const nn::models::AnyModel model = make_model(config);
   config.channels = model.channels;
   write_run_files(a, config);
+  const Device device = usable_device(a.device);
+  model.module->to(device);  // before the optimizer takes the parameters
   auto prepare = [&](const std::vector<data::DatasetCase>& cases, std::vector<io::Image>& volumes, std::vector<int64_t>& classes) {
     for (const data::DatasetCase& c : cases) {
       volumes.push_back(data::prepare_volume(io::read_nifti(c.image).image, config.patch));
@@ -216,24 +230,27 @@ inline double train_classifier(const TrainArgs& a, const PreparedData& p, RunCon
   data::VolumeLoaderOptions lo{.batch_size = a.batch, .augment = a.augment, .seed = a.seed};
   lo.augmentation.p_rot90 = config.patch[0] == config.patch[1] ? 0.5 : 0.0;  // shapes do not care how they are turned
   const data::VolumeLoader loader(train_volumes, train_classes, lo);
-  optim::Adam adam(model.module->parameters(), {.lr = a.lr, .weight_decay = 1e-5});
+  optim::Adam adam(model.module->parameters(), {.lr = a.lr, .weight_decay = 1e-5, .capturable = a.cuda_graph});
   train::Trainer trainer(*model.module, adam, loader,
                          [](const Tensor& logits, const Tensor& target) { return cross_entropy(logits, target, {}); },
-                         {.epochs = a.epochs, .iterations_per_epoch = a.iterations, .monitor = "accuracy", .run_dir = a.run});
-  trainer.set_validation([&](nn::Module&) { return classification_scores(classify_volumes(model, val_volumes), val_classes); });
+                         {.epochs = a.epochs, .iterations_per_epoch = a.iterations, .monitor = "accuracy", .run_dir = a.run,
+                          .device = device, .cuda_graph = a.cuda_graph});
+  trainer.set_validation(
+      [&](nn::Module&) { return classification_scores(classify_volumes(model, val_volumes, device), val_classes); });
   print_start(a, config, model, train_volumes.size(), val_volumes.size());
   const double best = fit(a, trainer, model);
   std::printf("vox: best validation accuracy %.4f; run in %s (metrics.csv, checkpoint_best.safetensors, loss.png)\n", best, a.run.c_str());
   std::vector<data::DatasetCase> held_out;
   for (const data::DatasetCase& c : p.dataset.test)
     if (c.class_index >= 0) held_out.push_back(c);
-  if (!held_out.empty()) evaluate_held_out(a, config, model, held_out);
+  if (!held_out.empty()) evaluate_held_out(a, config, model, held_out, device);
   return best;
 }
 
 // Trains; returns the best validation mean Dice (segmentation) or accuracy (classification).
 inline double train_run(TrainArgs a) {
   a.check();
+  (void)usable_device(a.device);  // an unusable device is refused before any data is read
   if (a.threads > 0) set_num_threads(a.threads);
   const PreparedData p = load_training_data(a);
   RunConfig config = a.config;

@@ -12,6 +12,7 @@
 //   vox train [--config FILE.json] (--data DIR | --synthetic) [--task segment|classify] [--arch NAME]
 //             [--run DIR] [--epochs N] [--iterations N] [--patch X,Y,Z] [--batch B] [--lr LR]
 //             [--channels C1,C2,...] [--spacing S] [--no-augment] [--seed S] [--resume]
+//             [--device cpu|cuda:N] [--cuda-graph]
 //   vox infer --model RUN (or --arch monai-unet --weights W.safetensors --classes C) --input FILE_OR_DICOM
 //             --output OUT.nii.gz [--overlap 0.5] [--sw-batch B] [--blend gaussian|constant] [--tta]
 //             [--tta-axes A,B] [--png PREVIEW.png] [--logits]
@@ -80,9 +81,12 @@ const char* kUsage =
     "      --epochs N --iterations N --patch X,Y,Z (the window; a classifier's input size, default 32)\n"
     "      --batch B --lr LR --channels C1,C2,... (widths per level) --spacing S (resample first)\n"
     "      --no-augment --seed S --threads T --resume (continue the run)\n"
+    "      --device cpu|cuda[:N] (train on a GPU; needs vox built with -DVOX_ENABLE_CUDA=ON)\n"
+    "      --cuda-graph         with a GPU: after 3 iterations, replay the iteration from a CUDA graph\n"
     "      --config FILE.json   the same settings as JSON keys (data, synthetic, run, task, arch, channels,\n"
     "                           patch, spacing, epochs, iterations, batch, lr, val_fraction, augment, seed,\n"
-    "                           threads); flags override it; each run keeps its own as RUN/train.json\n"
+    "                           threads, device, cuda_graph); flags override it; each run keeps its own as\n"
+    "                           RUN/train.json\n"
     "  vox infer                --model RUN --input FILE_OR_DICOM_DIR --output OUT.nii.gz\n"
     "      [--overlap 0.5] [--sw-batch 1] (windows per forward) [--blend gaussian|constant] (window weights,\n"
     "      gaussian with sigma = patch / 8 by default) [--tta] (all 8 flips) [--tta-axes 0,1] (the flips of\n"
@@ -439,6 +443,8 @@ int train_command(const std::vector<std::string>& args) {
     else if (a == "--lr") t.lr = parse_real(value(), a);
     else if (a == "--no-augment") t.augment = false;
     else if (a == "--resume") t.resume = true;
+    else if (a == "--device") t.device = value();
+    else if (a == "--cuda-graph") t.cuda_graph = true;
     else throw UsageError{"unknown option " + a};
   }
   run_commands::train_run(t);

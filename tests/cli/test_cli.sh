@@ -220,6 +220,7 @@ grep -q "training unet3d" "$tmp/config.log" || fail "--config arch"
 import json, sys
 t = json.load(open(sys.argv[1]))
 assert t["arch"] == "unet3d" and t["channels"] == [4, 8] and t["epochs"] == 1 and t["seed"] == 3, t
+assert t["device"] == "cpu" and t["cuda_graph"] is False, t
 PY
 
 # classification: ResNet3D on the built-in shapes, then one volume classified as JSON
@@ -258,6 +259,8 @@ expect_error 2 "--lr takes a number, got fast" "$vox" train --synthetic --lr fas
 expect_error 2 "--arch takes monai-unet" "$vox" train --data "$tmp/tiny" --run "$tmp/bad_run" --arch vgg
 expect_error 2 "--tta-axes takes axes 0, 1 and 2" "$vox" infer --model "$tmp/run" --input "$image" --output "$tmp/x.nii.gz" --tta-axes 3
 expect_error 2 "--graph needs --device cuda" "$vox" bench --graph --iters 1 --size 16
+expect_error 2 "--cuda-graph needs --device cuda" "$vox" train --synthetic --cuda-graph
+expect_error 2 "--device takes cpu, cuda or cuda:N, got gpu" "$vox" train --synthetic --device gpu
 echo '{"epoch": 3}' > "$tmp/typo.json"
 expect_error 1 "unknown key \"epoch\"" "$vox" train --config "$tmp/typo.json"
 cp -r "$tmp/tiny" "$tmp/mismatch"

@@ -17,6 +17,11 @@
 //     uninterrupted run would have, and (with deterministic kernels) follows its trajectory.
 //   - A progress line on the terminal (not in logs): epoch, iteration, loss, it/s and the ETA;
 //     one summary line per epoch everywhere.
+//   - On a GPU (`device`; move the model there before building its optimizer): batches are
+//     moved to it, checkpoints are written from host copies. With `cuda_graph`, after
+//     `graph_warmup` eager iterations the iteration (zero_grad, forward, loss, backward, clip,
+//     step) is captured into a CUDA graph and replayed with one launch (vox/core/cuda_graph.hpp):
+//     batches must keep one shape, `accumulate` must be 1 and the optimizer capturable.
 #include <unistd.h>
 
 #include <chrono>
@@ -26,10 +31,12 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "vox/core/cuda_graph.hpp"
 #include "vox/data/dataset.hpp"
 #include "vox/io/json.hpp"
 #include "vox/io/plot.hpp"
@@ -54,6 +61,9 @@ struct TrainerOptions {
   double min_delta = 0.0;
   std::string run_dir;                  // empty: nothing written
   bool progress = true;                 // the terminal line
+  Device device = Device::cpu();        // where the model is, and batches go
+  bool cuda_graph = false;              // on CUDA: replay a captured iteration
+  int64_t graph_warmup = 3;             // eager iterations before the capture
 };
 
 struct EpochRecord {
@@ -73,6 +83,9 @@ class Trainer {
     VOX_CHECK(o_.epochs >= 1 && o_.iterations_per_epoch >= 1 && o_.accumulate >= 1 && o_.validate_every >= 1, "Trainer",
               "epochs, iterations_per_epoch, accumulate and validate_every must be positive");
     VOX_CHECK(o_.ema_decay == 0 || (o_.ema_decay > 0 && o_.ema_decay < 1), "Trainer", "ema_decay must be 0 or in (0, 1)");
+    VOX_CHECK(!o_.cuda_graph || o_.device.is_cuda(), "Trainer", "cuda_graph needs a CUDA device, not ", o_.device);
+    VOX_CHECK(!o_.cuda_graph || (o_.accumulate == 1 && o_.graph_warmup >= 1), "Trainer",
+              "cuda_graph replays whole steps: it needs accumulate = 1 and graph_warmup >= 1");
     base_lr_ = optimizer_.learning_rate();
     if (!o_.run_dir.empty()) std::filesystem::create_directories(o_.run_dir);
   }
@@ -96,7 +109,10 @@ class Trainer {
     }
     model_.load_state_dict(model);
     optimizer_.load_state_dict(optimizer);
-    if (!ema.empty()) ema_ = ema;
+    if (!ema.empty()) {
+      ema_ = ema;
+      for (auto& [name, t] : ema_) t = t.to(o_.device);
+    }
     auto meta = [&](const std::string& key, bool allow_nan = false) {
       const auto it = st.metadata.find(key);
       VOX_CHECK(it != st.metadata.end(), "Trainer", path, " lacks the metadata \"", key, "\"; it is not a vox training checkpoint");
@@ -128,23 +144,28 @@ class Trainer {
       const auto epoch_start = std::chrono::steady_clock::now();
       double loss_sum = 0;
       auto batches = loader_.epoch(epoch, o_.iterations_per_epoch);
-      optimizer_.zero_grad();
+      if (!graph_) optimizer_.zero_grad();
       for (int64_t it = 0; it < o_.iterations_per_epoch; ++it) {
         const data::Batch b = batches.next();
-        const Tensor logits = forward(b.image);
-        Tensor loss = loss_(logits, b.label.to(DType::i64));
-        const double value = loss.item<double>();
-        VOX_CHECK(std::isfinite(value), "Trainer", "the loss is ", value, " at epoch ", epoch, ", iteration ", it,
-                  "; lower the learning rate or check the data");
-        loss_sum += value;
-        if (o_.accumulate > 1) loss = div(loss, scalar(static_cast<double>(o_.accumulate)));
-        loss.backward();
-        if ((it + 1) % o_.accumulate == 0 || it + 1 == o_.iterations_per_epoch) {
-          if (o_.clip_norm > 0) optim::clip_grad_norm(optimizer_.params(), o_.clip_norm);
-          optimizer_.step();
-          optimizer_.zero_grad();
-          update_ema();
+        const Tensor image = b.image.to(o_.device), label = b.label.to(DType::i64).to(o_.device);
+        double value = 0;
+        if (o_.cuda_graph && done_iterations >= o_.graph_warmup) {
+          value = replay_iteration(image, label);
+          check_finite(value, epoch, it);
+        } else {
+          Tensor loss = loss_(forward(image), label);
+          value = loss.item<double>();
+          check_finite(value, epoch, it);
+          if (o_.accumulate > 1) loss = div(loss, scalar(static_cast<double>(o_.accumulate)));
+          loss.backward();
+          if ((it + 1) % o_.accumulate == 0 || it + 1 == o_.iterations_per_epoch) {
+            if (o_.clip_norm > 0) optim::clip_grad_norm(optimizer_.params(), o_.clip_norm);
+            optimizer_.step();
+            optimizer_.zero_grad();
+            update_ema();
+          }
         }
+        loss_sum += value;
         ++done_iterations;
         if (o_.progress && on_terminal()) print_progress(epoch, it + 1, loss_sum / double(it + 1), start, done_iterations, total_iterations);
       }
@@ -183,6 +204,40 @@ class Trainer {
   }
 
  private:
+  static void check_finite(double loss, int64_t epoch, int64_t it) {
+    VOX_CHECK(std::isfinite(loss), "Trainer", "the loss is ", loss, " at epoch ", epoch, ", iteration ", it,
+              "; lower the learning rate or check the data");
+  }
+
+  // One iteration replayed from a CUDA graph, captured on the first call: the batch is copied
+  // into the captured input tensors, the graph runs zero_grad, forward, loss, backward, the clip
+  // and the optimizer's step, and the loss is read from the captured loss tensor.
+  double replay_iteration(const Tensor& image, const Tensor& label) {
+    if (!graph_) {
+      graph_ = std::make_unique<CudaGraph>(o_.device.index);
+      graph_image_ = image.clone();  // allocated before the capture: their addresses stay put
+      graph_label_ = label.clone();
+      optimizer_.zero_grad();
+      graph_->capture([&] {
+        optimizer_.zero_grad();
+        graph_loss_ = loss_(forward(graph_image_), graph_label_);
+        graph_loss_.backward();
+        if (o_.clip_norm > 0) optim::clip_grad_norm_on_device(optimizer_.params(), o_.clip_norm);
+        optimizer_.step();
+      });
+      if (o_.progress) std::printf("captured the training iteration into a CUDA graph; replaying it from here on\n");
+    } else {
+      VOX_CHECK(image.shape() == graph_image_.shape() && label.shape() == graph_label_.shape(), "Trainer",
+                "cuda_graph replays one batch shape: captured image ", graph_image_.shape(), " and label ", graph_label_.shape(),
+                ", got ", image.shape(), " and ", label.shape());
+      graph_image_.copy_from(image);
+      graph_label_.copy_from(label);
+    }
+    graph_->replay();
+    update_ema();
+    return graph_loss_.item<double>();
+  }
+
   Tensor forward(const Tensor& x) {
     VOX_CHECK(forward_fn_ != nullptr, "Trainer", "call set_forward first (models are class templates without a virtual forward)");
     return forward_fn_(x);
@@ -224,9 +279,9 @@ class Trainer {
 
   void save_checkpoint(const std::string& which, int64_t epoch) {
     std::map<std::string, Tensor> tensors;
-    for (const auto& [name, t] : model_.state_dict()) tensors["model." + name] = t;
-    for (const auto& [name, t] : optimizer_.state_dict()) tensors["optimizer." + name] = t;
-    for (const auto& [name, t] : ema_) tensors["ema." + name] = t;
+    for (const auto& [name, t] : model_.state_dict()) tensors["model." + name] = t.to(Device::cpu());
+    for (const auto& [name, t] : optimizer_.state_dict()) tensors["optimizer." + name] = t.to(Device::cpu());
+    for (const auto& [name, t] : ema_) tensors["ema." + name] = t.to(Device::cpu());
     std::map<std::string, std::string> meta{{"epoch", std::to_string(epoch)}, {"best", number(best_)}, {"since_best", std::to_string(since_best_)},
                                             {"monitor", o_.monitor}};
     if (plateau_)
@@ -355,6 +410,8 @@ class Trainer {
   Validate validate_;
   std::function<Tensor(const Tensor&)> forward_fn_;
   std::map<std::string, Tensor> ema_;
+  std::unique_ptr<CudaGraph> graph_;  // with cuda_graph, once captured
+  Tensor graph_image_, graph_label_, graph_loss_;
   std::vector<EpochRecord> history_;
   double base_lr_ = 0, best_ = std::numeric_limits<double>::quiet_NaN();
   int64_t next_epoch_ = 0, since_best_ = 0;
