@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: build the CUDA backend, run the tests labelled gpu, run them again
-# under compute-sanitizer's memcheck, then time vox's CUDA ops (conv3d passes included) and the
-# MONAI U-Net (128^3, batch 2, training step and inference) against PyTorch's in one run.
+# under compute-sanitizer's memcheck, train on the built-in data (eager, then with a CUDA graph),
+# then time vox's CUDA ops (conv3d passes included) and the MONAI U-Net (128^3, batch 2, training
+# step and inference) against PyTorch's in one run.
 # Everything is logged into LOG_DIR (default build/gpu-logs), the device line first.
 #   bash scripts/gpu_check.sh [LOG_DIR]
 # DOCTEST_DIR may name a doctest CMake package directory where doctest is not installed.
@@ -27,6 +28,12 @@ if command -v compute-sanitizer > /dev/null; then
   compute-sanitizer --tool memcheck --leak-check full --error-exitcode 9 build/gpu/tests/test_cuda > "$logs/memcheck.log" 2>&1 || status=1
   tail -3 "$logs/memcheck.log"
 fi
+# The main job on the GPU: the built-in synthetic data, eagerly and replaying a CUDA graph.
+for mode in eager graph; do
+  flags=(--device cuda); [ "$mode" = graph ] && flags+=(--cuda-graph)
+  build/gpu/tools/vox train --synthetic --run "build/gpu-run-$mode" --epochs 3 "${flags[@]}" > "$logs/train_$mode.log" 2>&1 || status=1
+  tail -2 "$logs/train_$mode.log"
+done
 bash benchmarks/peers/cuda_vs_torch.sh build/gpu python3 2>&1 | tee "$logs/bench_vs_torch.log" || status=1
 if ! python3 -c "import monai" 2> /dev/null && [ -n "${VOX_WHEELS:-}" ]; then
   site="$(mktemp -d)"
