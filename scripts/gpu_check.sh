@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # On a machine with a CUDA GPU: build the CUDA backend, run the tests labelled gpu, run the op
 # tests again under compute-sanitizer's memcheck, train on the built-in data (eager, then with a
-# CUDA graph), then time vox's CUDA ops (conv3d passes included) and the MONAI U-Net (128^3,
-# batch 2, training step and inference) against PyTorch's in one run. Everything is logged into
-# LOG_DIR (default build/gpu-logs), the device line first.
+# CUDA graph) and infer with the result on the GPU and on the CPU, then time vox's CUDA ops
+# (conv3d passes included) and the MONAI U-Net (128^3, batch 2, training step and inference)
+# against PyTorch's in one run. Everything is logged into LOG_DIR (default build/gpu-logs), the
+# device line first.
 #   bash scripts/gpu_check.sh [LOG_DIR] [STAGE ...]
 # STAGE: build, test, memcheck, train, ops, model; all of them, in that order, by default. The
 # device tool allows 10 minutes a call, so a session may run them a few at a time: the build
@@ -54,7 +55,15 @@ for stage in "${stages[@]}"; do
         [ "$mode" = graph ] && flags+=(--cuda-graph)
         build/gpu/tools/vox train --synthetic --run "build/gpu-run-$mode" --epochs 3 "${flags[@]}" > "$logs/train_$mode.log" 2>&1 || status=1
         tail -2 "$logs/train_$mode.log"
-      done ;;
+      done
+      # The trained network on a test case, on the GPU and on the CPU: the labels should agree.
+      case_in="$(ls build/gpu-run-eager/synthetic-data/imagesTs/*.nii.gz | head -1)"
+      for device in cuda cpu; do
+        build/gpu/tools/vox infer --model build/gpu-run-eager --input "$case_in" --output "build/gpu-infer-$device.nii.gz" \
+          --device "$device" >> "$logs/train_eager.log" 2>&1 || status=1
+      done
+      build/gpu/tools/vox evaluate --pred build/gpu-infer-cuda.nii.gz --gt build/gpu-infer-cpu.nii.gz 2>&1 |
+        tee "$logs/infer_gpu_vs_cpu.json" || status=1 ;;
     ops)
       bash benchmarks/peers/cuda_vs_torch.sh build/gpu python3 2>&1 | tee "$logs/bench_vs_torch.log" || status=1 ;;
     model)

@@ -37,6 +37,7 @@ struct InferArgs {
   bool gaussian = true;                // false: every window weighted alike
   bool largest_component = false;  // keep each class's largest connected component
   int64_t min_size = 0;            // remove components smaller than this many voxels
+  std::string device = "cpu";      // where the network runs
   RunConfig config;  // with --weights: the architecture given on the command line
 };
 
@@ -46,11 +47,11 @@ struct Classification {
 };
 
 inline Classification classify_one(const InferArgs& a, const InputOptions& input, const RunConfig& config,
-                                   const nn::models::AnyModel& model) {
+                                   const nn::models::AnyModel& model, Device device) {
   io::Image volume = data::prepare_volume(read_image(a.input, input), config.patch);
   // PyTorch weights saw nibabel's axis order, (i, j, k): see infer_one
   if (!a.weights.empty()) volume.voxels = volume.voxels.permute({2, 1, 0, 3}).contiguous();
-  const Tensor p = classify_volumes(model, {volume});
+  const Tensor p = classify_volumes(model, {volume}, device);
   Classification c{0, p.to_vector<double>()};
   c.label = std::max_element(c.probabilities.begin(), c.probabilities.end()) - c.probabilities.begin();
   std::string json = "{\"input\": " + json::quote(a.input) + ", \"class\": " + std::to_string(c.label);
@@ -67,11 +68,13 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
   if (!a.weights.empty()) config.normalization = "none";  // a PyTorch model's inputs are its user's business
   if (!a.normalization.empty()) config.normalization = a.normalization;
   nn::models::AnyModel model = make_model(config);
+  const Device device = usable_device(a.device);
+  model.module->to(device);
   // --weights: a PyTorch/MONAI state_dict
   model.module->load_state_dict(a.weights.empty() ? load_run_weights(a.model) : io::load_safetensors(a.weights).tensors);
   model.module->eval();
   if (config.task == "classify") {
-    classify_one(a, input, config, model);
+    classify_one(a, input, config, model, device);
     return {};
   }
   io::Image original = read_image(a.input, input);
@@ -81,9 +84,10 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
   // A run of vox train saw voxels as vox stores them, [k, j, i]. A PyTorch model saw nibabel's
   // array, (i, j, k): its spatial axes are reversed, so the windows are transposed for it.
   const bool pytorch_order = !a.weights.empty();
+  const auto forward = forward_on(model, device);
   const inference::Predictor predict = [&](const Tensor& x) {
-    if (!pytorch_order) return model.forward(x);
-    return model.forward(x.permute({0, 3, 2, 1, 4}).contiguous()).permute({0, 3, 2, 1, 4}).contiguous();
+    if (!pytorch_order) return forward(x);
+    return forward(x.permute({0, 3, 2, 1, 4}).contiguous()).permute({0, 3, 2, 1, 4}).contiguous();
   };
   inference::SlidingWindowOptions o{.patch = config.patch, .overlap = a.overlap, .batch = a.windows_per_batch};
   if (a.no_window)

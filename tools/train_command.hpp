@@ -48,7 +48,7 @@ inline std::function<Tensor(const Tensor&)> forward_on(const nn::models::AnyMode
 }
 
 // Class probabilities [N, C] of prepared volumes, a few at a time, the model run on `device`.
-inline Tensor classify_volumes(const nn::models::AnyModel& model, const std::vector<io::Image>& volumes, Device device = Device::cpu()) {
+inline Tensor classify_volumes(const nn::models::AnyModel& model, const std::vector<io::Image>& volumes, Device device) {
   const auto forward = forward_on(model, device);
   NoGradGuard no_grad;
   std::vector<Tensor> parts;

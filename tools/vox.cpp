@@ -16,7 +16,7 @@
 //   vox infer --model RUN (or --arch monai-unet --weights W.safetensors --classes C) --input FILE_OR_DICOM
 //             --output OUT.nii.gz [--overlap 0.5] [--sw-batch B] [--blend gaussian|constant] [--tta]
 //             [--tta-axes A,B] [--png PREVIEW.png] [--logits]
-//             [--no-window] [--largest-component] [--min-size N]
+//             [--no-window] [--largest-component] [--min-size N] [--device cpu|cuda:N]
 //   vox demo [--dir DIR] [--epochs N] [--iterations N]   the main job on built-in data
 //   vox bench [--model NAME] [--size S] [--batch B] [--mode train|infer] [--iters N] [--warmup N] [--device cpu|cuda:N]
 //             [--graph]
@@ -92,6 +92,7 @@ const char* kUsage =
     "      gaussian with sigma = patch / 8 by default) [--tta] (all 8 flips) [--tta-axes 0,1] (the flips of\n"
     "      those axes only, i = 0, j = 1, k = 2) [--png PREVIEW.png] [--logits]\n"
     "      [--no-window] [--largest-component] (each class's largest connected part) [--min-size N] (drop smaller parts);\n"
+    "      [--device cpu|cuda[:N]] (run the network on a GPU; windows are cut and blended on the CPU);\n"
     "      a classifier's run prints the class and probabilities as JSON (and writes them to --output);\n"
     "      or --arch monai-unet --weights W.safetensors --classes C [--channels ...] [--patch ...]\n"
     "      for weights saved from a PyTorch/MONAI state_dict (fed nibabel's voxel order, not normalised\n"
@@ -485,12 +486,14 @@ int infer(const std::vector<std::string>& args) {
     else if (a == "--no-window") f.no_window = true;
     else if (a == "--largest-component") f.largest_component = true;
     else if (a == "--min-size") f.min_size = parse_count(value(), a);
+    else if (a == "--device") f.device = value();
     else if (a == "--normalize") {
       f.normalization = value();
       if (f.normalization != "zscore" && f.normalization != "none") throw UsageError{"--normalize takes zscore or none"};
     } else throw UsageError{"unknown option " + a};
   }
   if (f.model.empty() == f.weights.empty()) throw UsageError{"infer needs --model RUN, or --weights W.safetensors with --arch and --classes"};
+  (void)usable_device(f.device);  // refused before anything is read
   if (f.input.empty()) throw UsageError{"infer needs --input"};
   const bool classify = f.weights.empty() ? run_commands::RunConfig::load(f.model).task == "classify" : f.config.task == "classify";
   if (f.output.empty() && !classify) throw UsageError{"infer needs --output OUT.nii.gz"};

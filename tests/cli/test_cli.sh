@@ -261,6 +261,7 @@ expect_error 2 "--tta-axes takes axes 0, 1 and 2" "$vox" infer --model "$tmp/run
 expect_error 2 "--graph needs --device cuda" "$vox" bench --graph --iters 1 --size 16
 expect_error 2 "--cuda-graph needs --device cuda" "$vox" train --synthetic --cuda-graph
 expect_error 2 "--device takes cpu, cuda or cuda:N, got gpu" "$vox" train --synthetic --device gpu
+expect_error 2 "--device takes cpu, cuda or cuda:N, got tpu" "$vox" infer --model "$tmp/run" --input "$image" --output "$tmp/x.nii.gz" --device tpu
 echo '{"epoch": 3}' > "$tmp/typo.json"
 expect_error 1 "unknown key \"epoch\"" "$vox" train --config "$tmp/typo.json"
 cp -r "$tmp/tiny" "$tmp/mismatch"
