@@ -325,9 +325,7 @@ inline Tensor Tensor::to(DType target) const {
 
 inline Tensor Tensor::to(Device target) const {
   if (target == device()) return *this;
-  Tensor out = empty(shape(), dtype(), target);
-  out.copy_from(*this);
-  return out;
+  return detail::transfer(*this, target);  // one copy across, not a staged copy and a second pass
 }
 
 inline Tensor Tensor::pin_memory() const {
