@@ -177,9 +177,7 @@ class CachingAllocator {
     for (const auto& [ptr, block] : graph.retained) pool.free_blocks[block.stream].emplace(block.size, ptr);
     for (auto& [ptr, block] : pool.live)
       if (block.graph == id) block.graph = 0, block.stream = graph.stream;
-    for (auto capture = pool.capturing.begin(); capture != pool.capturing.end();)
-      capture = capture->second == id ? pool.capturing.erase(capture) : std::next(capture);
-    pool.graphs.erase(it);
+    pool.graphs.erase(it);  // its capture has ended (end_graph_capture), so no stream still maps to it
   }
 
   // Returns every cached (free or pending) block of `device` to the driver.

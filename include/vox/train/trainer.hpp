@@ -217,8 +217,7 @@ class Trainer {
       graph_ = std::make_unique<CudaGraph>(o_.device.index);
       graph_image_ = image.clone();  // allocated before the capture: their addresses stay put
       graph_label_ = label.clone();
-      optimizer_.zero_grad();
-      graph_->capture([&] {
+      graph_->capture([&] {  // the eager iteration before it left the gradients zeroed
         optimizer_.zero_grad();
         graph_loss_ = loss_(forward(graph_image_), graph_label_);
         graph_loss_.backward();
