@@ -24,6 +24,13 @@ for target in tests/fuzz/fuzz_*.cpp; do
   # seed files from Debian's packages, read where they are installed (never copied here)
   seeds=()
   if [ "$name" = fuzz_dicom ] && [ -d "$pydicom_files" ]; then seeds=("$pydicom_files"); fi
+  # a dictionary of the format's tags and fields, where one is kept beside the target
+  dict=()
+  if [ -f "tests/fuzz/${name#fuzz_}.dict" ]; then dict=(-dict="tests/fuzz/${name#fuzz_}.dict"); fi
+  # The targets run with vox's production limits; inputs up to 32 KiB, and an RSS limit that the
+  # largest allocation such an input can justify (32 KiB of JPEG 2000 at 16,384:1, decoded
+  # alongside its frames) stays under.
   echo "== $name for ${seconds}s"
-  "$out/$name" -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 "$out/corpus-$name" "${seeds[@]}"
+  "$out/$name" -max_total_time="$seconds" -max_len=32768 -timeout=10 -rss_limit_mb=4096 -malloc_limit_mb=3072 \
+    "${dict[@]}" "$out/corpus-$name" "${seeds[@]}"
 done

@@ -41,6 +41,24 @@ struct DicomFrameShape {
   size_t bytes() const { return static_cast<size_t>(rows * columns * samples * (bits_allocated / 8)); }
 };
 
+// The most bytes of pixel data one stored byte may decode to, by transfer syntax; pixel data
+// that claims more is refused before anything is decoded or allocated:
+//   - native: 1 (the bytes must all be there); deflated data sets: 1,032 (deflate's limit);
+//   - RLE: 64 (PackBits turns 2 bytes into at most 128);
+//   - lossless JPEG: 32 (Huffman coding spends at least 1 bit on a sample of up to 16 bits);
+//   - JPEG baseline and extended: 1,024 (at least 2 bits on an 8x8 block: DC and end-of-block);
+//   - JPEG-LS and JPEG 2000: 16,384, because run mode and empty code blocks code a blank frame in
+//     a few bits (a blank 512x512 frame of 16 bits may be some 150 bytes); the read ceiling
+//     (read_limits.hpp) bounds what is left.
+inline uint64_t dicom_max_expansion(const TransferSyntax& syntax) {
+  const std::string& uid = syntax.uid;
+  if (!syntax.encapsulated) return syntax.deflated ? 1032 : 1;
+  if (uid == "1.2.840.10008.1.2.5") return 64;
+  if (uid == "1.2.840.10008.1.2.4.57" || uid == "1.2.840.10008.1.2.4.70") return 32;
+  if (uid == "1.2.840.10008.1.2.4.50" || uid == "1.2.840.10008.1.2.4.51") return 1024;
+  return 16384;
+}
+
 namespace dicom_codecs {
 
 enum class Codec { none, jpeg, jpeg_ls, jpeg_2000 };
@@ -273,6 +291,9 @@ inline std::vector<uint8_t> decode_compressed_frame(const TransferSyntax& syntax
             ") needs a decoder this build of vox lacks: ", library_of(codec));
   VOX_CHECK(shape.bits_allocated % 8 == 0 && shape.bits_allocated <= 16, "dicom", source, ": ", syntax.name, " of BitsAllocated ",
             shape.bits_allocated, " is not decoded (8 or 16)");
+  VOX_CHECK(shape.bytes() <= dicom_max_expansion(syntax) * encoded.size(), "dicom", source, ": a ", encoded.size(), "-byte ",
+            syntax.name, " frame cannot hold ", shape.rows, "x", shape.columns, "x", shape.samples, " samples of ", shape.bits_allocated,
+            " bits (", shape.bytes(), " bytes; at most ", dicom_max_expansion(syntax), " bytes per stored byte)");
   std::vector<uint8_t> out;
 #if defined(VOX_WITH_LIBJPEG)
   if (codec == Codec::jpeg) {

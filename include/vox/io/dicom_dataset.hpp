@@ -20,6 +20,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -31,6 +32,7 @@
 
 #include "vox/core/error.hpp"
 #include "vox/io/file.hpp"
+#include "vox/io/read_limits.hpp"
 
 namespace vox::io {
 
@@ -240,6 +242,19 @@ class DicomDataSet {
     return v[0];
   }
 
+  // A whole number from `lo` to `hi` (`fallback` when missing or empty). NaN, infinities,
+  // fractions and values out of range raise an error naming the tag, instead of the undefined
+  // behaviour of casting such a double.
+  int64_t integer(uint32_t tag, int64_t fallback, int64_t lo, int64_t hi, const char* what) const {
+    const std::vector<double> v = numbers(tag);
+    if (v.empty()) return fallback;
+    return checked_integer(tag, v[0], lo, hi, what);
+  }
+  // The same, for a required element.
+  int64_t integer(uint32_t tag, int64_t lo, int64_t hi, const char* what) const {
+    return checked_integer(tag, number(tag), lo, hi, what);
+  }
+
   // The items of a sequence (empty when the element is missing).
   const std::vector<DicomDataSet>& items(uint32_t tag) const {
     static const std::vector<DicomDataSet> none;
@@ -269,6 +284,11 @@ class DicomDataSet {
 
  private:
   friend class DicomParser;
+  int64_t checked_integer(uint32_t tag, double d, int64_t lo, int64_t hi, const char* what) const {
+    VOX_CHECK(std::isfinite(d) && d == std::floor(d) && d >= static_cast<double>(lo) && d <= static_cast<double>(hi), "dicom", source_,
+              ": ", what, " ", tag_name(tag), " = ", d, " is not a whole number from ", lo, " to ", hi);
+    return static_cast<int64_t>(d);
+  }
   static std::string trim(std::string s) {
     while (!s.empty() && (s.back() == ' ' || s.back() == '\0')) s.pop_back();
     size_t lead = 0;
@@ -294,7 +314,7 @@ struct DicomFile {
 
 struct DicomReadOptions {
   bool stop_before_pixels = false;  // headers only: series assembly reads the pixels later
-  size_t max_inflated_bytes = size_t{1} << 32;  // a deflated data set may not inflate past this
+  ReadLimits limits;                // a deflated data set may not inflate past limits.max_bytes
 };
 
 // The recursive-descent parser over one buffer. Every read is bounds-checked.
@@ -486,7 +506,8 @@ inline std::vector<uint8_t> inflate_raw(const uint8_t* in, size_t size, size_t l
       zs.avail_in = static_cast<uInt>(next);
       fed += next;
     }
-    VOX_CHECK(out.size() < limit, "dicom", source, ": the deflated data set inflates past ", limit, " bytes");
+    VOX_CHECK(out.size() < limit, "dicom", source, ": the deflated data set inflates past the read ceiling of ", limit,
+              " bytes (raise ReadLimits::max_bytes, or VOX_MAX_READ_MIB for the vox programs)");
     const size_t chunk = std::min<size_t>(limit - out.size(), size_t{1} << 22);
     const size_t before = out.size();
     out.resize(before + chunk);
@@ -543,7 +564,7 @@ inline DicomFile parse_dicom(std::vector<uint8_t> bytes, const std::string& sour
       !(b[pos + 4] >= 'A' && b[pos + 4] <= 'Z' && b[pos + 5] >= 'A' && b[pos + 5] <= 'Z'))
     file.syntax.explicit_vr = false;  // says explicit VR but is written implicit, as some writers do (pydicom reads it so too)
   if (file.syntax.deflated) {
-    std::vector<uint8_t> inflated = inflate_raw(b + pos, size - pos, options.max_inflated_bytes, source);
+    std::vector<uint8_t> inflated = inflate_raw(b + pos, size - pos, static_cast<size_t>(options.limits.max_bytes), source);
     auto inflated_buffer = std::make_shared<const std::vector<uint8_t>>(std::move(inflated));
     DicomParser inner(inflated_buffer, source);
     file.data = inner.make_set(false);
@@ -562,24 +583,44 @@ inline DicomFile read_dicom(const std::string& path, const DicomReadOptions& opt
   return parse_dicom(std::vector<uint8_t>(raw.begin(), raw.end()), path, options);
 }
 
+namespace dicom_detail {
+// Whether a file's first bytes can begin DICOM: "DICM" after the preamble or at the start, or a
+// first data element of a low group. Other files (NIfTI, zip, video, text) fail at once.
+inline bool looks_like_dicom(const std::vector<uint8_t>& head) {
+  if (head.size() >= 132 && std::memcmp(head.data() + 128, "DICM", 4) == 0) return true;
+  if (head.size() >= 4 && std::memcmp(head.data(), "DICM", 4) == 0) return true;
+  if (head.size() < 8) return false;
+  const uint16_t group_le = uint16_t(head[0] | head[1] << 8), group_be = uint16_t(head[0] << 8 | head[1]);
+  return (group_le != 0 && group_le <= 0x00FF) || (group_be != 0 && group_be <= 0x00FF);
+}
+}  // namespace dicom_detail
+
 // The header (everything before the pixel data) of a file, reading only its first bytes when
-// they hold it: series scans touch a few kilobytes of each file instead of all of it.
+// they hold it: series scans touch a few kilobytes of each file instead of all of it. A file
+// that does not begin as DICOM is refused after its first 64 KiB; one whose header runs past
+// them is read in growing prefixes (x16 each time), so only a file that really is DICOM up to
+// its end is ever read whole.
 inline DicomFile read_dicom_header(const std::string& path, size_t prefix = size_t{1} << 16) {
   std::ifstream in(path, std::ios::binary);
   VOX_CHECK(in.good(), "read_file", "cannot open ", path);
-  std::vector<uint8_t> head(prefix);
-  in.read(reinterpret_cast<char*>(head.data()), static_cast<std::streamsize>(prefix));
-  head.resize(static_cast<size_t>(in.gcount()));
-  if (head.size() == prefix) {  // more may follow: the prefix is enough only if it reaches the pixels
+  std::vector<uint8_t> head;
+  prefix = std::max<size_t>(prefix, 132);  // enough to see "DICM" after the preamble
+  while (true) {
+    const size_t have = head.size();
+    head.resize(prefix);
+    in.read(reinterpret_cast<char*>(head.data() + have), static_cast<std::streamsize>(prefix - have));
+    head.resize(have + static_cast<size_t>(in.gcount()));
+    VOX_CHECK(have > 0 || dicom_detail::looks_like_dicom(head), "dicom", path,
+              ": not a DICOM file (no \"DICM\" after a 128-byte preamble, and the first bytes are not a data element)");
+    if (head.size() < prefix) return parse_dicom(std::move(head), path, {.stop_before_pixels = true});  // the whole file
     try {
       DicomFile file = parse_dicom(head, path, {.stop_before_pixels = true});
       if (file.stopped_before_pixels) return file;
     } catch (const Error&) {
-      // an element runs past the prefix: read the whole file below
+      // an element runs past the prefix, or the file is malformed: a longer prefix tells which
     }
-    return read_dicom(path, {.stop_before_pixels = true});
+    prefix = prefix > std::numeric_limits<size_t>::max() / 16 ? std::numeric_limits<size_t>::max() : prefix * 16;
   }
-  return parse_dicom(std::move(head), path, {.stop_before_pixels = true});
 }
 
 }  // namespace vox::io

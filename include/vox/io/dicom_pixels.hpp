@@ -40,20 +40,17 @@ inline DicomPixelFormat dicom_pixel_format(const DicomDataSet& ds) {
   using namespace dicom_tags;
   const std::string& src = ds.source();
   DicomPixelFormat f;
-  f.rows = static_cast<int64_t>(ds.number(rows));
-  f.columns = static_cast<int64_t>(ds.number(columns));
-  f.samples = static_cast<int64_t>(ds.number(samples_per_pixel, 1));
-  f.frames = static_cast<int64_t>(ds.number(number_of_frames, 1));
+  f.rows = ds.integer(rows, 1, 65535, "Rows");
+  f.columns = ds.integer(columns, 1, 65535, "Columns");
+  f.samples = ds.integer(samples_per_pixel, 1, 1, 4, "SamplesPerPixel");
+  f.frames = ds.integer(number_of_frames, 1, 1, int64_t{1} << 20, "NumberOfFrames");
   f.is_float = ds.has(float_pixel_data) || ds.has(double_float_pixel_data);
-  f.bits_allocated = static_cast<int>(ds.number(bits_allocated, ds.has(double_float_pixel_data) ? 64 : 32));
-  f.bits_stored = static_cast<int>(ds.number(bits_stored, f.bits_allocated));
-  f.high_bit = static_cast<int>(ds.number(high_bit, f.bits_stored - 1));
+  f.bits_allocated = static_cast<int>(ds.integer(bits_allocated, ds.has(double_float_pixel_data) ? 64 : 32, 1, 64, "BitsAllocated"));
+  f.bits_stored = static_cast<int>(ds.integer(bits_stored, f.bits_allocated, 1, 64, "BitsStored"));
+  f.high_bit = static_cast<int>(ds.integer(high_bit, f.bits_stored - 1, 0, 63, "HighBit"));
   f.is_signed = ds.number(pixel_representation, 0) == 1;
-  f.planar_configuration = static_cast<int>(ds.number(planar_configuration, 0));
+  f.planar_configuration = static_cast<int>(ds.integer(planar_configuration, 0, 0, 1, "PlanarConfiguration"));
   f.photometric = ds.text(photometric_interpretation, "MONOCHROME2");
-  VOX_CHECK(f.rows >= 1 && f.columns >= 1 && f.rows <= 65535 && f.columns <= 65535, "dicom", src, ": Rows ", f.rows,
-            " x Columns ", f.columns, " is not an image size");
-  VOX_CHECK(f.frames >= 1 && f.frames <= (int64_t{1} << 20), "dicom", src, ": NumberOfFrames ", f.frames, " is not a frame count");
   VOX_CHECK(f.samples == 1 || f.samples == 3 || f.samples == 4, "dicom", src, ": SamplesPerPixel ", f.samples, " is not 1, 3 or 4");
   VOX_CHECK(f.bits_allocated == 1 || f.bits_allocated == 8 || f.bits_allocated == 16 || f.bits_allocated == 32 ||
                 f.bits_allocated == 64,
@@ -68,6 +65,21 @@ inline DicomPixelFormat dicom_pixel_format(const DicomDataSet& ds) {
   VOX_CHECK(f.planar_configuration == 0 || f.planar_configuration == 1, "dicom", src, ": PlanarConfiguration ",
             f.planar_configuration, " is not 0 or 1");
   return f;
+}
+
+// The bytes of pixel data the header says the file holds (before any compression), and a check
+// that the file's `file_bytes` can hold them at the syntax's largest expansion: a header that
+// claims a huge image over a few bytes is refused before anything is allocated for it.
+inline uint64_t dicom_claimed_pixel_bytes(const DicomFile& file, uint64_t file_bytes) {
+  const DicomPixelFormat f = dicom_pixel_format(file.data);
+  const bool ybr422 = f.photometric == "YBR_FULL_422" && !file.syntax.encapsulated;
+  const uint64_t pixels = static_cast<uint64_t>(f.pixels_per_frame()) * static_cast<uint64_t>(f.frames);
+  const uint64_t claimed = ybr422 ? pixels * 2 : (pixels * static_cast<uint64_t>(f.samples) * static_cast<uint64_t>(f.bits_allocated) + 7) / 8;
+  const uint64_t expansion = dicom_max_expansion(file.syntax);
+  VOX_CHECK(claimed <= file_bytes * expansion, "dicom", file.path, ": the header claims ", f.frames, " frame(s) of ", f.rows, "x",
+            f.columns, "x", f.samples, " samples of ", f.bits_allocated, " bits (", claimed, " bytes), more than the ", file_bytes,
+            "-byte file can hold in ", file.syntax.name, " (at most ", expansion, " bytes per stored byte)");
+  return claimed;
 }
 
 namespace dicom_detail {
@@ -163,15 +175,18 @@ inline std::vector<std::vector<uint8_t>> encapsulated_frames(const DicomDataSet&
     out.push_back(join(0, fragments.size()));
   } else if (table.second == static_cast<size_t>(frames) * 4) {
     // basic offset table: each frame's first item, in bytes from the first fragment's item tag
+    // The table must increase, so one forward walk over the fragments finds every start.
     const size_t base = fragments[0].first - 8;
     std::vector<size_t> starts;
+    size_t index = 0;
     for (int64_t f = 0; f < frames; ++f) {
       const uint8_t* p = ds.buffer()->data() + table.first + 4 * f;
       const size_t offset = uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
-      size_t index = 0;
-      while (index < fragments.size() && fragments[index].first - 8 - base != offset) ++index;
-      VOX_CHECK(index < fragments.size(), "dicom", src, ": basic offset table entry ", f, " (", offset, ") is not a fragment start");
-      VOX_CHECK(starts.empty() || index > starts.back(), "dicom", src, ": basic offset table is not increasing at frame ", f);
+      VOX_CHECK(starts.empty() || offset > fragments[starts.back()].first - 8 - base, "dicom", src,
+                ": basic offset table is not increasing at frame ", f);
+      while (index < fragments.size() && fragments[index].first - 8 - base < offset) ++index;
+      VOX_CHECK(index < fragments.size() && fragments[index].first - 8 - base == offset, "dicom", src, ": basic offset table entry ",
+                f, " (", offset, ") is not a fragment start");
       starts.push_back(index);
     }
     starts.push_back(fragments.size());
@@ -245,8 +260,9 @@ inline std::string dicom_decoded_photometric(const DicomFile& file) {
 }
 
 // The stored values of every frame; see the top of this file for the layout and dtypes.
-// Pixel data that would decode to more than `max_bytes` is refused before it is decoded.
-inline Tensor dicom_stored_values(const DicomFile& file, size_t max_bytes = std::numeric_limits<size_t>::max()) {
+// Pixel data that would decode to more than its bytes can hold (dicom_max_expansion) or than the
+// read ceiling is refused before it is decoded.
+inline Tensor dicom_stored_values(const DicomFile& file, const ReadLimits& limits = {}) {
   using namespace dicom_detail;
   const DicomDataSet& ds = file.data;
   const std::string& src = file.path;
@@ -262,8 +278,8 @@ inline Tensor dicom_stored_values(const DicomFile& file, size_t max_bytes = std:
   const int width = f.bytes_per_sample();
   const size_t frame_bytes = static_cast<size_t>(ybr422 ? f.pixels_per_frame() * 2 : samples_per_frame * width);
 
-  VOX_CHECK(frame_bytes * static_cast<size_t>(f.frames) <= max_bytes, "dicom", src, ": ", f.frames, " frame(s) of ", frame_bytes,
-            " bytes exceed the limit of ", max_bytes, " bytes");
+  check_read_claim(static_cast<uint64_t>(frame_bytes) * static_cast<uint64_t>(f.frames), limits, "dicom", src,
+                   "the pixel data's " + std::to_string(f.frames) + " frame(s) of " + std::to_string(frame_bytes) + " bytes");
   // every frame as native little-endian bytes
   std::vector<std::vector<uint8_t>> frames;
   bool planar = f.planar_configuration == 1 && f.samples > 1;

@@ -43,6 +43,7 @@ struct DicomSeriesOptions {
   bool recursive = true;      // scan subdirectories too
   bool rescale = true;        // apply RescaleSlope/RescaleIntercept
   std::function<void(const std::string&)> report;  // choices and warnings as they happen (may be empty)
+  ReadLimits limits;          // the volume's decoded bytes may not pass limits.max_bytes
 };
 
 struct DicomSeriesSummary {
@@ -86,9 +87,19 @@ std::array<double, N> numbers_n(const DicomDataSet& ds, uint32_t tag, const char
   const std::vector<double> v = ds.numbers(tag);
   VOX_CHECK(v.size() == N, "dicom", ds.source(), ": ", what, " ", DicomDataSet::tag_name(tag), " has ", v.size(), " values, ", N,
             " expected");
+  for (const double x : v)
+    VOX_CHECK(std::isfinite(x), "dicom", ds.source(), ": ", what, " ", DicomDataSet::tag_name(tag), " holds ", x, ", not a finite number");
   std::array<double, N> out{};
   std::copy(v.begin(), v.end(), out.begin());
   return out;
+}
+
+// PixelSpacing: two finite distances above 0 (a spacing of 0 would later divide by zero).
+inline std::array<double, 2> spacing_of(const DicomDataSet& ds) {
+  const std::array<double, 2> spacing = numbers_n<2>(ds, dicom_tags::pixel_spacing, "pixel spacing");
+  VOX_CHECK(spacing[0] > 0 && spacing[1] > 0, "dicom", ds.source(), ": PixelSpacing ", spacing[0], "\\", spacing[1],
+            " is not two distances above 0 mm");
+  return spacing;
 }
 
 // The orientation's row and column cosines, checked to be unit length and orthogonal.
@@ -106,12 +117,11 @@ inline std::pair<Vec3, Vec3> cosines(const std::array<double, 6>& o, const std::
 inline std::vector<Slice> slices_of(const DicomFile& file, size_t index, std::vector<std::string>& warnings) {
   using namespace dicom_tags;
   const DicomDataSet& ds = file.data;
-  const int64_t frames = static_cast<int64_t>(ds.number(number_of_frames, 1));
-  VOX_CHECK(frames >= 1 && frames <= (int64_t{1} << 20), "dicom", file.path, ": NumberOfFrames ", frames, " is not a frame count");
+  const int64_t frames = ds.integer(number_of_frames, 1, 1, int64_t{1} << 20, "NumberOfFrames");
   Slice base;
   base.file = index;
   if (ds.has(image_orientation_patient)) base.orientation = numbers_n<6>(ds, image_orientation_patient, "orientation");
-  if (ds.has(pixel_spacing)) base.pixel_spacing = numbers_n<2>(ds, pixel_spacing, "pixel spacing");
+  if (ds.has(pixel_spacing)) base.pixel_spacing = spacing_of(ds);
   if (ds.has(image_position_patient)) {
     base.position = numbers_n<3>(ds, image_position_patient, "position");
     base.has_position = true;
@@ -123,7 +133,7 @@ inline std::vector<Slice> slices_of(const DicomFile& file, size_t index, std::ve
     for (const DicomDataSet& item : group.items(plane_orientation_sequence))
       s.orientation = numbers_n<6>(item, image_orientation_patient, "orientation");
     for (const DicomDataSet& item : group.items(pixel_measures_sequence))
-      if (item.has(pixel_spacing)) s.pixel_spacing = numbers_n<2>(item, pixel_spacing, "pixel spacing");
+      if (item.has(pixel_spacing)) s.pixel_spacing = spacing_of(item);
     for (const DicomDataSet& item : group.items(plane_position_sequence)) {
       s.position = numbers_n<3>(item, image_position_patient, "position");
       s.has_position = true;
@@ -217,8 +227,8 @@ inline std::vector<DicomSeriesSummary> scan_dicom_directory(const std::string& d
     if (s.paths.size() == 1) {
       s.description = ds.text(series_description);
       s.modality = ds.text(modality);
-      s.rows = static_cast<int64_t>(ds.number(rows, 0));
-      s.columns = static_cast<int64_t>(ds.number(columns, 0));
+      s.rows = ds.integer(rows, 0, 0, 65535, "Rows");
+      s.columns = ds.integer(columns, 0, 0, 65535, "Columns");
     }
   }
   if (skipped) *skipped = not_images;
@@ -241,8 +251,15 @@ inline DicomVolume assemble_dicom_series(const std::vector<std::string>& paths, 
   std::vector<DicomFile> files;
   std::vector<Slice> slices;
   std::vector<std::string> frame_warnings;
+  uint64_t claimed = 0;
   for (const std::string& path : paths) {  // headers first; pixels once the order is known
     files.push_back(read_dicom_header(path));
+    // what the header claims must fit the file and the ceiling before slices are listed for it
+    std::error_code ec;
+    const uint64_t file_bytes = std::filesystem::file_size(path, ec);
+    VOX_CHECK(!ec, "dicom", path, ": cannot read its size: ", ec.message());
+    claimed += dicom_claimed_pixel_bytes(files.back(), file_bytes);
+    check_read_claim(claimed, options.limits, "dicom", path, "the pixel data of the series up to this file");
     for (Slice& s : slices_of(files.back(), files.size() - 1, frame_warnings)) slices.push_back(s);
   }
   for (const std::string& w : frame_warnings) warn(w);
@@ -334,12 +351,16 @@ inline DicomVolume assemble_dicom_series(const std::vector<std::string>& paths, 
   std::vector<std::vector<int64_t>> places(files.size());  // sorted positions k of each file's slices
   for (int64_t k = 0; k < n; ++k) places[slices[static_cast<size_t>(k)].file].push_back(k);
   const DType stored_type = dicom_detail::stored_dtype(format);
-  Tensor voxels = empty(shape, rescaled ? DType::f32 : stored_type);
+  const DType voxel_type = rescaled ? DType::f32 : stored_type;
+  check_read_claim(static_cast<uint64_t>(n) * static_cast<uint64_t>(per_slice) * dtype_size(voxel_type), options.limits, "dicom", where,
+                   "the volume of " + std::to_string(n) + " slices");
+  Tensor voxels = empty(shape, voxel_type);
   std::vector<std::string> errors(files.size());
   kernels::cpu::parallel_for(0, static_cast<int64_t>(files.size()), 1, [&](int64_t first_file, int64_t last_file) {
     for (int64_t f = first_file; f < last_file; ++f) {
       try {
-        const Tensor source = dicom_stored_values(read_dicom(files[static_cast<size_t>(f)].path));
+        const Tensor source =
+            dicom_stored_values(read_dicom(files[static_cast<size_t>(f)].path, {.limits = options.limits}), options.limits);
         VOX_CHECK(source.dtype() == stored_type && source.numel() / source.size(0) == per_slice, "dicom", where, ": ",
                   files[static_cast<size_t>(f)].path, " stores other pixels (", dtype_name(source.dtype()), ") than ", first.path, " (",
                   dtype_name(stored_type), ")");

@@ -1,6 +1,11 @@
 #pragma once
 // Whole-file reads and atomic writes: a file is written under a temporary name in the same
-// directory and renamed into place, so a crash never leaves a half-written file behind.
+// directory, synced, and renamed into place, so a crash or a failed write never leaves a
+// half-written file behind (nor a temporary one).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -34,26 +39,46 @@ inline double parse_number(const std::string& text, const std::string& what) {
   return v;
 }
 
-// Calls write(std::ofstream&) on a temporary file, then renames it to `path`.
+namespace file_detail {
+// A name beside `path` that no other writer in this process or another one is using.
+inline std::string temporary_name(const std::string& path) {
+  static std::atomic<uint64_t> counter{0};
+  return path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+}
+// Forces a file's data to the disk, so that a crash after the rename cannot leave it empty.
+inline bool sync_to_disk(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return false;
+  const bool synced = ::fsync(fd) == 0;
+  ::close(fd);
+  return synced;
+}
+}  // namespace file_detail
+
+// Calls write(std::ofstream&) on a temporary file beside `path`; once the writer has returned and
+// the data is flushed and synced, renames it to `path`. If anything fails (the writer throws, the
+// disk fills), the temporary is removed, the error propagates, and a previous file at `path` is
+// left as it was.
 template <class Writer>
 void write_file_atomically(const std::string& path, Writer&& write) {
-  const std::string temporary = path + ".tmp-" + std::to_string(std::hash<std::string>{}(path) ^ static_cast<size_t>(std::rand()));
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    VOX_CHECK(out.good(), "write_file", "cannot create ", temporary);
-    write(out);
-    out.flush();
-    if (!out.good()) {
+  const std::string temporary = file_detail::temporary_name(path);
+  try {
+    {
+      std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+      VOX_CHECK(out.good(), "write_file", "cannot create ", temporary);
+      write(out);
+      out.flush();
+      VOX_CHECK(out.good(), "write_file", "writing ", temporary, " failed (disk full?)");
       out.close();
-      std::remove(temporary.c_str());
-      fail("write_file", "writing ", temporary, " failed (disk full?)");
+      VOX_CHECK(!out.fail(), "write_file", "closing ", temporary, " failed (disk full?)");
     }
-  }
-  std::error_code ec;
-  std::filesystem::rename(temporary, path, ec);
-  if (ec) {
+    VOX_CHECK(file_detail::sync_to_disk(temporary), "write_file", "cannot sync ", temporary, " to the disk");
+    std::error_code ec;
+    std::filesystem::rename(temporary, path, ec);
+    VOX_CHECK(!ec, "write_file", "cannot rename ", temporary, " to ", path, ": ", ec.message());
+  } catch (...) {
     std::remove(temporary.c_str());
-    fail("write_file", "cannot rename ", temporary, " to ", path, ": ", ec.message());
+    throw;
   }
 }
 

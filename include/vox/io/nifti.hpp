@@ -12,7 +12,8 @@
 //
 // Malformed input (truncated, bad magic, absurd sizes, sizes past the end of the data) raises a
 // vox::Error that names the file and the field. The reader never allocates more than the file
-// can hold: a .gz stream is decompressed only as far as the header says the data goes.
+// can hold: a .gz stream is decompressed only as far as the header says the data goes, and no
+// further than the read ceiling (read_limits.hpp) allows.
 #include <zlib.h>
 
 #include <cstring>
@@ -22,6 +23,7 @@
 
 #include "vox/io/file.hpp"
 #include "vox/io/image.hpp"
+#include "vox/io/read_limits.hpp"
 
 namespace vox::io {
 
@@ -86,6 +88,54 @@ inline std::vector<unsigned char> gunzip(const std::vector<char>& raw, size_t li
   }
   return out;
 }
+
+// A gzip stream deflated into `out` a chunk at a time: zlib's counters are 32-bit, so input of
+// any size is fed in pieces of at most `chunk` bytes, and output leaves through a buffer of that size.
+class GzipWriter {
+ public:
+  GzipWriter(std::ofstream& out, size_t chunk, const std::string& path) : out_(out), chunk_(chunk), path_(path), buffer_(chunk) {
+    VOX_CHECK(deflateInit2(&zs_, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK, "write_nifti", path, ": cannot start gzip");
+    started_ = true;
+  }
+  ~GzipWriter() {
+    if (started_) deflateEnd(&zs_);
+  }
+  GzipWriter(const GzipWriter&) = delete;
+  GzipWriter& operator=(const GzipWriter&) = delete;
+
+  void write(const unsigned char* data, size_t size) {
+    while (size > 0) {
+      const size_t piece = std::min(size, chunk_);
+      zs_.next_in = const_cast<Bytef*>(data);
+      zs_.avail_in = static_cast<uInt>(piece);
+      drain(Z_NO_FLUSH);
+      data += piece, size -= piece;
+    }
+  }
+  void finish() { drain(Z_FINISH); }
+
+ private:
+  // Deflates what zlib holds, writing every full buffer, until the input is used (or the stream ends).
+  void drain(int flush) {
+    while (true) {
+      zs_.next_out = buffer_.data();
+      zs_.avail_out = static_cast<uInt>(buffer_.size());
+      const int status = deflate(&zs_, flush);
+      VOX_CHECK(status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR, "write_nifti", path_, ": gzip compression failed (zlib ",
+                status, ")");
+      out_.write(reinterpret_cast<const char*>(buffer_.data()), static_cast<std::streamsize>(buffer_.size() - zs_.avail_out));
+      VOX_CHECK(out_.good(), "write_nifti", path_, ": writing the compressed data failed (disk full?)");
+      if (flush == Z_FINISH ? status == Z_STREAM_END : (zs_.avail_in == 0 && zs_.avail_out != 0)) return;
+    }
+  }
+
+  std::ofstream& out_;
+  size_t chunk_;
+  const std::string& path_;
+  std::vector<unsigned char> buffer_;
+  z_stream zs_{};
+  bool started_ = false;
+};
 
 // Reads little- or big-endian fields of a header buffer, with bounds checks.
 class Fields {
@@ -156,7 +206,7 @@ inline Affine qform_affine(double b, double c, double d, double qfac, const doub
 
 }  // namespace nifti_detail
 
-inline NiftiImage read_nifti(const std::string& path) {
+inline NiftiImage read_nifti(const std::string& path, const ReadLimits& limits = {}) {
   using namespace nifti_detail;
   std::string header_path = path, data_path = path;
   bool pair = false;
@@ -234,6 +284,8 @@ inline NiftiImage read_nifti(const std::string& path) {
             ": vox_offset ", vox_offset, " is not a valid offset");
   const size_t offset = pair ? static_cast<size_t>(vox_offset) : std::max<size_t>(static_cast<size_t>(vox_offset), static_cast<size_t>(sizeof_hdr));
   const size_t nbytes = static_cast<size_t>(count) * static_cast<size_t>(bytes_per_voxel);
+  check_read_claim(nbytes, limits, "nifti", header_path, "the header's " + std::to_string(count) + " voxels of datatype " +
+                                                             std::to_string(info.datatype));
 
   const std::vector<char> data_file = pair ? read_file(data_path) : std::vector<char>();
   const std::vector<char>& data_raw = pair ? data_file : header_file;
@@ -344,10 +396,20 @@ inline Image read_nifti_image(const std::string& path) { return read_nifti(path)
 
 // Writes `image` as NIfTI-1 (or NIfTI-2 with version = 2), .nii or, when the name ends in .gz,
 // .nii.gz. Both sform and qform hold the geometry (codes 1, scanner). f16/bf16 are written as
-// f32 and bool as u8; integer and floating dtypes keep their type.
-inline void write_nifti(const std::string& path, const Image& image, int version = 1) {
+// f32 and bool as u8; integer and floating dtypes keep their type. A .gz is deflated in chunks
+// straight into the file, so volumes of any size (past zlib's 32-bit counters) are written whole,
+// or an error is thrown and no file is left.
+struct NiftiWriteOptions {
+  int version = 1;                        // NIfTI-1 or NIfTI-2
+  size_t chunk_bytes = size_t{1} << 24;  // a .gz is deflated this many bytes at a time
+};
+
+inline void write_nifti(const std::string& path, const Image& image, const NiftiWriteOptions& options) {
   using namespace nifti_detail;
+  const int version = options.version;
   VOX_CHECK(version == 1 || version == 2, "write_nifti", "version must be 1 or 2, got ", version);
+  VOX_CHECK(options.chunk_bytes > 0 && options.chunk_bytes <= (size_t{1} << 30), "write_nifti", "chunk_bytes ", options.chunk_bytes,
+            " is not between 1 and 2^30");
   const Tensor& v = image.voxels;
   VOX_CHECK(v.rank() == 3 || v.rank() == 4, "write_nifti", path, ": voxels must be [k, j, i] or [k, j, i, t], got ", v.shape());
   DType dtype = v.dtype();
@@ -432,24 +494,23 @@ inline void write_nifti(const std::string& path, const Image& image, int version
   }
   const char* descrip = "vox";
   std::memcpy(h.data() + (v1 ? 148 : 240), descrip, std::strlen(descrip));
-  std::vector<unsigned char> bytes = std::move(h);
-  const auto* p = static_cast<const unsigned char*>(data.raw_data());
-  bytes.insert(bytes.end(), p, p + static_cast<size_t>(data.numel()) * dtype_size(dtype));
-  if (has_suffix(path, ".gz")) {
-    z_stream zs{};
-    VOX_CHECK(deflateInit2(&zs, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK, "write_nifti", "cannot start gzip");
-    std::vector<unsigned char> gz(deflateBound(&zs, static_cast<uLong>(bytes.size())));
-    zs.next_in = bytes.data();
-    zs.avail_in = static_cast<uInt>(bytes.size());
-    zs.next_out = gz.data();
-    zs.avail_out = static_cast<uInt>(gz.size());
-    const int status = deflate(&zs, Z_FINISH);
-    gz.resize(gz.size() - zs.avail_out);
-    deflateEnd(&zs);
-    VOX_CHECK(status == Z_STREAM_END, "write_nifti", path, ": gzip compression failed");
-    bytes = std::move(gz);
-  }
-  write_file_atomically(path, [&](std::ofstream& out) { out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size())); });
+  const auto* voxels = static_cast<const unsigned char*>(data.raw_data());
+  const size_t voxel_bytes = static_cast<size_t>(data.numel()) * dtype_size(dtype);
+  write_file_atomically(path, [&](std::ofstream& out) {
+    if (has_suffix(path, ".gz")) {
+      GzipWriter gz(out, options.chunk_bytes, path);
+      gz.write(h.data(), h.size());
+      gz.write(voxels, voxel_bytes);
+      gz.finish();
+    } else {
+      out.write(reinterpret_cast<const char*>(h.data()), static_cast<std::streamsize>(h.size()));
+      out.write(reinterpret_cast<const char*>(voxels), static_cast<std::streamsize>(voxel_bytes));
+    }
+  });
+}
+
+inline void write_nifti(const std::string& path, const Image& image, int version = 1) {
+  write_nifti(path, image, NiftiWriteOptions{.version = version});
 }
 
 }  // namespace vox::io

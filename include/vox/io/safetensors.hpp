@@ -55,7 +55,13 @@ inline const char* code_of(DType t) {
 }
 }  // namespace safetensors_detail
 
-// Parses a safetensors image held in memory; `source` names it in errors.
+// The largest header read: real files need a few hundred bytes a tensor (tens of thousands of
+// tensors fit), and the JSON parse holds at most about 22 bytes per header byte.
+constexpr uint64_t kMaxSafetensorsHeaderBytes = uint64_t{8} << 20;
+
+// Parses a safetensors image held in memory; `source` names it in errors. Every entry is checked
+// (dtype, shape, range inside the data, no two ranges overlapping) before any tensor is made, so
+// a hostile header costs no more memory than the file itself.
 inline Safetensors parse_safetensors(const char* data, size_t size, const std::string& source) {
   using safetensors_detail::dtype_from_code;
   VOX_CHECK(size >= 8, "safetensors", source, ": file is ", size, " bytes, too short for the 8-byte header length");
@@ -63,13 +69,20 @@ inline Safetensors parse_safetensors(const char* data, size_t size, const std::s
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | static_cast<unsigned char>(data[i]);
   VOX_CHECK(header_size <= size - 8, "safetensors", source, ": header length ", header_size, " at byte 0 runs past the end of the ",
             size, "-byte file");
-  VOX_CHECK(header_size <= (uint64_t{100} << 20), "safetensors", source, ": header length ", header_size, " exceeds 100 MiB");
+  VOX_CHECK(header_size <= kMaxSafetensorsHeaderBytes, "safetensors", source, ": header length ", header_size, " exceeds ",
+            kMaxSafetensorsHeaderBytes >> 20, " MiB");
   const json::Value header = json::parse(std::string_view(data + 8, static_cast<size_t>(header_size)), source + " header");
   VOX_CHECK(header.is_object(), "safetensors", source, ": the header must be a JSON object");
   const uint64_t data_start = 8 + header_size;
   const uint64_t data_size = size - data_start;
+  struct Entry {
+    const std::string* name;
+    DType dtype;
+    Shape shape;
+    uint64_t begin, end;
+  };
   Safetensors out;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  std::vector<Entry> entries;
   for (const auto& [name, entry] : header.as_object()) {
     const std::string where = source + ": tensor \"" + name + "\"";
     if (name == "__metadata__") {
@@ -109,19 +122,27 @@ inline Safetensors parse_safetensors(const char* data, size_t size, const std::s
     const uint64_t expected = count * dtype_size(t);
     VOX_CHECK(static_cast<uint64_t>(end - begin) == expected, "safetensors", where, ": ", end - begin,
               " bytes of data for shape ", s, " of ", dtype_name(t), ", which needs ", expected);
-    ranges.push_back({static_cast<uint64_t>(begin), static_cast<uint64_t>(end)});
-    Tensor tensor = empty(s, t);
-    if (expected > 0) std::memcpy(tensor.raw_data(), data + data_start + static_cast<uint64_t>(begin), static_cast<size_t>(expected));
-    if (t == DType::boolean) {
-      const auto* bytes = static_cast<const unsigned char*>(tensor.raw_data());
-      for (uint64_t i = 0; i < count; ++i)
-        VOX_CHECK(bytes[i] <= 1, "safetensors", where, ": bool byte ", i, " holds ", static_cast<int>(bytes[i]));
-    }
-    out.tensors.emplace(name, std::move(tensor));
+    entries.push_back({&name, t, std::move(s), static_cast<uint64_t>(begin), static_cast<uint64_t>(end)});
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    VOX_CHECK(ranges[i].first >= ranges[i - 1].second, "safetensors", source, ": tensors overlap at data byte ", ranges[i].first);
+  // Ranges in order, none overlapping, so that together they fit the data section.
+  std::vector<const Entry*> by_offset;
+  for (const Entry& e : entries) by_offset.push_back(&e);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const Entry* a, const Entry* b) { return a->begin != b->begin ? a->begin < b->begin : a->end < b->end; });
+  for (size_t i = 1; i < by_offset.size(); ++i)
+    VOX_CHECK(by_offset[i]->begin >= by_offset[i - 1]->end, "safetensors", source, ": tensors \"", *by_offset[i - 1]->name,
+              "\" and \"", *by_offset[i]->name, "\" overlap at data byte ", by_offset[i]->begin);
+  for (const Entry& e : entries) {
+    const std::string where = source + ": tensor \"" + *e.name + "\"";
+    const size_t bytes = static_cast<size_t>(e.end - e.begin);
+    const auto* from = reinterpret_cast<const unsigned char*>(data + data_start + e.begin);
+    if (e.dtype == DType::boolean)
+      for (size_t i = 0; i < bytes; ++i)
+        VOX_CHECK(from[i] <= 1, "safetensors", where, ": bool byte ", i, " holds ", static_cast<int>(from[i]));
+    Tensor tensor = empty(e.shape, e.dtype);
+    if (bytes > 0) std::memcpy(tensor.raw_data(), from, bytes);
+    out.tensors.emplace(*e.name, std::move(tensor));
+  }
   return out;
 }
 
