@@ -5,8 +5,10 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <filesystem>
+#include <optional>
 
 #include <vox/data/classification.hpp>
 #include <vox/data/preview.hpp>
@@ -39,6 +41,7 @@ struct InferArgs {
   int64_t min_size = 0;            // remove components smaller than this many voxels
   std::string device = "cpu";      // where the network runs
   RunConfig config;  // with --weights: the architecture given on the command line
+  std::optional<std::array<int64_t, 3>> patch;  // with --model: windows of another size than the run's
 };
 
 struct Classification {
@@ -68,6 +71,12 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
   if (!a.weights.empty()) config.normalization = "none";  // a PyTorch model's inputs are its user's business
   if (!a.normalization.empty()) config.normalization = a.normalization;
   nn::models::AnyModel model = make_model(config);
+  if (a.patch) {
+    for (const int64_t side : *a.patch)
+      if (side % model.size_multiple != 0)
+        throw UsageError{"--patch sizes must be multiples of " + std::to_string(model.size_multiple) + " for " + config.arch};
+    config.patch = *a.patch;
+  }
   const Device device = usable_device(a.device);
   model.module->to(device);
   // --weights: a PyTorch/MONAI state_dict

@@ -106,7 +106,7 @@ struct TrainArgs {
   std::string data, run = "runs/latest";
   bool synthetic = false, resume = false, augment = true;
   // classification defaults to resnet3d-18 and a 32^3 input; segmentation to monai-unet, 48^3
-  bool arch_given = false, patch_given = false;
+  bool arch_given = false, patch_given = false, classes_given = false;
   RunConfig config;
   int64_t epochs = 20, iterations = 50, batch = 2, threads = 0;
   double lr = 1e-3, val_fraction = 0.2;

@@ -254,6 +254,9 @@ inline double train_run(TrainArgs a) {
   if (a.threads > 0) set_num_threads(a.threads);
   const PreparedData p = load_training_data(a);
   RunConfig config = a.config;
+  if (a.classes_given && a.config.classes != p.dataset.classes())
+    throw UsageError{"--classes " + std::to_string(a.config.classes) + " disagrees with the dataset, whose labels give " +
+                     std::to_string(p.dataset.classes()) + " classes (background included); leave --classes out"};
   config.classes = p.dataset.classes();
   config.class_names = p.dataset.label_names;
   config.in_channels = static_cast<int64_t>(p.dataset.channels.size());

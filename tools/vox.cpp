@@ -427,6 +427,7 @@ int train_command(const std::vector<std::string>& args) {
     const std::string& a = args[i];
     if (a == "--arch") t.arch_given = true;
     if (a == "--patch") t.patch_given = true;
+    if (a == "--classes") t.classes_given = true;
     if (take_model_option(args, i, t.config)) continue;
     auto value = [&]() -> const std::string& {
       if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
@@ -455,8 +456,14 @@ int train_command(const std::vector<std::string>& args) {
 int infer(const std::vector<std::string>& args) {
   run_commands::InferArgs f;
   InputOptions input;
+  std::vector<std::string> model_options;  // --arch, --patch, ... as given, in order
   for (size_t i = 0; i < args.size(); ++i) {
-    if (input.take(args, i) || take_model_option(args, i, f.config)) continue;
+    if (input.take(args, i)) continue;
+    const std::string flag = args[i];
+    if (take_model_option(args, i, f.config)) {
+      model_options.push_back(flag);
+      continue;
+    }
     const std::string& a = args[i];
     auto value = [&]() -> const std::string& {
       if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
@@ -493,6 +500,14 @@ int infer(const std::vector<std::string>& args) {
     } else throw UsageError{"unknown option " + a};
   }
   if (f.model.empty() == f.weights.empty()) throw UsageError{"infer needs --model RUN, or --weights W.safetensors with --arch and --classes"};
+  // A run fixes its network and its input grid; only how the windows are cut may change.
+  if (!f.model.empty())
+    for (const std::string& flag : model_options) {
+      if (flag == "--patch") f.patch = f.config.patch;
+      else
+        throw UsageError{flag + " cannot change at inference: the run " + f.model +
+                         " fixes it (config.json); with --model only --patch, --overlap and --sw-batch may differ"};
+    }
   (void)usable_device(f.device);  // refused before anything is read
   if (f.input.empty()) throw UsageError{"infer needs --input"};
   const bool classify = f.weights.empty() ? run_commands::RunConfig::load(f.model).task == "classify" : f.config.task == "classify";

@@ -262,6 +262,15 @@ expect_error 2 "--graph needs --device cuda" "$vox" bench --graph --iters 1 --si
 expect_error 2 "--cuda-graph needs --device cuda" "$vox" train --synthetic --cuda-graph
 expect_error 2 "--device takes cpu, cuda or cuda:N, got gpu" "$vox" train --synthetic --device gpu
 expect_error 2 "--device takes cpu, cuda or cuda:N, got tpu" "$vox" infer --model "$tmp/run" --input "$image" --output "$tmp/x.nii.gz" --device tpu
+# a run fixes its network and grid: --arch, --channels, --classes, --spacing are refused at
+# inference, while --patch (like --overlap and --sw-batch) is applied
+for option in "--arch unet3d" "--channels 4,8" "--classes 3" "--spacing 2"; do
+  expect_error 2 "${option%% *} cannot change at inference" "$vox" infer --model "$tmp/run" --input "$image" --output "$tmp/x.nii.gz" $option
+done
+expect_error 2 "--patch sizes must be multiples of 4" "$vox" infer --model "$tmp/run" --input "$image" --output "$tmp/x.nii.gz" --patch 18,18,18
+"$vox" infer --model "$tmp/run" --input "$image" --output "$tmp/patch24.nii.gz" --patch 24,24,24 --overlap 0.25 2> /dev/null
+expect_error 2 "--classes 3 disagrees with the dataset, whose labels give 2 classes" \
+  "$vox" train --data "$tmp/tiny" --run "$tmp/bad_run" --classes 3 --patch 16,16,16 --channels 4,8,16
 echo '{"epoch": 3}' > "$tmp/typo.json"
 expect_error 1 "unknown key \"epoch\"" "$vox" train --config "$tmp/typo.json"
 cp -r "$tmp/tiny" "$tmp/mismatch"
