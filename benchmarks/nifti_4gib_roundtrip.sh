@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   io::Image image;
   image.voxels = empty({1025, 2048, 2048}, DType::u8);
   uint8_t* v = image.voxels.data<uint8_t>();
-  for (int64_t i = 0; i < image.voxels.numel(); ++i) v[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);  // poorly compressible
+  for (int64_t i = 0; i < image.voxels.numel(); ++i) v[i] = static_cast<uint8_t>((i * 2654435761u) >> 24);  // a repeating pattern
   auto t0 = std::chrono::steady_clock::now();
   io::write_nifti(path, image);
   auto t1 = std::chrono::steady_clock::now();

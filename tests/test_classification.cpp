@@ -112,24 +112,26 @@ TEST_CASE("ROC AUC of class probabilities: the second class's score for two, the
   const std::vector<int64_t> truth2{0, 1, 0, 1};
   CHECK(metrics::roc_auc_of_probabilities(two, truth2) == doctest::Approx(metrics::roc_auc({0.1, 0.6, 0.7, 0.2}, truth2)));
   CHECK(metrics::roc_auc_of_probabilities(two, truth2) == doctest::Approx(0.5));
-  // three classes: each class against the rest, averaged (hand-computed: 1, 0.75, 0.5 -> 0.75)
+  // three classes: each class against the rest, averaged without weights (scikit-learn's
+  // multi_class="ovr", average="macro"). By hand, counting positive-over-negative pairs (ties 1/2):
+  //   class 0: positives {.8, .6} over negatives {.1, .5, .3}: 6/6 = 1
+  //   class 1: positives {.5, .2} over negatives {.1, .3, .2}: (3 + 1 + 0 + 1/2)/6 = 0.75
+  //   class 2: positive {.3} over negatives {.1, .1, .4, .5}: 2/4 = 0.5
+  // macro mean 0.75; weighting by support (2, 2, 1) would give 0.8, and a micro average 0.79.
   const Tensor three = from_vector<double>({0.8, 0.1, 0.1,  //
                                             0.6, 0.3, 0.1,  //
                                             0.1, 0.5, 0.4,  //
-                                            0.2, 0.2, 0.6,  //
-                                            0.3, 0.4, 0.3},
+                                            0.5, 0.2, 0.3,  //
+                                            0.3, 0.2, 0.5},
                                            {5, 3});
   const std::vector<int64_t> truth3{0, 0, 1, 2, 1};
-  const double a0 = metrics::roc_auc({0.8, 0.6, 0.1, 0.2, 0.3}, {1, 1, 0, 0, 0});
-  const double a1 = metrics::roc_auc({0.1, 0.3, 0.5, 0.2, 0.4}, {0, 0, 1, 0, 1});
-  const double a2 = metrics::roc_auc({0.1, 0.1, 0.4, 0.6, 0.3}, {0, 0, 0, 1, 0});
-  CHECK(a0 == doctest::Approx(1.0));
-  CHECK(a1 == doctest::Approx(1.0));
-  CHECK(a2 == doctest::Approx(1.0));
-  CHECK(metrics::roc_auc_of_probabilities(three, truth3) == doctest::Approx((a0 + a1 + a2) / 3));
+  CHECK(metrics::roc_auc({0.8, 0.6, 0.1, 0.5, 0.3}, {1, 1, 0, 0, 0}) == doctest::Approx(1.0));
+  CHECK(metrics::roc_auc({0.1, 0.3, 0.5, 0.2, 0.2}, {0, 0, 1, 0, 1}) == doctest::Approx(0.75));
+  CHECK(metrics::roc_auc({0.1, 0.1, 0.4, 0.3, 0.5}, {0, 0, 0, 1, 0}) == doctest::Approx(0.5));
+  CHECK(metrics::roc_auc_of_probabilities(three, truth3) == doctest::Approx(0.75));
   // a class absent from the truth is left out of the mean
   const std::vector<int64_t> no_two{0, 0, 1, 1, 1};
-  const double b0 = metrics::roc_auc({0.8, 0.6, 0.1, 0.2, 0.3}, {1, 1, 0, 0, 0}), b1 = metrics::roc_auc({0.1, 0.3, 0.5, 0.2, 0.4}, {0, 0, 1, 1, 1});
+  const double b0 = metrics::roc_auc({0.8, 0.6, 0.1, 0.5, 0.3}, {1, 1, 0, 0, 0}), b1 = metrics::roc_auc({0.1, 0.3, 0.5, 0.2, 0.2}, {0, 0, 1, 1, 1});
   CHECK(metrics::roc_auc_of_probabilities(three, no_two) == doctest::Approx((b0 + b1) / 2));
   CHECK(std::isnan(metrics::roc_auc_of_probabilities(two, {1, 1, 1, 1})));
 }

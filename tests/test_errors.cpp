@@ -57,11 +57,16 @@ TEST_CASE("empty tensors where values are needed are refused") {
 TEST_CASE("16-bit floats compute in f32 and keep their dtype") {
   Generator gen(5);
   const Tensor x = randn({1, 5, 4, 3, 4}, DType::f32, &gen), w = randn({3, 3, 3, 3, 4}, DType::f32, &gen);
-  const Tensor ref = conv(x, w, {}, {.padding = {1}});
   for (DType t : {DType::f16, DType::bf16}) {
-    const Tensor y = conv(x.to(t), w.to(t), {}, {.padding = {1}});
+    // The reference: the f32 convolution of the rounded inputs, rounded once. f32 sums in another
+    // order may move a result across one rounding boundary, so one unit in the last place is
+    // allowed (2^-10 relative for f16, 2^-7 for bf16); accumulating 108 products in 16 bits
+    // would be off by several.
+    const Tensor xt = x.to(t), wt = w.to(t);
+    const Tensor ref = conv(xt.to(DType::f32), wt.to(DType::f32), {}, {.padding = {1}}).to(t);
+    const Tensor y = conv(xt, wt, {}, {.padding = {1}});
     CHECK(y.dtype() == t);
-    VOX_CHECK_CLOSE(testing::values(y), testing::values(ref), 0.1, t == DType::f16 ? 0.02 : 0.06, "conv " << dtype_name(t));
+    VOX_CHECK_CLOSE(testing::values(y), testing::values(ref), 1e-5, t == DType::f16 ? 1.0 / 1024 : 1.0 / 128, "conv " << dtype_name(t));
     const Tensor s = softmax(x.to(t), -1);
     CHECK(s.dtype() == t);
     VOX_CHECK_CLOSE(testing::values(s), testing::values(softmax(x, -1)), 1e-2, 1e-2, "softmax " << dtype_name(t));

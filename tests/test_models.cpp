@@ -121,6 +121,12 @@ TEST_CASE("MONAI's ResNets: parameter counts, and parity for basic, bottleneck a
 TEST_CASE("the MLPerf 3D U-Net: 31,190,243 parameters, outputs and gradients") {
   UNet3D f32;
   CHECK(f32.parameter_count() == 31190243);
+  // the reference's keys (mlcommons/training, image_segmentation/pytorch/model/layers.py): its
+  // OutputLayer and upsample_conv are conv_block_factory Sequentials, so the conv is ".0"
+  const auto keys = f32.state_dict();
+  for (const char* key : {"output.conv.0.weight", "output.conv.0.bias", "upsample.0.upsample_conv.0.weight",
+                          "input_block.conv1.0.weight", "input_block.conv1.1.weight", "bottleneck.conv2.1.bias"})
+    CHECK_MESSAGE(keys.count(key) == 1, key);
   check_against_original<UNet3D>("unet3d_f32", f32, single<UNet3D>, strict<UNet3D>);
   UNet3D net({.filters = {8, 16, 32, 64, 80}});  // the same five levels, narrower, for the f64 gradients
   check_against_original<UNet3D>("unet3d", net, single<UNet3D>, strict<UNet3D>);

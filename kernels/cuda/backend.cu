@@ -277,6 +277,10 @@ class CudaBackend final : public DeviceBackend {
     VOX_CHECK(shape.size() <= kMaxRank, "copy", "rank ", shape.size(), " is above the CUDA kernels' ", kMaxRank);
     const cudaStream_t stream = enter(device);
     const bool flat = is_contiguous(dst_strides, shape) && is_contiguous(src_strides, shape);
+    if (flat && dst_dtype == src_dtype) {  // the same bits: a byte copy, with no conversion at all
+      VOX_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<size_t>(n) * dtype_size(dst_dtype), cudaMemcpyDeviceToDevice, stream));
+      return;
+    }
     const Indexer ix = make_indexer(shape, {&dst_strides, &src_strides});
     dispatch_storage(dst_dtype, "copy", [&]<class D>() {
       dispatch_storage(src_dtype, "copy", [&]<class S>() {
@@ -508,7 +512,7 @@ class CudaBackend final : public DeviceBackend {
   }
 
   void norm_forward(DType dtype, const NormParams& p, const void* x, const void* gamma, const void* beta, const void* slope,
-                    const void* residual, void* mean, void* rstd, void* y, int device) override {
+                    const void* residual, void* mean, void* rstd, void* variance, void* y, int device) override {
     const int64_t n = p.B * p.R * p.C;
     if (n == 0) return;
     const cudaStream_t stream = enter(device);
@@ -522,7 +526,8 @@ class CudaBackend final : public DeviceBackend {
             <<<norm_grid(l), dim3(kLanes, kRowsPerBlock), 0, stream>>>(l, static_cast<const T*>(x), part, part + plane);
         VOX_CUDA_CHECK_LAUNCH("norm_partial_stats_kernel");
         norm_finish_stats_kernel<T>
-            <<<grid_for(l.B * l.G), 256, 0, stream>>>(l, part, part + plane, static_cast<T*>(mean), static_cast<T*>(rstd));
+            <<<grid_for(l.B * l.G), 256, 0, stream>>>(l, part, part + plane, static_cast<T*>(mean), static_cast<T*>(rstd),
+                                                      static_cast<T*>(variance));
         VOX_CUDA_CHECK_LAUNCH("norm_finish_stats_kernel");
         deallocate(part, 0, device);
       }
@@ -992,15 +997,21 @@ class CudaBackend final : public DeviceBackend {
   }
 
  private:
+  // One cuBLAS handle per (device, stream), bound to its stream once: a handle's stream is part of
+  // its state, so setting it under a lock and running the GEMM after the lock is released would
+  // let two threads on different streams run on each other's. cuBLAS allows one unchanging handle
+  // to be used from several threads.
   cublasHandle_t blas_handle(int device) {
+    const cudaStream_t stream = launch_stream(device);
     std::lock_guard<std::mutex> lock(handle_mutex_);
-    auto& handle = handles_[device];
+    cublasHandle_t& handle = handles_[{device, stream}];
     if (!handle) {
+      VOX_CUDA_CHECK(cudaSetDevice(device));
       VOX_CUDA_CHECK(cublasCreate(&handle));
       // Full f32 arithmetic (no TF32, which would change results at the 1e-3 level).
       VOX_CUDA_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+      VOX_CUDA_CHECK(cublasSetStream(handle, stream));
     }
-    VOX_CUDA_CHECK(cublasSetStream(handle, launch_stream(device)));
     return handle;
   }
 
@@ -1022,7 +1033,7 @@ class CudaBackend final : public DeviceBackend {
   CachingAllocator allocator_;
   GraphCaptures captures_;
   mutable std::mutex handle_mutex_;
-  std::map<int, cublasHandle_t> handles_;
+  std::map<std::pair<int, cudaStream_t>, cublasHandle_t> handles_;
 };
 
 // Registered before main(); never destroyed, so tensors freed during static destruction still
@@ -1039,8 +1050,8 @@ void CudaBackend::release_all_caches() {
   try {
     for (int d = 0; d < backend->device_count(); ++d) backend->empty_cache(d);
     std::lock_guard<std::mutex> lock(backend->handle_mutex_);
-    for (auto& [device, handle] : backend->handles_) {
-      cudaSetDevice(device);
+    for (auto& [device_and_stream, handle] : backend->handles_) {
+      cudaSetDevice(device_and_stream.first);
       cublasDestroy(handle);
     }
     backend->handles_.clear();

@@ -357,8 +357,9 @@ class CudnnConvolutions {
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
     const size_t fastest = static_cast<size_t>(std::min_element(best.begin(), best.end()) - best.begin());
+    // Every plan is kept, the fastest moved first: a CUDA graph captured before this tuning ran
+    // cuDNN's first choice, and its kernels may refer to that plan for as long as the graph lives.
     std::swap(entry.candidates[0], entry.candidates[fastest]);
-    entry.candidates.resize(1);  // the others' plans are not needed again
   }
 
   std::mutex mutex_;

@@ -7,7 +7,9 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
+#include "kernels/reference/convert.hpp"
 #include "vox/core/backend.hpp"
 
 namespace vox::cuda {
@@ -48,8 +50,8 @@ inline dim3 grid_for(int64_t n, int threads = 256) {
   return dim3(static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(blocks, 1), 65535 * 8)));
 }
 
-// ---- value conversion through double (exact for every vox dtype except the 64-bit integers
-// beyond 2^53, which no tensor of vox's uses as data)
+// ---- values in double, for the arithmetic of the ops below (exact for every floating dtype and
+// for integers up to 2^53; copies and comparisons do not go through it)
 template <class T>
 __device__ double to_double(T v) {
   return static_cast<double>(v);
@@ -68,20 +70,47 @@ __device__ T from_double(double v) {
 }
 template <>
 __device__ inline __half from_double<__half>(double v) {
-  return __double2half(v);
+  return __float2half(static_cast<float>(v));  // through f32, as the CPU rounds
 }
 template <>
 __device__ inline __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
-  return __double2bfloat16(v);
+  return __float2bfloat16(static_cast<float>(v));
 }
 template <>
 __device__ inline bool from_double<bool>(double v) {
   return v != 0.0;
 }
-// Float -> integer conversions truncate toward zero, as on the CPU.
-template <>
-__device__ inline int64_t from_double<int64_t>(double v) {
-  return static_cast<int64_t>(v);
+
+// ---- conversion of one stored value, by the CPU's rules (vox::detail::convert_value): the same
+// dtype is the same bits; integers convert among themselves exactly (wrapping where C++ does);
+// floating to integer truncates, saturates and takes NaN to 0 (kernels/reference/convert.hpp);
+// 16-bit floats are made from f32, as on the CPU.
+template <class T>
+inline constexpr bool is_half_v = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+
+// f32 for the 16-bit floats, T otherwise: the type a value is compared and converted in.
+template <class T>
+__device__ auto widened(T v) {
+  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  else if constexpr (std::is_same_v<T, __nv_bfloat16>) return __bfloat162float(v);
+  else return v;
+}
+
+template <class D, class S>
+__device__ D convert(S v) {
+  if constexpr (std::is_same_v<D, S>) {
+    return v;
+  } else if constexpr (std::is_same_v<D, bool>) {
+    return widened(v) != decltype(widened(v))(0);
+  } else if constexpr (std::is_same_v<D, __half>) {
+    return __float2half(static_cast<float>(widened(v)));
+  } else if constexpr (std::is_same_v<D, __nv_bfloat16>) {
+    return __float2bfloat16(static_cast<float>(widened(v)));
+  } else if constexpr (std::is_integral_v<D> && (is_half_v<S> || std::is_floating_point_v<S>)) {
+    return kernels::reference::integer_from_floating<D>(widened(v));
+  } else {
+    return static_cast<D>(v);
+  }
 }
 
 template <class D, class S>
@@ -89,14 +118,14 @@ __global__ void copy_strided_kernel(D* dst, const S* src, Indexer ix, int64_t n)
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     int64_t off[2];
     ix.offsets(i, off, 2);
-    dst[off[0]] = from_double<D>(to_double(src[off[1]]));
+    dst[off[0]] = convert<D>(src[off[1]]);
   }
 }
 
 template <class D, class S>
 __global__ void copy_same_kernel(D* dst, const S* src, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
-    dst[i] = from_double<D>(to_double(src[i]));
+    dst[i] = convert<D>(src[i]);
 }
 
 // ---- binary and unary ops, computed in T (f32 or f64)
@@ -228,13 +257,14 @@ __global__ void unary_vec4_kernel(UnaryOp op, OpParams p, Vec4<T>* dst, const Ve
   }
 }
 
-// Comparisons in the operands' own type (integers compare exactly), into bool.
+// Comparisons in the operands' own type (integers compare exactly, 64-bit ones too; 16-bit
+// floats in f32, which holds them exactly), into bool.
 template <class T>
 __global__ void compare_kernel(CompareOp op, bool* dst, const T* a, const T* b, Indexer ix, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     int64_t off[3];
     ix.offsets(i, off, 3);
-    const double x = to_double(a[off[1]]), y = to_double(b[off[2]]);
+    const auto x = widened(a[off[1]]), y = widened(b[off[2]]);
     bool r = false;
     switch (op) {
       case CompareOp::eq: r = x == y; break;

@@ -93,27 +93,31 @@ __global__ void norm_partial_stats_kernel(NormLaunch l, const T* x, typename Acc
   }
 }
 
-// One thread per (b, group): merges its chunks and channels; mean and rstd are [B][G].
+// One thread per (b, group): merges its chunks and channels; mean and rstd (and, where asked, the
+// biased variance itself, which 1/rstd^2 - eps would lose when it is far below eps) are [B][G].
 template <class T>
 __global__ void norm_finish_stats_kernel(NormLaunch l, const typename Accumulator<T>::type* part_mean,
-                                         const typename Accumulator<T>::type* part_m2, T* mean, T* rstd) {
+                                         const typename Accumulator<T>::type* part_m2, T* mean, T* rstd, T* variance) {
   using A = typename Accumulator<T>::type;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= l.B * l.G) return;
-  const int64_t b = i / l.G, g = i % l.G;
-  Welford<A> total;
-  for (int64_t s = 0; s < l.chunks; ++s)
-    for (int64_t c = g * l.Cg; c < (g + 1) * l.Cg; ++c) {
-      const int64_t at = (b * l.chunks + s) * l.C + c;
-      Welford<A> part;
-      part.count = static_cast<A>(l.rows_in(s));
-      part.mean = part_mean[at];
-      part.m2 = part_m2[at];
-      total.merge(part);
-    }
-  const A var = total.count > 0 ? total.m2 / total.count : A(0);
-  mean[i] = static_cast<T>(total.mean);
-  rstd[i] = static_cast<T>(A(1) / sqrt(var + static_cast<A>(l.eps)));
+  // grid-stride: grid_for() caps the grid, so a thread may own several (b, group) pairs
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < l.B * l.G;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / l.G, g = i % l.G;
+    Welford<A> total;
+    for (int64_t s = 0; s < l.chunks; ++s)
+      for (int64_t c = g * l.Cg; c < (g + 1) * l.Cg; ++c) {
+        const int64_t at = (b * l.chunks + s) * l.C + c;
+        Welford<A> part;
+        part.count = static_cast<A>(l.rows_in(s));
+        part.mean = part_mean[at];
+        part.m2 = part_m2[at];
+        total.merge(part);
+      }
+    const A var = total.count > 0 ? total.m2 / total.count : A(0);
+    mean[i] = static_cast<T>(total.mean);
+    rstd[i] = static_cast<T>(A(1) / sqrt(var + static_cast<A>(l.eps)));
+    if (variance) variance[i] = static_cast<T>(var);
+  }
 }
 
 template <class T>
@@ -191,20 +195,21 @@ template <class T>
 __global__ void norm_backward_groups_kernel(NormLaunch l, const typename Accumulator<T>::type* part, const T* gamma,
                                             typename Accumulator<T>::type* group_terms) {
   using A = typename Accumulator<T>::type;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= l.B * l.G) return;
-  const int64_t b = i / l.G, g = i % l.G, plane = l.B * l.chunks * l.C;
-  A d = 0, dx = 0;
-  for (int64_t s = 0; s < l.chunks; ++s)
-    for (int64_t c = g * l.Cg; c < (g + 1) * l.Cg; ++c) {
-      const int64_t at = (b * l.chunks + s) * l.C + c;
-      const A w = gamma ? static_cast<A>(gamma[c]) : A(1);
-      d += w * part[at];
-      dx += w * part[plane + at];
-    }
-  const A count = static_cast<A>(l.R) * static_cast<A>(l.Cg);
-  group_terms[i] = d / count;
-  group_terms[l.B * l.G + i] = dx / count;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < l.B * l.G;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / l.G, g = i % l.G, plane = l.B * l.chunks * l.C;
+    A d = 0, dx = 0;
+    for (int64_t s = 0; s < l.chunks; ++s)
+      for (int64_t c = g * l.Cg; c < (g + 1) * l.Cg; ++c) {
+        const int64_t at = (b * l.chunks + s) * l.C + c;
+        const A w = gamma ? static_cast<A>(gamma[c]) : A(1);
+        d += w * part[at];
+        dx += w * part[plane + at];
+      }
+    const A count = static_cast<A>(l.R) * static_cast<A>(l.Cg);
+    group_terms[i] = d / count;
+    group_terms[l.B * l.G + i] = dx / count;
+  }
 }
 
 // One thread per channel: dgamma, dbeta and the per-channel slope gradient (any may be null).
@@ -212,20 +217,21 @@ template <class T>
 __global__ void norm_backward_params_kernel(NormLaunch l, const typename Accumulator<T>::type* part, T* dgamma, T* dbeta,
                                             typename Accumulator<T>::type* dslope_per_channel) {
   using A = typename Accumulator<T>::type;
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= l.C) return;
-  const int64_t plane = l.B * l.chunks * l.C;
-  A d = 0, dx = 0, dz = 0;
-  for (int64_t b = 0; b < l.B; ++b)
-    for (int64_t s = 0; s < l.chunks; ++s) {
-      const int64_t at = (b * l.chunks + s) * l.C + c;
-      d += part[at];
-      dx += part[plane + at];
-      dz += part[2 * plane + at];
-    }
-  if (dgamma) dgamma[c] = static_cast<T>(dx);
-  if (dbeta) dbeta[c] = static_cast<T>(d);
-  if (dslope_per_channel) dslope_per_channel[c] = dz;
+  for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < l.C;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t plane = l.B * l.chunks * l.C;
+    A d = 0, dx = 0, dz = 0;
+    for (int64_t b = 0; b < l.B; ++b)
+      for (int64_t s = 0; s < l.chunks; ++s) {
+        const int64_t at = (b * l.chunks + s) * l.C + c;
+        d += part[at];
+        dx += part[plane + at];
+        dz += part[2 * plane + at];
+      }
+    if (dgamma) dgamma[c] = static_cast<T>(dx);
+    if (dbeta) dbeta[c] = static_cast<T>(d);
+    if (dslope_per_channel) dslope_per_channel[c] = dz;
+  }
 }
 
 // dslope[0] = the sum over channels (one slope shared by all); one thread, C values.
@@ -238,8 +244,8 @@ __global__ void norm_shared_slope_kernel(int64_t C, const typename Accumulator<T
 
 template <class T>
 __global__ void norm_slope_copy_kernel(int64_t C, const typename Accumulator<T>::type* per_channel, T* dslope) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c < C) dslope[c] = static_cast<T>(per_channel[c]);
+  for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < C; c += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dslope[c] = static_cast<T>(per_channel[c]);
 }
 
 // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), or rstd * dxhat with fixed

@@ -1,4 +1,10 @@
-"""The MLPerf KiTS19 3D U-Net in PyTorch, for the parity fixtures and the peer benchmarks."""
+"""The MLPerf KiTS19 3D U-Net in PyTorch, for the parity fixtures and the peer benchmarks.
+
+It follows the reference source, github.com/mlcommons/training, image_segmentation/pytorch/model/
+unet3d.py (Unet3D) and layers.py (conv_block_factory, InputBlock, DownsampleBlock, UpsampleBlock,
+OutputLayer), module for module, so that its state_dict keys are the reference's: every block is
+conv_block_factory's Sequential(conv, norm, activation), with Identity where the reference passes
+"none" (upsample_conv.0, output.conv.0). The activation is ReLU, as the KiTS19 runs configure it."""
 import torch
 from torch import nn
 
@@ -6,7 +12,7 @@ from torch import nn
 class MLPerfUNet3D(nn.Module):
     """The MLPerf KiTS19 3D U-Net's layout and state_dict keys: conv blocks are Sequential(conv
     without bias, InstanceNorm3d(affine), ReLU); upsampling is a k2 s2 transposed conv with bias,
-    concatenated before the skip; the output is a 1x1x1 conv."""
+    concatenated before the skip; the output is Sequential(1x1x1 conv with bias, Identity, Identity)."""
 
     @staticmethod
     def block(cin, cout, stride):
@@ -32,9 +38,11 @@ class MLPerfUNet3D(nn.Module):
             return self.conv2(self.conv1(torch.cat((self.upsample_conv(x), skip), dim=1)))
 
     class Output(nn.Module):
+        # the reference's OutputLayer: conv_block_factory(..., kernel_size=1, padding=0,
+        # activation="none", normalization="none") = Sequential(conv with bias, Identity, Identity)
         def __init__(self, cin, classes):
             super().__init__()
-            self.conv = nn.Conv3d(cin, classes, 1, 1, 0, bias=True)
+            self.conv = nn.Sequential(nn.Conv3d(cin, classes, 1, 1, 0, bias=True), nn.Identity(), nn.Identity())
 
         def forward(self, x):
             return self.conv(x)

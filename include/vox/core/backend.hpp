@@ -242,10 +242,12 @@ class DeviceBackend {
   virtual std::string last_conv_engine(ConvPass pass) const = 0;
 
   // Normalisation forward: statistics (unless fixed) into mean and rstd ([B][G], dtype's compute
-  // type), then y = act((x - mean) * rstd * gamma + beta) (+ residual). gamma, beta, slope and
-  // residual may be null (no affine, no PReLU, no sum).
+  // type), and the biased variance into `variance` where it is not null; then
+  // y = act((x - mean) * rstd * gamma + beta) (+ residual). gamma, beta, slope and residual may
+  // be null (no affine, no PReLU, no sum).
   virtual void norm_forward(DType dtype, const NormParams& p, const void* x, const void* gamma, const void* beta,
-                            const void* slope, const void* residual, void* mean, void* rstd, void* y, int device) = 0;
+                            const void* slope, const void* residual, void* mean, void* rstd, void* variance, void* y,
+                            int device) = 0;
   // Its backward: any of dx, dgamma, dbeta, dslope may be null (not needed).
   virtual void norm_backward(DType dtype, const NormParams& p, const void* x, const void* dy, const void* mean,
                              const void* rstd, const void* gamma, const void* beta, const void* slope, void* dx, void* dgamma,

@@ -7,8 +7,8 @@
 //     input tensors (copy_from) before replay(), and read the outputs (the loss, the gradients)
 //     from the tensors the capture returned, which every replay overwrites;
 //   - nothing in the step may wait for the device or read a value on the host (item(), a copy to
-//     the host, batch norm's running statistics in training mode); vox refuses these with an
-//     error, and checks labels on eager runs only;
+//     the host); vox refuses these with an error, and checks labels on eager runs only (batch
+//     norm's running statistics and batch count stay on the device, so they are captured);
 //   - optimizers must be constructed with `capturable = true`, so that a replay advances their
 //     step counts and reads their learning rate from device memory (set_learning_rate between
 //     replays works);

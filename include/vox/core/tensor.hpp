@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cpu/strided.hpp"
+#include "kernels/reference/convert.hpp"
 #include "vox/core/device.hpp"
 #include "vox/core/dtype.hpp"
 #include "vox/core/error.hpp"
@@ -223,12 +224,18 @@ inline Tensor arange(int64_t n, DType dtype = DType::i64) {
 // ---------------------------------------------------------------- conversions
 
 namespace detail {
+// One value from dtype S to dtype D, by the rules every device follows: floating to integer
+// truncates, saturates and takes NaN to 0 (kernels/reference/convert.hpp); the rest is C++'s.
 template <class D, class S>
 inline D convert_value(S s) {
-  if constexpr (std::is_same_v<D, bool>) {
+  if constexpr (std::is_same_v<D, S>) {
+    return s;
+  } else if constexpr (std::is_same_v<D, bool>) {
     return static_cast<compute_t<S>>(s) != compute_t<S>(0);
   } else if constexpr (std::is_same_v<D, half> || std::is_same_v<D, bfloat16>) {
     return D(static_cast<float>(static_cast<compute_t<S>>(s)));
+  } else if constexpr (std::is_integral_v<D> && std::is_floating_point_v<compute_t<S>>) {
+    return kernels::reference::integer_from_floating<D>(static_cast<compute_t<S>>(s));
   } else {
     return static_cast<D>(static_cast<compute_t<S>>(s));
   }

@@ -136,11 +136,22 @@ class BatchNorm : public Module {
     batches_ = &register_buffer("num_batches_tracked", zeros({}, DType::i64));
   }
   Tensor forward(const Tensor& x) {
-    if (is_training()) *batches_->data<int64_t>() += 1;
+    if (is_training()) count_batch();
     return batch_norm(x, *running_mean_, *running_var_, *weight_, *bias_, is_training(), momentum_, eps_);
   }
 
  private:
+  // num_batches_tracked += 1 where the buffer lives: on a GPU as a device op (through f64, exact
+  // below 2^53 batches), with no host read, so that a step stays asynchronous and capturable.
+  void count_batch() {
+    if (batches_->device().is_cpu()) {
+      *batches_->data<int64_t>() += 1;
+      return;
+    }
+    autograd::NoGradGuard no_grad;
+    batches_->copy_from(batches_->to(DType::f64) + 1.0);
+  }
+
   double eps_, momentum_;
   Tensor *weight_, *bias_, *running_mean_, *running_var_, *batches_;
 };

@@ -10,12 +10,17 @@
 namespace vox {
 
 namespace detail {
-// The CUDA path of normalize(): statistics stay on the device ([B][G] mean and rstd tensors);
-// they come to the host (mean, var) only when `host_stats` asks (batch norm's running
-// statistics). Fixed statistics go to the device as mean and rstd.
+// The batch statistics of a CUDA normalisation, left on the device ([B * G], the input's compute
+// dtype): batch norm updates its running statistics from them with no host read.
+struct DeviceStats {
+  Tensor mean, var;  // var: the biased variance itself, not rebuilt from rstd
+};
+
+// The CUDA path of normalize(): statistics stay on the device ([B][G] mean and rstd tensors), and
+// are handed out in `stats` where it is given. Fixed statistics go to the device as mean and rstd.
 inline Tensor normalize_cuda(const char* node, const Tensor& x, kernels::cpu::NormShape s, const Tensor& weight,
                              const Tensor& bias, double eps, bool fixed_stats, std::vector<double>& mean,
-                             std::vector<double>& var, const Tensor& slope, const Tensor& residual, bool host_stats) {
+                             std::vector<double>& var, const Tensor& slope, const Tensor& residual, DeviceStats* stats) {
   const Device device = x.device();
   const Tensor w = weight.defined() ? reshape(weight, {s.C}) : Tensor();
   const Tensor b = bias.defined() ? reshape(bias, {s.C}) : Tensor();
@@ -36,13 +41,10 @@ inline Tensor normalize_cuda(const char* node, const Tensor& x, kernels::cpu::No
   }
   auto raw = [](const Tensor& t) -> const void* { return t.defined() ? t.raw_data() : nullptr; };
   Tensor out = empty(x.shape(), x.dtype(), device);
+  const Tensor var_t = stats && !fixed_stats ? empty(Shape{s.B * s.G}, x.dtype(), device) : Tensor();
   cuda_backend(node).norm_forward(x.dtype(), p, xc.raw_data(), raw(wc), raw(bc), raw(ac), raw(rc), mean_t.raw_data(),
-                                  rstd_t.raw_data(), out.raw_data(), device.index);
-  if (host_stats && !fixed_stats) {
-    mean = mean_t.to(Device::cpu()).to_vector<double>();
-    var = rstd_t.to(Device::cpu()).to_vector<double>();
-    for (double& v : var) v = 1.0 / (v * v) - eps;  // rstd = 1 / sqrt(var + eps)
-  }
+                                  rstd_t.raw_data(), var_t.defined() ? var_t.raw_data() : nullptr, out.raw_data(), device.index);
+  if (var_t.defined()) *stats = DeviceStats{mean_t, var_t};
   autograd::record(node, out, {x, w, b, slope, residual},
                    [p, xc, wc, bc, ac, mean_t, rstd_t, need_x = x.requires_grad(), need_w = w.requires_grad(),
                     need_b = b.requires_grad(), need_a = slope.defined() && slope.requires_grad(),
@@ -70,7 +72,7 @@ inline Tensor normalize_cuda(const char* node, const Tensor& x, kernels::cpu::No
 inline Tensor normalize(const char* op, const char* node, const Tensor& x, kernels::cpu::NormShape s,
                         const Tensor& weight, const Tensor& bias, double eps, bool fixed_stats,
                         std::vector<double>& mean, std::vector<double>& var, const Tensor& slope = {},
-                        const Tensor& residual = {}, bool host_stats = false) {
+                        const Tensor& residual = {}, DeviceStats* device_stats = nullptr) {
   device_of(op, {&x, &weight, &bias, &slope, &residual});
   VOX_CHECK(is_floating(x.dtype()), op, "needs a floating tensor, got ", x.dtype());
   VOX_CHECK(x.numel() > 0, op, "empty input of shape ", x.shape());
@@ -88,10 +90,10 @@ inline Tensor normalize(const char* op, const char* node, const Tensor& x, kerne
   if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
     auto f32 = [](const Tensor& t) { return t.defined() ? cast(t, DType::f32) : Tensor(); };
     return cast(normalize(op, node, cast(x, DType::f32), s, f32(weight), f32(bias), eps, fixed_stats, mean, var, f32(slope),
-                          f32(residual), host_stats),
+                          f32(residual), device_stats),
                 x.dtype());
   }
-  if (x.device().is_cuda()) return normalize_cuda(node, x, s, weight, bias, eps, fixed_stats, mean, var, slope, residual, host_stats);
+  if (x.device().is_cuda()) return normalize_cuda(node, x, s, weight, bias, eps, fixed_stats, mean, var, slope, residual, device_stats);
   const Tensor w = weight.defined() ? reshape(weight, {s.C}) : Tensor();
   const Tensor b = bias.defined() ? reshape(bias, {s.C}) : Tensor();
   const Tensor xc = x.detach().contiguous();
@@ -155,10 +157,21 @@ inline Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tens
   }
   VOX_CHECK(s.R > 1, op, "training needs more than one value per channel, input shape ", x.shape());
   const bool update_running = running_mean.defined() && running_var.defined();
-  Tensor out = detail::normalize(op, "BatchNormBackward", x, s, weight, bias, eps, false, mean, var, {}, {}, update_running);
+  // PyTorch: running = (1 - momentum) * running + momentum * batch, variance unbiased.
+  const double unbias = static_cast<double>(s.R) / static_cast<double>(s.R - 1);
+  if (x.device().is_cuda()) {  // on the device, with no host read: a training step stays asynchronous and capturable
+    detail::DeviceStats stats;
+    Tensor out = detail::normalize(op, "BatchNormBackward", x, s, weight, bias, eps, false, mean, var, {}, {},
+                                   update_running ? &stats : nullptr);
+    if (update_running) {
+      autograd::NoGradGuard no_grad;
+      running_mean.copy_from(running_mean * (1 - momentum) + stats.mean.to(running_mean.dtype()) * momentum);
+      running_var.copy_from(running_var * (1 - momentum) + stats.var.to(running_var.dtype()) * (momentum * unbias));
+    }
+    return out;
+  }
+  Tensor out = detail::normalize(op, "BatchNormBackward", x, s, weight, bias, eps, false, mean, var);
   if (update_running) {
-    // PyTorch: running = (1 - momentum) * running + momentum * batch, variance unbiased.
-    const double unbias = static_cast<double>(s.R) / static_cast<double>(s.R - 1);
     std::vector<double> rm = running_mean.to_vector<double>(), rv = running_var.to_vector<double>();
     for (int64_t c = 0; c < C; ++c) {
       rm[static_cast<size_t>(c)] = (1 - momentum) * rm[static_cast<size_t>(c)] + momentum * mean[static_cast<size_t>(c)];

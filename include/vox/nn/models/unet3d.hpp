@@ -5,7 +5,8 @@
 //   bottleneck   = conv1 (stride 2), conv2           (filters[-1] -> filters[-1])
 //   upsample.j   = upsample_conv (transposed conv k2 s2 with bias), then [upsampled, skip]
 //                  concatenated on channels, conv1, conv2
-//   output       = conv: 1x1x1 with bias to n_class
+//   output       = conv.0: 1x1x1 with bias to n_class (conv is a Sequential of it and two
+//                  Identity layers, as MLPerf's conv_block_factory builds it)
 // Each conv1/conv2 is [3x3x3 conv without bias, instance norm (affine), ReLU], named "0", "1",
 // "2". With the defaults (1 -> 3 classes, filters 32..320) it has 31,190,243 parameters. Every
 // spatial size must be divisible by 2^len(filters) (32 with the defaults).
@@ -77,12 +78,14 @@ class UpsampleBlock : public Module {
 
 class OutputLayer : public Module {
  public:
-  OutputLayer(int64_t in, int64_t classes) : conv_(in, classes, {1}) {}
-  Tensor forward(const Tensor& x) const { return conv_.forward(x); }
+  OutputLayer(int64_t in, int64_t classes) : conv_(Conv<3>(in, classes, {1}), Identity(), Identity()) {}
+  Tensor forward(const Tensor& x) { return conv_.forward(x); }
   void visit_children(const ChildVisitor& visit) override { visit("conv", conv_); }
 
  private:
-  Conv<3> conv_;
+  // MLPerf's conv_block_factory with neither norm nor activation: Sequential(conv, Identity,
+  // Identity), so the keys are output.conv.0.weight and output.conv.0.bias
+  Sequential<Conv<3>, Identity, Identity> conv_;
 };
 
 }  // namespace mlperf
