@@ -24,6 +24,7 @@
 #include "kernels/cuda/labels.cuh"
 #include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/optim.cuh"
+#include "kernels/cuda/pinned_cache.cuh"
 #include "kernels/cuda/random.cuh"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/resample.cuh"
@@ -66,6 +67,18 @@ bool dispatch_half(DType t, F&& f) {
   switch (t) {
     case DType::f16: f.template operator()<__half>(); return true;
     case DType::bf16: f.template operator()<__nv_bfloat16>(); return true;
+    default: return false;
+  }
+}
+
+// The integer types (not bool), whose elementwise kernels are exact.
+template <class F>
+bool dispatch_integer(DType t, F&& f) {
+  switch (t) {
+    case DType::i8: f.template operator()<int8_t>(); return true;
+    case DType::u8: f.template operator()<uint8_t>(); return true;
+    case DType::i32: f.template operator()<int32_t>(); return true;
+    case DType::i64: f.template operator()<int64_t>(); return true;
     default: return false;
   }
 }
@@ -131,6 +144,7 @@ class CudaBackend final : public DeviceBackend {
   void empty_cache(int device) override {
     refuse_while_capturing(launch_stream(device), "empty_cuda_cache", device);
     allocator_.empty_cache(device);
+    pinned_.release();
   }
   void synchronize(int device) override {
     refuse_while_capturing(launch_stream(device), "cuda_synchronize", device);
@@ -227,21 +241,9 @@ class CudaBackend final : public DeviceBackend {
     VOX_CUDA_CHECK_LAUNCH("store_words_kernel");
   }
 
-  void* allocate_pinned(size_t nbytes) override {
-    void* ptr = nullptr;
-    const cudaError_t status = cudaHostAlloc(&ptr, nbytes == 0 ? 1 : nbytes, cudaHostAllocPortable);
-    if (status == cudaErrorMemoryAllocation) {
-      (void)cudaGetLastError();
-      fail("pin_memory", "cannot page-lock ", nbytes, " bytes of host memory");
-    }
-    VOX_CUDA_CHECK(status);
-    return ptr;
-  }
-  void deallocate_pinned(void* ptr) override {
-    // Waits for copies in flight. Called from destructors, so a failure (the runtime unloading at
-    // exit) is dropped rather than thrown.
-    if (ptr && cudaFreeHost(ptr) != cudaSuccess) (void)cudaGetLastError();
-  }
+  // Pinned blocks are cached (pinned_cache.cuh): freeing one neither synchronises nor waits.
+  void* allocate_pinned(size_t nbytes) override { return pinned_.allocate(nbytes); }
+  void deallocate_pinned(void* ptr) override { pinned_.deallocate(ptr); }
 
   void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) override {
     if (nbytes == 0) return;
@@ -251,6 +253,8 @@ class CudaBackend final : public DeviceBackend {
     const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
     const cudaStream_t stream = enter(device);
     VOX_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, kind, stream));
+    // the host block is not handed out again before this copy has run (a capture keeps its own)
+    if (kind != cudaMemcpyDeviceToDevice && !capture_of(stream)) pinned_.record_use(dst_device.is_cpu() ? dst : src, stream);
   }
 
   void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) override {
@@ -300,6 +304,15 @@ class CudaBackend final : public DeviceBackend {
     const Strides out_strides = contiguous_strides(shape);
     const bool flat = is_contiguous(a_strides, shape) && is_contiguous(b_strides, shape);
     const Indexer ix = make_indexer(shape, {&out_strides, &a_strides, &b_strides});
+    if (dispatch_integer(dtype, [&]<class T>() {
+          VOX_CHECK(integer_op_supported(op), "binary op", "integer tensors on CUDA take add, sub and mul; this op needs a floating ",
+                    "dtype (cast first), got ", dtype_name(dtype));
+          binary_integer_kernel<T><<<grid_for(n), 256, 0, stream>>>(op, static_cast<T*>(dst), static_cast<const T*>(a),
+                                                                    static_cast<const T*>(b), ix, n);
+        })) {
+      VOX_CUDA_CHECK_LAUNCH("binary_integer_kernel");
+      return;
+    }
     const bool half = dispatch_half(dtype, [&]<class S>() {
       binary_half_kernel<S><<<grid_for(n), 256, 0, stream>>>(op, params, static_cast<S*>(dst), static_cast<const S*>(a),
                                                              static_cast<const S*>(b), ix, n);
@@ -321,6 +334,14 @@ class CudaBackend final : public DeviceBackend {
   void unary(UnaryOp op, DType dtype, int64_t n, void* dst, const void* src, const OpParams& params, int device) override {
     if (n == 0) return;
     const cudaStream_t stream = enter(device);
+    if (dispatch_integer(dtype, [&]<class T>() {
+          VOX_CHECK(integer_op_supported(op), "unary op", "integer tensors on CUDA take neg, abs and square; this op needs a floating ",
+                    "dtype (cast first), got ", dtype_name(dtype));
+          unary_integer_kernel<T><<<grid_for(n), 256, 0, stream>>>(op, static_cast<T*>(dst), static_cast<const T*>(src), n);
+        })) {
+      VOX_CUDA_CHECK_LAUNCH("unary_integer_kernel");
+      return;
+    }
     const bool half = dispatch_half(dtype, [&]<class S>() {
       unary_half_kernel<S><<<grid_for(n), 256, 0, stream>>>(op, params, static_cast<S*>(dst), static_cast<const S*>(src), n);
     });
@@ -1031,6 +1052,7 @@ class CudaBackend final : public DeviceBackend {
   CudnnConvolutions cudnn_;
   mutable int count_ = 0;
   CachingAllocator allocator_;
+  PinnedHostCache pinned_;
   GraphCaptures captures_;
   mutable std::mutex handle_mutex_;
   std::map<std::pair<int, cudaStream_t>, cublasHandle_t> handles_;
@@ -1056,6 +1078,7 @@ void CudaBackend::release_all_caches() {
     }
     backend->handles_.clear();
     backend->cudnn_.release();
+    backend->pinned_.release();
   } catch (const Error&) {  // the runtime may already be shutting down; nothing more to do
   }
 }

@@ -198,6 +198,46 @@ __global__ void binary_strided_kernel(BinaryOp op, OpParams p, T* dst, const T* 
   }
 }
 
+// ---- integer arithmetic, exact at every width: add, sub and mul wrap as two's complement (done
+// in the unsigned type, where C++ defines the wrap); neg, abs and square likewise. The host
+// refuses every other op on integers (integer_op_supported) before a launch.
+inline bool integer_op_supported(BinaryOp op) { return op == BinaryOp::add || op == BinaryOp::sub || op == BinaryOp::mul; }
+inline bool integer_op_supported(UnaryOp op) { return op == UnaryOp::neg || op == UnaryOp::abs || op == UnaryOp::square; }
+
+template <class T>
+__device__ T apply_integer(BinaryOp op, T a, T b) {
+  using U = std::make_unsigned_t<T>;
+  const U x = static_cast<U>(a), y = static_cast<U>(b);
+  switch (op) {
+    case BinaryOp::add: return static_cast<T>(static_cast<U>(x + y));
+    case BinaryOp::sub: return static_cast<T>(static_cast<U>(x - y));
+    default: return static_cast<T>(static_cast<U>(x * y));  // mul
+  }
+}
+template <class T>
+__device__ T apply_integer(UnaryOp op, T v) {
+  using U = std::make_unsigned_t<T>;
+  const U x = static_cast<U>(v);
+  switch (op) {
+    case UnaryOp::neg: return static_cast<T>(static_cast<U>(U(0) - x));
+    case UnaryOp::abs: return v < T(0) ? static_cast<T>(static_cast<U>(U(0) - x)) : v;
+    default: return static_cast<T>(static_cast<U>(x * x));  // square
+  }
+}
+template <class T>
+__global__ void binary_integer_kernel(BinaryOp op, T* dst, const T* a, const T* b, Indexer ix, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    int64_t off[3];
+    ix.offsets(i, off, 3);
+    dst[off[0]] = apply_integer(op, a[off[1]], b[off[2]]);
+  }
+}
+template <class T>
+__global__ void unary_integer_kernel(UnaryOp op, T* dst, const T* src, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = apply_integer(op, src[i]);
+}
+
 template <class T>
 __global__ void binary_contiguous_kernel(BinaryOp op, OpParams p, T* dst, const T* a, const T* b, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)

@@ -119,7 +119,13 @@ inline CapturedDraws*& captured_draws(int device) {
 
 // A draw on a CUDA device: the same counters as fill_random, filled by the backend's Philox.
 inline Tensor device_random(RandomKind kind, const Shape& shape, DType dtype, Generator* gen, Device device, double a, double b) {
-  VOX_CHECK(dtype == DType::f32 || dtype == DType::f64, "random", "CUDA draws are f32 or f64, got ", dtype);
+  if (dtype != DType::f32 && dtype != DType::f64) {
+    // The CPU rounds each draw to f32 before it stores a 16-bit float (and bernoulli's 0 or 1 is
+    // exact in every dtype), so drawing in f32 and converting gives the CPU's values.
+    VOX_CHECK(dtype == DType::f16 || dtype == DType::bf16 || kind == RandomKind::bernoulli, "random",
+              "uniform and normal draws are floating, got ", dtype);
+    return device_random(kind, shape, DType::f32, gen, device, a, b).to(dtype);
+  }
   Generator& g = gen ? *gen : default_generator();
   Tensor t = empty(shape, dtype, device);
   const auto blocks = static_cast<uint64_t>((t.numel() + 1) / 2);

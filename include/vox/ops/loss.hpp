@@ -73,7 +73,12 @@ inline Tensor cross_entropy(const Tensor& logits, const Tensor& target, const Cr
   // where the target is ignore_index (picked and target_weight are 0 there too).
   Tensor picked, target_weight, valid;
   if (logits.device().is_cuda()) {
-    detail::pick_target_classes(logp, target, w, options.ignore_index, picked, target_weight, valid);
+    // The kernel picks in f32 or f64; 16-bit values widen exactly, and what it picks narrows back
+    // exactly (each is one value of logp or w), so the result is the CPU's.
+    const bool narrow = t == DType::f16 || t == DType::bf16;
+    auto widened = [&](const Tensor& v) { return narrow && v.defined() ? cast(v, DType::f32) : v; };
+    detail::pick_target_classes(widened(logp), target, widened(w), options.ignore_index, picked, target_weight, valid);
+    if (narrow) picked = cast(picked, t), target_weight = cast(target_weight, t), valid = cast(valid, t);
   } else {
     // Ignored targets become class 0 with a zero mask; all others must be valid classes.
     const Tensor ignored = eq(target, scalar(static_cast<double>(options.ignore_index), DType::i64));

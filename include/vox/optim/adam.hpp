@@ -70,12 +70,14 @@ class Adam : public Optimizer {
   }
   void load_state_dict(const std::map<std::string, Tensor>& state) override {
     Optimizer::load_state_dict(state);
-    schedule_ = Tensor();  // a capturable schedule is made again from the loaded state
     for (size_t i = 0; i < params_.size(); ++i) {
       m_[i].copy_from(entry(state, key(i, "exp_avg"), m_[i].shape()));
       v_[i].copy_from(entry(state, key(i, "exp_avg_sq"), v_[i].shape()));
       steps_[i] = static_cast<int64_t>(entry(state, key(i, "step"), {}).item<double>());
     }
+    std::vector<double> schedule{lr_};  // a capturable schedule on the device takes the loaded state in place
+    for (int64_t t : steps_) schedule.push_back(static_cast<double>(t));
+    rewrite_schedule(schedule);
   }
 
  private:

@@ -1,6 +1,8 @@
 #pragma once
 // Optimizers update leaf parameters in place from their .grad, with PyTorch's exact rules, in
 // one fused pass per parameter. Parameters without a gradient are skipped, as in PyTorch.
+#include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <map>
@@ -103,6 +105,21 @@ class Optimizer {
       schedule_ = from_vector(initial, Shape{static_cast<int64_t>(initial.size())}).to(device);
     }
     return static_cast<const double*>(schedule_.raw_data());
+  }
+  // After load_state_dict: a schedule already on the device is rewritten where it is, in stream
+  // order (at most 4 words a launch), never freed or moved, because a CUDA graph captured before
+  // the load still reads and advances that memory on every replay.
+  void rewrite_schedule(const std::vector<double>& values) {
+    if (!schedule_.defined()) return;
+    VOX_CHECK(static_cast<int64_t>(values.size()) == schedule_.numel(), "optimizer", "the schedule holds ", schedule_.numel(),
+              " values, ", values.size(), " given");
+    auto* words = static_cast<uint64_t*>(schedule_.raw_data());
+    for (size_t first = 0; first < values.size(); first += 4) {
+      std::array<uint64_t, 4> chunk{};
+      const int count = static_cast<int>(std::min<size_t>(4, values.size() - first));
+      for (int k = 0; k < count; ++k) chunk[static_cast<size_t>(k)] = std::bit_cast<uint64_t>(values[first + static_cast<size_t>(k)]);
+      cuda_backend("load_state_dict").store_words(words + first, chunk, count, schedule_.device().index);
+    }
   }
   // Refuses a step captured into a CUDA graph by an optimizer that is not capturable: its replays
   // would repeat this step's learning rate (and Adam's bias corrections).

@@ -57,7 +57,7 @@ class SGD : public Optimizer {
   }
   void load_state_dict(const std::map<std::string, Tensor>& state) override {
     Optimizer::load_state_dict(state);
-    schedule_ = Tensor();  // a capturable schedule is made again from the loaded lr
+    rewrite_schedule({lr_});  // a capturable schedule on the device takes the loaded rate in place
     for (size_t i = 0; i < params_.size(); ++i) {
       started_[i] = state.count(key(i, "momentum_buffer")) != 0;
       if (started_[i]) buffers_[i].copy_from(entry(state, key(i, "momentum_buffer"), buffers_[i].shape()));
