@@ -220,7 +220,9 @@ __device__ T apply_integer(UnaryOp op, T v) {
   const U x = static_cast<U>(v);
   switch (op) {
     case UnaryOp::neg: return static_cast<T>(static_cast<U>(U(0) - x));
-    case UnaryOp::abs: return v < T(0) ? static_cast<T>(static_cast<U>(U(0) - x)) : v;
+    case UnaryOp::abs:
+      if constexpr (std::is_signed_v<T>) return v < T(0) ? static_cast<T>(static_cast<U>(U(0) - x)) : v;
+      else return v;
     default: return static_cast<T>(static_cast<U>(x * x));  // square
   }
 }

@@ -220,6 +220,14 @@ inline std::vector<DicomSeriesSummary> scan_dicom_directory(const std::string& d
       ++not_images;  // DICOMDIR, structured reports, RT plans: no image
       continue;
     }
+    int64_t height = 0, width = 0;
+    try {
+      height = ds.integer(rows, 1, 65535, "Rows");
+      width = ds.integer(columns, 1, 65535, "Columns");
+    } catch (const Error&) {
+      ++not_images;  // Rows or Columns that are no image size: skipped, counted
+      continue;
+    }
     const std::string uid = ds.text(series_instance_uid, "(no SeriesInstanceUID)");
     DicomSeriesSummary& s = by_uid[uid];
     s.uid = uid;
@@ -227,8 +235,8 @@ inline std::vector<DicomSeriesSummary> scan_dicom_directory(const std::string& d
     if (s.paths.size() == 1) {
       s.description = ds.text(series_description);
       s.modality = ds.text(modality);
-      s.rows = ds.integer(rows, 0, 0, 65535, "Rows");
-      s.columns = ds.integer(columns, 0, 0, 65535, "Columns");
+      s.rows = height;
+      s.columns = width;
     }
   }
   if (skipped) *skipped = not_images;
