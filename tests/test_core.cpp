@@ -1,5 +1,6 @@
 // Floor 2: half/bfloat16 rounding, shapes and views, storage, conversions, RNG, threads, printing.
 #include <cstring>
+#include <limits>
 #include <sstream>
 
 #include "harness.hpp"
@@ -78,6 +79,27 @@ TEST_CASE("tensors convert between every dtype") {
     CHECK(ones_t.dtype() == t);
     CHECK(sum(ones_t.to(DType::f32)).item<float>() == 6.0f);
   }
+}
+
+TEST_CASE("floating to integer conversion truncates, saturates and takes NaN to 0") {
+  // C++ leaves out-of-range conversions undefined (x86 gives the minimum); vox defines them, the
+  // same on every device (kernels/reference/convert.hpp; test_cuda_hardening checks the GPU's)
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  const Tensor f = from_vector<double>({nan, inf, -inf, 1e30, -1e30, 2.9, -2.9, 255.5, -0.5, 3e9}, {10});
+  const int32_t i32_max = 2147483647, i32_min = -2147483647 - 1;
+  CHECK(f.to(DType::i32).to_vector<int32_t>() == std::vector<int32_t>{0, i32_max, i32_min, i32_max, i32_min, 2, -2, 255, 0, i32_max});
+  const int64_t i64_max = std::numeric_limits<int64_t>::max(), i64_min = std::numeric_limits<int64_t>::min();
+  CHECK(f.to(DType::i64).to_vector<int64_t>() ==
+        std::vector<int64_t>{0, i64_max, i64_min, i64_max, i64_min, 2, -2, 255, 0, 3000000000});
+  CHECK(f.to(DType::u8).to_vector<uint8_t>() == std::vector<uint8_t>{0, 255, 0, 255, 0, 2, 0, 255, 0, 255});
+  CHECK(f.to(DType::i8).to_vector<int8_t>() == std::vector<int8_t>{0, 127, -128, 127, -128, 2, -2, 127, 0, 127});
+  // f32 and the 16-bit floats follow the same rule; the bounds themselves are exact powers of two
+  CHECK(f.to(DType::f32).to(DType::i32).to_vector<int32_t>() == f.to(DType::i32).to_vector<int32_t>());
+  CHECK(f.to(DType::bf16).to(DType::i8).to_vector<int8_t>() == f.to(DType::i8).to_vector<int8_t>());
+  CHECK(kernels::reference::integer_from_floating<int64_t>(9223372036854775807.0) == i64_max);  // 2^63 rounds up: saturates
+  CHECK(kernels::reference::integer_from_floating<int64_t>(-9223372036854775808.0) == i64_min);
+  CHECK(kernels::reference::integer_from_floating<int32_t>(2147483647.5) == i32_max);
+  CHECK(kernels::reference::integer_from_floating<int32_t>(-2147483648.9) == i32_min);
 }
 
 TEST_CASE("storage is 64-byte aligned and counted") {
