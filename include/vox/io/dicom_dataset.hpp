@@ -601,25 +601,29 @@ inline bool looks_like_dicom(const std::vector<uint8_t>& head) {
 // them is read in growing prefixes (x16 each time), so only a file that really is DICOM up to
 // its end is ever read whole.
 inline DicomFile read_dicom_header(const std::string& path, size_t prefix = size_t{1} << 16) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   VOX_CHECK(in.good(), "read_file", "cannot open ", path);
+  const std::streamoff end = in.tellg();
+  VOX_CHECK(end >= 0, "read_file", "cannot read the size of ", path);
+  const size_t file_size = static_cast<size_t>(end);
+  in.seekg(0);
   std::vector<uint8_t> head;
-  prefix = std::max<size_t>(prefix, 132);  // enough to see "DICM" after the preamble
+  prefix = std::min(std::max<size_t>(prefix, 132), file_size);  // 132: enough to see "DICM" after the preamble
   while (true) {
     const size_t have = head.size();
     head.resize(prefix);
     in.read(reinterpret_cast<char*>(head.data() + have), static_cast<std::streamsize>(prefix - have));
-    head.resize(have + static_cast<size_t>(in.gcount()));
+    VOX_CHECK(static_cast<size_t>(in.gcount()) == prefix - have, "read_file", "cannot read ", path);
     VOX_CHECK(have > 0 || dicom_detail::looks_like_dicom(head), "dicom", path,
               ": not a DICOM file (no \"DICM\" after a 128-byte preamble, and the first bytes are not a data element)");
-    if (head.size() < prefix) return parse_dicom(std::move(head), path, {.stop_before_pixels = true});  // the whole file
+    if (prefix == file_size) return parse_dicom(std::move(head), path, {.stop_before_pixels = true});  // the whole file
     try {
       DicomFile file = parse_dicom(head, path, {.stop_before_pixels = true});
       if (file.stopped_before_pixels) return file;
     } catch (const Error&) {
       // an element runs past the prefix, or the file is malformed: a longer prefix tells which
     }
-    prefix = prefix > std::numeric_limits<size_t>::max() / 16 ? std::numeric_limits<size_t>::max() : prefix * 16;
+    prefix = file_size / 16 < prefix ? file_size : prefix * 16;
   }
 }
 
