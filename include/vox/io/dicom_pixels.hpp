@@ -279,7 +279,7 @@ inline Tensor dicom_stored_values(const DicomFile& file, const ReadLimits& limit
   const size_t frame_bytes = static_cast<size_t>(ybr422 ? f.pixels_per_frame() * 2 : samples_per_frame * width);
 
   check_read_claim(static_cast<uint64_t>(frame_bytes) * static_cast<uint64_t>(f.frames), limits, "dicom", src,
-                   "the pixel data's " + std::to_string(f.frames) + " frame(s) of " + std::to_string(frame_bytes) + " bytes");
+                   "the pixel data (" + std::to_string(f.frames) + " frame(s) of " + std::to_string(frame_bytes) + " bytes)");
   // every frame as native little-endian bytes
   std::vector<std::vector<uint8_t>> frames;
   bool planar = f.planar_configuration == 1 && f.samples > 1;

@@ -285,8 +285,8 @@ inline NiftiImage read_nifti(const std::string& path, const ReadLimits& limits =
             ": vox_offset ", vox_offset, " is not a valid offset");
   const size_t offset = pair ? static_cast<size_t>(vox_offset) : std::max<size_t>(static_cast<size_t>(vox_offset), static_cast<size_t>(sizeof_hdr));
   const size_t nbytes = static_cast<size_t>(count) * static_cast<size_t>(bytes_per_voxel);
-  check_read_claim(nbytes, limits, "nifti", header_path, "the header's " + std::to_string(count) + " voxels of datatype " +
-                                                             std::to_string(info.datatype));
+  check_read_claim(nbytes, limits, "nifti", header_path, "the header (" + std::to_string(count) + " voxels of datatype " +
+                                                             std::to_string(info.datatype) + ")");
 
   const std::vector<char> data_file = pair ? read_file(data_path) : std::vector<char>();
   const std::vector<char>& data_raw = pair ? data_file : header_file;
