@@ -95,12 +95,10 @@ inline std::vector<unsigned char> gunzip(const std::vector<char>& raw, size_t li
 class GzipWriter {
  public:
   GzipWriter(std::ofstream& out, size_t chunk, const std::string& path) : out_(out), chunk_(chunk), path_(path), buffer_(chunk) {
+    // (a constructor that throws runs no destructor, so deflateEnd only ever ends a started stream)
     VOX_CHECK(deflateInit2(&zs_, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK, "write_nifti", path, ": cannot start gzip");
-    started_ = true;
   }
-  ~GzipWriter() {
-    if (started_) deflateEnd(&zs_);
-  }
+  ~GzipWriter() { deflateEnd(&zs_); }
   GzipWriter(const GzipWriter&) = delete;
   GzipWriter& operator=(const GzipWriter&) = delete;
 
@@ -135,7 +133,6 @@ class GzipWriter {
   const std::string& path_;
   std::vector<unsigned char> buffer_;
   z_stream zs_{};
-  bool started_ = false;
 };
 
 // Reads little- or big-endian fields of a header buffer, with bounds checks.
