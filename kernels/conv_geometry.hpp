@@ -2,6 +2,7 @@
 // The shape of one 3-D convolution, channels-last. 2-D convolutions use depth 1 (kernel 1,
 // stride 1, padding 0 on that axis). Transposed convolution is the data gradient of the
 // convolution whose input is the transposed convolution's output.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -28,5 +29,30 @@ struct ConvGeometry {
   int64_t weight_size() const { return out_channels * kernel_volume() * in_per_group(); }
   double flops() const { return 2.0 * static_cast<double>(out_positions()) * out_channels * kernel_volume() * in_per_group(); }
 };
+
+// Rows per tile of the CPU convolutions: the column buffer of a tile stays around 384 KiB
+// (L2-resident next to the packed weights), in whole multiples of the GEMM's 6-row register tile.
+inline int64_t conv_tile_rows(int64_t row_length) {
+  const int64_t rows = std::clamp<int64_t>(98304 / std::max<int64_t>(row_length, 1), 6, 768);
+  return rows / 6 * 6;
+}
+
+// How the CPU weight gradient partitions the output positions, by sizes only, so that its result
+// is the same on any number of threads: tiles of `tile` positions, grouped into `chunks` runs of
+// consecutive tiles, each summed into its own copy of the gradient (at most 16 copies, and at most
+// 4 Mi elements of copies: large weights get few chunks), the copies then added in order. bf16
+// results depend on this partition, so the reference follows it too.
+struct WeightGradientSplit {
+  int64_t tile, tiles, chunks;
+  // Tiles [first_tile(c), first_tile(c + 1)) make chunk c.
+  int64_t first_tile(int64_t chunk) const { return tiles * chunk / chunks; }
+};
+inline WeightGradientSplit weight_gradient_split(const ConvGeometry& g) {
+  const int64_t tile = conv_tile_rows(g.kernel_volume() * g.in_per_group());
+  const int64_t tiles = (g.out_positions() + tile - 1) / tile;
+  const int64_t weight = g.weight_size();
+  const int64_t chunks = std::clamp<int64_t>(std::min<int64_t>(tiles, (int64_t{4} << 20) / std::max<int64_t>(weight, 1)), 1, 16);
+  return {tile, tiles, chunks};
+}
 
 }  // namespace vox::kernels

@@ -9,6 +9,12 @@
 // one stride phase at a time, on the taps that phase actually uses. The weight gradient
 // sums tile products into a fixed number of partial gradients, so its results do not depend on
 // the thread count either.
+//
+// bf16 (T = uint16_t, raw bf16 bits: kernels/bf16_bits.hpp) runs the same passes on the bf16
+// GEMM (kernels/cpu/gemm_bf16.hpp): tap rows gathered as bf16, products accumulated in f32 and
+// rounded once when stored, the bias added in f32 before that rounding. The planar paths for
+// few channels are f32-only; bf16 takes the GEMM there too. kernels/reference/conv_bf16.hpp
+// defines the bits these passes produce.
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -17,18 +23,31 @@
 #include "kernels/conv_geometry.hpp"
 #include "kernels/cpu/conv_planar.hpp"
 #include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/gemm_bf16.hpp"
 #include "kernels/cpu/parallel.hpp"
 
 namespace vox::kernels::cpu {
 
 namespace conv_detail {
 
-// Rows per tile: the column buffer stays around 384 KiB (L2-resident next to the packed
-// weights), in whole multiples of the GEMM's 6-row register tile.
-inline int64_t tile_for(int64_t row_length) {
-  const int64_t rows = std::clamp<int64_t>(98304 / std::max<int64_t>(row_length, 1), 6, 768);
-  return rows / 6 * 6;
+// bf16 storage: the kernels' raw bf16 bits.
+template <class T>
+constexpr bool is_bf16 = std::is_same_v<T, uint16_t>;
+// What the GEMM accumulates and returns: f32 for bf16, T otherwise.
+template <class T>
+using acc_t = std::conditional_t<is_bf16<T>, float, T>;
+template <class T>
+inline T from_acc(acc_t<T> v) {
+  if constexpr (is_bf16<T>) return float_to_bf16_bits(v);
+  else return v;
 }
+template <class T>
+inline acc_t<T> to_acc(T v) {
+  if constexpr (is_bf16<T>) return bf16_bits_to_float(v);
+  else return v;
+}
+
+inline int64_t tile_for(int64_t row_length) { return conv_tile_rows(row_length); }
 
 // tile_for, shrunk where the tiles are few (the deep, small layers), so that their count is a
 // multiple of the thread count: with 2 threads, 5 tiles kept one thread waiting a fifth of the
@@ -145,21 +164,42 @@ void gather_taps(const ConvGeometry& g, const T* x, int64_t p, int64_t grp, T* r
 // serial pass at every call, which the largest layers notice.
 template <class T, class Value>
 std::vector<std::vector<T>> pack_groups(int64_t groups, int64_t K, int64_t N, Value value) {
-  constexpr int64_t NR = gemm_detail::panel_width<T>();
-  const int64_t panels = (N + NR - 1) / NR;
-  std::vector<std::vector<T>> packed(static_cast<size_t>(groups));
-  for (int64_t grp = 0; grp < groups; ++grp) {
-    std::vector<T>& out = packed[static_cast<size_t>(grp)];
-    out.resize(static_cast<size_t>(gemm_detail::packed_size<T>(N, K)));
-    parallel_for(0, panels * K, std::max<int64_t>(1, 4096 / NR), [&](int64_t b, int64_t e) {
-      for (int64_t pk = b; pk < e; ++pk) {
-        const int64_t panel = pk / K, k = pk % K, n0 = panel * NR;
-        T* dst = out.data() + (panel * K + k) * NR;
-        for (int64_t j = 0; j < NR; ++j) dst[j] = n0 + j < N ? value(grp, k, n0 + j) : T(0);
-      }
-    });
+  if constexpr (is_bf16<T>) {
+    const int64_t panels = (N + gemm_bf16_detail::kPanel - 1) / gemm_bf16_detail::kPanel;
+    std::vector<std::vector<T>> packed(static_cast<size_t>(groups));
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      std::vector<T>& out = packed[static_cast<size_t>(grp)];
+      out.resize(static_cast<size_t>(gemm_bf16_detail::packed_size(N, K)));
+      parallel_for(0, panels, 1, [&](int64_t b, int64_t e) {
+        pack_bf16_panels(N, K, [&](int64_t k, int64_t n) { return value(grp, k, n); }, out.data(), b, e);
+      });
+    }
+    return packed;
+  } else {
+    constexpr int64_t NR = gemm_detail::panel_width<T>();
+    const int64_t panels = (N + NR - 1) / NR;
+    std::vector<std::vector<T>> packed(static_cast<size_t>(groups));
+    for (int64_t grp = 0; grp < groups; ++grp) {
+      std::vector<T>& out = packed[static_cast<size_t>(grp)];
+      out.resize(static_cast<size_t>(gemm_detail::packed_size<T>(N, K)));
+      parallel_for(0, panels * K, std::max<int64_t>(1, 4096 / NR), [&](int64_t b, int64_t e) {
+        for (int64_t pk = b; pk < e; ++pk) {
+          const int64_t panel = pk / K, k = pk % K, n0 = panel * NR;
+          T* dst = out.data() + (panel * K + k) * NR;
+          for (int64_t j = 0; j < NR; ++j) dst[j] = n0 + j < N ? value(grp, k, n0 + j) : T(0);
+        }
+      });
+    }
+    return packed;
   }
-  return packed;
+}
+
+// C[rows][N] (+)= A * packed B on the calling thread, in the accumulator type.
+template <class T>
+void gemm_rows(int64_t rows, int64_t N, int64_t K, const T* a, int64_t lda, const T* packed, acc_t<T>* c, int64_t ldc,
+               bool accumulate) {
+  if constexpr (is_bf16<T>) gemm_bf16_packed(rows, N, K, a, lda, packed, c, ldc, accumulate);
+  else gemm_packed<T>(rows, N, K, a, lda, packed, c, ldc, accumulate);
 }
 
 // out[p][grp * N + j] = sum_k A_grp[p][k] * B_grp[k][j] (+ bias[grp * N + j]) for every position
@@ -173,6 +213,7 @@ void tiled_group_gemm(int64_t positions, int64_t groups, int64_t K, int64_t N, c
   const int64_t tiles = (positions + tile - 1) / tile;
   parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
     std::vector<T> col(direct ? 0 : static_cast<size_t>(tile * K));
+    std::vector<float> result(is_bf16<T> ? static_cast<size_t>(tile * N) : 0);  // bf16: f32 sums, rounded when stored
     for (int64_t ti = tb; ti < te; ++ti) {
       const int64_t p0 = ti * tile, rows = std::min(tile, positions - p0);
       for (int64_t grp = 0; grp < groups; ++grp) {
@@ -180,10 +221,19 @@ void tiled_group_gemm(int64_t positions, int64_t groups, int64_t K, int64_t N, c
         if (!direct)
           for (int64_t r = 0; r < rows; ++r) gather(p0 + r, grp, col.data() + r * K);
         T* c = out + p0 * ldc + grp * N;
-        gemm_packed<T>(rows, N, K, a, direct ? direct_ld : K, packed[static_cast<size_t>(grp)].data(), c, ldc, false);
-        if (bias)  // while the tile is still in cache, instead of another pass over the output
+        if constexpr (is_bf16<T>) {
+          gemm_rows<T>(rows, N, K, a, direct ? direct_ld : K, packed[static_cast<size_t>(grp)].data(), result.data(), N, false);
           for (int64_t r = 0; r < rows; ++r)
-            for (int64_t j = 0; j < N; ++j) c[r * ldc + j] += bias[grp * N + j];
+            for (int64_t j = 0; j < N; ++j) {
+              const float v = result[static_cast<size_t>(r * N + j)];
+              c[r * ldc + j] = float_to_bf16_bits(bias ? v + bf16_bits_to_float(bias[grp * N + j]) : v);
+            }
+        } else {
+          gemm_packed<T>(rows, N, K, a, direct ? direct_ld : K, packed[static_cast<size_t>(grp)].data(), c, ldc, false);
+          if (bias)  // while the tile is still in cache, instead of another pass over the output
+            for (int64_t r = 0; r < rows; ++r)
+              for (int64_t j = 0; j < N; ++j) c[r * ldc + j] += bias[grp * N + j];
+        }
       }
     }
   });
@@ -228,11 +278,12 @@ void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, 
   using namespace conv_detail;
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * cg;
   const int64_t C = g.out_channels;
-  if (few_outputs(g, C) && g.stride == std::array<int64_t, 3>{1, 1, 1}) {  // y[q] = sum over taps of w x[q + k * dilation - padding]
-    planar_unit_stride(g, 1, x, g.in, g.in_channels, g.out, C, [&](int64_t t, int64_t c, int64_t co) { return w[(co * kv + t) * cg + c]; },
-                       bias, y);
-    return;
-  }
+  if constexpr (!is_bf16<T>)
+    if (few_outputs(g, C) && g.stride == std::array<int64_t, 3>{1, 1, 1}) {  // y[q] = sum over taps of w x[q + k * dilation - padding]
+      planar_unit_stride(g, 1, x, g.in, g.in_channels, g.out, C, [&](int64_t t, int64_t c, int64_t co) { return w[(co * kv + t) * cg + c]; },
+                         bias, y);
+      return;
+    }
   // Right-hand side per group: the weights as [K][og].
   const auto packed = pack_groups<T>(g.groups, K, og, [&](int64_t grp, int64_t k, int64_t co) { return w[(grp * og + co) * K + k]; });
   const bool pointwise = is_pointwise(g) && g.groups == 1;
@@ -262,8 +313,8 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
   }
   // With at most 4 input channels, each phase is a planar correlation of dy (copied to planes
   // once, with margins wide enough for every phase).
-  const bool planar = few_outputs(g, cg);
-  std::optional<Planes<T>> planes;
+  const bool planar = !is_bf16<T> && few_outputs(g, cg);
+  std::optional<Planes<acc_t<T>>> planes;  // (never made for bf16)
   auto phase_offsets = [&](const std::array<int64_t, 3>& first, const std::vector<std::array<int64_t, 4>>& phase_taps) {
     std::vector<std::array<int64_t, 3>> offsets;  // exact divisions: the phase guarantees divisibility
     for (const auto& t : phase_taps)
@@ -284,6 +335,7 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
     for (int a = 0; a < 3; ++a) counts[a] = (g.in[a] - first[a] + g.stride[a] - 1) / g.stride[a];
     return counts;
   };
+  if constexpr (!is_bf16<T>)
   if (planar) {
     std::array<int64_t, 3> low{}, high{};
     for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)
@@ -312,6 +364,7 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
           });
           continue;
         }
+        if constexpr (!is_bf16<T>)
         if (planar) {
           std::vector<T> weight(static_cast<size_t>(K * cg));  // [phase tap][co][ci]
           for (size_t j = 0; j < phase_taps.size(); ++j)
@@ -328,7 +381,8 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
         });
         const int64_t tile = balanced_tile(positions, K), tiles = (positions + tile - 1) / tile;
         parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
-          std::vector<T> col(static_cast<size_t>(tile * K)), result(static_cast<size_t>(tile * cg));
+          std::vector<T> col(static_cast<size_t>(tile * K));
+          std::vector<acc_t<T>> result(static_cast<size_t>(tile * cg));
           std::vector<int64_t> rows_of_dx(static_cast<size_t>(tile));
           for (int64_t ti = tb; ti < te; ++ti) {
             const int64_t p0 = ti * tile, rows = std::min(tile, positions - p0);
@@ -355,9 +409,13 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
                   }
                 }
               }
-              gemm_packed<T>(rows, cg, K, col.data(), K, packed[static_cast<size_t>(grp)].data(), result.data(), cg, false);
-              for (int64_t r = 0; r < rows; ++r)
-                copy_run(result.data() + r * cg, cg, dx + rows_of_dx[static_cast<size_t>(r)] * g.in_channels + grp * cg);
+              gemm_rows<T>(rows, cg, K, col.data(), K, packed[static_cast<size_t>(grp)].data(), result.data(), cg, false);
+              for (int64_t r = 0; r < rows; ++r) {
+                T* dst = dx + rows_of_dx[static_cast<size_t>(r)] * g.in_channels + grp * cg;
+                if constexpr (is_bf16<T>)
+                  for (int64_t ci = 0; ci < cg; ++ci) dst[ci] = from_acc<T>(result[static_cast<size_t>(r * cg + ci)]);
+                else copy_run(result.data() + r * cg, cg, dst);
+              }
             }
           }
         });
@@ -371,11 +429,12 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
   using namespace conv_detail;
   if (g.stride != std::array<int64_t, 3>{1, 1, 1}) return strided_backward_data(g, dy, w, dx);
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * og, kw_n = g.kernel[2];
-  if (few_outputs(g, cg)) {  // dx[q] = sum over taps of w^T dy[q + padding - k * dilation]
-    planar_unit_stride(g, -1, dy, g.out, og, g.in, cg, [&](int64_t t, int64_t co, int64_t ci) { return w[(co * kv + t) * cg + ci]; },
-                       static_cast<const T*>(nullptr), dx);
-    return;
-  }
+  if constexpr (!is_bf16<T>)
+    if (few_outputs(g, cg)) {  // dx[q] = sum over taps of w^T dy[q + padding - k * dilation]
+      planar_unit_stride(g, -1, dy, g.out, og, g.in, cg, [&](int64_t t, int64_t co, int64_t ci) { return w[(co * kv + t) * cg + ci]; },
+                         static_cast<const T*>(nullptr), dx);
+      return;
+    }
   // Input q reads output q + padding - k * dilation through tap k. Taps are ordered with kw
   // reversed, so that along w they read increasing output positions: with one group and no
   // dilation along w, the taps of one (kd, kh) are one contiguous run of dy.
@@ -402,24 +461,25 @@ void conv_backward_weight(const ConvGeometry& g, const T* x, const T* dy, T* dw)
   using namespace conv_detail;
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * cg;
   const int64_t P = g.out_positions();
-  const int64_t tile = tile_for(K);
-  const int64_t tiles = (P + tile - 1) / tile;
   // Work is split two ways, by sizes only, so that the result is the same on any number of
-  // threads: position tiles into chunks that each sum into their own copy of the gradient (at
-  // most 16 copies, and at most 4 Mi elements of copies: large weights get few chunks), and
-  // output channels into blocks (for large weights, which few chunks would leave serial).
+  // threads: position tiles into chunks that each sum into their own copy of the gradient
+  // (conv_geometry.hpp's weight_gradient_split), and output channels into blocks (for large
+  // weights, which few chunks would leave serial).
+  const WeightGradientSplit split = weight_gradient_split(g);
+  const int64_t tile = split.tile, tiles = split.tiles, chunks = split.chunks;
   const int64_t weight = g.weight_size();
-  const int64_t chunks = std::clamp<int64_t>(std::min<int64_t>(tiles, (int64_t{4} << 20) / std::max<int64_t>(weight, 1)), 1, 16);
   const int64_t co_blocks = chunks >= 8 ? 1 : std::clamp<int64_t>(og / 32, 1, 8);
-  std::vector<T> partial(chunks > 1 ? static_cast<size_t>(chunks * weight) : 0, T(0));
-  if (chunks == 1) std::fill(dw, dw + weight, T(0));  // one chunk sums straight into dw
+  // One chunk sums straight into dw, except in bf16, whose sums stay f32 until rounded.
+  const bool direct = chunks == 1 && !is_bf16<T>;
+  std::vector<acc_t<T>> partial(direct ? 0 : static_cast<size_t>(chunks * weight), acc_t<T>(0));
+  if (direct) std::fill(dw, dw + weight, T(0));
   parallel_for(0, chunks * co_blocks, 1, [&](int64_t ib, int64_t ie) {
     std::vector<T> col(static_cast<size_t>(tile * K)), dyt(static_cast<size_t>(tile * og)), scratch;
     for (int64_t item = ib; item < ie; ++item) {
       const int64_t chunk = item / co_blocks, block = item % co_blocks;
       const int64_t co0 = og * block / co_blocks, co1 = og * (block + 1) / co_blocks, cn = co1 - co0;
-      T* acc = chunks > 1 ? partial.data() + chunk * weight : dw;
-      for (int64_t ti = tiles * chunk / chunks; ti < tiles * (chunk + 1) / chunks; ++ti) {
+      acc_t<T>* acc = direct ? reinterpret_cast<acc_t<T>*>(dw) : partial.data() + chunk * weight;
+      for (int64_t ti = split.first_tile(chunk); ti < split.first_tile(chunk + 1); ++ti) {
         const int64_t p0 = ti * tile, rows = std::min(tile, P - p0);
         for (int64_t grp = 0; grp < g.groups; ++grp) {
           for (int64_t r = 0; r < rows; ++r) gather_taps(g, x, p0 + r, grp, col.data() + r * K);
@@ -428,17 +488,18 @@ void conv_backward_weight(const ConvGeometry& g, const T* x, const T* dy, T* dw)
             for (int64_t c = 0; c < cn; ++c) dyt[static_cast<size_t>(c * rows + r)] = src[c];
           }
           // dW[grp][co0:co1][K] += dy^T [cn][rows] x col [rows][K]
-          gemm<T>(cn, K, rows, dyt.data(), rows, col.data(), K, acc + (grp * og + co0) * K, K, true, scratch);
+          if constexpr (is_bf16<T>) gemm_bf16(cn, K, rows, dyt.data(), rows, col.data(), K, acc + (grp * og + co0) * K, K, true, scratch);
+          else gemm<T>(cn, K, rows, dyt.data(), rows, col.data(), K, acc + (grp * og + co0) * K, K, true, scratch);
         }
       }
     }
   });
-  if (chunks == 1) return;
+  if (direct) return;
   parallel_for(0, weight, 16384, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      T total = partial[static_cast<size_t>(i)];
+      acc_t<T> total = partial[static_cast<size_t>(i)];
       for (int64_t c = 1; c < chunks; ++c) total += partial[static_cast<size_t>(c * weight + i)];
-      dw[i] = total;
+      dw[i] = from_acc<T>(total);
     }
   });
 }

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/bf16_bits.hpp"
+
 namespace vox {
 
 inline uint16_t float_to_half_bits(float value) {
@@ -55,16 +57,9 @@ inline float half_bits_to_float(uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
-inline uint16_t float_to_bfloat16_bits(float value) {
-  const uint32_t bits = std::bit_cast<uint32_t>(value);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  const uint32_t rounding = 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>((bits + rounding) >> 16);
-}
-
-inline float bfloat16_bits_to_float(uint16_t b) {
-  return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
-}
+// bfloat16's rules live with the kernels, which compute on its raw bits (kernels/bf16_bits.hpp).
+inline uint16_t float_to_bfloat16_bits(float value) { return kernels::float_to_bf16_bits(value); }
+inline float bfloat16_bits_to_float(uint16_t b) { return kernels::bf16_bits_to_float(b); }
 
 // Storage types. Arithmetic happens in float: they convert implicitly both ways.
 struct half {

@@ -1,0 +1,188 @@
+#pragma once
+// Single-threaded bf16 GEMM with f32 results: C[M][N] (+)= A[M][K] * B[K][N], A and B raw bf16
+// bits, computed exactly as kernels/reference/gemm_bf16.hpp defines it (vdpbf16ps's pairs,
+// rounding and denormal flushing).
+//
+// B is packed into panels of 16 columns, each [ceil(K / 2)][16][2]: for every pair of rows
+// (k, k + 1) the two values of a column sit side by side, as vdpbf16ps reads them, zero-padded
+// past N and past K. A's rows are read in place, a pair of values (one 32-bit word) broadcast at
+// a time. On a CPU with AVX512_BF16 a 6 x 32 tile of accumulators (two panels, 12 registers)
+// streams over the pairs of K; elsewhere an emulated kernel computes the same bits with fused
+// multiply-adds and explicit flushing, at a fraction of the speed (callers warn once).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "kernels/bf16_bits.hpp"
+
+namespace vox::kernels::cpu {
+
+namespace gemm_bf16_detail {
+constexpr int kRows = 6;
+constexpr int64_t kPanel = 16;  // columns per packed panel: one 512-bit register of f32 results
+
+inline int64_t pairs(int64_t K) { return (K + 1) / 2; }
+inline int64_t panel_size(int64_t K) { return pairs(K) * 2 * kPanel; }
+inline int64_t packed_size(int64_t N, int64_t K) { return (N + kPanel - 1) / kPanel * panel_size(K); }
+
+// Row i of a tile: A's row, or the tile's last row again where the tile is short (its results
+// are not stored).
+inline void tile_rows(const uint16_t* A, int64_t lda, int64_t m0, int64_t rows, const uint16_t* (&a)[kRows]) {
+  for (int i = 0; i < kRows; ++i) a[i] = A + (m0 + std::min<int64_t>(i, rows - 1)) * lda;
+}
+
+// The 32-bit word of pair kp of row a: a[2 kp] low, a[2 kp + 1] high (zero past K).
+inline uint32_t pair_word(const uint16_t* a, int64_t kp, int64_t K) {
+  if (2 * kp + 1 < K) {
+    uint32_t word;
+    std::memcpy(&word, a + 2 * kp, sizeof(word));
+    return word;
+  }
+  return a[2 * kp];
+}
+
+template <int Panels>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void tile_native(
+    int64_t rows, int64_t K, const uint16_t* const (&a)[kRows], const uint16_t* panel, int64_t panel_stride, float* C,
+    int64_t ldc, int64_t width, bool accumulate) {
+  __mmask16 mask[Panels];
+  for (int j = 0; j < Panels; ++j) {
+    const int64_t valid = std::clamp<int64_t>(width - j * kPanel, 0, kPanel);
+    mask[j] = static_cast<__mmask16>((1u << valid) - 1u);
+  }
+  __m512 c[kRows][Panels];
+  for (int i = 0; i < kRows; ++i)
+    for (int j = 0; j < Panels; ++j)
+      c[i][j] = accumulate && i < rows ? _mm512_maskz_loadu_ps(mask[j], C + i * ldc + j * kPanel) : _mm512_setzero_ps();
+  const int64_t full = K / 2;
+  for (int64_t kp = 0; kp < full; ++kp) {
+    __m512i b[Panels];
+    for (int j = 0; j < Panels; ++j) b[j] = _mm512_loadu_si512(panel + j * panel_stride + kp * 2 * kPanel);
+#pragma GCC unroll 6
+    for (int i = 0; i < kRows; ++i) {
+      uint32_t word;
+      std::memcpy(&word, a[i] + 2 * kp, sizeof(word));
+      const __m512i pair = _mm512_set1_epi32(static_cast<int>(word));
+      for (int j = 0; j < Panels; ++j) c[i][j] = _mm512_dpbf16_ps(c[i][j], (__m512bh)pair, (__m512bh)b[j]);
+    }
+  }
+  if (K % 2) {  // the last pair: A's last value and a zero
+    __m512i b[Panels];
+    for (int j = 0; j < Panels; ++j) b[j] = _mm512_loadu_si512(panel + j * panel_stride + full * 2 * kPanel);
+    for (int i = 0; i < kRows; ++i) {
+      const __m512i pair = _mm512_set1_epi32(a[i][K - 1]);
+      for (int j = 0; j < Panels; ++j) c[i][j] = _mm512_dpbf16_ps(c[i][j], (__m512bh)pair, (__m512bh)b[j]);
+    }
+  }
+  for (int64_t i = 0; i < rows; ++i)
+    for (int j = 0; j < Panels; ++j) _mm512_mask_storeu_ps(C + i * ldc + j * kPanel, mask[j], c[i][j]);
+}
+
+inline void gemm_native(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* packed, float* C,
+                        int64_t ldc, bool accumulate) {
+  const int64_t panels = (N + kPanel - 1) / kPanel, stride = panel_size(K);
+  for (int64_t p = 0; p < panels; p += 2) {
+    const uint16_t* panel = packed + p * stride;
+    const int64_t n0 = p * kPanel, width = std::min<int64_t>(2 * kPanel, N - n0);
+    for (int64_t m0 = 0; m0 < M; m0 += kRows) {
+      const int64_t rows = std::min<int64_t>(kRows, M - m0);
+      const uint16_t* a[kRows];
+      tile_rows(A, lda, m0, rows, a);
+      if (p + 1 < panels) tile_native<2>(rows, K, a, panel, stride, C + m0 * ldc + n0, ldc, width, accumulate);
+      else tile_native<1>(rows, K, a, panel, stride, C + m0 * ldc + n0, ldc, width, accumulate);
+    }
+  }
+}
+
+// The same products with fused multiply-adds and explicit flushing, for CPUs without
+// AVX512_BF16; built for x86-64-v4, v3 (FMA in hardware) and the baseline (fma from libm).
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void gemm_emulated(
+    int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* packed, float* C, int64_t ldc,
+    bool accumulate) {
+  const int64_t panels = (N + kPanel - 1) / kPanel, stride = panel_size(K), kpairs = pairs(K);
+  for (int64_t p = 0; p < panels; ++p) {
+    const uint16_t* panel = packed + p * stride;
+    const int64_t n0 = p * kPanel, width = std::min<int64_t>(kPanel, N - n0);
+    for (int64_t m0 = 0; m0 < M; m0 += kRows) {
+      const int64_t rows = std::min<int64_t>(kRows, M - m0);
+      float c[kRows][kPanel];
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < kPanel; ++j) c[i][j] = accumulate && j < width ? flush_denormal(C[(m0 + i) * ldc + n0 + j]) : 0.0f;
+      for (int64_t kp = 0; kp < kpairs; ++kp) {
+        float b0[kPanel], b1[kPanel];
+        for (int64_t j = 0; j < kPanel; ++j) {
+          b0[j] = flush_denormal(bf16_bits_to_float(panel[(kp * kPanel + j) * 2]));
+          b1[j] = flush_denormal(bf16_bits_to_float(panel[(kp * kPanel + j) * 2 + 1]));
+        }
+        for (int64_t i = 0; i < rows; ++i) {
+          const uint32_t word = pair_word(A + (m0 + i) * lda, kp, K);
+          const float a0 = flush_denormal(bf16_bits_to_float(static_cast<uint16_t>(word)));
+          const float a1 = flush_denormal(bf16_bits_to_float(static_cast<uint16_t>(word >> 16)));
+          for (int64_t j = 0; j < kPanel; ++j) c[i][j] = flush_denormal(std::fma(a0, b0[j], flush_denormal(std::fma(a1, b1[j], c[i][j]))));
+        }
+      }
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < width; ++j) C[(m0 + i) * ldc + n0 + j] = c[i][j];
+    }
+  }
+}
+
+inline std::atomic<bool>& emulation_forced() {
+  static std::atomic<bool> forced{false};
+  return forced;
+}
+}  // namespace gemm_bf16_detail
+
+// True where the bf16 kernels run on AVX512_BF16 (and are not forced onto the emulated path).
+inline bool bf16_native() {
+  static const bool has = __builtin_cpu_supports("avx512bf16");
+  return has && !gemm_bf16_detail::emulation_forced().load(std::memory_order_relaxed);
+}
+// Runs the bf16 kernels on the emulated path even where AVX512_BF16 exists (tests compare the
+// two; the results are the same bits).
+inline void force_emulated_bf16(bool on) { gemm_bf16_detail::emulation_forced().store(on, std::memory_order_relaxed); }
+
+// Packs a [K][N] right-hand side, element (k, n) being value(k, n), into `packed`
+// (gemm_bf16_detail::packed_size(N, K) values) for panels [begin, end).
+template <class Value>
+void pack_bf16_panels(int64_t N, int64_t K, Value value, uint16_t* packed, int64_t begin, int64_t end) {
+  using namespace gemm_bf16_detail;
+  const int64_t kpairs = pairs(K);
+  for (int64_t p = begin; p < end; ++p) {
+    uint16_t* panel = packed + p * panel_size(K);
+    for (int64_t kp = 0; kp < kpairs; ++kp)
+      for (int64_t j = 0; j < kPanel; ++j) {
+        const int64_t n = p * kPanel + j, k = 2 * kp;
+        panel[(kp * kPanel + j) * 2] = n < N ? value(k, n) : uint16_t{0};
+        panel[(kp * kPanel + j) * 2 + 1] = n < N && k + 1 < K ? value(k + 1, n) : uint16_t{0};
+      }
+  }
+}
+
+// C[M][N] (+)= A[M][K] * B with B packed by pack_bf16_panels. Runs on the calling thread.
+inline void gemm_bf16_packed(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* packed, float* C,
+                             int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+  if (bf16_native()) gemm_bf16_detail::gemm_native(M, N, K, A, lda, packed, C, ldc, accumulate);
+  else gemm_bf16_detail::gemm_emulated(M, N, K, A, lda, packed, C, ldc, accumulate);
+}
+
+// C[M][N] (+)= A[M][K] * B[K][N] on the calling thread; `scratch` holds the packed B.
+inline void gemm_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float* C,
+                      int64_t ldc, bool accumulate, std::vector<uint16_t>& scratch) {
+  const int64_t panels = (N + gemm_bf16_detail::kPanel - 1) / gemm_bf16_detail::kPanel;
+  scratch.resize(static_cast<size_t>(gemm_bf16_detail::packed_size(N, K)));
+  pack_bf16_panels(N, K, [&](int64_t k, int64_t n) { return B[k * ldb + n]; }, scratch.data(), 0, panels);
+  gemm_bf16_packed(M, N, K, A, lda, scratch.data(), C, ldc, accumulate);
+}
+
+}  // namespace vox::kernels::cpu
