@@ -16,6 +16,7 @@ using Block = std::function<Tensor(const std::vector<Tensor>&)>;
 // default generator; its counter is rewound for the recomputation, so dropout masks replay.
 inline Tensor checkpoint(const Block& block, const std::vector<Tensor>& inputs) {
   const uint64_t rng_offset = default_generator().offset();
+  const amp::AutocastMode autocast = amp::autocast_mode();  // the recomputation casts as this pass does
   Tensor output;
   {
     NoGradGuard no_grad;
@@ -33,7 +34,7 @@ inline Tensor checkpoint(const Block& block, const std::vector<Tensor>& inputs) 
     node->input_shapes.push_back(t.shape());
     node->input_dtypes.push_back(t.dtype());
   }
-  node->backward = [block, inputs, rng_offset](const Tensor& grad) {
+  node->backward = [block, inputs, rng_offset, autocast](const Tensor& grad) {
     std::vector<Tensor> detached;
     for (const Tensor& t : inputs) {
       Tensor d = t.detach();
@@ -46,6 +47,7 @@ inline Tensor checkpoint(const Block& block, const std::vector<Tensor>& inputs) 
     Tensor recomputed;
     {
       EnableGradGuard enable;
+      amp::AutocastReplay replay(autocast);
       recomputed = block(detached);
     }
     gen.set_offset(now);

@@ -4,6 +4,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "vox/autograd/autocast_mode.hpp"
 #include "vox/autograd/node.hpp"
 
 namespace vox::autograd {
@@ -71,6 +72,7 @@ inline void run_backward(const Tensor& root, const Tensor& root_grad) {
   pending[root.grad_fn().get()] = root_grad.detach();
   std::vector<std::shared_ptr<Node>> ready{root.grad_fn()};
   NoGradGuard no_grad;
+  amp::AutocastSuspend autocast_off;  // gradients keep the dtypes the forward pass chose
   while (!ready.empty()) {
     std::shared_ptr<Node> node = std::move(ready.back());
     ready.pop_back();

@@ -1,6 +1,7 @@
 #pragma once
 // concat and split along any axis, on any device. split returns views; concat copies each part
 // once (on a CUDA device through the backend's strided copy).
+#include "vox/ops/autocast.hpp"
 #include "vox/ops/fwd.hpp"
 #include "vox/ops/map.hpp"
 
@@ -8,6 +9,7 @@ namespace vox {
 
 inline Tensor concat(const std::vector<Tensor>& parts, int64_t axis) {
   VOX_CHECK(!parts.empty(), "concat", "needs at least one tensor");
+  if (const auto c = detail::autocast_all("concat", parts)) return concat(*c, axis);
   const Tensor& first = parts[0];
   axis = normalize_axis(axis, first.rank(), "concat");
   Shape shape = first.shape();

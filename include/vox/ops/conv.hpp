@@ -1,9 +1,12 @@
 #pragma once
 // Convolution and transposed convolution, 2-D and 3-D, channels-last, with stride, padding,
 // dilation, groups, bias and (transposed) output_padding. 2-D runs as 3-D with depth 1.
-// f16/bf16 inputs are computed in f32 and stored back. Tensors on a CUDA device run on the
+// bf16 runs on the CPU's bf16 kernels (vdpbf16ps or its exact emulation, f32 sums rounded once);
+// f16 on the CPU is computed in f32 and stored back. Tensors on a CUDA device run on the
 // backend's convolution (cuDNN, or vox's implicit GEMM where cuDNN has no plan).
 #include "kernels/cpu/conv.hpp"
+#include "vox/ops/bf16_kernels.hpp"
+#include "vox/ops/autocast.hpp"
 #include "vox/ops/fwd.hpp"
 #include "vox/ops/map.hpp"
 
@@ -59,11 +62,9 @@ inline Tensor bias_gradient(const Tensor& g) {
   return sum(g, all_but_channels, false);
 }
 
-// 16-bit convolutions run natively on CUDA (cuDNN or tensor cores, accumulating in f32); on the
-// CPU they are computed in f32 and rounded.
-inline bool computes_16_bit_in_f32(const Tensor& x) {
-  return (x.dtype() == DType::f16 || x.dtype() == DType::bf16) && !x.device().is_cuda();
-}
+// 16-bit convolutions run natively on CUDA (cuDNN or tensor cores, accumulating in f32) and, for
+// bf16, on the CPU; f16 on the CPU is computed in f32 and rounded.
+inline bool computes_16_bit_in_f32(const Tensor& x) { return x.dtype() == DType::f16 && !x.device().is_cuda(); }
 
 // One pass of the convolution `g` (see ConvPass in vox/core/backend.hpp) on the operands' device,
 // into a new tensor of `shape`; the forward pass adds `bias` if defined. a and b are contiguous.
@@ -73,6 +74,17 @@ inline Tensor conv_pass(ConvPass pass, const kernels::ConvGeometry& g, const Ten
   if (a.device().is_cuda()) {
     cuda_backend("conv").conv(pass, a.dtype(), g, a.raw_data(), b.raw_data(), out.raw_data(), a.device().index);
     return bias.defined() ? add(out, bias) : out;  // the bias broadcasts over the last (channel) axis
+  }
+  if (a.dtype() == DType::bf16) {
+    note_bf16_path();
+    switch (pass) {
+      case ConvPass::forward:
+        kernels::cpu::conv_forward<uint16_t>(g, bf16_bits(a), bf16_bits(b), bias.defined() ? bf16_bits(bias) : nullptr, bf16_bits(out));
+        break;
+      case ConvPass::backward_data: kernels::cpu::conv_backward_data<uint16_t>(g, bf16_bits(a), bf16_bits(b), bf16_bits(out)); break;
+      case ConvPass::backward_weight: kernels::cpu::conv_backward_weight<uint16_t>(g, bf16_bits(a), bf16_bits(b), bf16_bits(out)); break;
+    }
+    return out;
   }
   dispatch_float(a.dtype(), "conv", [&]<class T>() {
     switch (pass) {
@@ -88,6 +100,7 @@ inline Tensor conv_pass(ConvPass pass, const kernels::ConvGeometry& g, const Ten
 }  // namespace detail
 
 inline Tensor conv(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvOptions& options) {
+  if (const auto c = detail::autocast_inputs("conv", {&x, &weight, &bias})) return conv((*c)[0], (*c)[1], (*c)[2], options);
   constexpr const char* op = "conv";
   detail::device_of(op, {&x, &weight, &bias});
   const int spatial = detail::conv_spatial_dims(op, x, weight);
@@ -134,6 +147,7 @@ inline Tensor conv(const Tensor& x, const Tensor& weight, const Tensor& bias, co
 
 inline Tensor conv_transpose(const Tensor& x, const Tensor& weight, const Tensor& bias,
                              const ConvTransposeOptions& options) {
+  if (const auto c = detail::autocast_inputs("conv_transpose", {&x, &weight, &bias})) return conv_transpose((*c)[0], (*c)[1], (*c)[2], options);
   constexpr const char* op = "conv_transpose";
   detail::device_of(op, {&x, &weight, &bias});
   const int spatial = detail::conv_spatial_dims(op, x, weight);

@@ -2,6 +2,9 @@
 // Batched matrix product with NumPy/PyTorch semantics (1-D operands, broadcast batch axes) and
 // linear layers. Each matrix product runs on the packed-panel GEMM; batches run in parallel.
 #include "kernels/cpu/gemm.hpp"
+#include "kernels/cpu/gemm_bf16.hpp"
+#include "vox/ops/bf16_kernels.hpp"
+#include "vox/ops/autocast.hpp"
 #include "vox/ops/fwd.hpp"
 #include "vox/ops/map.hpp"
 
@@ -35,6 +38,33 @@ inline Tensor matmul_2d_or_more(const Tensor& a, const Tensor& b) {
   }
   const Tensor ac = a.detach().expand(full_a).contiguous(), bc = b.detach().expand(full_b).contiguous();
   Tensor out = empty(out_shape, t);
+  if (t == DType::bf16) {  // the bf16 GEMM: f32 sums, rounded once
+    note_bf16_path();
+    const uint16_t* pa = bf16_bits(ac);
+    const uint16_t* pb = bf16_bits(bc);
+    uint16_t* po = bf16_bits(out);
+    // rows [m0, m0 + rows) of product i
+    auto product = [&](int64_t i, int64_t m0, int64_t rows, std::vector<uint16_t>& scratch, std::vector<float>& result) {
+      result.resize(static_cast<size_t>(rows * N));
+      kernels::cpu::gemm_bf16(rows, N, K, pa + (i * M + m0) * K, K, pb + i * K * N, N, result.data(), N, false, scratch);
+      uint16_t* dst = po + (i * M + m0) * N;
+      for (int64_t e = 0; e < rows * N; ++e) dst[e] = kernels::float_to_bf16_bits(result[static_cast<size_t>(e)]);
+    };
+    if (batches == 1) {  // split rows across threads
+      parallel_for(0, M, 48, [&](int64_t mb, int64_t me) {
+        std::vector<uint16_t> scratch;
+        std::vector<float> result;
+        product(0, mb, me - mb, scratch, result);
+      });
+    } else {
+      parallel_for(0, batches, 1, [&](int64_t bb, int64_t be) {
+        std::vector<uint16_t> scratch;
+        std::vector<float> result;
+        for (int64_t i = bb; i < be; ++i) product(i, 0, M, scratch, result);
+      });
+    }
+    return out;
+  }
   dispatch_float(t, "matmul", [&]<class T>() {
     const T* pa = ac.data<T>();
     const T* pb = bc.data<T>();
@@ -57,13 +87,15 @@ inline Tensor matmul_2d_or_more(const Tensor& a, const Tensor& b) {
 }  // namespace detail
 
 inline Tensor matmul(const Tensor& a, const Tensor& b) {
+  if (const auto c = detail::autocast_inputs("matmul", {&a, &b})) return matmul((*c)[0], (*c)[1]);
   VOX_CHECK(a.device() == b.device(), "matmul", "operands are on ", a.device(), " and ", b.device());
   VOX_CHECK(a.rank() >= 1 && b.rank() >= 1, "matmul", "operands must have rank >= 1, got shapes ", a.shape(), " and ",
             b.shape());
   VOX_CHECK(a.dtype() == b.dtype(), "matmul", "dtypes differ: ", a.dtype(), " and ", b.dtype(), " (shapes ", a.shape(),
             " and ", b.shape(), ")");
   VOX_CHECK(is_floating(a.dtype()), "matmul", "needs floating operands, got ", a.dtype());
-  if (a.dtype() == DType::f16 || a.dtype() == DType::bf16)  // computed in f32, stored back
+  // f16 is computed in f32 and stored back; bf16 runs on the bf16 GEMM on the CPU
+  if (a.dtype() == DType::f16 || (a.dtype() == DType::bf16 && a.device().is_cuda()))
     return cast(matmul(cast(a, DType::f32), cast(b, DType::f32)), a.dtype());
   // 1-D operands become matrices, and the added axis is dropped from the result.
   const Tensor a2 = a.rank() == 1 ? unsqueeze(a, 0) : a;
@@ -82,6 +114,7 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (const auto c = detail::autocast_inputs("linear", {&x, &weight, &bias})) return linear((*c)[0], (*c)[1], (*c)[2]);
   VOX_CHECK(weight.rank() == 2, "linear", "weight must be [out, in], got shape ", weight.shape());
   VOX_CHECK(x.rank() >= 1 && x.size(-1) == weight.size(1), "linear", "input shape ", x.shape(),
             " does not end in the weight's in-features ", weight.size(1), " (weight ", weight.shape(), ")");

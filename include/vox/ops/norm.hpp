@@ -77,17 +77,22 @@ inline Tensor normalize(const char* op, const char* node, const Tensor& x, kerne
   VOX_CHECK(is_floating(x.dtype()), op, "needs a floating tensor, got ", x.dtype());
   VOX_CHECK(x.numel() > 0, op, "empty input of shape ", x.shape());
   VOX_CHECK(eps >= 0, op, "eps must be >= 0, got ", eps);
+  // 16-bit inputs are normalised in f32, so their parameters (and a residual) may be f32: the
+  // master weights under autocast. The result has x's dtype.
+  const bool narrow = x.dtype() == DType::f16 || x.dtype() == DType::bf16;
+  auto accepted = [&](const Tensor& t) { return t.dtype() == x.dtype() || (narrow && t.dtype() == DType::f32); };
   for (const Tensor* p : {&weight, &bias})
     if (p->defined())
-      VOX_CHECK(p->numel() == s.C && p->dtype() == x.dtype(), op, "weight and bias need ", s.C, " values of ", x.dtype(),
-                ", got shape ", p->shape(), " ", p->dtype(), " for input ", x.shape());
+      VOX_CHECK(p->numel() == s.C && accepted(*p), op, "weight and bias need ", s.C, " values of ", x.dtype(),
+                narrow ? " or f32" : "", ", got shape ", p->shape(), " ", p->dtype(), " for input ", x.shape());
   if (slope.defined())
-    VOX_CHECK(slope.rank() == 1 && (slope.size(0) == 1 || slope.size(0) == s.C) && slope.dtype() == x.dtype(), op,
-              "the PReLU slope must be [1] or [", s.C, "] of ", x.dtype(), ", got shape ", slope.shape(), " ", slope.dtype());
+    VOX_CHECK(slope.rank() == 1 && (slope.size(0) == 1 || slope.size(0) == s.C) && accepted(slope), op,
+              "the PReLU slope must be [1] or [", s.C, "] of ", x.dtype(), narrow ? " or f32" : "", ", got shape ", slope.shape(), " ",
+              slope.dtype());
   if (residual.defined())
-    VOX_CHECK(residual.shape() == x.shape() && residual.dtype() == x.dtype(), op, "the residual must match the input ", x.shape(),
-              " ", x.dtype(), ", got ", residual.shape(), " ", residual.dtype());
-  if (x.dtype() == DType::f16 || x.dtype() == DType::bf16) {
+    VOX_CHECK(residual.shape() == x.shape() && accepted(residual), op, "the residual must match the input ", x.shape(), " ",
+              x.dtype(), narrow ? " (or be f32)" : "", ", got ", residual.shape(), " ", residual.dtype());
+  if (narrow) {
     auto f32 = [](const Tensor& t) { return t.defined() ? cast(t, DType::f32) : Tensor(); };
     return cast(normalize(op, node, cast(x, DType::f32), s, f32(weight), f32(bias), eps, fixed_stats, mean, var, f32(slope),
                           f32(residual), device_stats),

@@ -1,6 +1,7 @@
 #pragma once
 // softmax and log_softmax along any axis, numerically stable (max subtracted, f64 sums).
 #include "kernels/cpu/softmax.hpp"
+#include "vox/ops/autocast.hpp"
 #include "vox/ops/fwd.hpp"
 #include "vox/ops/map.hpp"
 
@@ -44,8 +45,12 @@ inline Tensor softmax_impl(const char* op, const char* node, const Tensor& x, in
 }
 }  // namespace detail
 
-inline Tensor softmax(const Tensor& x, int64_t axis) { return detail::softmax_impl("softmax", "SoftmaxBackward", x, axis, false); }
+inline Tensor softmax(const Tensor& x, int64_t axis) {
+  if (const auto c = detail::autocast_inputs("softmax", {&x})) return softmax((*c)[0], axis);
+  return detail::softmax_impl("softmax", "SoftmaxBackward", x, axis, false);
+}
 inline Tensor log_softmax(const Tensor& x, int64_t axis) {
+  if (const auto c = detail::autocast_inputs("log_softmax", {&x})) return log_softmax((*c)[0], axis);
   return detail::softmax_impl("log_softmax", "LogSoftmaxBackward", x, axis, true);
 }
 

@@ -51,6 +51,7 @@ class Optimizer {
   // Calls update(p, g, i) with raw pointers for each parameter that has a gradient.
   template <class Update>
   void for_each_parameter(Update&& update) {
+    amp::parameters_changed();  // autocast's 16-bit copies of them are stale from here on
     for (size_t i = 0; i < params_.size(); ++i) {
       Tensor& p = params_[i];
       const Tensor g = p.grad();
@@ -66,6 +67,7 @@ class Optimizer {
   // them (the caller queues it before they go).
   template <class Update>
   std::vector<Tensor> for_each_device_parameter(const char* op, Update&& update) {
+    amp::parameters_changed();
     const Device device = params_[0].device();
     std::vector<Tensor> grads;
     for (size_t i = 0; i < params_.size(); ++i) {

@@ -1,0 +1,181 @@
+// Mixed precision: autocast's policy table (every rule's output dtype), its parameter cache, the
+// backward pass under autocast, the op table run under autocast against the f64 reference at
+// bf16's tolerances, and the loss scaler's rules.
+#include <map>
+
+#include "harness.hpp"
+#include "op_table.hpp"
+
+using namespace vox;
+using namespace vox::testing;
+
+namespace {
+
+Tensor f32_input(const Shape& shape, uint64_t seed) {
+  Generator gen(seed);
+  return randn(shape, DType::f32, &gen);
+}
+
+// One call of each op in autocast's table, on f32 inputs (and, for `promote`, a bf16 one beside
+// an f32 one), returning its output.
+std::map<std::string, std::function<Tensor(DType second)>> policy_cases() {
+  const Tensor x = f32_input({1, 4, 4, 4, 3}, 1), w = f32_input({5, 3, 3, 3, 3}, 2), b = f32_input({5}, 3);
+  const Tensor m = f32_input({4, 6}, 4), wt = f32_input({3, 2, 2, 2, 5}, 5), mw = f32_input({7, 6}, 6);
+  const Tensor one = f32_input({1}, 7), slope = full({1}, 0.25);
+  const Tensor labels = randint(0, 3, {1, 4, 4, 4}, DType::i64);
+  const Tensor positive = add(abs(x), scalar(0.5));
+  return {
+      {"conv", [=](DType) { return conv(x, w, b, {.padding = {1}}); }},
+      {"conv_transpose", [=](DType) { return conv_transpose(x, wt, {}, {.stride = {2}}); }},
+      {"matmul", [=](DType) { return matmul(m, transpose(m, 0, 1)); }},
+      {"linear", [=](DType) { return linear(m, mw, {}); }},
+      {"scaled_dot_product_attention", [=](DType) { return scaled_dot_product_attention(m.reshape({1, 4, 6}), m.reshape({1, 4, 6}), m.reshape({1, 4, 6})); }},
+      {"prelu", [=](DType) { return prelu(x, slope); }},
+      {"softmax", [=](DType) { return softmax(x.to(DType::bf16), -1); }},
+      {"log_softmax", [=](DType) { return log_softmax(x.to(DType::bf16), -1); }},
+      {"cross_entropy", [=](DType) { return cross_entropy(x.to(DType::bf16), labels); }},
+      {"binary_cross_entropy_with_logits", [=](DType) { return binary_cross_entropy_with_logits(x.to(DType::bf16), sigmoid(x)); }},
+      {"sum", [=](DType) { return sum(x.to(DType::bf16)); }},
+      {"mean", [=](DType) { return mean(x.to(DType::bf16), {1, 2}); }},
+      {"var", [=](DType) { return var(x.to(DType::bf16), {1}); }},
+      {"std_dev", [=](DType) { return std_dev(x.to(DType::bf16), {1}); }},
+      {"exp", [=](DType) { return exp(x.to(DType::bf16)); }},
+      {"log", [=](DType) { return log(positive.to(DType::bf16)); }},
+      {"pow", [=](DType) { return pow(positive.to(DType::bf16), 1.5); }},
+      {"upsample_trilinear", [=](DType) { return upsample_trilinear(x.to(DType::bf16), {8, 8, 8}, false); }},
+      {"upsample_nearest", [=](DType) { return upsample_nearest(x.to(DType::bf16), {8, 8, 8}); }},
+      {"avg_pool3d", [=](DType) { return avg_pool3d(x.to(DType::bf16), {}); }},
+      {"adaptive_avg_pool3d", [=](DType) { return adaptive_avg_pool3d(x.to(DType::bf16), {1, 1, 1}); }},
+      {"add", [=](DType second) { return add(x.to(DType::bf16), x.to(second)); }},
+      {"sub", [=](DType second) { return sub(x.to(DType::bf16), x.to(second)); }},
+      {"mul", [=](DType second) { return mul(x.to(DType::bf16), x.to(second)); }},
+      {"div", [=](DType second) { return div(x.to(DType::bf16), positive.to(second)); }},
+      {"concat", [=](DType second) { return concat({x.to(DType::bf16), x.to(second)}, -1); }},
+      {"where", [=](DType second) { return where(gt(x, scalar(0.0)), x.to(DType::bf16), x.to(second)); }},
+      {"batch_norm", [=](DType) { return batch_norm(x.to(DType::bf16), {}, {}, full({3}, 1.0), zeros({3}), true); }},
+      {"instance_norm", [=](DType) { return instance_norm(x.to(DType::bf16), full({3}, 1.0), zeros({3})); }},
+      {"instance_norm_prelu", [=](DType) { return instance_norm_prelu(x.to(DType::bf16), {}, {}, slope); }},
+      {"instance_norm_prelu_add", [=](DType) { return instance_norm_prelu_add(x.to(DType::bf16), {}, {}, slope, x); }},
+      {"group_norm", [=](DType) { return group_norm(x.to(DType::bf16), 3, full({3}, 1.0), zeros({3})); }},
+      {"layer_norm", [=](DType) { return layer_norm(x.to(DType::bf16), 1, full({3}, 1.0), zeros({3})); }},
+      {"max_pool3d", [=](DType) { return max_pool3d(x.to(DType::bf16), {}); }},
+  };
+}
+
+}  // namespace
+
+TEST_CASE("autocast's table: each rule gives its output dtype on the CPU") {
+  const auto cases = policy_cases();
+  for (const AutocastRule& rule : autocast_rules()) {
+    SUBCASE(std::string(rule.op).c_str()) {
+      const auto it = cases.find(std::string(rule.op));
+      REQUIRE_MESSAGE(it != cases.end(), "autocast rule '", rule.op, "' has no test case");
+      // outside autocast a product keeps its inputs' dtype
+      if (rule.cpu == CastPolicy::lower) CHECK(it->second(DType::f32).dtype() == DType::f32);
+      amp::Autocast autocast;
+      switch (rule.cpu) {
+        case CastPolicy::lower: CHECK(it->second(DType::f32).dtype() == DType::bf16); break;
+        case CastPolicy::f32: CHECK(it->second(DType::f32).dtype() == DType::f32); break;
+        case CastPolicy::promote:
+          CHECK(it->second(DType::f32).dtype() == DType::f32);
+          CHECK(it->second(DType::bf16).dtype() == DType::bf16);
+          break;
+        case CastPolicy::keep: CHECK(it->second(DType::f32).dtype() == DType::bf16); break;
+      }
+    }
+  }
+  CHECK(cases.size() == autocast_rules().size());
+}
+
+TEST_CASE("autocast: the table has a CUDA column, f16 by default there, and bf16 by default on the CPU") {
+  CHECK(amp::default_autocast_dtype(Device::cpu()) == DType::bf16);
+  CHECK(amp::default_autocast_dtype(Device::cuda()) == DType::f16);
+  for (const AutocastRule& rule : autocast_rules()) CHECK(autocast_policy(rule.op, Device::cuda()).has_value());
+  {
+    amp::Autocast on_cuda(Device::cuda());  // CPU tensors are left alone
+    CHECK(conv(f32_input({1, 3, 3, 3, 2}, 1), f32_input({2, 1, 1, 1, 2}, 2)).dtype() == DType::f32);
+    CHECK(amp::autocast_dtype(Device::cuda()) == DType::f16);
+    CHECK(!amp::autocast_dtype(Device::cpu()));
+  }
+  CHECK_THROWS_AS(amp::Autocast(DType::f32), Error);
+}
+
+TEST_CASE("autocast: scopes nest, switch off inside, and end") {
+  const Tensor a = f32_input({3, 4}, 1), b = f32_input({4, 2}, 2);
+  {
+    amp::Autocast outer;
+    CHECK(matmul(a, b).dtype() == DType::bf16);
+    {
+      amp::Autocast inner(Device::cpu(), std::nullopt, false);
+      CHECK(matmul(a, b).dtype() == DType::f32);
+    }
+    CHECK(matmul(a, b).dtype() == DType::bf16);
+  }
+  CHECK(matmul(a, b).dtype() == DType::f32);
+}
+
+TEST_CASE("autocast: a parameter is cast once per scope, and again after the optimizer steps") {
+  Tensor w = f32_input({4, 6}, 3);
+  w.set_requires_grad(true);
+  const Tensor x = f32_input({2, 6}, 4);
+  optim::SGD sgd({w}, {.lr = 0.1});
+  amp::Autocast autocast;
+  const Tensor y1 = linear(x, w);
+  const Tensor y2 = linear(x, w);
+  const Tensor w16 = amp::cast_cache().entries.at(w.impl())[amp::CastCache::slot(DType::bf16, true)].cast;
+  REQUIRE(w16.defined());
+  CHECK(w16.dtype() == DType::bf16);
+  CHECK(amp::cast_cache().entries.size() == 1);  // both uses shared one copy
+  add(sum(y1), sum(y2)).backward();
+  REQUIRE(w.grad().defined());
+  CHECK(w.grad().dtype() == DType::f32);  // the master weight's gradient is f32
+  sgd.step();
+  const Tensor y3 = linear(x, w);
+  const Tensor fresh = amp::cast_cache().entries.at(w.impl())[amp::CastCache::slot(DType::bf16, true)].cast;
+  CHECK(!fresh.is_same(w16));  // remade from the updated weight
+  CHECK(values(fresh) == values(w.detach().to(DType::bf16)));
+}
+
+TEST_CASE("autocast: backward runs in the forward pass's dtypes, and checkpointed blocks recompute under the same casts") {
+  Tensor w = f32_input({4, 3, 3, 3, 2}, 5);
+  w.set_requires_grad(true);
+  Tensor x = f32_input({1, 5, 5, 5, 2}, 6);
+  x.set_requires_grad(true);
+  auto block = [&](const Tensor& in) { return conv(in, w, {}, {.padding = {1}}); };
+  Tensor plain_grad_w, plain_grad_x;
+  {
+    amp::Autocast autocast;
+    const Tensor y = block(x);
+    CHECK(y.dtype() == DType::bf16);
+    sum(y).backward();  // backward called inside the scope
+    plain_grad_w = w.grad().clone();
+    plain_grad_x = x.grad().clone();
+  }
+  CHECK(plain_grad_w.dtype() == DType::f32);
+  CHECK(plain_grad_x.dtype() == DType::f32);
+  w.zero_grad();
+  x.zero_grad();
+  {
+    amp::Autocast autocast;
+    sum(checkpoint(block, x)).backward();
+  }
+  CHECK(values(w.grad()) == values(plain_grad_w));
+  CHECK(values(x.grad()) == values(plain_grad_x));
+}
+
+TEST_CASE("bf16 ops on the CPU: conv, transposed conv and matmul are the bf16 kernels, to bf16's rounding of the f32 result") {
+  // The kernels are bit-exact against their references (test_bf16); here the ops around them:
+  // layouts, bias, groups, and the backward pass, against f32 on the same (bf16-rounded) values.
+  const Tensor x = f32_input({2, 5, 6, 7, 4}, 7).to(DType::bf16), w = f32_input({6, 3, 3, 3, 2}, 8).to(DType::bf16);
+  const Tensor b = f32_input({6}, 9).to(DType::bf16);
+  const ConvOptions options{.stride = {2}, .padding = {1}, .groups = 2};
+  const Tensor got = conv(x, w, b, options).to(DType::f32);
+  const Tensor want = conv(x.to(DType::f32), w.to(DType::f32), b.to(DType::f32), options);
+  VOX_CHECK_CLOSE(values(got), values(want), 0.02, 0.01, "bf16 conv");
+  const Tensor wt = f32_input({4, 3, 3, 3, 5}, 10).to(DType::bf16);
+  const ConvTransposeOptions t_options{.stride = {2}, .padding = {1}, .output_padding = {1}};
+  VOX_CHECK_CLOSE(values(conv_transpose(x, wt, {}, t_options).to(DType::f32)),
+                  values(conv_transpose(x.to(DType::f32), wt.to(DType::f32), {}, t_options)), 0.03, 0.01, "bf16 transposed conv");
+  const Tensor a = f32_input({3, 17, 33}, 11).to(DType::bf16), m = f32_input({33, 9}, 12).to(DType::bf16);
+  VOX_CHECK_CLOSE(values(matmul(a, m).to(DType::f32)), values(matmul(a.to(DType::f32), m.to(DType::f32))), 0.03, 0.01, "bf16 matmul");
+}
