@@ -37,7 +37,8 @@ inline Tensor leaky_relu(const Tensor& x, double negative_slope) {
 }
 
 inline Tensor prelu(const Tensor& x, const Tensor& weight) {
-  if (const auto c = detail::autocast_inputs("prelu", {&x, &weight})) return prelu((*c)[0], (*c)[1]);
+  if (const auto c = detail::autocast_inputs("prelu", {&x, &weight}))
+    return detail::without_autocast([&] { return prelu((*c)[0], (*c)[1]); });
   constexpr const char* op = "prelu";
   VOX_CHECK(is_floating(x.dtype()) && weight.dtype() == x.dtype(), op, "needs floating input and weight of one dtype, got ",
             x.dtype(), " and ", weight.dtype());

@@ -55,7 +55,8 @@ inline std::optional<Tensor> fused_attention(const Tensor& q, const Tensor& k, c
 
 inline Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
                                            std::optional<double> scale) {
-  if (const auto c = detail::autocast_inputs("scaled_dot_product_attention", {&q, &k, &v, &mask})) return scaled_dot_product_attention((*c)[0], (*c)[1], (*c)[2], (*c)[3], scale);
+  if (const auto c = detail::autocast_inputs("scaled_dot_product_attention", {&q, &k, &v, &mask}))
+    return detail::without_autocast([&] { return scaled_dot_product_attention((*c)[0], (*c)[1], (*c)[2], (*c)[3], scale); });
   constexpr const char* op = "scaled_dot_product_attention";
   VOX_CHECK(q.rank() >= 2 && k.rank() >= 2 && v.rank() >= 2, op, "q, k, v need rank >= 2, got ", q.shape(), ", ",
             k.shape(), ", ", v.shape());

@@ -111,8 +111,10 @@ inline Tensor autocast_to(const Tensor& t, DType to) {
   return e.cast;
 }
 
-// The inputs of `op` cast as autocast's table says, or nothing where autocast is off for their
-// device, the op has no rule, or no input needs a cast (then the op runs as called).
+// The inputs of `op` cast as autocast's table says (some perhaps unchanged), or nothing where
+// autocast is off for their device or the op has no rule or keeps its dtypes (then the op runs as
+// called). The op then runs on them through without_autocast: once an op has been cast, the ops
+// it calls inside (an f32 fallback, a composite's parts) are not cast again, as in PyTorch.
 inline std::optional<std::vector<Tensor>> autocast_list(std::string_view op, const std::vector<const Tensor*>& inputs) {
   const amp::AutocastMode& mode = amp::autocast_mode();
   if (mode.depth == 0 || mode.suspended) return std::nullopt;
@@ -134,13 +136,16 @@ inline std::optional<std::vector<Tensor>> autocast_list(std::string_view op, con
       if (t->defined() && is_floating(t->dtype())) widest = widest ? promote(*widest, t->dtype()) : t->dtype();
     target = *widest;
   }
-  bool changes = false;
-  for (const Tensor* t : inputs) changes = changes || (t->defined() && is_floating(t->dtype()) && t->dtype() != target && t->dtype() != DType::f64);
-  if (!changes) return std::nullopt;
   std::vector<Tensor> out;
   for (const Tensor* t : inputs)  // f64 is left alone, as PyTorch does: it was asked for
     out.push_back(t->defined() && is_floating(t->dtype()) && t->dtype() != DType::f64 ? autocast_to(*t, target) : *t);
   return out;
+}
+
+template <class F>
+Tensor without_autocast(F&& run) {
+  amp::AutocastSuspend off;
+  return run();
 }
 
 // The same for the ops' fixed operands, costing one test where autocast is off.

@@ -9,7 +9,8 @@ namespace vox {
 
 inline Tensor concat(const std::vector<Tensor>& parts, int64_t axis) {
   VOX_CHECK(!parts.empty(), "concat", "needs at least one tensor");
-  if (const auto c = detail::autocast_all("concat", parts)) return concat(*c, axis);
+  if (const auto c = detail::autocast_all("concat", parts))
+    return detail::without_autocast([&] { return concat(*c, axis); });
   const Tensor& first = parts[0];
   axis = normalize_axis(axis, first.rank(), "concat");
   Shape shape = first.shape();

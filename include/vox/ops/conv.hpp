@@ -100,7 +100,8 @@ inline Tensor conv_pass(ConvPass pass, const kernels::ConvGeometry& g, const Ten
 }  // namespace detail
 
 inline Tensor conv(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvOptions& options) {
-  if (const auto c = detail::autocast_inputs("conv", {&x, &weight, &bias})) return conv((*c)[0], (*c)[1], (*c)[2], options);
+  if (const auto c = detail::autocast_inputs("conv", {&x, &weight, &bias}))
+    return detail::without_autocast([&] { return conv((*c)[0], (*c)[1], (*c)[2], options); });
   constexpr const char* op = "conv";
   detail::device_of(op, {&x, &weight, &bias});
   const int spatial = detail::conv_spatial_dims(op, x, weight);
@@ -147,7 +148,8 @@ inline Tensor conv(const Tensor& x, const Tensor& weight, const Tensor& bias, co
 
 inline Tensor conv_transpose(const Tensor& x, const Tensor& weight, const Tensor& bias,
                              const ConvTransposeOptions& options) {
-  if (const auto c = detail::autocast_inputs("conv_transpose", {&x, &weight, &bias})) return conv_transpose((*c)[0], (*c)[1], (*c)[2], options);
+  if (const auto c = detail::autocast_inputs("conv_transpose", {&x, &weight, &bias}))
+    return detail::without_autocast([&] { return conv_transpose((*c)[0], (*c)[1], (*c)[2], options); });
   constexpr const char* op = "conv_transpose";
   detail::device_of(op, {&x, &weight, &bias});
   const int spatial = detail::conv_spatial_dims(op, x, weight);

@@ -25,7 +25,8 @@ inline DType arithmetic_dtype(const char* op, const Tensor& a, const Tensor& b) 
 }  // namespace detail
 
 inline Tensor add(const Tensor& a, const Tensor& b) {
-  if (const auto c = detail::autocast_inputs("add", {&a, &b})) return add((*c)[0], (*c)[1]);
+  if (const auto c = detail::autocast_inputs("add", {&a, &b}))
+    return detail::without_autocast([&] { return add((*c)[0], (*c)[1]); });
   const DType t = detail::arithmetic_dtype("add", a, b);
   Tensor out = detail::map_binary<detail::Kinds::numeric>("add", a, b, t, [](auto x, auto y) { return x + y; },
                                                              BinaryOp::add);
@@ -37,7 +38,8 @@ inline Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 inline Tensor sub(const Tensor& a, const Tensor& b) {
-  if (const auto c = detail::autocast_inputs("sub", {&a, &b})) return sub((*c)[0], (*c)[1]);
+  if (const auto c = detail::autocast_inputs("sub", {&a, &b}))
+    return detail::without_autocast([&] { return sub((*c)[0], (*c)[1]); });
   const DType t = detail::arithmetic_dtype("sub", a, b);
   Tensor out = detail::map_binary<detail::Kinds::numeric>("sub", a, b, t, [](auto x, auto y) { return x - y; },
                                                              BinaryOp::sub);
@@ -49,7 +51,8 @@ inline Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 inline Tensor mul(const Tensor& a, const Tensor& b) {
-  if (const auto c = detail::autocast_inputs("mul", {&a, &b})) return mul((*c)[0], (*c)[1]);
+  if (const auto c = detail::autocast_inputs("mul", {&a, &b}))
+    return detail::without_autocast([&] { return mul((*c)[0], (*c)[1]); });
   const DType t = detail::arithmetic_dtype("mul", a, b);
   Tensor out = detail::map_binary<detail::Kinds::numeric>("mul", a, b, t, [](auto x, auto y) { return x * y; },
                                                              BinaryOp::mul);
@@ -64,7 +67,8 @@ inline Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 inline Tensor div(const Tensor& a, const Tensor& b) {
-  if (const auto c = detail::autocast_inputs("div", {&a, &b})) return div((*c)[0], (*c)[1]);
+  if (const auto c = detail::autocast_inputs("div", {&a, &b}))
+    return detail::without_autocast([&] { return div((*c)[0], (*c)[1]); });
   const DType t = detail::floating_of(detail::arithmetic_dtype("div", a, b));
   Tensor out = detail::map_binary<detail::Kinds::floating>("div", a, b, t, [](auto x, auto y) { return x / y; },
                                                             BinaryOp::div);
@@ -82,7 +86,8 @@ inline Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 inline Tensor pow(const Tensor& a, const Tensor& b) {
-  if (const auto c = detail::autocast_inputs("pow", {&a, &b})) return pow((*c)[0], (*c)[1]);
+  if (const auto c = detail::autocast_inputs("pow", {&a, &b}))
+    return detail::without_autocast([&] { return pow((*c)[0], (*c)[1]); });
   const DType t = detail::floating_of(detail::arithmetic_dtype("pow", a, b));
   Tensor out = detail::map_binary<detail::Kinds::floating>("pow", a, b, t,
                                                            [](auto x, auto y) { return std::pow(x, y); }, BinaryOp::pow);
@@ -144,7 +149,8 @@ inline Tensor gt(const Tensor& a, const Tensor& b) { return detail::compare("gt"
 inline Tensor ge(const Tensor& a, const Tensor& b) { return detail::compare("ge", CompareOp::ge, a, b, [](auto x, auto y) { return x >= y; }); }
 
 inline Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
-  if (const auto c = detail::autocast_inputs("where", {&a, &b})) return where(condition, (*c)[0], (*c)[1]);
+  if (const auto c = detail::autocast_inputs("where", {&a, &b}))
+    return detail::without_autocast([&] { return where(condition, (*c)[0], (*c)[1]); });
   VOX_CHECK(condition.dtype() == DType::boolean, "where", "condition must be bool, got ", condition.dtype(),
             " (shape ", condition.shape(), ")");
   const DType t = promote(a.dtype(), b.dtype());

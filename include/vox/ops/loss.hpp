@@ -53,7 +53,8 @@ inline void pick_target_classes(const Tensor& logp, const Tensor& target, const 
 }  // namespace detail
 
 inline Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& options) {
-  if (const auto c = detail::autocast_inputs("cross_entropy", {&logits})) return cross_entropy((*c)[0], target, options);
+  if (const auto c = detail::autocast_inputs("cross_entropy", {&logits}))
+    return detail::without_autocast([&] { return cross_entropy((*c)[0], target, options); });
   constexpr const char* op = "cross_entropy";
   VOX_CHECK(logits.rank() >= 1 && is_floating(logits.dtype()), op, "logits must be floating [..., C], got shape ",
             logits.shape(), " ", logits.dtype());
@@ -104,7 +105,8 @@ inline Tensor cross_entropy(const Tensor& logits, const Tensor& target, const Cr
 
 inline Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, const Tensor& weight,
                                                const Tensor& pos_weight, Reduction reduction) {
-  if (const auto c = detail::autocast_inputs("binary_cross_entropy_with_logits", {&logits, &target, &weight, &pos_weight})) return binary_cross_entropy_with_logits((*c)[0], (*c)[1], (*c)[2], (*c)[3], reduction);
+  if (const auto c = detail::autocast_inputs("binary_cross_entropy_with_logits", {&logits, &target, &weight, &pos_weight}))
+    return detail::without_autocast([&] { return binary_cross_entropy_with_logits((*c)[0], (*c)[1], (*c)[2], (*c)[3], reduction); });
   constexpr const char* op = "binary_cross_entropy_with_logits";
   VOX_CHECK(is_floating(logits.dtype()), op, "logits must be floating, got ", logits.dtype());
   VOX_CHECK(target.shape() == logits.shape(), op, "target shape ", target.shape(), " differs from logits shape ",

@@ -87,7 +87,8 @@ inline Tensor matmul_2d_or_more(const Tensor& a, const Tensor& b) {
 }  // namespace detail
 
 inline Tensor matmul(const Tensor& a, const Tensor& b) {
-  if (const auto c = detail::autocast_inputs("matmul", {&a, &b})) return matmul((*c)[0], (*c)[1]);
+  if (const auto c = detail::autocast_inputs("matmul", {&a, &b}))
+    return detail::without_autocast([&] { return matmul((*c)[0], (*c)[1]); });
   VOX_CHECK(a.device() == b.device(), "matmul", "operands are on ", a.device(), " and ", b.device());
   VOX_CHECK(a.rank() >= 1 && b.rank() >= 1, "matmul", "operands must have rank >= 1, got shapes ", a.shape(), " and ",
             b.shape());
@@ -114,7 +115,8 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 inline Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  if (const auto c = detail::autocast_inputs("linear", {&x, &weight, &bias})) return linear((*c)[0], (*c)[1], (*c)[2]);
+  if (const auto c = detail::autocast_inputs("linear", {&x, &weight, &bias}))
+    return detail::without_autocast([&] { return linear((*c)[0], (*c)[1], (*c)[2]); });
   VOX_CHECK(weight.rank() == 2, "linear", "weight must be [out, in], got shape ", weight.shape());
   VOX_CHECK(x.rank() >= 1 && x.size(-1) == weight.size(1), "linear", "input shape ", x.shape(),
             " does not end in the weight's in-features ", weight.size(1), " (weight ", weight.shape(), ")");

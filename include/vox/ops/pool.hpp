@@ -96,7 +96,8 @@ inline PoolAxes pool_axes(const char* op, const Tensor& x, int spatial, const Po
 }  // namespace detail
 
 inline Tensor avg_pool3d(const Tensor& x, const PoolOptions& options) {
-  if (const auto c = detail::autocast_inputs("avg_pool3d", {&x})) return avg_pool3d((*c)[0], options);
+  if (const auto c = detail::autocast_inputs("avg_pool3d", {&x}))
+    return detail::without_autocast([&] { return avg_pool3d((*c)[0], options); });
   const int spatial = detail::volume_dims("avg_pool3d", x);
   const auto a = detail::pool_axes("avg_pool3d", x, spatial, options);
   const auto in = detail::spatial_of(x, spatial);
@@ -111,7 +112,8 @@ inline Tensor avg_pool3d(const Tensor& x, const PoolOptions& options) {
 }
 
 inline Tensor adaptive_avg_pool3d(const Tensor& x, const std::vector<int64_t>& output_size) {
-  if (const auto c = detail::autocast_inputs("adaptive_avg_pool3d", {&x})) return adaptive_avg_pool3d((*c)[0], output_size);
+  if (const auto c = detail::autocast_inputs("adaptive_avg_pool3d", {&x}))
+    return detail::without_autocast([&] { return adaptive_avg_pool3d((*c)[0], output_size); });
   const int spatial = detail::volume_dims("adaptive_avg_pool3d", x);
   const auto out = detail::per_axis("adaptive_avg_pool3d", "output_size", output_size, spatial, 1);
   const auto in = detail::spatial_of(x, spatial);

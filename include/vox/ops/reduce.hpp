@@ -103,7 +103,8 @@ inline DType sum_dtype(DType t) { return is_floating(t) ? t : DType::i64; }
 }  // namespace detail
 
 inline Tensor sum(const Tensor& x, const Axes& axes, bool keepdim) {
-  if (const auto c = detail::autocast_inputs("sum", {&x})) return sum((*c)[0], axes, keepdim);
+  if (const auto c = detail::autocast_inputs("sum", {&x}))
+    return detail::without_autocast([&] { return sum((*c)[0], axes, keepdim); });
   if (x.device().is_cuda() && (x.dtype() == DType::f16 || x.dtype() == DType::bf16))  // accumulated in f32
     return cast(sum(cast(x, DType::f32), axes, keepdim), x.dtype());
   const auto flags = detail::reduced_axes("sum", x, axes);
@@ -116,7 +117,8 @@ inline Tensor sum(const Tensor& x, const Axes& axes, bool keepdim) {
 }
 
 inline Tensor mean(const Tensor& x, const Axes& axes, bool keepdim) {
-  if (const auto c = detail::autocast_inputs("mean", {&x})) return mean((*c)[0], axes, keepdim);
+  if (const auto c = detail::autocast_inputs("mean", {&x}))
+    return detail::without_autocast([&] { return mean((*c)[0], axes, keepdim); });
   const auto flags = detail::reduced_axes("mean", x, axes);
   int64_t count = 1;
   for (int64_t i = 0; i < x.rank(); ++i)
@@ -189,7 +191,8 @@ inline Tensor argmin(const Tensor& x, int64_t axis, bool keepdim) {
 }
 
 inline Tensor var(const Tensor& x, const Axes& axes, double correction, bool keepdim) {
-  if (const auto c = detail::autocast_inputs("var", {&x})) return var((*c)[0], axes, correction, keepdim);
+  if (const auto c = detail::autocast_inputs("var", {&x}))
+    return detail::without_autocast([&] { return var((*c)[0], axes, correction, keepdim); });
   const auto flags = detail::reduced_axes("var", x, axes);
   int64_t count = 1;
   for (int64_t i = 0; i < x.rank(); ++i)
@@ -202,7 +205,8 @@ inline Tensor var(const Tensor& x, const Axes& axes, double correction, bool kee
 }
 
 inline Tensor std_dev(const Tensor& x, const Axes& axes, double correction, bool keepdim) {
-  if (const auto c = detail::autocast_inputs("std_dev", {&x})) return std_dev((*c)[0], axes, correction, keepdim);
+  if (const auto c = detail::autocast_inputs("std_dev", {&x}))
+    return detail::without_autocast([&] { return std_dev((*c)[0], axes, correction, keepdim); });
   return sqrt(var(x, axes, correction, keepdim));
 }
 

@@ -46,11 +46,13 @@ inline Tensor softmax_impl(const char* op, const char* node, const Tensor& x, in
 }  // namespace detail
 
 inline Tensor softmax(const Tensor& x, int64_t axis) {
-  if (const auto c = detail::autocast_inputs("softmax", {&x})) return softmax((*c)[0], axis);
+  if (const auto c = detail::autocast_inputs("softmax", {&x}))
+    return detail::without_autocast([&] { return softmax((*c)[0], axis); });
   return detail::softmax_impl("softmax", "SoftmaxBackward", x, axis, false);
 }
 inline Tensor log_softmax(const Tensor& x, int64_t axis) {
-  if (const auto c = detail::autocast_inputs("log_softmax", {&x})) return log_softmax((*c)[0], axis);
+  if (const auto c = detail::autocast_inputs("log_softmax", {&x}))
+    return detail::without_autocast([&] { return log_softmax((*c)[0], axis); });
   return detail::softmax_impl("log_softmax", "LogSoftmaxBackward", x, axis, true);
 }
 

@@ -31,14 +31,16 @@ Tensor floating_unary(const char* name, const char* node, const Tensor& x, F f, 
 }  // namespace detail
 
 inline Tensor exp(const Tensor& x) {
-  if (const auto c = detail::autocast_inputs("exp", {&x})) return exp((*c)[0]);
+  if (const auto c = detail::autocast_inputs("exp", {&x}))
+    return detail::without_autocast([&] { return exp((*c)[0]); });
   return detail::floating_unary(
       "exp", "ExpBackward", x, [](auto v) { return std::exp(v); }, true, [](auto g, auto y) { return g * y; }, UnaryOp::exp,
       [](const Tensor& g, const Tensor& y) { return mul(g, y); });
 }
 
 inline Tensor log(const Tensor& x) {
-  if (const auto c = detail::autocast_inputs("log", {&x})) return log((*c)[0]);
+  if (const auto c = detail::autocast_inputs("log", {&x}))
+    return detail::without_autocast([&] { return log((*c)[0]); });
   return detail::floating_unary(
       "log", "LogBackward", x, [](auto v) { return std::log(v); }, false, [](auto g, auto v) { return g / v; }, UnaryOp::log,
       [](const Tensor& g, const Tensor& v) { return div(g, v); });
@@ -70,7 +72,8 @@ inline Tensor square(const Tensor& x) {
 }
 
 inline Tensor pow(const Tensor& x, double exponent) {
-  if (const auto c = detail::autocast_inputs("pow", {&x})) return pow((*c)[0], exponent);
+  if (const auto c = detail::autocast_inputs("pow", {&x}))
+    return detail::without_autocast([&] { return pow((*c)[0], exponent); });
   return detail::floating_unary(
       "pow", "PowScalarBackward", x, [exponent](auto v) { return std::pow(v, static_cast<decltype(v)>(exponent)); },
       false, [exponent](auto g, auto v) {

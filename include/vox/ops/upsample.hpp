@@ -9,7 +9,8 @@
 namespace vox {
 
 inline Tensor upsample_nearest(const Tensor& x, const std::vector<int64_t>& output_size) {
-  if (const auto c = detail::autocast_inputs("upsample_nearest", {&x})) return upsample_nearest((*c)[0], output_size);
+  if (const auto c = detail::autocast_inputs("upsample_nearest", {&x}))
+    return detail::without_autocast([&] { return upsample_nearest((*c)[0], output_size); });
   const int spatial = detail::volume_dims("upsample_nearest", x);
   const auto out = detail::per_axis("upsample_nearest", "output_size", output_size, spatial, 1);
   const auto in = detail::spatial_of(x, spatial);
@@ -21,7 +22,8 @@ inline Tensor upsample_nearest(const Tensor& x, const std::vector<int64_t>& outp
 }
 
 inline Tensor upsample_trilinear(const Tensor& x, const std::vector<int64_t>& output_size, bool align_corners) {
-  if (const auto c = detail::autocast_inputs("upsample_trilinear", {&x})) return upsample_trilinear((*c)[0], output_size, align_corners);
+  if (const auto c = detail::autocast_inputs("upsample_trilinear", {&x}))
+    return detail::without_autocast([&] { return upsample_trilinear((*c)[0], output_size, align_corners); });
   const int spatial = detail::volume_dims("upsample_trilinear", x);
   const auto out = detail::per_axis("upsample_trilinear", "output_size", output_size, spatial, 1);
   const auto in = detail::spatial_of(x, spatial);
