@@ -1,6 +1,9 @@
 #pragma once
 // Measures the machine's f32 FMA peak (GFLOP/s) with independent chains of fused multiply-adds,
-// built for the best vector ISA the CPU has (same clones as the GEMM), on every thread.
+// built for the best vector ISA the CPU has (same clones as the GEMM), on every thread; and the
+// bf16 peak, with chains of vdpbf16ps (4 FLOPs per f32 lane), where the CPU has AVX512_BF16.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -24,6 +27,17 @@ __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) in
     for (int l = 0; l < 16; ++l) total += acc[i][l];
   return total;
 }
+__attribute__((target("avx512f,avx512bf16"))) inline float dpbf16_chains(int64_t iterations) {
+  __m512 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i) * 1e-3f);
+  const __m512i a = _mm512_set1_epi32(0x3F803F80), b = _mm512_set1_epi32(0x33D633D6);  // pairs of 1.0 and 1e-7
+  for (int64_t it = 0; it < iterations; ++it)
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)a, (__m512bh)b);
+  float total = 0;
+  for (int i = 0; i < 12; ++i) total += _mm512_reduce_add_ps(acc[i]);
+  return total;
+}
 }  // namespace peak_detail
 
 // GFLOP/s of multiply-add on `threads` threads (one FMA = 2 FLOPs), one trial.
@@ -41,10 +55,32 @@ inline double fma_trial(int threads) {
   return 2.0 * 12 * 16 * static_cast<double>(iterations) * threads / seconds / 1e9;
 }
 
+// GFLOP/s of vdpbf16ps on `threads` threads (16 lanes x 2 products x 2 FLOPs), one trial; 0
+// where the CPU has no AVX512_BF16.
+inline double dpbf16_trial(int threads) {
+  if (!__builtin_cpu_supports("avx512bf16")) return 0;
+  const int64_t iterations = 4'000'000;
+  const auto start = std::chrono::steady_clock::now();
+  volatile float sink = 0;
+  const int previous = num_threads();
+  set_num_threads(threads);
+  parallel_for(0, threads, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) sink = sink + peak_detail::dpbf16_chains(iterations);
+  });
+  set_num_threads(previous);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return 4.0 * 12 * 16 * static_cast<double>(iterations) * threads / seconds / 1e9;
+}
+
 // The best of five trials: a shared machine only ever slows the probe down.
 inline double measure_fma_peak(int threads) {
   double best = 0;
   for (int trial = 0; trial < 5; ++trial) best = std::max(best, fma_trial(threads));
+  return best;
+}
+inline double measure_bf16_peak(int threads) {
+  double best = 0;
+  for (int trial = 0; trial < 5; ++trial) best = std::max(best, dpbf16_trial(threads));
   return best;
 }
 

@@ -3,6 +3,7 @@
 // bf16's tolerances, and the loss scaler's rules.
 #include <map>
 
+#include "amp_cases.hpp"
 #include "harness.hpp"
 #include "op_table.hpp"
 #include "vox/io/file.hpp"
@@ -10,61 +11,6 @@
 
 using namespace vox;
 using namespace vox::testing;
-
-namespace {
-
-Tensor f32_input(const Shape& shape, uint64_t seed) {
-  Generator gen(seed);
-  return randn(shape, DType::f32, &gen);
-}
-
-// One call of each op in autocast's table, on f32 inputs (and, for `promote`, a bf16 one beside
-// an f32 one), returning its output.
-std::map<std::string, std::function<Tensor(DType second)>> policy_cases() {
-  const Tensor x = f32_input({1, 4, 4, 4, 3}, 1), w = f32_input({5, 3, 3, 3, 3}, 2), b = f32_input({5}, 3);
-  const Tensor m = f32_input({4, 6}, 4), wt = f32_input({3, 2, 2, 2, 5}, 5), mw = f32_input({7, 6}, 6);
-  const Tensor one = f32_input({1}, 7), slope = full({1}, 0.25);
-  const Tensor labels = randint(0, 3, {1, 4, 4, 4}, DType::i64);
-  const Tensor positive = add(abs(x), scalar(0.5));
-  return {
-      {"conv", [=](DType) { return conv(x, w, b, {.padding = {1}}); }},
-      {"conv_transpose", [=](DType) { return conv_transpose(x, wt, {}, {.stride = {2}}); }},
-      {"matmul", [=](DType) { return matmul(m, transpose(m, 0, 1)); }},
-      {"linear", [=](DType) { return linear(m, mw, {}); }},
-      {"scaled_dot_product_attention", [=](DType) { return scaled_dot_product_attention(m.reshape({1, 4, 6}), m.reshape({1, 4, 6}), m.reshape({1, 4, 6})); }},
-      {"prelu", [=](DType) { return prelu(x, slope); }},
-      {"softmax", [=](DType) { return softmax(x.to(DType::bf16), -1); }},
-      {"log_softmax", [=](DType) { return log_softmax(x.to(DType::bf16), -1); }},
-      {"cross_entropy", [=](DType) { return cross_entropy(x.to(DType::bf16), labels); }},
-      {"binary_cross_entropy_with_logits", [=](DType) { return binary_cross_entropy_with_logits(x.to(DType::bf16), sigmoid(x)); }},
-      {"sum", [=](DType) { return sum(x.to(DType::bf16)); }},
-      {"mean", [=](DType) { return mean(x.to(DType::bf16), {1, 2}); }},
-      {"var", [=](DType) { return var(x.to(DType::bf16), {1}); }},
-      {"std_dev", [=](DType) { return std_dev(x.to(DType::bf16), {1}); }},
-      {"exp", [=](DType) { return exp(x.to(DType::bf16)); }},
-      {"log", [=](DType) { return log(positive.to(DType::bf16)); }},
-      {"pow", [=](DType) { return pow(positive.to(DType::bf16), 1.5); }},
-      {"upsample_trilinear", [=](DType) { return upsample_trilinear(x.to(DType::bf16), {8, 8, 8}, false); }},
-      {"upsample_nearest", [=](DType) { return upsample_nearest(x.to(DType::bf16), {8, 8, 8}); }},
-      {"avg_pool3d", [=](DType) { return avg_pool3d(x.to(DType::bf16), {}); }},
-      {"adaptive_avg_pool3d", [=](DType) { return adaptive_avg_pool3d(x.to(DType::bf16), {1, 1, 1}); }},
-      {"add", [=](DType second) { return add(x.to(DType::bf16), x.to(second)); }},
-      {"sub", [=](DType second) { return sub(x.to(DType::bf16), x.to(second)); }},
-      {"mul", [=](DType second) { return mul(x.to(DType::bf16), x.to(second)); }},
-      {"div", [=](DType second) { return div(x.to(DType::bf16), positive.to(second)); }},
-      {"concat", [=](DType second) { return concat({x.to(DType::bf16), x.to(second)}, -1); }},
-      {"where", [=](DType second) { return where(gt(x, scalar(0.0)), x.to(DType::bf16), x.to(second)); }},
-      {"batch_norm", [=](DType) { return batch_norm(x.to(DType::bf16), {}, {}, full({3}, 1.0), zeros({3}), true); }},
-      {"instance_norm", [=](DType) { return instance_norm(x.to(DType::bf16), full({3}, 1.0), zeros({3})); }},
-      {"instance_norm_prelu", [=](DType) { return instance_norm_prelu(x.to(DType::bf16), {}, {}, slope); }},
-      {"instance_norm_prelu_add", [=](DType) { return instance_norm_prelu_add(x.to(DType::bf16), {}, {}, slope, x); }},
-      {"group_norm", [=](DType) { return group_norm(x.to(DType::bf16), 3, full({3}, 1.0), zeros({3})); }},
-      {"layer_norm", [=](DType) { return layer_norm(x.to(DType::bf16), 1, full({3}, 1.0), zeros({3})); }},
-      {"max_pool3d", [=](DType) { return max_pool3d(x.to(DType::bf16), {}); }},
-  };
-}
-
-}  // namespace
 
 TEST_CASE("autocast's table: each rule gives its output dtype on the CPU") {
   const auto cases = policy_cases();

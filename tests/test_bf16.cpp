@@ -34,6 +34,17 @@ std::vector<uint16_t> random_bf16s(size_t n, std::mt19937& rng) {
   return v;
 }
 
+std::vector<float> widen(const std::vector<uint16_t>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = bf16_bits_to_float(v[i]);
+  return out;
+}
+std::vector<uint16_t> round(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = float_to_bf16_bits(v[i]);
+  return out;
+}
+
 bool same_bits(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b, std::string& where) {
   for (size_t i = 0; i < a.size(); ++i)
     if (a[i] != b[i]) {
@@ -142,7 +153,10 @@ std::vector<ConvCase> conv_cases() {
   return {
       {"3^3, 5 -> 7 channels", geometry(2, {5, 6, 7}, 5, 7, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1)},
       {"3^3 stride 2, 3 -> 18", geometry(1, {7, 5, 9}, 3, 18, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1)},
-      {"one input channel, 3 outputs (planar in f32)", geometry(1, {6, 5, 4}, 1, 3, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1)},
+      {"one input channel, 3 outputs (through f32 both ways)", geometry(1, {6, 5, 4}, 1, 3, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1)},
+      {"2 -> 2 (a segmentation head, through f32)", geometry(1, {7, 6, 5}, 2, 2, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1)},
+      {"16 -> 2, stride 2: the data gradient (a transposed conv into 2 classes) through f32",
+       geometry(1, {8, 7, 6}, 2, 16, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1)},
       {"pointwise, 9 -> 33", geometry(2, {3, 4, 5}, 9, 33, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1)},
       {"groups 3, dilation 2", geometry(1, {7, 6, 7}, 6, 9, {3, 2, 3}, {1, 1, 1}, {2, 1, 2}, {2, 1, 2}, 3)},
       {"kernel 2 stride 2 (MLPerf's up path)", geometry(1, {6, 4, 5}, 4, 6, {2, 2, 2}, {2, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1)},
@@ -163,16 +177,33 @@ TEST_CASE("bf16 convolution passes equal the reference bit for bit") {
       const std::vector<uint16_t> bias = random_bf16s(static_cast<size_t>(g.out_channels), rng);
       const std::vector<uint16_t> dy = random_bf16s(static_cast<size_t>(g.out_positions() * g.out_channels), rng);
       std::string where;
+      // Passes with at most 4 outputs per position are the f32 kernel's on the widened values,
+      // rounded once; the others follow the vdpbf16ps reference.
+      const bool few_outputs = g.groups == 1 && g.out_channels <= cpu::kPlanarMaxOutputs && g.stride == std::array<int64_t, 3>{1, 1, 1};
+      const bool few_inputs = g.groups == 1 && g.in_channels <= cpu::kPlanarMaxOutputs;
       std::vector<uint16_t> got(static_cast<size_t>(g.out_positions() * g.out_channels)), want(got.size());
-      cpu::conv_forward<uint16_t>(g, x.data(), w.data(), bias.data(), got.data());
-      reference::conv_forward_bf16(g, x.data(), w.data(), bias.data(), want.data());
-      CHECK_MESSAGE(same_bits(got, want, where), "forward, ", where);
-      cpu::conv_forward<uint16_t>(g, x.data(), w.data(), nullptr, got.data());
-      reference::conv_forward_bf16(g, x.data(), w.data(), nullptr, want.data());
-      CHECK_MESSAGE(same_bits(got, want, where), "forward without bias, ", where);
+      for (const bool with_bias : {true, false}) {
+        const uint16_t* b = with_bias ? bias.data() : nullptr;
+        cpu::conv_forward<uint16_t>(g, x.data(), w.data(), b, got.data());
+        if (few_outputs) {
+          std::vector<float> y32(got.size());
+          const std::vector<float> b32 = widen(bias);
+          cpu::conv_forward<float>(g, widen(x).data(), widen(w).data(), with_bias ? b32.data() : nullptr, y32.data());
+          want = round(y32);
+        } else {
+          reference::conv_forward_bf16(g, x.data(), w.data(), b, want.data());
+        }
+        CHECK_MESSAGE(same_bits(got, want, where), "forward", with_bias ? "" : " without bias", ", ", where);
+      }
       std::vector<uint16_t> dx(x.size()), dx_want(x.size());
       cpu::conv_backward_data<uint16_t>(g, dy.data(), w.data(), dx.data());
-      reference::conv_backward_data_bf16(g, dy.data(), w.data(), dx_want.data());
+      if (few_inputs) {
+        std::vector<float> dx32(x.size());
+        cpu::conv_backward_data<float>(g, widen(dy).data(), widen(w).data(), dx32.data());
+        dx_want = round(dx32);
+      } else {
+        reference::conv_backward_data_bf16(g, dy.data(), w.data(), dx_want.data());
+      }
       CHECK_MESSAGE(same_bits(dx, dx_want, where), "data gradient, ", where);
       std::vector<uint16_t> dw(w.size()), dw_want(w.size());
       cpu::conv_backward_weight<uint16_t>(g, x.data(), dy.data(), dw.data());

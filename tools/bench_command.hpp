@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <vox/amp/autocast.hpp>
+#include <vox/amp/grad_scaler.hpp>
 #include <vox/core/cuda_graph.hpp>
 #include <vox/nn/models/registry.hpp>
 #include <vox/optim/adam.hpp>
@@ -32,6 +34,7 @@ struct BenchArgs {
   int64_t size = 96, batch = 1, iterations = 10, warmup = 2, threads = 0, classes = 2, in_channels = 1;
   std::string device = "cpu";
   bool graph = false;  // replay a CUDA graph of the iteration
+  std::optional<DType> precision;  // bf16 or f16: autocast (and, training in f16, loss scaling)
 };
 
 inline double peak_rss_mib() {
@@ -61,9 +64,13 @@ inline int run(const BenchArgs& a) {
   const Tensor target = (classify ? randint(0, a.classes, {a.batch}, DType::i64, &gen)
                                   : randint(0, a.classes, {a.batch, a.size, a.size, a.size}, DType::i64, &gen))
                             .to(device);
+  if (a.graph && a.precision == DType::f16 && a.mode == "train")
+    throw UsageError{"--graph cannot capture f16's loss scaler (it decides on the host whether to step); use --precision bf16"};
   optim::Adam adam(model.module->parameters(), {.lr = 1e-4, .capturable = a.graph});
+  amp::GradScaler scaler({.enabled = a.precision == DType::f16});
   Tensor output;  // kept, so that a graph's output block is not reused inside the capture
   auto step = [&] {
+    amp::Autocast autocast(device, a.precision, a.precision.has_value());
     if (a.mode == "infer") {
       NoGradGuard no_grad;
       output = model.forward(x);
@@ -73,12 +80,14 @@ inline int run(const BenchArgs& a) {
     const Tensor logits = model.forward(x);
     // MONAI's DiceCELoss(to_onehot_y=True, softmax=True): Dice over every class, plus cross-entropy
     Tensor loss = classify ? cross_entropy(logits, target, {}) : losses::dice_ce_loss(logits, target, {.dice = {.activation = losses::Activation::softmax}});
-    loss.backward();
-    adam.step();
+    scaler.scale(loss).backward();
+    scaler.step(adam);
+    scaler.update();
   };
   if (a.mode == "infer") model.module->eval();
-  std::printf("vox bench: %s (%lld parameters), %s, input %lldx%lld^3x%lld, on %s, %d threads\n", a.model.c_str(),
-              static_cast<long long>(model.module->parameter_count()), a.mode.c_str(), static_cast<long long>(a.batch),
+  std::printf("vox bench: %s (%lld parameters), %s in %s, input %lldx%lld^3x%lld, on %s, %d threads\n", a.model.c_str(),
+              static_cast<long long>(model.module->parameter_count()), a.mode.c_str(),
+              a.precision ? std::string(dtype_name(*a.precision)).c_str() : "f32", static_cast<long long>(a.batch),
               static_cast<long long>(a.size), static_cast<long long>(a.in_channels),
               device.is_cuda() ? cuda_backend("bench").device_name(device.index).c_str() : "cpu", num_threads());
   for (int64_t w = 0; w < a.warmup; ++w) step();

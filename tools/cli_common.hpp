@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <optional>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -118,6 +119,14 @@ inline int64_t parse_count(const std::string& text, const std::string& option) {
   } catch (const std::exception&) {
   }
   throw UsageError{option + " takes a whole number, got " + text};
+}
+
+// A precision flag's value: f32 (no autocast), bf16 or f16 (autocast in that dtype).
+inline std::optional<DType> parse_precision(const std::string& text, const std::string& option) {
+  if (text == "f32") return std::nullopt;
+  if (text == "bf16") return DType::bf16;
+  if (text == "f16") return DType::f16;
+  throw UsageError{option + " takes f32, bf16 or f16, got " + text};
 }
 
 inline double parse_real(const std::string& text, const std::string& option) {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <optional>
 
+#include <vox/amp/autocast.hpp>
 #include <vox/data/classification.hpp>
 #include <vox/data/preview.hpp>
 #include <vox/train/inference.hpp>
@@ -40,6 +41,7 @@ struct InferArgs {
   bool largest_component = false;  // keep each class's largest connected component
   int64_t min_size = 0;            // remove components smaller than this many voxels
   std::string device = "cpu";      // where the network runs
+  std::string precision = "f32";   // bf16 or f16: the network runs under autocast
   RunConfig config;  // with --weights: the architecture given on the command line
   std::optional<std::array<int64_t, 3>> patch;  // with --model: windows of another size than the run's
 };
@@ -48,6 +50,16 @@ struct Classification {
   int64_t label = 0;
   std::vector<double> probabilities;
 };
+
+// The model's forward under autocast in `precision` (bf16 or f16), its output widened to f32 for
+// blending and softmax; left as it is for f32.
+inline void run_in_precision(nn::models::AnyModel& model, std::optional<DType> precision, Device device) {
+  if (!precision) return;
+  model.forward = [forward = model.forward, precision, device](const Tensor& x) {
+    amp::Autocast autocast(device, precision);
+    return forward(x).to(DType::f32);
+  };
+}
 
 inline Classification classify_one(const InferArgs& a, const InputOptions& input, const RunConfig& config,
                                    const nn::models::AnyModel& model, Device device) {
@@ -79,6 +91,7 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
   }
   const Device device = usable_device(a.device);
   model.module->to(device);
+  run_in_precision(model, parse_precision(a.precision, "--precision"), device);
   // --weights: a PyTorch/MONAI state_dict
   model.module->load_state_dict(a.weights.empty() ? load_run_weights(a.model) : io::load_safetensors(a.weights).tensors);
   model.module->eval();

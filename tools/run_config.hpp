@@ -113,6 +113,7 @@ struct TrainArgs {
   uint64_t seed = 0;
   std::string device = "cpu";
   bool cuda_graph = false;  // replay the training iteration from a CUDA graph
+  std::string amp = "f32";  // mixed precision: bf16 or f16 autocast (f16 with loss scaling)
 
   std::string to_json() const {
     return "{\n  \"data\": " + json::quote(data) + ",\n  \"synthetic\": " + (synthetic ? "true" : "false") + ",\n  \"run\": " + json::quote(run) +
@@ -122,7 +123,7 @@ struct TrainArgs {
            std::to_string(batch) + ",\n  \"lr\": " + json_number(lr) + ",\n  \"val_fraction\": " + json_number(val_fraction) +
            ",\n  \"augment\": " + (augment ? "true" : "false") + ",\n  \"seed\": " + std::to_string(seed) + ",\n  \"threads\": " +
            std::to_string(threads) + ",\n  \"device\": " + json::quote(device) + ",\n  \"cuda_graph\": " + (cuda_graph ? "true" : "false") +
-           "\n}\n";
+           ",\n  \"amp\": " + json::quote(amp) + "\n}\n";
   }
 
   // Takes the keys of a JSON config; an unknown key is an error, as an unknown flag is.
@@ -162,6 +163,7 @@ struct TrainArgs {
       else if (key == "augment") augment = v.as_bool(k);
       else if (key == "device") device = v.as_string(k);
       else if (key == "cuda_graph") cuda_graph = v.as_bool(k);
+      else if (key == "amp") amp = v.as_string(k);
       else fail("config", path, ": unknown key \"", key, "\"");
     }
   }
@@ -180,6 +182,8 @@ struct TrainArgs {
     for (int64_t p : config.patch)
       if (p < 1) throw UsageError{"--patch sizes must be positive"};
     if (cuda_graph && !parse_device(device).is_cuda()) throw UsageError{"--cuda-graph needs --device cuda[:N]"};
+    if (parse_precision(amp, "--amp") == DType::f16 && cuda_graph)
+      throw UsageError{"--amp f16 scales the loss, deciding on the host whether to step: it cannot run in --cuda-graph; use --amp bf16"};
   }
 };
 

@@ -162,7 +162,7 @@ inline double train_segmentation(const TrainArgs& a, const PreparedData& p, RunC
                                logits, target, {.dice = {.include_background = false, .activation = losses::Activation::softmax, .batch = true}});
                          },
                          {.epochs = a.epochs, .iterations_per_epoch = a.iterations, .run_dir = a.run, .device = device,
-                          .cuda_graph = a.cuda_graph});
+                          .cuda_graph = a.cuda_graph, .amp = parse_precision(a.amp, "--amp")});
   trainer.set_validation([&](nn::Module&) {
     double sum = 0;
     const auto forward = forward_on(model, device);
@@ -234,7 +234,7 @@ inline double train_classifier(const TrainArgs& a, const PreparedData& p, RunCon
   train::Trainer trainer(*model.module, adam, loader,
                          [](const Tensor& logits, const Tensor& target) { return cross_entropy(logits, target, {}); },
                          {.epochs = a.epochs, .iterations_per_epoch = a.iterations, .monitor = "accuracy", .run_dir = a.run,
-                          .device = device, .cuda_graph = a.cuda_graph});
+                          .device = device, .cuda_graph = a.cuda_graph, .amp = parse_precision(a.amp, "--amp")});
   trainer.set_validation(
       [&](nn::Module&) { return classification_scores(classify_volumes(model, val_volumes, device), val_classes); });
   print_start(a, config, model, train_volumes.size(), val_volumes.size());

@@ -12,12 +12,12 @@
 //   vox train [--config FILE.json] (--data DIR | --synthetic) [--task segment|classify] [--arch NAME]
 //             [--run DIR] [--epochs N] [--iterations N] [--patch X,Y,Z] [--batch B] [--lr LR]
 //             [--channels C1,C2,...] [--spacing S] [--no-augment] [--seed S] [--resume]
-//             [--device cpu|cuda:N] [--cuda-graph]
+//             [--device cpu|cuda:N] [--cuda-graph] [--amp bf16|f16]
 //   vox infer --model RUN (or --arch monai-unet --weights W.safetensors --classes C) --input FILE_OR_DICOM
 //             --output OUT.nii.gz [--overlap 0.5] [--sw-batch B] [--blend gaussian|constant] [--tta]
 //             [--tta-axes A,B] [--png PREVIEW.png] [--logits]
 //             [--no-window] [--largest-component] [--min-size N] [--device cpu|cuda:N]
-//   vox demo [--dir DIR] [--epochs N] [--iterations N]   the main job on built-in data
+//   vox demo [--dir DIR] [--epochs N] [--iterations N] [--amp bf16|f16]   the main job on built-in data
 //   vox bench [--model NAME] [--size S] [--batch B] [--mode train|infer] [--iters N] [--warmup N] [--device cpu|cuda:N]
 //             [--graph]
 //             [--threads T] [--channels C1,C2,...] [--classes C]
@@ -83,9 +83,12 @@ const char* kUsage =
     "      --no-augment --seed S --threads T --resume (continue the run)\n"
     "      --device cpu|cuda[:N] (train on a GPU; needs vox built with -DVOX_ENABLE_CUDA=ON)\n"
     "      --cuda-graph         with a GPU: after 3 iterations, replay the iteration from a CUDA graph\n"
+    "      --amp bf16|f16       mixed precision: convolutions and matrix products in 16 bits under autocast,\n"
+    "                           master weights, norms and losses in f32; f16 also scales the loss (the\n"
+    "                           scale and skipped steps go to metrics.csv); default f32\n"
     "      --config FILE.json   the same settings as JSON keys (data, synthetic, run, task, arch, channels,\n"
     "                           patch, spacing, epochs, iterations, batch, lr, val_fraction, augment, seed,\n"
-    "                           threads, device, cuda_graph); flags override it; each run keeps its own as\n"
+    "                           threads, device, cuda_graph, amp); flags override it; each run keeps its own as\n"
     "                           RUN/train.json\n"
     "  vox infer                --model RUN --input FILE_OR_DICOM_DIR --output OUT.nii.gz\n"
     "      [--overlap 0.5] [--sw-batch 1] (windows per forward) [--blend gaussian|constant] (window weights,\n"
@@ -93,17 +96,19 @@ const char* kUsage =
     "      those axes only, i = 0, j = 1, k = 2) [--png PREVIEW.png] [--logits]\n"
     "      [--no-window] [--largest-component] (each class's largest connected part) [--min-size N] (drop smaller parts);\n"
     "      [--device cpu|cuda[:N]] (run the network on a GPU; windows are cut and blended on the CPU);\n"
+    "      [--precision f32|bf16|f16] (run the network under autocast in 16 bits; default f32);\n"
     "      a classifier's run prints the class and probabilities as JSON (and writes them to --output);\n"
     "      or --arch monai-unet --weights W.safetensors --classes C [--channels ...] [--patch ...]\n"
     "      for weights saved from a PyTorch/MONAI state_dict (fed nibabel's voxel order, not normalised\n"
     "      unless --normalize zscore)\n"
     "  vox demo                 the main job: synthetic data, training, held-out inference and scores\n"
-    "      [--dir DIR] [--epochs N] [--iterations N] [--lr LR] [--threads T]\n"
+    "      [--dir DIR] [--epochs N] [--iterations N] [--lr LR] [--threads T] [--amp bf16|f16]\n"
     "  vox bench                time a model on random data (--model monai-unet, unet3d, resnet3d-18, ...)\n"
     "      --size S (cube side, default 96) --batch B (1) --mode train|infer (train: forward, DiceCE,\n"
     "      backward, Adam) --iters N (10) --warmup N (2) --threads T --channels C1,... --classes C (2);\n"
     "      --device cpu|cuda[:N] (cpu; cuda needs vox built with -DVOX_ENABLE_CUDA=ON); --graph (with\n"
     "      cuda: capture the iteration into a CUDA graph after the warm-up, and time its replays);\n"
+    "      --precision f32|bf16|f16 (autocast; train with f16 scales the loss);\n"
     "      prints the median and last ms_per_iter=<median>, with peak_rss_mib (and peak_gpu_mib) before it\n"
     "  vox evaluate --pred P --gt G   per-class Dice, 95th-percentile Hausdorff and average surface\n"
     "                           distance (mm) as JSON (--csv: CSV); --classes C (default: from the labels)\n";
@@ -447,6 +452,7 @@ int train_command(const std::vector<std::string>& args) {
     else if (a == "--resume") t.resume = true;
     else if (a == "--device") t.device = value();
     else if (a == "--cuda-graph") t.cuda_graph = true;
+    else if (a == "--amp") t.amp = value();
     else throw UsageError{"unknown option " + a};
   }
   run_commands::train_run(t);
@@ -494,6 +500,7 @@ int infer(const std::vector<std::string>& args) {
     else if (a == "--largest-component") f.largest_component = true;
     else if (a == "--min-size") f.min_size = parse_count(value(), a);
     else if (a == "--device") f.device = value();
+    else if (a == "--precision") f.precision = value();
     else if (a == "--normalize") {
       f.normalization = value();
       if (f.normalization != "zscore" && f.normalization != "none") throw UsageError{"--normalize takes zscore or none"};
@@ -509,6 +516,7 @@ int infer(const std::vector<std::string>& args) {
                          " fixes it (config.json); with --model only --patch, --overlap and --sw-batch may differ"};
     }
   (void)usable_device(f.device);  // refused before anything is read
+  (void)parse_precision(f.precision, "--precision");
   if (f.input.empty()) throw UsageError{"infer needs --input"};
   const bool classify = f.weights.empty() ? run_commands::RunConfig::load(f.model).task == "classify" : f.config.task == "classify";
   if (f.output.empty() && !classify) throw UsageError{"infer needs --output OUT.nii.gz"};
@@ -539,6 +547,7 @@ int bench(const std::vector<std::string>& args) {
     else if (a == "--channels") b.channels = parse_list(value(), a);
     else if (a == "--device") b.device = value();
     else if (a == "--graph") b.graph = true;
+    else if (a == "--precision") b.precision = parse_precision(value(), a);
     else throw UsageError{"unknown option " + a};
   }
   return bench_command::run(b);
@@ -560,8 +569,10 @@ int demo(const std::vector<std::string>& args) {
     else if (a == "--iterations") t.iterations = parse_count(value(), a);
     else if (a == "--threads") t.threads = parse_count(value(), a);
     else if (a == "--lr") t.lr = parse_real(value(), a);
+    else if (a == "--amp") t.amp = value();
     else throw UsageError{"unknown option " + a};
   }
+  (void)parse_precision(t.amp, "--amp");
   const auto start = std::chrono::steady_clock::now();
   t.data = dir + "/data";
   t.run = dir + "/run";
@@ -577,7 +588,7 @@ int demo(const std::vector<std::string>& args) {
   std::vector<double> dice;
   for (const data::DatasetCase& c : d.test) {
     run_commands::InferArgs f;
-    f.model = t.run, f.input = c.image;
+    f.model = t.run, f.input = c.image, f.precision = t.amp;  // held-out inference in the precision it trained in
     f.output = dir + "/predictions/" + c.id + ".nii.gz";
     f.png = dir + "/predictions/" + c.id + ".png";
     const Tensor labels = run_commands::infer_one(f, {});

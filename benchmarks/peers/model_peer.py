@@ -2,13 +2,16 @@
 
     python model_peer.py --model monai-unet|unet3d|resnet3d-18 --runtime torch|onnxruntime|openvino
                          --mode train|infer [--size 96] [--batch 1] [--iters 10] [--warmup 2]
-                         [--threads 2] [--classes 2] [--device cpu|cuda]
+                         [--threads 2] [--classes 2] [--device cpu|cuda] [--precision f32|bf16]
 
 Models, with vox's registry defaults: monai-unet is MONAI's UNet (16-256 channels, 2 residual
 units), unet3d the MLPerf KiTS19 3D U-Net (filters 32-320), resnet3d-18 MONAI's resnet18.
 A training iteration: forward, the loss (MONAI's DiceCELoss(to_onehot_y=True, softmax=True) for
 the U-Nets, cross-entropy for the classifier), backward, Adam step. An inference iteration: the
 forward pass (torch.inference_mode, or the exported ONNX graph in ONNX Runtime / OpenVINO).
+--precision bf16 is each runtime's own bf16: PyTorch's torch.autocast("cpu", dtype=torch.bfloat16)
+around the forward pass and the loss, OpenVINO's INFERENCE_PRECISION_HINT bf16 (its default on a
+CPU with bf16 instructions; f32 otherwise, as the hint is set to f32 then).
 Prints the median as `ms_per_iter=<value>` and the peak resident memory as `peak_rss_mib=<value>`.
 With --device cuda (PyTorch only) the model and data run on the GPU as vox's do there: f32 with
 TF32 off, channels_last_3d, cudnn.benchmark on; every iteration ends with a synchronisation, and
@@ -79,6 +82,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model = make_model(a.model, a.classes)
@@ -94,6 +98,9 @@ def main():
         model = model.cuda().to(memory_format=torch.channels_last_3d)
         x = x.cuda().to(memory_format=torch.channels_last_3d)
     version = f"torch {torch.__version__}"
+    bf16 = a.precision == "bf16"
+    assert not (bf16 and a.runtime == "onnxruntime"), "ONNX Runtime has no bf16 CPU path to compare with"
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
     if a.runtime == "torch" and a.mode == "train":
         if classify:
             y = torch.randint(0, a.classes, (a.batch,))
@@ -106,13 +113,15 @@ def main():
 
         def step():
             opt.zero_grad()
-            loss(model(x), y).backward()
+            with autocast():
+                value = loss(model(x), y)
+            value.backward()
             opt.step()
     elif a.runtime == "torch":
         model.eval()
 
         def step():
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast():
                 model(x)
     else:
         assert a.mode == "infer", "ONNX Runtime and OpenVINO run inference only"
@@ -134,14 +143,14 @@ def main():
             import openvino as ov
             core = ov.Core()
             core.set_property("CPU", {"INFERENCE_NUM_THREADS": a.threads})
-            compiled = core.compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+            compiled = core.compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"})
             request = compiled.create_infer_request()
             version = f"openvino {ov.__version__}"
 
             def step():
                 request.infer({0: feed})
     where = torch.cuda.get_device_name(0) if gpu else "cpu"
-    print(f"{a.model}: {a.runtime} ({version}), {a.mode}, input {a.batch}x{a.size}^3x1, on {where}, {a.threads} threads", flush=True)
+    print(f"{a.model}: {a.runtime} ({version}), {a.mode} in {a.precision}, input {a.batch}x{a.size}^3x1, on {where}, {a.threads} threads", flush=True)
     if gpu:
         for _ in range(a.warmup):
             step()

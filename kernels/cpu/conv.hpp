@@ -12,9 +12,11 @@
 //
 // bf16 (T = uint16_t, raw bf16 bits: kernels/bf16_bits.hpp) runs the same passes on the bf16
 // GEMM (kernels/cpu/gemm_bf16.hpp): tap rows gathered as bf16, products accumulated in f32 and
-// rounded once when stored, the bias added in f32 before that rounding. The planar paths for
-// few channels are f32-only; bf16 takes the GEMM there too. kernels/reference/conv_bf16.hpp
-// defines the bits these passes produce.
+// rounded once when stored, the bias added in f32 before that rounding; kernels/reference/
+// conv_bf16.hpp defines the bits these passes produce. Passes with at most 4 outputs per position
+// (segmentation heads, a transposed convolution into the classes, at full resolution) would spend
+// the GEMM's 16 lanes on 1 to 4 of them: bf16 runs them on the f32 planar kernels instead, on the
+// widened values, rounded once (bf16_through_f32).
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -223,11 +225,7 @@ void tiled_group_gemm(int64_t positions, int64_t groups, int64_t K, int64_t N, c
         T* c = out + p0 * ldc + grp * N;
         if constexpr (is_bf16<T>) {
           gemm_rows<T>(rows, N, K, a, direct ? direct_ld : K, packed[static_cast<size_t>(grp)].data(), result.data(), N, false);
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t j = 0; j < N; ++j) {
-              const float v = result[static_cast<size_t>(r * N + j)];
-              c[r * ldc + j] = float_to_bf16_bits(bias ? v + bf16_bits_to_float(bias[grp * N + j]) : v);
-            }
+          for (int64_t r = 0; r < rows; ++r) round_to_bf16(result.data() + r * N, bias ? bias + grp * N : nullptr, N, c + r * ldc);
         } else {
           gemm_packed<T>(rows, N, K, a, direct ? direct_ld : K, packed[static_cast<size_t>(grp)].data(), c, ldc, false);
           if (bias)  // while the tile is still in cache, instead of another pass over the output
@@ -273,9 +271,34 @@ void planar_unit_stride(const ConvGeometry& g, int64_t direction, const T* src, 
 
 }  // namespace conv_detail
 
+namespace conv_detail {
+inline std::vector<float> widened(const uint16_t* v, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(n));
+  parallel_for(0, n, 65536, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) out[static_cast<size_t>(i)] = bf16_bits_to_float(v[i]);
+  });
+  return out;
+}
+// A bf16 pass computed by its f32 kernel: `pass` gets the widened operands (a of na values, b of
+// nb, the bias of nbias or none) and an f32 output of n values, which is then rounded into out.
+template <class Pass>
+void bf16_through_f32(const uint16_t* a, int64_t na, const uint16_t* b, int64_t nb, const uint16_t* bias, int64_t nbias, uint16_t* out,
+                      int64_t n, Pass pass) {
+  const std::vector<float> a32 = widened(a, na), b32 = widened(b, nb), bias32 = bias ? widened(bias, nbias) : std::vector<float>();
+  std::vector<float> out32(static_cast<size_t>(n));
+  pass(a32.data(), b32.data(), bias ? bias32.data() : nullptr, out32.data());
+  parallel_for(0, n, 65536, [&](int64_t lo, int64_t hi) { round_to_bf16(out32.data() + lo, nullptr, hi - lo, out + lo); });
+}
+}  // namespace conv_detail
+
 template <class T>
 void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
   using namespace conv_detail;
+  if constexpr (is_bf16<T>)
+    if (few_outputs(g, g.out_channels) && g.stride == std::array<int64_t, 3>{1, 1, 1})
+      return bf16_through_f32(x, g.in_positions() * g.in_channels, w, g.weight_size(), bias, g.out_channels, y,
+                              g.out_positions() * g.out_channels,
+                              [&](const float* x32, const float* w32, const float* b32, float* y32) { conv_forward<float>(g, x32, w32, b32, y32); });
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * cg;
   const int64_t C = g.out_channels;
   if constexpr (!is_bf16<T>)
@@ -412,8 +435,7 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
               gemm_rows<T>(rows, cg, K, col.data(), K, packed[static_cast<size_t>(grp)].data(), result.data(), cg, false);
               for (int64_t r = 0; r < rows; ++r) {
                 T* dst = dx + rows_of_dx[static_cast<size_t>(r)] * g.in_channels + grp * cg;
-                if constexpr (is_bf16<T>)
-                  for (int64_t ci = 0; ci < cg; ++ci) dst[ci] = from_acc<T>(result[static_cast<size_t>(r * cg + ci)]);
+                if constexpr (is_bf16<T>) round_to_bf16(result.data() + r * cg, nullptr, cg, dst);
                 else copy_run(result.data() + r * cg, cg, dst);
               }
             }
@@ -427,6 +449,10 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
 template <class T>
 void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
   using namespace conv_detail;
+  if constexpr (is_bf16<T>)
+    if (few_outputs(g, g.in_per_group()))
+      return bf16_through_f32(dy, g.out_positions() * g.out_channels, w, g.weight_size(), nullptr, 0, dx, g.in_positions() * g.in_channels,
+                              [&](const float* dy32, const float* w32, const float*, float* dx32) { conv_backward_data<float>(g, dy32, w32, dx32); });
   if (g.stride != std::array<int64_t, 3>{1, 1, 1}) return strided_backward_data(g, dy, w, dx);
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume(), K = kv * og, kw_n = g.kernel[2];
   if constexpr (!is_bf16<T>)
@@ -466,7 +492,7 @@ void conv_backward_weight(const ConvGeometry& g, const T* x, const T* dy, T* dw)
   // (conv_geometry.hpp's weight_gradient_split), and output channels into blocks (for large
   // weights, which few chunks would leave serial).
   const WeightGradientSplit split = weight_gradient_split(g);
-  const int64_t tile = split.tile, tiles = split.tiles, chunks = split.chunks;
+  const int64_t tile = split.tile, chunks = split.chunks;
   const int64_t weight = g.weight_size();
   const int64_t co_blocks = chunks >= 8 ? 1 : std::clamp<int64_t>(og / 32, 1, 8);
   // One chunk sums straight into dw, except in bf16, whose sums stay f32 until rounded.

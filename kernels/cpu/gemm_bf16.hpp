@@ -6,12 +6,13 @@
 // B is packed into panels of 16 columns, each [ceil(K / 2)][16][2]: for every pair of rows
 // (k, k + 1) the two values of a column sit side by side, as vdpbf16ps reads them, zero-padded
 // past N and past K. A's rows are read in place, a pair of values (one 32-bit word) broadcast at
-// a time. On a CPU with AVX512_BF16 a 6 x 32 tile of accumulators (two panels, 12 registers)
-// streams over the pairs of K; elsewhere an emulated kernel computes the same bits with fused
+// a time. On a CPU with AVX512_BF16 a 6 x 32 tile of accumulators (two panels, 12 registers), or
+// 12 x 16 for a last single panel, streams over the pairs of K; elsewhere an emulated kernel computes the same bits with fused
 // multiply-adds and explicit flushing, at a fraction of the speed (callers warn once).
 #include <immintrin.h>
 
 #include <algorithm>
+#include <bit>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -31,8 +32,9 @@ inline int64_t packed_size(int64_t N, int64_t K) { return (N + kPanel - 1) / kPa
 
 // Row i of a tile: A's row, or the tile's last row again where the tile is short (its results
 // are not stored).
-inline void tile_rows(const uint16_t* A, int64_t lda, int64_t m0, int64_t rows, const uint16_t* (&a)[kRows]) {
-  for (int i = 0; i < kRows; ++i) a[i] = A + (m0 + std::min<int64_t>(i, rows - 1)) * lda;
+template <int Rows>
+inline void tile_rows(const uint16_t* A, int64_t lda, int64_t m0, int64_t rows, const uint16_t* (&a)[Rows]) {
+  for (int i = 0; i < Rows; ++i) a[i] = A + (m0 + std::min<int64_t>(i, rows - 1)) * lda;
 }
 
 // The 32-bit word of pair kp of row a: a[2 kp] low, a[2 kp + 1] high (zero past K).
@@ -45,25 +47,27 @@ inline uint32_t pair_word(const uint16_t* a, int64_t kp, int64_t K) {
   return a[2 * kp];
 }
 
-template <int Panels>
+// A tile of Rows x (16 Panels) results: 6 x 32 or 12 x 16, twelve independent accumulators either
+// way, enough to cover vdpbf16ps's latency.
+template <int Panels, int Rows>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void tile_native(
-    int64_t rows, int64_t K, const uint16_t* const (&a)[kRows], const uint16_t* panel, int64_t panel_stride, float* C,
+    int64_t rows, int64_t K, const uint16_t* const (&a)[Rows], const uint16_t* panel, int64_t panel_stride, float* C,
     int64_t ldc, int64_t width, bool accumulate) {
   __mmask16 mask[Panels];
   for (int j = 0; j < Panels; ++j) {
     const int64_t valid = std::clamp<int64_t>(width - j * kPanel, 0, kPanel);
     mask[j] = static_cast<__mmask16>((1u << valid) - 1u);
   }
-  __m512 c[kRows][Panels];
-  for (int i = 0; i < kRows; ++i)
+  __m512 c[Rows][Panels];
+  for (int i = 0; i < Rows; ++i)
     for (int j = 0; j < Panels; ++j)
       c[i][j] = accumulate && i < rows ? _mm512_maskz_loadu_ps(mask[j], C + i * ldc + j * kPanel) : _mm512_setzero_ps();
   const int64_t full = K / 2;
   for (int64_t kp = 0; kp < full; ++kp) {
     __m512i b[Panels];
     for (int j = 0; j < Panels; ++j) b[j] = _mm512_loadu_si512(panel + j * panel_stride + kp * 2 * kPanel);
-#pragma GCC unroll 6
-    for (int i = 0; i < kRows; ++i) {
+#pragma GCC unroll 12
+    for (int i = 0; i < Rows; ++i) {
       uint32_t word;
       std::memcpy(&word, a[i] + 2 * kp, sizeof(word));
       const __m512i pair = _mm512_set1_epi32(static_cast<int>(word));
@@ -73,7 +77,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void tile
   if (K % 2) {  // the last pair: A's last value and a zero
     __m512i b[Panels];
     for (int j = 0; j < Panels; ++j) b[j] = _mm512_loadu_si512(panel + j * panel_stride + full * 2 * kPanel);
-    for (int i = 0; i < kRows; ++i) {
+    for (int i = 0; i < Rows; ++i) {
       const __m512i pair = _mm512_set1_epi32(a[i][K - 1]);
       for (int j = 0; j < Panels; ++j) c[i][j] = _mm512_dpbf16_ps(c[i][j], (__m512bh)pair, (__m512bh)b[j]);
     }
@@ -82,19 +86,26 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void tile
     for (int j = 0; j < Panels; ++j) _mm512_mask_storeu_ps(C + i * ldc + j * kPanel, mask[j], c[i][j]);
 }
 
+// Rows [0, M) of one or two panels starting at column n0, in tiles of Rows.
+template <int Panels, int Rows>
+inline void panel_rows_native(int64_t M, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* panel, int64_t stride, float* C,
+                              int64_t ldc, int64_t width, bool accumulate) {
+  for (int64_t m0 = 0; m0 < M; m0 += Rows) {
+    const int64_t rows = std::min<int64_t>(Rows, M - m0);
+    const uint16_t* a[Rows];
+    tile_rows(A, lda, m0, rows, a);
+    tile_native<Panels, Rows>(rows, K, a, panel, stride, C + m0 * ldc, ldc, width, accumulate);
+  }
+}
+
 inline void gemm_native(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* packed, float* C,
                         int64_t ldc, bool accumulate) {
   const int64_t panels = (N + kPanel - 1) / kPanel, stride = panel_size(K);
   for (int64_t p = 0; p < panels; p += 2) {
     const uint16_t* panel = packed + p * stride;
     const int64_t n0 = p * kPanel, width = std::min<int64_t>(2 * kPanel, N - n0);
-    for (int64_t m0 = 0; m0 < M; m0 += kRows) {
-      const int64_t rows = std::min<int64_t>(kRows, M - m0);
-      const uint16_t* a[kRows];
-      tile_rows(A, lda, m0, rows, a);
-      if (p + 1 < panels) tile_native<2>(rows, K, a, panel, stride, C + m0 * ldc + n0, ldc, width, accumulate);
-      else tile_native<1>(rows, K, a, panel, stride, C + m0 * ldc + n0, ldc, width, accumulate);
-    }
+    if (p + 1 < panels) panel_rows_native<2, 6>(M, K, A, lda, panel, stride, C + n0, ldc, width, accumulate);
+    else panel_rows_native<1, 12>(M, K, A, lda, panel, stride, C + n0, ldc, width, accumulate);
   }
 }
 
@@ -136,6 +147,22 @@ inline std::atomic<bool>& emulation_forced() {
   return forced;
 }
 }  // namespace gemm_bf16_detail
+
+// dst[j] = bf16(src[j] + bias[j]) (no bias where null) for j < n, rounded as float_to_bf16_bits
+// does; written without branches so that it vectorises.
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void round_to_bf16(const float* src,
+                                                                                                       const uint16_t* bias, int64_t n,
+                                                                                                       uint16_t* dst) {
+  auto round = [](float v) {
+    const uint32_t bits = std::bit_cast<uint32_t>(v);
+    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16, quiet_nan = (bits >> 16) | 0x0040u;
+    return static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
+  };
+  if (bias)
+    for (int64_t j = 0; j < n; ++j) dst[j] = round(src[j] + bf16_bits_to_float(bias[j]));
+  else
+    for (int64_t j = 0; j < n; ++j) dst[j] = round(src[j]);
+}
 
 // True where the bf16 kernels run on AVX512_BF16 (and are not forced onto the emulated path).
 inline bool bf16_native() {

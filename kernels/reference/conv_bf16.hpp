@@ -9,6 +9,9 @@
 //                     channels;
 //   weight gradient:  positions in order, one chain per chunk of tiles (weight_gradient_split),
 //                     the chunks' f32 sums then added in order.
+// Passes with at most 4 outputs per position (a unit-stride forward into 1 to 4 channels, a data
+// gradient into 1 to 4) are not vdpbf16ps chains: the CPU computes them with its f32 kernels on
+// the widened values, rounded once, and tests compare them with exactly that.
 #include <cstdint>
 #include <vector>
 

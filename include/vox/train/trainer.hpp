@@ -36,6 +36,8 @@
 #include <string>
 #include <vector>
 
+#include "vox/amp/autocast.hpp"
+#include "vox/amp/grad_scaler.hpp"
 #include "vox/core/cuda_graph.hpp"
 #include "vox/data/dataset.hpp"
 #include "vox/io/json.hpp"
@@ -64,6 +66,11 @@ struct TrainerOptions {
   Device device = Device::cpu();        // where the model is, and batches go
   bool cuda_graph = false;              // on CUDA: replay a captured iteration
   int64_t graph_warmup = 3;             // eager iterations before the capture
+  // Mixed precision: bf16 or f16 runs the forward pass, the loss and validation under autocast
+  // (vox/amp); f16 also scales the loss (GradScaler, `scaler`'s settings), whose scale and skipped
+  // steps go to metrics.csv and whose state to the checkpoint. Empty: f32.
+  std::optional<DType> amp;
+  amp::GradScalerOptions scaler{};
 };
 
 struct EpochRecord {
@@ -86,6 +93,12 @@ class Trainer {
     VOX_CHECK(!o_.cuda_graph || o_.device.is_cuda(), "Trainer", "cuda_graph needs a CUDA device, not ", o_.device);
     VOX_CHECK(!o_.cuda_graph || (o_.accumulate == 1 && o_.graph_warmup >= 1), "Trainer",
               "cuda_graph replays whole steps: it needs accumulate = 1 and graph_warmup >= 1");
+    VOX_CHECK(!o_.amp || *o_.amp == DType::bf16 || *o_.amp == DType::f16, "Trainer", "amp takes bf16 or f16, got ", *o_.amp);
+    VOX_CHECK(!(o_.cuda_graph && o_.amp == DType::f16), "Trainer",
+              "cuda_graph cannot capture f16's loss scaler, which decides on the host whether to step; use bf16 or eager steps");
+    amp::GradScalerOptions scaler_options = o_.scaler;
+    scaler_options.enabled = o_.amp == DType::f16;  // bf16 has f32's range: no scaling
+    scaler_ = amp::GradScaler(scaler_options);
     base_lr_ = optimizer_.learning_rate();
     if (!o_.run_dir.empty()) std::filesystem::create_directories(o_.run_dir);
   }
@@ -101,9 +114,10 @@ class Trainer {
     const std::string path = checkpoint_path("latest");
     VOX_CHECK(std::filesystem::exists(path), "Trainer", "nothing to resume: ", path, " does not exist");
     const io::Safetensors st = io::load_safetensors(path);
-    std::map<std::string, Tensor> model, optimizer, ema;
+    std::map<std::string, Tensor> model, optimizer, ema, scaler;
     for (const auto& [name, t] : st.tensors) {
-      if (name.rfind("model.", 0) == 0) model[name.substr(6)] = t;
+      if (name.rfind("scaler.", 0) == 0) scaler[name.substr(7)] = t;
+      else if (name.rfind("model.", 0) == 0) model[name.substr(6)] = t;
       else if (name.rfind("optimizer.", 0) == 0) optimizer[name.substr(10)] = t;
       else if (name.rfind("ema.", 0) == 0) ema[name.substr(4)] = t;
     }
@@ -113,6 +127,7 @@ class Trainer {
       ema_ = ema;
       for (auto& [name, t] : ema_) t = t.to(o_.device);
     }
+    if (!scaler.empty()) scaler_.load_state_dict(scaler);  // resume keeps the loss scale
     auto meta = [&](const std::string& key, bool allow_nan = false) {
       const auto it = st.metadata.find(key);
       VOX_CHECK(it != st.metadata.end(), "Trainer", path, " lacks the metadata \"", key, "\"; it is not a vox training checkpoint");
@@ -143,6 +158,7 @@ class Trainer {
       model_.train();
       const auto epoch_start = std::chrono::steady_clock::now();
       double loss_sum = 0;
+      int64_t skipped_steps = 0;
       auto batches = loader_.epoch(epoch, o_.iterations_per_epoch);
       if (!graph_) optimizer_.zero_grad();
       for (int64_t it = 0; it < o_.iterations_per_epoch; ++it) {
@@ -153,14 +169,25 @@ class Trainer {
           value = replay_iteration(image, label);
           check_finite(value, epoch, it);
         } else {
-          Tensor loss = loss_(forward(image), label);
+          Tensor loss;
+          {
+            amp::Autocast autocast(o_.device, o_.amp, o_.amp.has_value());
+            loss = loss_(forward(image), label);
+          }
           value = loss.item<double>();
           check_finite(value, epoch, it);
           if (o_.accumulate > 1) loss = div(loss, scalar(static_cast<double>(o_.accumulate)));
-          loss.backward();
+          scaler_.scale(loss).backward();
           if ((it + 1) % o_.accumulate == 0 || it + 1 == o_.iterations_per_epoch) {
-            if (o_.clip_norm > 0) optim::clip_grad_norm(optimizer_.params(), o_.clip_norm);
-            optimizer_.step();
+            if (o_.clip_norm > 0) {
+              scaler_.unscale(optimizer_);  // clip the true gradients
+              optim::clip_grad_norm(optimizer_.params(), o_.clip_norm);
+            }
+            if (!scaler_.step(optimizer_)) {
+              ++skipped_steps;
+              note_skipped_step(epoch, it);
+            }
+            scaler_.update();
             optimizer_.zero_grad();
             update_ema();
           }
@@ -172,7 +199,10 @@ class Trainer {
       EpochRecord record{epoch, lr, loss_sum / double(o_.iterations_per_epoch), seconds_since(epoch_start), {}};
       bool improved = false;
       if (validate_ && ((epoch + 1) % o_.validate_every == 0 || epoch + 1 == o_.epochs)) {
-        record.metrics = validate_with_ema();
+        {
+          amp::Autocast autocast(o_.device, o_.amp, o_.amp.has_value());
+          record.metrics = validate_with_ema();
+        }
         const auto found = record.metrics.find(o_.monitor);
         VOX_CHECK(found != record.metrics.end(), "Trainer", "validation returned no \"", o_.monitor, "\" to monitor");
         const double value = found->second;
@@ -180,6 +210,10 @@ class Trainer {
         if (improved) best_ = value, since_best_ = 0;
         else ++since_best_;
         if (plateau_) plateau_->step(value);
+      }
+      if (scaler_.enabled()) {  // the scale's history, beside the epoch's other numbers
+        record.metrics["amp_scale"] = scaler_.get_scale();
+        record.metrics["amp_skipped_steps"] = static_cast<double>(skipped_steps);
       }
       history_.push_back(record);
       if (o_.progress) print_epoch(record);
@@ -204,6 +238,22 @@ class Trainer {
   }
 
  private:
+  // A step the loss scaler skipped: which parameter's gradient was the first not finite.
+  void note_skipped_step(int64_t epoch, int64_t it) const {
+    if (!o_.progress) return;
+    std::string name = "?";
+    if (const auto index = scaler_.first_nonfinite_parameter()) {
+      const Tensor& p = optimizer_.params()[*index];
+      name = "parameter " + std::to_string(*index);
+      for (const auto& named : model_.named_parameters())
+        if (named.tensor->is_same(p)) name = named.name;
+    }
+    if (on_terminal()) std::fprintf(stderr, "\n");
+    std::printf("epoch %lld, iteration %lld: step skipped, the gradient of %s is not finite; loss scale now %g\n",
+                static_cast<long long>(epoch + 1), static_cast<long long>(it + 1), name.c_str(), scaler_.get_scale());
+    std::fflush(stdout);
+  }
+
   static void check_finite(double loss, int64_t epoch, int64_t it) {
     VOX_CHECK(std::isfinite(loss), "Trainer", "the loss is ", loss, " at epoch ", epoch, ", iteration ", it,
               "; lower the learning rate or check the data");
@@ -219,7 +269,10 @@ class Trainer {
       graph_label_ = label.clone();
       graph_->capture([&] {  // the eager iteration before it left the gradients zeroed
         optimizer_.zero_grad();
-        graph_loss_ = loss_(forward(graph_image_), graph_label_);
+        {
+          amp::Autocast autocast(o_.device, o_.amp, o_.amp.has_value());
+          graph_loss_ = loss_(forward(graph_image_), graph_label_);
+        }
         graph_loss_.backward();
         if (o_.clip_norm > 0) optim::clip_grad_norm_on_device(optimizer_.params(), o_.clip_norm);
         optimizer_.step();
@@ -281,8 +334,10 @@ class Trainer {
     for (const auto& [name, t] : model_.state_dict()) tensors["model." + name] = t.to(Device::cpu());
     for (const auto& [name, t] : optimizer_.state_dict()) tensors["optimizer." + name] = t.to(Device::cpu());
     for (const auto& [name, t] : ema_) tensors["ema." + name] = t.to(Device::cpu());
+    if (scaler_.enabled())
+      for (const auto& [name, t] : scaler_.state_dict()) tensors["scaler." + name] = t;
     std::map<std::string, std::string> meta{{"epoch", std::to_string(epoch)}, {"best", number(best_)}, {"since_best", std::to_string(since_best_)},
-                                            {"monitor", o_.monitor}};
+                                            {"monitor", o_.monitor}, {"amp", o_.amp ? std::string(dtype_name(*o_.amp)) : "f32"}};
     if (plateau_)
       for (const auto& [k, v] : plateau_->state()) meta["plateau." + k] = number(v);
     io::save_safetensors(checkpoint_path(which), tensors, meta);  // written to a temporary file, then renamed
@@ -409,6 +464,7 @@ class Trainer {
   Validate validate_;
   std::function<Tensor(const Tensor&)> forward_fn_;
   std::map<std::string, Tensor> ema_;
+  amp::GradScaler scaler_;            // enabled for f16 only
   std::unique_ptr<CudaGraph> graph_;  // with cuda_graph, once captured
   Tensor graph_image_, graph_label_, graph_loss_;
   std::vector<EpochRecord> history_;
