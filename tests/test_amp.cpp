@@ -277,3 +277,33 @@ TEST_CASE("the op table under bf16 autocast: f32 inputs, against the f64 referen
     }
   }
 }
+
+TEST_CASE("bf16 norms on the CPU read and write bf16 and compute in f32: exactly the f32 op on the widened values, rounded once") {
+  Generator gen(21);
+  const Tensor x16 = randn({2, 5, 4, 6, 16}, DType::f32, &gen).to(DType::bf16);
+  const Tensor r16 = randn({2, 5, 4, 6, 16}, DType::f32, &gen).to(DType::bf16);
+  const Tensor dy16 = randn({2, 5, 4, 6, 16}, DType::f32, &gen).to(DType::bf16);
+  Tensor weight = randn({16}, DType::f32, &gen), bias = randn({16}, DType::f32, &gen), slope = full({16}, 0.25);
+  for (Tensor* p : {&weight, &bias, &slope}) p->set_requires_grad(true);
+  auto run = [&](const Tensor& x, const Tensor& r, const Tensor& dy) {
+    Tensor xg = x.detach();
+    xg.set_requires_grad(true);
+    for (Tensor* p : {&weight, &bias, &slope}) p->zero_grad();
+    const Tensor y = instance_norm_prelu_add(xg, weight, bias, slope, r);
+    y.backward(dy);
+    return std::vector<Tensor>{y, xg.grad(), weight.grad(), bias.grad(), slope.grad()};
+  };
+  const auto got = run(x16, r16, dy16);
+  const auto want = run(x16.to(DType::f32), r16.to(DType::f32), dy16.to(DType::f32));
+  CHECK(got[0].dtype() == DType::bf16);
+  CHECK(got[1].dtype() == DType::bf16);
+  CHECK(values(got[0]) == values(want[0].to(DType::bf16)));  // the output
+  CHECK(values(got[1]) == values(want[1].to(DType::bf16)));  // the input's gradient
+  for (int i = 2; i < 5; ++i) {  // the parameters' gradients: f32, the same sums
+    CHECK(got[static_cast<size_t>(i)].dtype() == DType::f32);
+    CHECK(values(got[static_cast<size_t>(i)]) == values(want[static_cast<size_t>(i)]));
+  }
+  // group and batch norm take the same path
+  const Tensor g16 = group_norm(x16, 4, weight.detach(), bias.detach());
+  CHECK(values(g16) == values(group_norm(x16.to(DType::f32), 4, weight.detach(), bias.detach()).to(DType::bf16)));
+}

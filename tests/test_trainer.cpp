@@ -177,3 +177,50 @@ TEST_CASE("a process killed while writing a checkpoint leaves the previous one l
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
   CHECK_THROWS_AS(io::load_safetensors(path), Error);
 }
+
+TEST_CASE("mixed precision: f16 scales the loss, logs the scale and resumes it; bf16 needs no scaler; a resumed f16 run ends as an uninterrupted one") {
+  const data::PatchLoader loader(cases(), {.patch = {8, 8, 8}, .batch_size = 2, .augment = false, .seed = 9, .threads = 1});
+  auto run = [&](const std::string& dir, int64_t epochs, bool resume, DType amp) {
+    Net net = make_net();
+    optim::Adam adam(net.parameters(), {.lr = 1e-2});
+    // a growth interval of 2 so that the scale moves within the run, and resume has to restore it
+    train::Trainer trainer(net, adam, loader, ce(),
+                           {.epochs = epochs, .iterations_per_epoch = 3, .monitor = "score", .run_dir = dir, .progress = false,
+                            .amp = amp, .scaler = {.init_scale = 256.0, .growth_interval = 2}});
+    trainer.set_forward([&](const Tensor& x) {
+      const Tensor y = net.forward(x);
+      CHECK(y.dtype() == amp);  // the forward ran under autocast
+      return y;
+    });
+    trainer.set_validation([&](nn::Module&) { return std::map<std::string, double>{{"score", 1.0}}; });
+    if (resume) CHECK(trainer.resume() == 2);
+    trainer.fit();
+    for (const Tensor& p : net.parameters()) CHECK(p.dtype() == DType::f32);  // the master weights
+    return std::pair{net.state_dict(), trainer.history()};
+  };
+  const std::string straight = fresh("amp_straight"), stopped = fresh("amp_stopped");
+  const auto [whole, history] = run(straight, 4, false, DType::f16);
+  // 12 steps without overflow from 256 with growth every 2: 256 * 2^6 at the end
+  REQUIRE(history.back().metrics.count("amp_scale") == 1);
+  CHECK(history.back().metrics.at("amp_scale") == 256.0 * 64);
+  CHECK(history.back().metrics.at("amp_skipped_steps") == 0);
+  std::ifstream csv(straight + "/metrics.csv");
+  std::string header;
+  std::getline(csv, header);
+  CHECK(header == "epoch,lr,loss,seconds,amp_scale,amp_skipped_steps,score");
+  run(stopped, 2, false, DType::f16);
+  const auto [resumed, resumed_history] = run(stopped, 4, true, DType::f16);
+  CHECK(resumed_history.back().metrics.at("amp_scale") == 256.0 * 64);  // the scale came back with the checkpoint
+  for (const auto& [name, t] : whole) {
+    INFO(name);
+    CHECK(values(resumed.at(name)) == values(t));
+  }
+  const auto [bf16_state, bf16_history] = run(fresh("amp_bf16"), 2, false, DType::bf16);
+  CHECK(bf16_history.back().metrics.count("amp_scale") == 0);
+  {
+    Net net = make_net();
+    optim::Adam adam(net.parameters(), {.lr = 1e-2});
+    CHECK_THROWS_WITH_AS(train::Trainer(net, adam, loader, ce(), {.progress = false, .amp = DType::i8}), Contains("amp takes bf16 or f16"),
+                         Error);
+  }
+}

@@ -148,20 +148,14 @@ inline std::atomic<bool>& emulation_forced() {
 }
 }  // namespace gemm_bf16_detail
 
-// dst[j] = bf16(src[j] + bias[j]) (no bias where null) for j < n, rounded as float_to_bf16_bits
-// does; written without branches so that it vectorises.
+// dst[j] = bf16(src[j] + bias[j]) (no bias where null) for j < n.
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void round_to_bf16(const float* src,
                                                                                                        const uint16_t* bias, int64_t n,
                                                                                                        uint16_t* dst) {
-  auto round = [](float v) {
-    const uint32_t bits = std::bit_cast<uint32_t>(v);
-    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16, quiet_nan = (bits >> 16) | 0x0040u;
-    return static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);
-  };
   if (bias)
-    for (int64_t j = 0; j < n; ++j) dst[j] = round(src[j] + bf16_bits_to_float(bias[j]));
+    for (int64_t j = 0; j < n; ++j) dst[j] = float_to_bf16_bits(src[j] + bf16_bits_to_float(bias[j]));
   else
-    for (int64_t j = 0; j < n; ++j) dst[j] = round(src[j]);
+    for (int64_t j = 0; j < n; ++j) dst[j] = float_to_bf16_bits(src[j]);
 }
 
 // True where the bf16 kernels run on AVX512_BF16 (and are not forced onto the emulated path).
@@ -203,12 +197,43 @@ inline void gemm_bf16_packed(int64_t M, int64_t N, int64_t K, const uint16_t* A,
   else gemm_bf16_detail::gemm_emulated(M, N, K, A, lda, packed, C, ldc, accumulate);
 }
 
+// pack_bf16_panels for a row-major B[K][N]: rows 2 kp and 2 kp + 1 interleaved a panel at a time,
+// read in order (the weight gradient packs a whole column buffer per tile: this is most of its
+// packing time).
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void pack_bf16_matrix(
+    int64_t N, int64_t K, const uint16_t* B, int64_t ldb, uint16_t* packed) {
+  using namespace gemm_bf16_detail;
+  const int64_t kpairs = pairs(K), stride = panel_size(K), full_panels = N / kPanel;
+  const int64_t tail = N - full_panels * kPanel;
+  for (int64_t kp = 0; kp < kpairs; ++kp) {
+    const uint16_t* r0 = B + 2 * kp * ldb;
+    const uint16_t* r1 = 2 * kp + 1 < K ? r0 + ldb : nullptr;  // an odd K's last pair has a zero second row
+    for (int64_t p = 0; p < full_panels; ++p) {
+      uint16_t* dst = packed + p * stride + kp * 2 * kPanel;
+      const uint16_t* a = r0 + p * kPanel;
+      if (r1) {
+        const uint16_t* b = r1 + p * kPanel;
+        for (int64_t j = 0; j < kPanel; ++j) dst[2 * j] = a[j], dst[2 * j + 1] = b[j];
+      } else {
+        for (int64_t j = 0; j < kPanel; ++j) dst[2 * j] = a[j], dst[2 * j + 1] = 0;
+      }
+    }
+    if (tail) {
+      uint16_t* dst = packed + full_panels * stride + kp * 2 * kPanel;
+      for (int64_t j = 0; j < kPanel; ++j) {
+        const int64_t n = full_panels * kPanel + j;
+        dst[2 * j] = j < tail ? r0[n] : uint16_t{0};
+        dst[2 * j + 1] = j < tail && r1 ? r1[n] : uint16_t{0};
+      }
+    }
+  }
+}
+
 // C[M][N] (+)= A[M][K] * B[K][N] on the calling thread; `scratch` holds the packed B.
 inline void gemm_bf16(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float* C,
                       int64_t ldc, bool accumulate, std::vector<uint16_t>& scratch) {
-  const int64_t panels = (N + gemm_bf16_detail::kPanel - 1) / gemm_bf16_detail::kPanel;
   scratch.resize(static_cast<size_t>(gemm_bf16_detail::packed_size(N, K)));
-  pack_bf16_panels(N, K, [&](int64_t k, int64_t n) { return B[k * ldb + n]; }, scratch.data(), 0, panels);
+  pack_bf16_matrix(N, K, B, ldb, scratch.data());
   gemm_bf16_packed(M, N, K, A, lda, scratch.data(), C, ldc, accumulate);
 }
 

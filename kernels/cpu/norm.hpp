@@ -6,6 +6,9 @@
 //   group norm     B = N, R = spatial,     G = groups
 //   layer norm     B = outer, R = 1, C = normalised size, G = 1
 // Sums run in f64 in a fixed chunking of R, so results do not depend on the thread count.
+// The data (x, y, dy, dx, a residual) is stored as S and the parameters kept as T: S = T for f32
+// and f64; bf16 data (S = uint16_t, raw bf16 bits) has f32 parameters, is computed in f32 and is
+// rounded once when written (norm_lanes.hpp).
 // Statistics are two-pass (mean, then centred squares): no cancellation for large means.
 #include <algorithm>
 #include <cmath>
@@ -69,8 +72,8 @@ void for_each_block(const NormShape& s, F f) {
   });
 }
 // mean and biased variance per (b, g).
-template <class T>
-void norm_statistics(const NormShape& s, const T* x, std::vector<double>& mean, std::vector<double>& var) {
+template <class S>
+void norm_statistics(const NormShape& s, const S* x, std::vector<double>& mean, std::vector<double>& var) {
   const int64_t cg = s.per_group();
   const int64_t L = lane_width(s.C);
   std::vector<double> sums;
@@ -123,10 +126,10 @@ std::vector<T> slopes_per_channel(int64_t C, const T* slope, int64_t stride) {
 // y = (x - mean) * rstd * gamma + beta, as one multiply-add per element with per-(b, c) terms,
 // followed, when `slope` is given, by PReLU (y = z > 0 ? z : slope_c * z) in the same pass, and
 // when `addend` is given (a residual branch laid out as x), by y += addend.
-template <class T>
-void norm_apply(const NormShape& s, const T* x, const std::vector<double>& mean, const std::vector<double>& rstd,
-                const T* gamma, const T* beta, T* y, const T* slope = nullptr, int64_t slope_stride = 0,
-                const T* addend = nullptr) {
+template <class T, class S = T>
+void norm_apply(const NormShape& s, const S* x, const std::vector<double>& mean, const std::vector<double>& rstd,
+                const T* gamma, const T* beta, S* y, const T* slope = nullptr, int64_t slope_stride = 0,
+                const S* addend = nullptr) {
   std::vector<T> scale, shift;
   norm_coefficients(s, mean, rstd, gamma, beta, scale, shift);
   const std::vector<T> a = slope ? slopes_per_channel(s.C, slope, slope_stride) : std::vector<T>();
@@ -143,9 +146,9 @@ void norm_apply(const NormShape& s, const T* x, const std::vector<double>& mean,
 // dgamma and dbeta are [C] and may be null. With `slope`, y is PReLU of that (norm_apply with a
 // slope): the PReLU's input is recomputed from x rather than stored, its gradient folded into
 // dy on the fly, and dslope ([C], or [1] for a shared slope) summed in the same pass.
-template <class T>
-void norm_backward(const NormShape& s, const T* x, const T* dy, const std::vector<double>& mean,
-                   const std::vector<double>& rstd, const T* gamma, bool constant_stats, T* dx, T* dgamma, T* dbeta,
+template <class T, class S = T>
+void norm_backward(const NormShape& s, const S* x, const S* dy, const std::vector<double>& mean,
+                   const std::vector<double>& rstd, const T* gamma, bool constant_stats, S* dx, T* dgamma, T* dbeta,
                    const T* beta = nullptr, const T* slope = nullptr, int64_t slope_stride = 0, T* dslope = nullptr) {
   const int64_t cg = s.per_group();
   std::vector<T> scale, shift, a;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/cpu/norm.hpp"
+#include "vox/ops/bf16_kernels.hpp"
 #include "vox/ops/fwd.hpp"
 #include "vox/ops/map.hpp"
 
@@ -65,6 +66,43 @@ inline Tensor normalize_cuda(const char* node, const Tensor& x, kernels::cpu::No
   return out;
 }
 
+// normalize() for bf16 on the CPU: the kernels read and write bf16 (raw bits) and compute in f32
+// with f64 statistics; weight, bias and slope are used in f32 whatever their dtype (the master
+// weights under autocast), and their gradients come back in f32 (the tape gives each input its
+// own dtype). The input alone is kept for the backward pass, in bf16.
+inline Tensor normalize_bf16(const char* node, const Tensor& x, kernels::cpu::NormShape s, const Tensor& weight, const Tensor& bias,
+                             double eps, bool fixed_stats, std::vector<double>& mean, std::vector<double>& var, const Tensor& slope,
+                             const Tensor& residual) {
+  auto f32 = [](const Tensor& t) { return t.defined() ? t.detach().to(DType::f32).contiguous() : Tensor(); };
+  const Tensor w = weight.defined() ? reshape(weight, {s.C}) : Tensor();
+  const Tensor b = bias.defined() ? reshape(bias, {s.C}) : Tensor();
+  const Tensor xc = x.detach().contiguous(), wc = f32(w), bc = f32(b), ac = f32(slope);
+  const Tensor rc = residual.defined() ? residual.detach().to(DType::bf16).contiguous() : Tensor();
+  const int64_t slope_stride = ac.defined() && ac.size(0) > 1 ? 1 : 0;
+  Tensor out = empty(x.shape(), DType::bf16);
+  auto p32 = [](const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
+  if (!fixed_stats) kernels::cpu::norm_statistics(s, bf16_bits(xc), mean, var);
+  std::vector<double> rstd(var.size());
+  for (size_t i = 0; i < var.size(); ++i) rstd[i] = 1.0 / std::sqrt(var[i] + eps);
+  kernels::cpu::norm_apply<float>(s, bf16_bits(xc), mean, rstd, p32(wc), p32(bc), bf16_bits(out), p32(ac), slope_stride,
+                                  rc.defined() ? bf16_bits(rc) : nullptr);
+  autograd::record(node, out, {x, w, b, slope, residual}, [s, xc, wc, bc, ac, slope_stride, mean, rstd, fixed_stats,
+                                                           need_x = x.requires_grad(), need_w = w.requires_grad(),
+                                                           need_b = b.requires_grad(), need_a = slope.defined() && slope.requires_grad(),
+                                                           need_r = residual.defined() && residual.requires_grad()](const Tensor& g) {
+    const Tensor gc = g.to(DType::bf16).contiguous();
+    Tensor gx = need_x ? empty(xc.shape(), DType::bf16) : Tensor();
+    Tensor gw = need_w ? empty(Shape{s.C}, DType::f32) : Tensor();
+    Tensor gb = need_b ? empty(Shape{s.C}, DType::f32) : Tensor();
+    Tensor ga = need_a ? empty(ac.shape(), DType::f32) : Tensor();
+    auto ptr = [](const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
+    kernels::cpu::norm_backward<float>(s, bf16_bits(xc), bf16_bits(gc), mean, rstd, ptr(wc), fixed_stats, gx.defined() ? bf16_bits(gx) : nullptr,
+                                       ptr(gw), ptr(gb), ptr(bc), ptr(ac), slope_stride, ptr(ga));
+    return std::vector<Tensor>{gx, gw, gb, ga, need_r ? g : Tensor()};
+  });
+  return out;
+}
+
 // Normalises x viewed as [B][R][C] with G groups. With fixed statistics (batch norm in eval
 // mode) mean/var are given and treated as constants; otherwise they are computed and returned.
 // With `slope` defined ([1] or [C]), PReLU follows in the same passes (instance_norm_prelu), and
@@ -92,7 +130,8 @@ inline Tensor normalize(const char* op, const char* node, const Tensor& x, kerne
   if (residual.defined())
     VOX_CHECK(residual.shape() == x.shape() && accepted(residual), op, "the residual must match the input ", x.shape(), " ",
               x.dtype(), narrow ? " (or be f32)" : "", ", got ", residual.shape(), " ", residual.dtype());
-  if (narrow) {
+  if (x.dtype() == DType::bf16 && x.device().is_cpu()) return normalize_bf16(node, x, s, weight, bias, eps, fixed_stats, mean, var, slope, residual);
+  if (narrow) {  // f16, and bf16 on CUDA: computed in f32 and rounded
     auto f32 = [](const Tensor& t) { return t.defined() ? cast(t, DType::f32) : Tensor(); };
     return cast(normalize(op, node, cast(x, DType::f32), s, f32(weight), f32(bias), eps, fixed_stats, mean, var, f32(slope),
                           f32(residual), device_stats),
