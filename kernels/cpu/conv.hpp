@@ -38,14 +38,10 @@ constexpr bool is_bf16 = std::is_same_v<T, uint16_t>;
 // What the GEMM accumulates and returns: f32 for bf16, T otherwise.
 template <class T>
 using acc_t = std::conditional_t<is_bf16<T>, float, T>;
+// An accumulated value as stored: rounded once for bf16.
 template <class T>
 inline T from_acc(acc_t<T> v) {
   if constexpr (is_bf16<T>) return float_to_bf16_bits(v);
-  else return v;
-}
-template <class T>
-inline acc_t<T> to_acc(T v) {
-  if constexpr (is_bf16<T>) return bf16_bits_to_float(v);
   else return v;
 }
 
@@ -336,8 +332,10 @@ void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx
   }
   // With at most 4 input channels, each phase is a planar correlation of dy (copied to planes
   // once, with margins wide enough for every phase).
+  // (bf16 never takes the planar branches: conv_backward_data sends it through f32 first; the
+  // `if constexpr`s below only keep them from being compiled for it)
   const bool planar = !is_bf16<T> && few_outputs(g, cg);
-  std::optional<Planes<acc_t<T>>> planes;  // (never made for bf16)
+  std::optional<Planes<acc_t<T>>> planes;
   auto phase_offsets = [&](const std::array<int64_t, 3>& first, const std::vector<std::array<int64_t, 4>>& phase_taps) {
     std::vector<std::array<int64_t, 3>> offsets;  // exact divisions: the phase guarantees divisibility
     for (const auto& t : phase_taps)
@@ -504,7 +502,9 @@ void conv_backward_weight(const ConvGeometry& g, const T* x, const T* dy, T* dw)
     for (int64_t item = ib; item < ie; ++item) {
       const int64_t chunk = item / co_blocks, block = item % co_blocks;
       const int64_t co0 = og * block / co_blocks, co1 = og * (block + 1) / co_blocks, cn = co1 - co0;
-      acc_t<T>* acc = direct ? reinterpret_cast<acc_t<T>*>(dw) : partial.data() + chunk * weight;
+      acc_t<T>* acc = partial.empty() ? nullptr : partial.data() + chunk * weight;
+      if constexpr (!is_bf16<T>)
+        if (direct) acc = dw;
       for (int64_t ti = split.first_tile(chunk); ti < split.first_tile(chunk + 1); ++ti) {
         const int64_t p0 = ti * tile, rows = std::min(tile, P - p0);
         for (int64_t grp = 0; grp < g.groups; ++grp) {

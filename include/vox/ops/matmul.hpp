@@ -95,8 +95,9 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
   VOX_CHECK(a.dtype() == b.dtype(), "matmul", "dtypes differ: ", a.dtype(), " and ", b.dtype(), " (shapes ", a.shape(),
             " and ", b.shape(), ")");
   VOX_CHECK(is_floating(a.dtype()), "matmul", "needs floating operands, got ", a.dtype());
-  // f16 is computed in f32 and stored back; bf16 runs on the bf16 GEMM on the CPU
-  if (a.dtype() == DType::f16 || (a.dtype() == DType::bf16 && a.device().is_cuda()))
+  // 16-bit operands run natively (cuBLAS with f32 accumulation on CUDA, the bf16 GEMM on the
+  // CPU), except f16 on the CPU, which is computed in f32 and stored back
+  if (a.dtype() == DType::f16 && !a.device().is_cuda())
     return cast(matmul(cast(a, DType::f32), cast(b, DType::f32)), a.dtype());
   // 1-D operands become matrices, and the added axis is dropped from the result.
   const Tensor a2 = a.rank() == 1 ? unsqueeze(a, 0) : a;
