@@ -34,53 +34,43 @@ __attribute__((target("avx512f,avx512bf16"))) inline float dpbf16_chains(int64_t
   for (int64_t it = 0; it < iterations; ++it)
 #pragma GCC unroll 12
     for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], (__m512bh)a, (__m512bh)b);
-  float total = 0;
-  for (int i = 0; i < 12; ++i) total += _mm512_reduce_add_ps(acc[i]);
+  float total = 0, lanes[16];
+  for (int i = 0; i < 12; ++i) {
+    _mm512_storeu_ps(lanes, acc[i]);
+    for (float v : lanes) total += v;
+  }
   return total;
 }
 }  // namespace peak_detail
 
-// GFLOP/s of multiply-add on `threads` threads (one FMA = 2 FLOPs), one trial.
-inline double fma_trial(int threads) {
+// GFLOP/s of `chains` (12 chains of 16 lanes, flops_per_lane per lane and iteration) run on
+// `threads` threads at once, one trial.
+inline double chains_trial(int threads, float (*chains)(int64_t), double flops_per_lane) {
   const int64_t iterations = 4'000'000;
   const auto start = std::chrono::steady_clock::now();
   volatile float sink = 0;
   const int previous = num_threads();
   set_num_threads(threads);
   parallel_for(0, threads, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) sink = sink + peak_detail::fma_chains(iterations);
+    for (int64_t t = b; t < e; ++t) sink = sink + chains(iterations);
   });
   set_num_threads(previous);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return 2.0 * 12 * 16 * static_cast<double>(iterations) * threads / seconds / 1e9;
+  return flops_per_lane * 12 * 16 * static_cast<double>(iterations) * threads / seconds / 1e9;
 }
 
-// GFLOP/s of vdpbf16ps on `threads` threads (16 lanes x 2 products x 2 FLOPs), one trial; 0
-// where the CPU has no AVX512_BF16.
-inline double dpbf16_trial(int threads) {
-  if (!__builtin_cpu_supports("avx512bf16")) return 0;
-  const int64_t iterations = 4'000'000;
-  const auto start = std::chrono::steady_clock::now();
-  volatile float sink = 0;
-  const int previous = num_threads();
-  set_num_threads(threads);
-  parallel_for(0, threads, 1, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) sink = sink + peak_detail::dpbf16_chains(iterations);
-  });
-  set_num_threads(previous);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return 4.0 * 12 * 16 * static_cast<double>(iterations) * threads / seconds / 1e9;
-}
-
-// The best of five trials: a shared machine only ever slows the probe down.
+// The f32 FMA peak (an FMA is 2 FLOPs a lane) and the bf16 vdpbf16ps peak (2 products and 2
+// sums a lane; 0 where the CPU has no AVX512_BF16), each the best of five trials: a shared
+// machine only ever slows the probe down.
 inline double measure_fma_peak(int threads) {
   double best = 0;
-  for (int trial = 0; trial < 5; ++trial) best = std::max(best, fma_trial(threads));
+  for (int trial = 0; trial < 5; ++trial) best = std::max(best, chains_trial(threads, peak_detail::fma_chains, 2.0));
   return best;
 }
 inline double measure_bf16_peak(int threads) {
+  if (!__builtin_cpu_supports("avx512bf16")) return 0;
   double best = 0;
-  for (int trial = 0; trial < 5; ++trial) best = std::max(best, dpbf16_trial(threads));
+  for (int trial = 0; trial < 5; ++trial) best = std::max(best, chains_trial(threads, peak_detail::dpbf16_chains, 4.0));
   return best;
 }
 

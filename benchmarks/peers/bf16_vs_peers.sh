@@ -5,32 +5,20 @@
 # "bf16 MODEL" markers of docs/perf.md and prints it.
 #   benchmarks/peers/bf16_vs_peers.sh MODEL SIZE BATCH [ITERS] [THREADS] [VOX_BINARY]
 # The issue's runs: monai-unet 96 1, unet3d 64 1, resnet3d-18 64 2. The PyPI packages come from
-# the virtual environment model_vs_peers.sh makes ($VOX_PEER_VENV).
+# the same virtual environment as model_vs_peers.sh ($VOX_PEER_VENV, peer_common.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 model="${1:?usage: bf16_vs_peers.sh MODEL SIZE BATCH [ITERS] [THREADS] [VOX_BINARY]}"; size="${2:?SIZE}"; batch="${3:?BATCH}"
 iters="${4:-10}"; threads="${5:-2}"; vox="${6:-build/release/tools/vox}"
 case "$model" in monai-unet | unet3d | resnet3d-18) ;; *) echo "bf16_vs_peers.sh: MODEL must be monai-unet, unet3d or resnet3d-18, got $model" >&2; exit 2 ;; esac
 venv="${VOX_PEER_VENV:-$HOME/.cache/vox/peers-venv}"
+source benchmarks/peers/peer_common.sh
 if [ ! -x "$vox" ]; then
   cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release > /dev/null
   cmake --build build/release -j"$(nproc)" --target vox_cli
 fi
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, monai, onnx, openvino" 2> /dev/null; then
-  echo "== creating $venv: torch, onnx, onnxscript, onnxruntime, openvino from PyPI; monai without its dependencies"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch onnx onnxscript onnxruntime openvino numpy
-  "$venv/bin/pip" install -q --no-deps monai
-fi
+ensure_peer_venv "$venv"
 
-log="$(mktemp)"; trap 'rm -f "$log"' EXIT
-measure() {  # LABEL COMMAND...: the command's ms_per_iter and peak_rss_mib
-  local label="$1"; shift
-  echo "== $label: $*" >&2
-  "$@" > "$log" 2>&1 || { cat "$log" >&2; echo "$label failed" >&2; exit 1; }
-  grep -v "^iteration" "$log" | grep -v "Warning\|warn\|check_training_mode" >&2 || true
-  echo "$(sed -n 's/^ms_per_iter=//p' "$log") $(sed -n 's/^peak_rss_mib=//p' "$log")"
-}
 peer() { "$venv/bin/python" benchmarks/peers/model_peer.py --model "$model" --size "$size" --batch "$batch" --iters "$iters" --threads "$threads" "$@"; }
 bench() { "$vox" bench --model "$model" --size "$size" --batch "$batch" --iters "$iters" --threads "$threads" "$@"; }
 torch_version="$("$venv/bin/python" -c 'import torch; print(torch.__version__)')"
@@ -65,16 +53,4 @@ ${rows%$'\n'}
 EOF
 )"
 echo "$table"
-python3 - docs/perf.md "$table" "$model" "$size" <<'PY'
-import sys
-path, table, model, size = sys.argv[1:5]
-text = open(path).read()
-begin, end = f"<!-- bf16 {model} -->", f"<!-- /bf16 {model} -->"
-block = f"{begin}\n{table}\n{end}"
-if begin in text:
-    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-else:
-    text += f"\n## {model} at {size}^3 on the CPU in bf16: vox against PyTorch and OpenVINO\n\n{block}\n"
-open(path, "w").write(text)
-PY
-echo "wrote the table to docs/perf.md"
+write_perf_table "bf16 $model" "$model at ${size}^3 on the CPU in bf16: vox against PyTorch and OpenVINO" "$table"

@@ -17,31 +17,19 @@ iters="${4:-10}"; threads="${5:-2}"; vox="${6:-build/release/tools/vox}"
 case "$model" in monai-unet | unet3d | resnet3d-18) ;; *) echo "model_vs_peers.sh: MODEL must be monai-unet, unet3d or resnet3d-18, got $model" >&2; exit 2 ;; esac
 venv="${VOX_PEER_VENV:-$HOME/.cache/vox/peers-venv}"
 source scripts/deps.sh
+source benchmarks/peers/peer_common.sh
 install_debian_packages python3-torch python3-numpy python3-venv
 if [ ! -x "$vox" ]; then
   cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release > /dev/null
   cmake --build build/release -j"$(nproc)" --target vox_cli
 fi
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, monai, onnx, onnxruntime, openvino" 2> /dev/null; then
-  echo "== creating $venv: torch, onnx, onnxscript, onnxruntime, openvino from PyPI; monai without its dependencies"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q torch onnx onnxscript onnxruntime openvino numpy
-  "$venv/bin/pip" install -q --no-deps monai
-fi
+ensure_peer_venv "$venv"
 # Debian's torch runs MONAI from a venv that sees the system packages
 source tests/parity/monai_venv.sh
 monai_venv="${VOX_MONAI_VENV:-$HOME/.cache/vox/monai-venv}"
 ensure_monai_venv "$monai_venv"
 debian_python="$monai_venv/bin/python"
 
-log="$(mktemp)"; trap 'rm -f "$log"' EXIT
-measure() {  # LABEL COMMAND...: the command's ms_per_iter and peak_rss_mib
-  local label="$1"; shift
-  echo "== $label: $*" >&2
-  "$@" > "$log" 2>&1 || { cat "$log" >&2; echo "$label failed" >&2; exit 1; }
-  grep -v "^iteration" "$log" | grep -v "Warning\|warn\|check_training_mode" >&2 || true
-  echo "$(sed -n 's/^ms_per_iter=//p' "$log") $(sed -n 's/^peak_rss_mib=//p' "$log")"
-}
 peer() { "$1" benchmarks/peers/model_peer.py --model "$model" --size "$size" --batch "$batch" --iters "$iters" --threads "$threads" "${@:2}"; }
 bench() { "$vox" bench --model "$model" --size "$size" --batch "$batch" --iters "$iters" --threads "$threads" "$@"; }
 
@@ -75,16 +63,4 @@ interpreter and imports included). Ratio = peer time / vox time (above 1: vox fa
 EOF
 )"
 echo "$table"
-python3 - docs/perf.md "$table" "$model" "$size" <<'PY'
-import sys
-path, table, model, size = sys.argv[1:5]
-text = open(path).read()
-begin, end = f"<!-- peers {model} -->", f"<!-- /peers {model} -->"
-block = f"{begin}\n{table}\n{end}"
-if begin in text:
-    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-else:
-    text += f"\n## {model} at {size}^3 on the CPU: vox against PyTorch, ONNX Runtime and OpenVINO\n\n{block}\n"
-open(path, "w").write(text)
-PY
-echo "wrote the table to docs/perf.md"
+write_perf_table "peers $model" "$model at ${size}^3 on the CPU: vox against PyTorch, ONNX Runtime and OpenVINO" "$table"
