@@ -198,36 +198,41 @@ inline void gemm_bf16_packed(int64_t M, int64_t N, int64_t K, const uint16_t* A,
   else gemm_bf16_detail::gemm_emulated(M, N, K, A, lda, packed, C, ldc, accumulate);
 }
 
-// pack_bf16_panels for a row-major B[K][N]: rows 2 kp and 2 kp + 1 interleaved a panel at a time,
-// read in order (the weight gradient packs a whole column buffer per tile: this is most of its
-// packing time).
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void pack_bf16_matrix(
-    int64_t N, int64_t K, const uint16_t* B, int64_t ldb, uint16_t* packed) {
-  using namespace gemm_bf16_detail;
-  const int64_t kpairs = pairs(K), stride = panel_size(K), full_panels = N / kPanel;
-  const int64_t tail = N - full_panels * kPanel;
-  for (int64_t kp = 0; kp < kpairs; ++kp) {
-    const uint16_t* r0 = B + 2 * kp * ldb;
-    const uint16_t* r1 = 2 * kp + 1 < K ? r0 + ldb : nullptr;  // an odd K's last pair has a zero second row
-    for (int64_t p = 0; p < full_panels; ++p) {
-      uint16_t* dst = packed + p * stride + kp * 2 * kPanel;
-      const uint16_t* a = r0 + p * kPanel;
-      if (r1) {
-        const uint16_t* b = r1 + p * kPanel;
-        for (int64_t j = 0; j < kPanel; ++j) dst[2 * j] = a[j], dst[2 * j + 1] = b[j];
-      } else {
-        for (int64_t j = 0; j < kPanel; ++j) dst[2 * j] = a[j], dst[2 * j + 1] = 0;
-      }
+namespace gemm_bf16_detail {
+// The full panels [0, N / 16) of a row-major B[K][N], panel by panel, so that each panel is
+// written in order: for each pair of rows, the 16 values of each interleaved by one permute.
+__attribute__((target("avx512f,avx512bw"))) inline void pack_full_panels_avx512(int64_t N, int64_t K, const uint16_t* B, int64_t ldb,
+                                                                               uint16_t* packed) {
+  // element 2j from row 2 kp's j, 2j + 1 from row 2 kp + 1's j: indices into (a | b at 32)
+  alignas(64) static constexpr uint16_t order[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                                     8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  const __m512i index = _mm512_load_si512(order);
+  const int64_t full = K / 2, stride = panel_size(K);
+  for (int64_t p = 0; p < N / kPanel; ++p) {
+    uint16_t* dst = packed + p * stride;
+    const uint16_t* column = B + p * kPanel;
+    for (int64_t kp = 0; kp < full; ++kp) {
+      const __m512i a = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(column + 2 * kp * ldb)));
+      const __m512i b = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(column + (2 * kp + 1) * ldb)));
+      _mm512_storeu_si512(dst + kp * 2 * kPanel, _mm512_permutex2var_epi16(a, index, b));
     }
-    if (tail) {
-      uint16_t* dst = packed + full_panels * stride + kp * 2 * kPanel;
-      for (int64_t j = 0; j < kPanel; ++j) {
-        const int64_t n = full_panels * kPanel + j;
-        dst[2 * j] = j < tail ? r0[n] : uint16_t{0};
-        dst[2 * j + 1] = j < tail && r1 ? r1[n] : uint16_t{0};
-      }
+    if (K % 2) {  // an odd K's last pair: its second row is zero
+      const __m512i a = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(column + (K - 1) * ldb)));
+      _mm512_storeu_si512(dst + full * 2 * kPanel, _mm512_permutex2var_epi16(a, index, _mm512_setzero_si512()));
     }
   }
+}
+}  // namespace gemm_bf16_detail
+
+// pack_bf16_panels for a row-major B[K][N], with the full panels by AVX-512 permutes where the
+// CPU has them. The weight gradient packs a whole column buffer per tile: with its few output
+// rows, element-by-element packing took as long as the products.
+inline void pack_bf16_matrix(int64_t N, int64_t K, const uint16_t* B, int64_t ldb, uint16_t* packed) {
+  using namespace gemm_bf16_detail;
+  static const bool avx512bw = __builtin_cpu_supports("avx512bw");
+  const int64_t panels = (N + kPanel - 1) / kPanel, full_panels = avx512bw ? N / kPanel : 0;
+  if (full_panels > 0) pack_full_panels_avx512(N, K, B, ldb, packed);
+  pack_bf16_panels(N, K, [&](int64_t k, int64_t n) { return B[k * ldb + n]; }, packed, full_panels, panels);
 }
 
 // C[M][N] (+)= A[M][K] * B[K][N] on the calling thread; `scratch` holds the packed B.
