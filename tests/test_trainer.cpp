@@ -215,6 +215,20 @@ TEST_CASE("mixed precision: f16 scales the loss, logs the scale and resumes it; 
     INFO(name);
     CHECK(values(resumed.at(name)) == values(t));
   }
+  {  // gradients beyond f16's range: every step skipped, the scale halved each time, the weights untouched
+    Net net = make_net();
+    const auto before = net.state_dict();
+    optim::Adam adam(net.parameters(), {.lr = 1e-2});
+    train::Trainer trainer(net, adam, loader,
+                           [](const Tensor& logits, const Tensor& target) { return mul(cross_entropy(logits, target), scalar(1e30)); },
+                           {.epochs = 1, .iterations_per_epoch = 3, .progress = false, .amp = DType::f16, .scaler = {.init_scale = 256.0}});
+    trainer.set_forward([&](const Tensor& x) { return net.forward(x); });
+    const auto& h = trainer.fit();
+    CHECK(h.back().metrics.at("amp_skipped_steps") == 3);
+    CHECK(h.back().metrics.at("amp_scale") == 32.0);
+    for (const auto& [name, t] : net.state_dict())
+      if (is_floating(t.dtype())) CHECK(values(t) == values(before.at(name)));
+  }
   const auto [bf16_state, bf16_history] = run(fresh("amp_bf16"), 2, false, DType::bf16);
   CHECK(bf16_history.back().metrics.count("amp_scale") == 0);
   {

@@ -183,11 +183,12 @@ class Trainer {
               scaler_.unscale(optimizer_);  // clip the true gradients
               optim::clip_grad_norm(optimizer_.params(), o_.clip_norm);
             }
-            if (!scaler_.step(optimizer_)) {
-              ++skipped_steps;
-              note_skipped_step(epoch, it);
-            }
+            const bool stepped = scaler_.step(optimizer_);
             scaler_.update();
+            if (!stepped) {
+              ++skipped_steps;
+              note_skipped_step(epoch, it);  // after the update: it reports the lowered scale
+            }
             optimizer_.zero_grad();
             update_ema();
           }
