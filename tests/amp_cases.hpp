@@ -2,6 +2,8 @@
 // One call of each op in autocast's table (vox/ops/autocast.hpp), on inputs on device d: f32
 // ones for the ops that lower, bf16 ones for those that widen or keep, and for `promote` a bf16
 // one beside one of dtype `second`. test_amp runs them on the CPU, test_amp_cuda on a GPU.
+#include <doctest/doctest.h>
+
 #include <functional>
 #include <map>
 #include <string>
@@ -60,5 +62,20 @@ inline std::map<std::string, std::function<Tensor(DType second)>> policy_cases(D
   };
 }
 
+
+// Checks the output dtype of one case under `policy`, inside an autocast scope whose low
+// precision is `low`: products in `low`; f32 ops in f32; promote to the widest input; keep the
+// input's dtype (the cases give those ops bf16).
+inline void check_output_dtype(CastPolicy policy, const std::function<Tensor(DType second)>& run, DType low) {
+  switch (policy) {
+    case CastPolicy::lower: CHECK(run(DType::f32).dtype() == low); break;
+    case CastPolicy::f32: CHECK(run(DType::f32).dtype() == DType::f32); break;
+    case CastPolicy::promote:
+      CHECK(run(DType::f32).dtype() == DType::f32);
+      CHECK(run(DType::bf16).dtype() == DType::bf16);
+      break;
+    case CastPolicy::keep: CHECK(run(DType::f32).dtype() == DType::bf16); break;
+  }
+}
 
 }  // namespace vox::testing

@@ -21,15 +21,7 @@ TEST_CASE("autocast's table: each rule gives its output dtype on the CPU") {
       // outside autocast a product keeps its inputs' dtype
       if (rule.cpu == CastPolicy::lower) CHECK(it->second(DType::f32).dtype() == DType::f32);
       amp::Autocast autocast;
-      switch (rule.cpu) {
-        case CastPolicy::lower: CHECK(it->second(DType::f32).dtype() == DType::bf16); break;
-        case CastPolicy::f32: CHECK(it->second(DType::f32).dtype() == DType::f32); break;
-        case CastPolicy::promote:
-          CHECK(it->second(DType::f32).dtype() == DType::f32);
-          CHECK(it->second(DType::bf16).dtype() == DType::bf16);
-          break;
-        case CastPolicy::keep: CHECK(it->second(DType::f32).dtype() == DType::bf16); break;
-      }
+      check_output_dtype(rule.cpu, it->second, DType::bf16);
     }
   }
   CHECK(cases.size() == autocast_rules().size());

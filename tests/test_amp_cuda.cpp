@@ -25,15 +25,7 @@ TEST_CASE("autocast's CUDA column: each rule gives its output dtype on the GPU, 
       const auto it = cases.find(std::string(rule.op));
       REQUIRE_MESSAGE(it != cases.end(), "autocast rule '", rule.op, "' has no test case");
       amp::Autocast autocast(gpu);
-      switch (rule.cuda) {
-        case CastPolicy::lower: CHECK(it->second(DType::f32).dtype() == DType::f16); break;
-        case CastPolicy::f32: CHECK(it->second(DType::f32).dtype() == DType::f32); break;
-        case CastPolicy::promote:
-          CHECK(it->second(DType::f32).dtype() == DType::f32);
-          CHECK(it->second(DType::bf16).dtype() == DType::bf16);
-          break;
-        case CastPolicy::keep: CHECK(it->second(DType::f32).dtype() == DType::bf16); break;
-      }
+      check_output_dtype(rule.cuda, it->second, DType::f16);
     }
   }
 }
