@@ -90,8 +90,12 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void copy_r
   for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
 }
 template <class T>
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void zero_run(int64_t n, T* dst) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = T(0);
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void fill_run(int64_t n, T value, T* dst) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = value;
+}
+template <class T>
+inline void zero_run(int64_t n, T* dst) {
+  fill_run(n, T(0), dst);
 }
 
 // Writes a planar row acc[co][w] into channels-last out at row (n, d, h) of a grid of `dims`,
@@ -111,11 +115,12 @@ inline bool few_outputs(const ConvGeometry& g, int64_t outputs) { return g.group
 // Gathers kernel[0] x kernel[1] x kernel[2] taps of `width` values each from `src`, a
 // channels-last volume of `dims` positions with `channels` values per position (src already
 // offset to the group's first channel): tap (a, b, c) reads position first + (a, b, c) * step of
-// batch item n, or zeros outside the volume. When a tap row along w is contiguous (unit w step,
+// batch item n, or `outside` (zero; an int8 input's zero point) outside the volume. When a tap row along w is contiguous (unit w step,
 // all of it inside, width == channels: one group), it is one run: one copy instead of kernel[2].
 template <class T>
 void gather_tap_rows(const T* src, const std::array<int64_t, 3>& dims, int64_t channels, int64_t n, const std::array<int64_t, 3>& first,
-                     const std::array<int64_t, 3>& step, const std::array<int64_t, 3>& kernel, int64_t width, T* row) {
+                     const std::array<int64_t, 3>& step, const std::array<int64_t, 3>& kernel, int64_t width, T* row,
+                     T outside = T(0)) {
   const int64_t kw_n = kernel[2];
   const bool whole_run = width == channels && step[2] == 1 && first[2] >= 0 && first[2] + kw_n <= dims[2];
   for (int64_t a = 0; a < kernel[0]; ++a) {
@@ -124,7 +129,7 @@ void gather_tap_rows(const T* src, const std::array<int64_t, 3>& dims, int64_t c
       const int64_t h = first[1] + b * step[1];
       T* dst = row + (a * kernel[1] + b) * kw_n * width;
       if (d < 0 || d >= dims[0] || h < 0 || h >= dims[1]) {
-        zero_run(kw_n * width, dst);
+        fill_run(kw_n * width, outside, dst);
         continue;
       }
       const T* line = src + ((n * dims[0] + d) * dims[1] + h) * dims[2] * channels;
@@ -135,26 +140,26 @@ void gather_tap_rows(const T* src, const std::array<int64_t, 3>& dims, int64_t c
       if (width == 1) {  // one channel (a first layer, a 1-channel data gradient): one load per tap, no call
         for (int64_t c = 0; c < kw_n; ++c) {
           const int64_t w = first[2] + c * step[2];
-          dst[c] = w < 0 || w >= dims[2] ? T(0) : line[w * channels];
+          dst[c] = w < 0 || w >= dims[2] ? outside : line[w * channels];
         }
         continue;
       }
       for (int64_t c = 0; c < kw_n; ++c) {
         const int64_t w = first[2] + c * step[2];
-        if (w < 0 || w >= dims[2]) zero_run(width, dst + c * width);
+        if (w < 0 || w >= dims[2]) fill_run(width, outside, dst + c * width);
         else copy_run(line + w * channels, width, dst + c * width);
       }
     }
   }
 }
 
-// Gathers the taps of output position p for group grp: row[tap][ci] (zeros outside the input).
+// Gathers the taps of output position p for group grp: row[tap][ci] (`outside` outside the input).
 template <class T>
-void gather_taps(const ConvGeometry& g, const T* x, int64_t p, int64_t grp, T* row) {
+void gather_taps(const ConvGeometry& g, const T* x, int64_t p, int64_t grp, T* row, T outside = T(0)) {
   const Position o = unravel(p, g.out);
   gather_tap_rows(x + grp * g.in_per_group(), g.in, g.in_channels, o.n,
                   {o.d * g.stride[0] - g.padding[0], o.h * g.stride[1] - g.padding[1], o.w * g.stride[2] - g.padding[2]}, g.dilation,
-                  g.kernel, g.in_per_group(), row);
+                  g.kernel, g.in_per_group(), row, outside);
 }
 
 // Packs one [K][N] right-hand side per group, element (k, n) of group grp being value(grp, k, n),

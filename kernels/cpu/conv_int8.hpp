@@ -1,0 +1,187 @@
+#pragma once
+// INT8 convolution and transposed convolution on the CPU, channels-last, u8 activations x s8
+// weights, int32 sums, the f32 epilogue (scale, bias, activation) fused into the GEMM's store:
+// bit for bit kernels/reference/conv_int8.hpp.
+//
+// The passes are conv.hpp's: output positions in tiles, each tile's taps gathered into a small
+// column buffer (rows padded to a multiple of 4 bytes, the padding zero), one GEMM per tile and
+// group against weights packed once (pack_conv_int8, kept by the quantized layer). Taps outside
+// the input read the zero point, which the GEMM's column-sum correction cancels exactly, so
+// borders need no special case. The transposed convolution works one stride phase at a time on
+// the taps that phase uses (conv.hpp's strided_backward_data), each phase with its own packed
+// weights and column sums.
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "kernels/cpu/conv.hpp"
+#include "kernels/cpu/gemm_int8.hpp"
+
+namespace vox::kernels::cpu {
+
+// Weights packed for one (transposed) convolution of a given kernel, stride, padding, dilation,
+// channels and groups (the spatial sizes may change from call to call).
+struct Int8ConvWeights {
+  struct Phase {
+    std::vector<std::array<int64_t, 4>> taps;  // kd, kh, kw, flat tap index
+    std::vector<PackedInt8> groups;
+  };
+  bool transposed = false;
+  std::vector<PackedInt8> groups;  // convolution: per group, [taps x in_per_group][out_per_group]
+  std::vector<Phase> phases;       // transposed: per stride phase (rd, rh, rw), row-major
+  bool seven_bit() const {
+    for (const auto& p : groups)
+      if (!p.seven_bit) return false;
+    for (const auto& ph : phases)
+      for (const auto& p : ph.groups)
+        if (!p.seven_bit) return false;
+    return true;
+  }
+};
+
+namespace conv_int8_detail {
+
+inline int64_t padded_row(int64_t K) { return gemm_int8_detail::quads(K) * 4; }
+
+// The epilogue of group grp's columns.
+inline Int8Epilogue group_epilogue(const Int8Epilogue& e, int64_t grp, int64_t N) {
+  Int8Epilogue g = e;
+  g.scale = e.scale + grp * N;
+  if (e.bias) g.bias = e.bias + grp * N;
+  if (e.slope) g.slope = e.slope + grp * N * e.slope_stride;
+  return g;
+}
+
+// The kernel taps that reach an output of each residue modulo the stride, per axis.
+inline std::array<std::vector<std::vector<int64_t>>, 3> phase_axis_taps(const ConvGeometry& g) {
+  std::array<std::vector<std::vector<int64_t>>, 3> taps;
+  for (int a = 0; a < 3; ++a) {
+    taps[a].resize(static_cast<size_t>(g.stride[a]));
+    for (int64_t r = 0; r < g.stride[a]; ++r)
+      for (int64_t k = 0; k < g.kernel[a]; ++k)
+        if (((r + g.padding[a] - k * g.dilation[a]) % g.stride[a] + g.stride[a]) % g.stride[a] == 0)
+          taps[a][static_cast<size_t>(r)].push_back(k);
+  }
+  return taps;
+}
+
+}  // namespace conv_int8_detail
+
+// Packs w ([out_channels][kD][kH][kW][in_per_group] s8, the convolution's layout; for a
+// transposed convolution, that of the convolution it transposes) for g's kernel, stride,
+// padding, dilation, channels and groups.
+inline Int8ConvWeights pack_conv_int8(const ConvGeometry& g, const int8_t* w, bool transposed) {
+  using namespace conv_int8_detail;
+  const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume();
+  Int8ConvWeights out;
+  out.transposed = transposed;
+  if (!transposed) {
+    for (int64_t grp = 0; grp < g.groups; ++grp)
+      out.groups.push_back(pack_int8(og, kv * cg, [&](int64_t k, int64_t co) { return w[(grp * og + co) * kv * cg + k]; }));
+    return out;
+  }
+  const auto axis_taps = phase_axis_taps(g);
+  for (int64_t rd = 0; rd < g.stride[0]; ++rd)
+    for (int64_t rh = 0; rh < g.stride[1]; ++rh)
+      for (int64_t rw = 0; rw < g.stride[2]; ++rw) {
+        Int8ConvWeights::Phase phase;
+        for (int64_t kd : axis_taps[0][static_cast<size_t>(rd)])
+          for (int64_t kh : axis_taps[1][static_cast<size_t>(rh)])
+            for (int64_t kw : axis_taps[2][static_cast<size_t>(rw)]) phase.taps.push_back({kd, kh, kw, (kd * g.kernel[1] + kh) * g.kernel[2] + kw});
+        const int64_t K = static_cast<int64_t>(phase.taps.size()) * og;
+        for (int64_t grp = 0; grp < g.groups; ++grp)  // row j * og + co, column ci: the weight of phase tap j from co to ci
+          phase.groups.push_back(pack_int8(cg, K, [&](int64_t k, int64_t ci) {
+            return w[((grp * og + k % og) * kv + phase.taps[static_cast<size_t>(k / og)][3]) * cg + ci];
+          }));
+        out.phases.push_back(std::move(phase));
+      }
+  return out;
+}
+
+// y = conv(x) for x [N, g.in..., in_channels] u8 with zero point x_zero_point, y [N, g.out...,
+// out_channels] f32; w from pack_conv_int8(g, ..., false).
+inline void conv_forward_int8(const ConvGeometry& g, const uint8_t* x, int32_t x_zero_point, const Int8ConvWeights& w,
+                              const Int8Epilogue& epilogue, float* y) {
+  using namespace conv_detail;
+  using conv_int8_detail::padded_row;
+  const int64_t cg = g.in_per_group(), og = g.out_per_group(), K = g.kernel_volume() * cg, lda = padded_row(K);
+  const int64_t positions = g.out_positions();
+  const bool direct = is_pointwise(g) && g.groups == 1 && g.in_channels % 4 == 0;
+  const uint8_t outside = static_cast<uint8_t>(x_zero_point);
+  const int64_t tile = balanced_tile(positions, lda), tiles = (positions + tile - 1) / tile;
+  parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
+    std::vector<uint8_t> col(direct ? 0 : static_cast<size_t>(tile * lda), 0);  // the padding past K stays zero
+    for (int64_t ti = tb; ti < te; ++ti) {
+      const int64_t p0 = ti * tile, rows = std::min(tile, positions - p0);
+      for (int64_t grp = 0; grp < g.groups; ++grp) {
+        if (!direct)
+          for (int64_t r = 0; r < rows; ++r) gather_taps(g, x, p0 + r, grp, col.data() + r * lda, outside);
+        gemm_int8_packed(rows, direct ? x + p0 * g.in_channels : col.data(), direct ? g.in_channels : lda, x_zero_point,
+                         w.groups[static_cast<size_t>(grp)], conv_int8_detail::group_epilogue(epilogue, grp, og),
+                         y + p0 * g.out_channels + grp * og, g.out_channels);
+      }
+    }
+  });
+}
+
+// The transposed convolution of g (its data gradient): x [N, g.out..., out_channels] u8, y [N,
+// g.in..., in_channels] f32; w from pack_conv_int8(g, ..., true).
+inline void conv_transpose_int8(const ConvGeometry& g, const uint8_t* x, int32_t x_zero_point, const Int8ConvWeights& w,
+                                const Int8Epilogue& epilogue, float* y) {
+  using namespace conv_detail;
+  using conv_int8_detail::padded_row;
+  const int64_t cg = g.in_per_group(), og = g.out_per_group();
+  const uint8_t outside = static_cast<uint8_t>(x_zero_point);
+  for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)
+    for (int64_t rh = 0; rh < std::min(g.stride[1], g.in[1]); ++rh)
+      for (int64_t rw = 0; rw < std::min(g.stride[2], g.in[2]); ++rw) {
+        const Int8ConvWeights::Phase& phase = w.phases[static_cast<size_t>((rd * g.stride[1] + rh) * g.stride[2] + rw)];
+        const std::array<int64_t, 3> first{rd, rh, rw};
+        std::array<int64_t, 3> counts;
+        for (int a = 0; a < 3; ++a) counts[a] = (g.in[a] - first[a] + g.stride[a] - 1) / g.stride[a];
+        const int64_t K = static_cast<int64_t>(phase.taps.size()) * og, lda = padded_row(K);
+        const int64_t positions = g.batch * counts[0] * counts[1] * counts[2];
+        auto output_row = [&](int64_t p) {  // the phase's p-th output position, as a row of y
+          const Position i = unravel(p, counts);
+          return ((i.n * g.in[0] + first[0] + i.d * g.stride[0]) * g.in[1] + first[1] + i.h * g.stride[1]) * g.in[2] + first[2] +
+                 i.w * g.stride[2];
+        };
+        const int64_t tile = balanced_tile(positions, std::max<int64_t>(lda, 4)), tiles = (positions + tile - 1) / tile;
+        parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
+          std::vector<uint8_t> col(static_cast<size_t>(tile * std::max<int64_t>(lda, 4)), 0);
+          std::vector<float> result(static_cast<size_t>(tile * cg));
+          std::vector<int64_t> rows_of_y(static_cast<size_t>(tile));
+          for (int64_t ti = tb; ti < te; ++ti) {
+            const int64_t p0 = ti * tile, rows = std::min(tile, positions - p0);
+            for (int64_t r = 0; r < rows; ++r) rows_of_y[static_cast<size_t>(r)] = output_row(p0 + r);
+            for (int64_t grp = 0; grp < g.groups; ++grp) {
+              const Int8Epilogue e = conv_int8_detail::group_epilogue(epilogue, grp, cg);
+              if (K == 0) {  // no tap reaches these outputs (a kernel smaller than the stride): the bias alone
+                for (int64_t r = 0; r < rows; ++r)
+                  for (int64_t c = 0; c < cg; ++c) y[rows_of_y[static_cast<size_t>(r)] * g.in_channels + grp * cg + c] = e(0, c);
+                continue;
+              }
+              for (int64_t r = 0; r < rows; ++r) {
+                const Position i = unravel(rows_of_y[static_cast<size_t>(r)], g.in);
+                uint8_t* row = col.data() + r * lda;
+                for (size_t j = 0; j < phase.taps.size(); ++j) {
+                  const int64_t td = i.d + g.padding[0] - phase.taps[j][0] * g.dilation[0];
+                  const int64_t th = i.h + g.padding[1] - phase.taps[j][1] * g.dilation[1];
+                  const int64_t tw = i.w + g.padding[2] - phase.taps[j][2] * g.dilation[2];
+                  // exact divisions: the phase guarantees divisibility
+                  const int64_t od = td / g.stride[0], oh = th / g.stride[1], ow = tw / g.stride[2];
+                  uint8_t* dst = row + static_cast<int64_t>(j) * og;
+                  if (td < 0 || th < 0 || tw < 0 || od >= g.out[0] || oh >= g.out[1] || ow >= g.out[2]) fill_run(og, outside, dst);
+                  else copy_run(x + (((i.n * g.out[0] + od) * g.out[1] + oh) * g.out[2] + ow) * g.out_channels + grp * og, og, dst);
+                }
+              }
+              gemm_int8_packed(rows, col.data(), lda, x_zero_point, phase.groups[static_cast<size_t>(grp)], e, result.data(), cg);
+              for (int64_t r = 0; r < rows; ++r)
+                copy_run(result.data() + r * cg, cg, y + rows_of_y[static_cast<size_t>(r)] * g.in_channels + grp * cg);
+            }
+          }
+        });
+      }
+}
+
+}  // namespace vox::kernels::cpu
