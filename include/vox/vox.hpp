@@ -7,4 +7,5 @@
 #include "vox/nn.hpp"
 #include "vox/ops.hpp"
 #include "vox/optim.hpp"
+#include "vox/quant.hpp"
 #include "vox/train.hpp"

@@ -37,9 +37,31 @@ inline WeightSpec conv_weight(int64_t lead, const std::vector<int64_t>& kernel, 
 }
 }  // namespace detail
 
+// Stands in for a layer's own forward: quantization (vox/quant/) installs one to observe a
+// layer's inputs during calibration, or to run the layer in INT8. It receives the input and the
+// layer's own forward, which it may call.
+using ForwardInterceptor = std::function<Tensor(const Tensor& x, const std::function<Tensor(const Tensor&)>& own_forward)>;
+
+// The interceptor slot of the layers that quantization can replace (convolutions, linear).
+class Interceptable {
+ public:
+  void set_interceptor(ForwardInterceptor f) { interceptor_ = std::move(f); }
+  bool intercepted() const { return static_cast<bool>(interceptor_); }
+
+ protected:
+  template <class Own>
+  Tensor run(const Tensor& x, Own own) const {
+    if (!interceptor_) return own(x);
+    return interceptor_(x, own);
+  }
+
+ private:
+  ForwardInterceptor interceptor_;
+};
+
 // Conv<D>: weight [out, k..., in/groups] (PyTorch [out, in/groups, k...]), optional bias [out].
 template <int D>
-class Conv : public Module {
+class Conv : public Module, public Interceptable {
   static_assert(D == 2 || D == 3, "vox::nn::Conv is 2-D or 3-D");
 
  public:
@@ -52,8 +74,12 @@ class Conv : public Module {
     weight_ = &register_parameter("weight", init::pytorch_default(w.shape, w.fan_in, gen), TorchLayout::channels_first);
     if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, w.fan_in, gen));
   }
-  Tensor forward(const Tensor& x) const { return conv(x, *weight_, bias_ ? *bias_ : Tensor(), options_); }
+  Tensor forward(const Tensor& x) const {
+    return run(x, [this](const Tensor& v) { return conv(v, *weight_, bias_ ? *bias_ : Tensor(), options_); });
+  }
   Tensor& weight() { return *weight_; }
+  Tensor bias() const { return bias_ ? *bias_ : Tensor(); }
+  const ConvOptions& options() const { return options_; }
 
  private:
   ConvOptions options_;
@@ -63,7 +89,7 @@ class Conv : public Module {
 
 // ConvTranspose<D>: weight [in, k..., out/groups] (PyTorch [in, out/groups, k...]).
 template <int D>
-class ConvTranspose : public Module {
+class ConvTranspose : public Module, public Interceptable {
   static_assert(D == 2 || D == 3, "vox::nn::ConvTranspose is 2-D or 3-D");
 
  public:
@@ -76,7 +102,12 @@ class ConvTranspose : public Module {
     weight_ = &register_parameter("weight", init::pytorch_default(w.shape, w.fan_in, gen), TorchLayout::channels_first);
     if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, w.fan_in, gen));
   }
-  Tensor forward(const Tensor& x) const { return conv_transpose(x, *weight_, bias_ ? *bias_ : Tensor(), options_); }
+  Tensor forward(const Tensor& x) const {
+    return run(x, [this](const Tensor& v) { return conv_transpose(v, *weight_, bias_ ? *bias_ : Tensor(), options_); });
+  }
+  Tensor& weight() { return *weight_; }
+  Tensor bias() const { return bias_ ? *bias_ : Tensor(); }
+  const ConvTransposeOptions& options() const { return options_; }
 
  private:
   ConvTransposeOptions options_;
@@ -249,13 +280,15 @@ class Dropout : public Module {
 };
 
 // Linear: weight [out, in] and bias [out], as PyTorch.
-class Linear : public Module {
+class Linear : public Module, public Interceptable {
  public:
   Linear(int64_t in, int64_t out, bool bias = true, Generator* gen = nullptr) {
     weight_ = &register_parameter("weight", init::pytorch_default({out, in}, in, gen));
     if (bias) bias_ = &register_parameter("bias", init::pytorch_default({out}, in, gen));
   }
-  Tensor forward(const Tensor& x) const { return linear(x, *weight_, bias_ ? *bias_ : Tensor()); }
+  Tensor forward(const Tensor& x) const {
+    return run(x, [this](const Tensor& v) { return linear(v, *weight_, bias_ ? *bias_ : Tensor()); });
+  }
   Tensor& weight() { return *weight_; }
   Tensor bias() const { return bias_ ? *bias_ : Tensor(); }
 

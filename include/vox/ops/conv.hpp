@@ -32,20 +32,64 @@ inline int conv_spatial_dims(const char* op, const Tensor& x, const Tensor& w) {
   return static_cast<int>(x.rank()) - 2;
 }
 
-inline kernels::ConvGeometry make_geometry(int spatial, const Tensor& input_like, const Tensor& w, int64_t in_channels,
+inline kernels::ConvGeometry make_geometry(int spatial, const Shape& input_like, const Shape& w, int64_t in_channels,
                                            const std::array<int64_t, 3>& stride, const std::array<int64_t, 3>& padding,
                                            const std::array<int64_t, 3>& dilation, int64_t groups) {
   kernels::ConvGeometry g;
-  g.batch = input_like.size(0);
+  g.batch = input_like[0];
   for (int i = 0; i < spatial; ++i) {
-    g.in[static_cast<size_t>(3 - spatial + i)] = input_like.size(1 + i);
-    g.kernel[static_cast<size_t>(3 - spatial + i)] = w.size(1 + i);
+    g.in[static_cast<size_t>(3 - spatial + i)] = input_like[1 + i];
+    g.kernel[static_cast<size_t>(3 - spatial + i)] = w[1 + i];
   }
   g.stride = stride;
   g.padding = padding;
   g.dilation = dilation;
   g.in_channels = in_channels;
   g.groups = groups;
+  return g;
+}
+
+// The geometry of conv(x, weight) for input and weight shapes, checked (spatial: 2 or 3).
+inline kernels::ConvGeometry conv_geometry(const char* op, int spatial, const Shape& x, const Shape& weight, const ConvOptions& options) {
+  const int64_t C = x.back(), Cout = weight[0], groups = options.groups;
+  VOX_CHECK(groups >= 1 && C % groups == 0 && Cout % groups == 0, op, "groups ", groups, " must divide input channels ", C,
+            " and output channels ", Cout);
+  VOX_CHECK(weight.back() == C / groups, op, "weight shape ", weight, " expects ", weight.back() * groups,
+            " input channels with groups=", groups, ", input shape ", x, " has ", C);
+  auto g = make_geometry(spatial, x, weight, C, per_axis(op, "stride", options.stride, spatial, 1),
+                         per_axis(op, "padding", options.padding, spatial, 0), per_axis(op, "dilation", options.dilation, spatial, 1), groups);
+  g.out_channels = Cout;
+  for (size_t i = 0; i < 3; ++i) {
+    VOX_CHECK(g.stride[i] >= 1 && g.dilation[i] >= 1 && g.padding[i] >= 0, op,
+              "stride and dilation must be >= 1 and padding >= 0");
+    const int64_t span = g.dilation[i] * (g.kernel[i] - 1) + 1;
+    VOX_CHECK(g.in[i] + 2 * g.padding[i] >= span, op, "kernel ", weight, " (dilated) is larger than the padded input ", x);
+    g.out[i] = (g.in[i] + 2 * g.padding[i] - span) / g.stride[i] + 1;
+  }
+  return g;
+}
+
+// The geometry of conv_transpose(x, weight): that of the convolution it transposes, which maps
+// this op's output (its g.in) to this op's input (its g.out).
+inline kernels::ConvGeometry conv_transpose_geometry(const char* op, int spatial, const Shape& x, const Shape& weight,
+                                                     const ConvTransposeOptions& options) {
+  const int64_t Cin = x.back(), groups = options.groups;
+  VOX_CHECK(weight[0] == Cin, op, "weight shape ", weight, " must start with the input channels ", Cin, " (input shape ", x, ")");
+  VOX_CHECK(groups >= 1 && Cin % groups == 0, op, "groups ", groups, " must divide input channels ", Cin);
+  const int64_t Cout = weight.back() * groups;
+  auto g = make_geometry(spatial, x, weight, Cout, per_axis(op, "stride", options.stride, spatial, 1),
+                         per_axis(op, "padding", options.padding, spatial, 0), per_axis(op, "dilation", options.dilation, spatial, 1), groups);
+  const auto output_padding = per_axis(op, "output_padding", options.output_padding, spatial, 0);
+  g.out_channels = Cin;
+  g.out = g.in;
+  for (size_t i = 0; i < 3; ++i) {
+    VOX_CHECK(g.stride[i] >= 1 && g.dilation[i] >= 1 && g.padding[i] >= 0, op,
+              "stride and dilation must be >= 1 and padding >= 0");
+    VOX_CHECK(output_padding[i] >= 0 && (output_padding[i] < g.stride[i] || output_padding[i] < g.dilation[i]), op,
+              "output_padding ", output_padding[i], " must be smaller than the stride or the dilation");
+    g.in[i] = (g.out[i] - 1) * g.stride[i] - 2 * g.padding[i] + g.dilation[i] * (g.kernel[i] - 1) + output_padding[i] + 1;
+    VOX_CHECK(g.in[i] >= 1, op, "output size would be ", g.in[i], " on spatial axis ", i, " for input shape ", x);
+  }
   return g;
 }
 
@@ -109,23 +153,8 @@ inline Tensor conv(const Tensor& x, const Tensor& weight, const Tensor& bias, co
     const Tensor b32 = bias.defined() ? cast(bias, DType::f32) : Tensor();
     return cast(conv(cast(x, DType::f32), cast(weight, DType::f32), b32, options), x.dtype());
   }
-  const int64_t C = x.size(-1), Cout = weight.size(0), groups = options.groups;
-  VOX_CHECK(groups >= 1 && C % groups == 0 && Cout % groups == 0, op, "groups ", groups, " must divide input channels ", C,
-            " and output channels ", Cout);
-  VOX_CHECK(weight.size(-1) == C / groups, op, "weight shape ", weight.shape(), " expects ", weight.size(-1) * groups,
-            " input channels with groups=", groups, ", input shape ", x.shape(), " has ", C);
-  auto g = detail::make_geometry(spatial, x, weight, C, detail::per_axis(op, "stride", options.stride, spatial, 1),
-                                 detail::per_axis(op, "padding", options.padding, spatial, 0),
-                                 detail::per_axis(op, "dilation", options.dilation, spatial, 1), groups);
-  g.out_channels = Cout;
-  for (size_t i = 0; i < 3; ++i) {
-    VOX_CHECK(g.stride[i] >= 1 && g.dilation[i] >= 1 && g.padding[i] >= 0, op,
-              "stride and dilation must be >= 1 and padding >= 0");
-    const int64_t span = g.dilation[i] * (g.kernel[i] - 1) + 1;
-    VOX_CHECK(g.in[i] + 2 * g.padding[i] >= span, op, "kernel ", weight.shape(), " (dilated) is larger than the padded input ",
-              x.shape());
-    g.out[i] = (g.in[i] + 2 * g.padding[i] - span) / g.stride[i] + 1;
-  }
+  const kernels::ConvGeometry g = detail::conv_geometry(op, spatial, x.shape(), weight.shape(), options);
+  const int64_t Cout = g.out_channels;
   if (bias.defined())
     VOX_CHECK(bias.rank() == 1 && bias.size(0) == Cout && bias.dtype() == x.dtype(), op, "bias must be [", Cout, "] of ",
               x.dtype(), ", got shape ", bias.shape(), " ", bias.dtype());
@@ -157,26 +186,8 @@ inline Tensor conv_transpose(const Tensor& x, const Tensor& weight, const Tensor
     const Tensor b32 = bias.defined() ? cast(bias, DType::f32) : Tensor();
     return cast(conv_transpose(cast(x, DType::f32), cast(weight, DType::f32), b32, options), x.dtype());
   }
-  const int64_t Cin = x.size(-1), groups = options.groups;
-  VOX_CHECK(weight.size(0) == Cin, op, "weight shape ", weight.shape(), " must start with the input channels ", Cin,
-            " (input shape ", x.shape(), ")");
-  VOX_CHECK(groups >= 1 && Cin % groups == 0, op, "groups ", groups, " must divide input channels ", Cin);
-  const int64_t Cout = weight.size(-1) * groups;
-  // The equivalent convolution maps this op's output (its input) to this op's input (its output).
-  auto g = detail::make_geometry(spatial, x, weight, Cout, detail::per_axis(op, "stride", options.stride, spatial, 1),
-                                 detail::per_axis(op, "padding", options.padding, spatial, 0),
-                                 detail::per_axis(op, "dilation", options.dilation, spatial, 1), groups);
-  const auto output_padding = detail::per_axis(op, "output_padding", options.output_padding, spatial, 0);
-  g.out_channels = Cin;
-  g.out = g.in;
-  for (size_t i = 0; i < 3; ++i) {
-    VOX_CHECK(g.stride[i] >= 1 && g.dilation[i] >= 1 && g.padding[i] >= 0, op,
-              "stride and dilation must be >= 1 and padding >= 0");
-    VOX_CHECK(output_padding[i] >= 0 && (output_padding[i] < g.stride[i] || output_padding[i] < g.dilation[i]), op,
-              "output_padding ", output_padding[i], " must be smaller than the stride or the dilation");
-    g.in[i] = (g.out[i] - 1) * g.stride[i] - 2 * g.padding[i] + g.dilation[i] * (g.kernel[i] - 1) + output_padding[i] + 1;
-    VOX_CHECK(g.in[i] >= 1, op, "output size would be ", g.in[i], " on spatial axis ", i, " for input shape ", x.shape());
-  }
+  const kernels::ConvGeometry g = detail::conv_transpose_geometry(op, spatial, x.shape(), weight.shape(), options);
+  const int64_t Cout = g.in_channels;
   if (bias.defined())
     VOX_CHECK(bias.rank() == 1 && bias.size(0) == Cout && bias.dtype() == x.dtype(), op, "bias must be [", Cout, "] of ",
               x.dtype(), ", got shape ", bias.shape(), " ", bias.dtype());

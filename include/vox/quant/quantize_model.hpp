@@ -1,0 +1,229 @@
+#pragma once
+// Post-training quantization of a whole network, in place:
+//
+//   quant::Calibration calibration(model, {.method = quant::CalibrationMethod::minmax});
+//   for (const Tensor& x : calibration_windows) model.forward(x);     // observes each layer's input
+//   const auto inputs = calibration.inputs();                         // u8 parameters per layer
+//   calibration.detach();
+//   quant::QuantizedLayers layers = quant::quantize(model, inputs);   // the layers now run in INT8
+//   io::save_safetensors(path, quant::quantized_state_dict(model, layers));
+//   ...
+//   quant::load_quantized_state_dict(fresh_model, io::load_safetensors(path).tensors);
+//
+// Every convolution, transposed convolution and linear layer (nn::Conv, nn::ConvTranspose,
+// nn::Linear) is quantized unless named in keep_float; norms, activations, softmax and losses stay
+// in float. A layer runs in INT8 through its interceptor (nn::Interceptable), so the network's
+// own code is unchanged. A quantized state dict is the float one with each quantized layer's
+// "weight" replaced by "weight_int8" (i8, PyTorch's layout), "weight_scale" (f32 [out channels]),
+// "input_scale" (f32 [1]) and "input_zero_point" (u8 [1]).
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "vox/nn/layers.hpp"
+#include "vox/quant/calibration.hpp"
+#include "vox/quant/quantized_layer.hpp"
+
+namespace vox::quant {
+
+// A layer that quantization can replace, found in a network.
+struct QuantizableLayer {
+  std::string name;  // its state_dict prefix, "model.0.conv.unit0.conv"
+  LayerSpec spec;
+  nn::Module* module = nullptr;
+  nn::Interceptable* slot = nullptr;
+  Tensor weight, bias;  // the float parameters (shared with the module)
+  nn::TorchLayout layout = nn::TorchLayout::same;
+};
+
+namespace model_detail {
+template <class Layer>
+bool add_if(nn::Module& m, const std::string& name, std::vector<QuantizableLayer>& out) {
+  auto* layer = dynamic_cast<Layer*>(&m);
+  if (!layer) return false;
+  QuantizableLayer q;
+  q.name = name, q.module = layer, q.slot = layer;
+  q.weight = layer->weight(), q.bias = layer->bias();
+  if constexpr (std::is_same_v<Layer, nn::Linear>) {
+    q.spec.kind = LayerKind::linear, q.spec.spatial = 0;
+  } else {
+    q.layout = nn::TorchLayout::channels_first;
+    q.spec.spatial = static_cast<int>(q.weight.rank()) - 2;
+    if constexpr (std::is_same_v<Layer, nn::Conv<2>> || std::is_same_v<Layer, nn::Conv<3>>) {
+      q.spec.kind = LayerKind::conv, q.spec.conv = layer->options();
+    } else {
+      q.spec.kind = LayerKind::conv_transpose, q.spec.transpose = layer->options();
+    }
+  }
+  out.push_back(std::move(q));
+  return true;
+}
+inline void collect(nn::Module& m, const std::string& name, std::vector<QuantizableLayer>& out) {
+  if (add_if<nn::Conv<3>>(m, name, out) || add_if<nn::Conv<2>>(m, name, out) || add_if<nn::ConvTranspose<3>>(m, name, out) ||
+      add_if<nn::ConvTranspose<2>>(m, name, out) || add_if<nn::Linear>(m, name, out))
+    return;
+  m.visit_children([&](const std::string& child, nn::Module& c) { collect(c, name.empty() ? child : name + "." + child, out); });
+}
+}  // namespace model_detail
+
+// The network's convolutions, transposed convolutions and linear layers, in forward-declaration
+// (state_dict) order.
+inline std::vector<QuantizableLayer> quantizable_layers(nn::Module& model) {
+  std::vector<QuantizableLayer> out;
+  model_detail::collect(model, "", out);
+  return out;
+}
+
+// Observes the input of every quantizable layer while it exists; the network runs in float.
+class Calibration {
+ public:
+  explicit Calibration(nn::Module& model, CalibrationOptions options = {}) : layers_(quantizable_layers(model)) {
+    for (const QuantizableLayer& layer : layers_) {
+      auto observer = std::make_shared<RangeObserver>(options);
+      observers_[layer.name] = observer;
+      layer.slot->set_interceptor([observer](const Tensor& x, const std::function<Tensor(const Tensor&)>& own) {
+        const Tensor v = x.detach().to(DType::f32).to(Device::cpu()).contiguous();
+        observer->observe(v.data<float>(), v.numel());
+        return own(x);
+      });
+    }
+  }
+  ~Calibration() { detach(); }
+  Calibration(const Calibration&) = delete;
+  Calibration& operator=(const Calibration&) = delete;
+
+  // Removes the observers (the network is as it was).
+  void detach() {
+    for (const QuantizableLayer& layer : layers_) layer.slot->set_interceptor({});
+    layers_.clear();
+  }
+  // Each layer's calibrated input range.
+  std::map<std::string, std::pair<float, float>> ranges() const {
+    std::map<std::string, std::pair<float, float>> out;
+    for (const auto& [name, observer] : observers_) {
+      VOX_CHECK(observer->batches() > 0, "quant::Calibration", "layer ", name, " saw no calibration data: did the forward pass run?");
+      out[name] = observer->range();
+    }
+    return out;
+  }
+  // Each layer's input parameters.
+  std::map<std::string, ActivationParams> inputs() const {
+    std::map<std::string, ActivationParams> out;
+    for (const auto& [name, r] : ranges()) out[name] = activation_params(r.first, r.second);
+    return out;
+  }
+
+ private:
+  std::vector<QuantizableLayer> layers_;
+  std::map<std::string, std::shared_ptr<RangeObserver>> observers_;
+};
+
+struct QuantizeOptions {
+  std::set<std::string> keep_float;  // layer names left in float
+  int weight_bits = 0;               // 0: what this CPU's int8 kernel takes (kernels::cpu::int8_weight_bits())
+};
+
+using QuantizedLayers = std::map<std::string, std::shared_ptr<QuantizedLayer>>;
+
+// Runs `layer` through `q` from now on.
+inline void install(const QuantizableLayer& layer, std::shared_ptr<QuantizedLayer> q) {
+  layer.slot->set_interceptor([q = std::move(q)](const Tensor& x, const std::function<Tensor(const Tensor&)>&) { return q->forward(x); });
+}
+
+// Quantizes every quantizable layer that has input parameters and is not kept in float.
+inline QuantizedLayers quantize(nn::Module& model, const std::map<std::string, ActivationParams>& inputs, const QuantizeOptions& options = {}) {
+  const int bits = options.weight_bits ? options.weight_bits : kernels::cpu::int8_weight_bits();
+  QuantizedLayers out;
+  for (const QuantizableLayer& layer : quantizable_layers(model)) {
+    if (options.keep_float.count(layer.name)) continue;
+    const auto it = inputs.find(layer.name);
+    VOX_CHECK(it != inputs.end(), "quant::quantize", "layer ", layer.name, " has no calibrated input parameters");
+    const Tensor w = layer.weight.detach().to(DType::f32).to(Device::cpu());
+    const Tensor b = layer.bias.defined() ? layer.bias.detach().to(DType::f32).to(Device::cpu()) : Tensor();
+    auto q = std::make_shared<QuantizedLayer>(layer.spec, quantize_weight(w, layer.spec.channel_axis(), bits, layer.spec.groups()), b,
+                                              it->second);
+    install(layer, q);
+    out[layer.name] = std::move(q);
+  }
+  for (const std::string& name : options.keep_float) {
+    bool found = false;
+    for (const QuantizableLayer& layer : quantizable_layers(model)) found = found || layer.name == name;
+    VOX_CHECK(found, "quant::quantize", "keep_float names \"", name, "\", which is not a convolution or linear layer of the network");
+  }
+  return out;
+}
+
+// Returns every layer to float.
+inline void restore_float(nn::Module& model) {
+  for (const QuantizableLayer& layer : quantizable_layers(model)) layer.slot->set_interceptor({});
+}
+
+// The state dict of a network quantized by `layers` (see the top of this file).
+inline std::map<std::string, Tensor> quantized_state_dict(nn::Module& model, const QuantizedLayers& layers) {
+  std::map<std::string, Tensor> state = model.state_dict();
+  for (const QuantizableLayer& layer : quantizable_layers(model)) {
+    const auto it = layers.find(layer.name);
+    if (it == layers.end()) continue;
+    const QuantizedLayer& q = *it->second;
+    state.erase(layer.name + ".weight");
+    const Tensor& values = q.weight().values;
+    state[layer.name + ".weight_int8"] = layer.layout == nn::TorchLayout::channels_first ? to_channels_first(values) : values;
+    state[layer.name + ".weight_scale"] = q.weight().scale;
+    state[layer.name + ".input_scale"] = full({1}, q.input().scale, DType::f32);
+    state[layer.name + ".input_zero_point"] = full({1}, q.input().zero_point, DType::u8);
+  }
+  return state;
+}
+
+// Loads a state dict written by quantized_state_dict into a float network of the same
+// architecture: its quantized layers run in INT8 from then on, with their weights (as floats)
+// set to the dequantized values. Every problem (a missing scale, a wrong dtype or shape) is a
+// vox::Error that names the tensor. Returns the quantized layers.
+inline QuantizedLayers load_quantized_state_dict(nn::Module& model, std::map<std::string, Tensor> state) {
+  const char* op = "quant::load_quantized_state_dict";
+  QuantizedLayers out;
+  for (const QuantizableLayer& layer : quantizable_layers(model)) {
+    const std::string w_key = layer.name + ".weight_int8";
+    const auto w_it = state.find(w_key);
+    if (w_it == state.end()) continue;
+    auto take = [&](const std::string& suffix, DType dtype) {
+      const std::string key = layer.name + "." + suffix;
+      const auto it = state.find(key);
+      VOX_CHECK(it != state.end(), op, "quantized layer ", layer.name, " lacks \"", key, "\"");
+      VOX_CHECK(it->second.dtype() == dtype, op, "\"", key, "\" has dtype ", dtype_name(it->second.dtype()), ", expected ", dtype_name(dtype));
+      Tensor t = it->second.contiguous();
+      state.erase(it);
+      return t;
+    };
+    Tensor values = take("weight_int8", DType::i8);
+    const Shape expected = layer.layout == nn::TorchLayout::channels_first ? to_channels_first(layer.weight.detach()).shape() : layer.weight.shape();
+    VOX_CHECK(values.shape() == expected, op, "\"", w_key, "\" has shape ", values.shape(), ", expected ", expected);
+    if (layer.layout == nn::TorchLayout::channels_first) values = from_channels_first(values).contiguous();
+    const Tensor scale = take("weight_scale", DType::f32), input_scale = take("input_scale", DType::f32);
+    const Tensor zero_point = take("input_zero_point", DType::u8);
+    VOX_CHECK(input_scale.numel() == 1 && zero_point.numel() == 1, op, "\"", layer.name, ".input_scale\" and \".input_zero_point\" hold one value each, got ",
+              input_scale.numel(), " and ", zero_point.numel());
+    const ActivationParams input{input_scale.data<float>()[0], int32_t{zero_point.data<uint8_t>()[0]}};
+    const auto b = state.find(layer.name + ".bias");
+    Tensor bias;
+    if (layer.bias.defined()) {
+      VOX_CHECK(b != state.end(), op, "quantized layer ", layer.name, " lacks \"", layer.name, ".bias\"");
+      VOX_CHECK(b->second.dtype() == DType::f32, op, "\"", layer.name, ".bias\" has dtype ", dtype_name(b->second.dtype()), ", expected f32");
+      bias = b->second;
+    }
+    auto q = std::make_shared<QuantizedLayer>(layer.spec, QuantizedWeight{values, scale}, bias, input);
+    const Tensor dequantized = q->dequantized_weight();
+    state[layer.name + ".weight"] = layer.layout == nn::TorchLayout::channels_first ? to_channels_first(dequantized) : dequantized;
+    out[layer.name] = std::move(q);
+  }
+  VOX_CHECK(!out.empty(), op, "the state dict holds no quantized layer (no \"*.weight_int8\"): it is not an INT8 model");
+  model.load_state_dict(state);
+  for (const QuantizableLayer& layer : quantizable_layers(model))
+    if (const auto it = out.find(layer.name); it != out.end()) install(layer, it->second);
+  return out;
+}
+
+}  // namespace vox::quant

@@ -1,0 +1,170 @@
+#pragma once
+// One layer in INT8: a convolution, transposed convolution or linear layer whose weights are s8
+// per output channel and whose input is quantized to u8 on entry with calibrated parameters.
+// Its output is f32: in vox's networks a norm, a residual sum or the logits follow each layer,
+// and those stay in float (their statistics depend on the input).
+//
+//   y = epilogue(int32 sum of (x_q - x_zero_point) * w_q), scale x_scale * w_scale[c], f32 bias
+//
+// Inference only: the output records no gradient. CPU only (the GPU's INT8 path is cuDNN's).
+#include <memory>
+#include <vector>
+
+#include "kernels/cpu/conv_int8.hpp"
+#include "kernels/cpu/quantize.hpp"
+#include "vox/ops/conv.hpp"
+#include "vox/quant/scheme.hpp"
+
+namespace vox::quant {
+
+enum class LayerKind { conv, conv_transpose, linear };
+
+inline const char* layer_kind_name(LayerKind k) {
+  switch (k) {
+    case LayerKind::conv_transpose: return "conv_transpose";
+    case LayerKind::linear: return "linear";
+    default: return "conv";
+  }
+}
+
+// What a layer is, beyond its weight: kind, spatial dimensions (2 or 3; 0 for linear) and options.
+struct LayerSpec {
+  LayerKind kind = LayerKind::conv;
+  int spatial = 3;
+  ConvOptions conv;
+  ConvTransposeOptions transpose;
+  int64_t groups() const { return kind == LayerKind::conv ? conv.groups : kind == LayerKind::conv_transpose ? transpose.groups : 1; }
+  // The weight axis that holds output channels: conv [out, k..., in / groups] and linear [out,
+  // in]: 0; transposed [in, k..., out / groups]: the last.
+  int64_t channel_axis() const { return kind == LayerKind::conv_transpose ? -1 : 0; }
+};
+
+class QuantizedLayer {
+ public:
+  QuantizedLayer(LayerSpec spec, QuantizedWeight weight, Tensor bias, ActivationParams input)
+      : spec_(std::move(spec)), weight_(std::move(weight)), bias_(std::move(bias)), input_(input) {
+    const char* op = "quant::QuantizedLayer";
+    VOX_CHECK(weight_.values.dtype() == DType::i8 && weight_.scale.dtype() == DType::f32, op, "needs i8 weights and f32 scales, got ",
+              weight_.values.dtype(), " and ", weight_.scale.dtype());
+    VOX_CHECK(input_.scale > 0 && std::isfinite(input_.scale) && input_.zero_point >= 0 && input_.zero_point <= 255, op,
+              "input scale ", input_.scale, " and zero point ", input_.zero_point, " are not a u8 quantization");
+    const Shape& w = weight_.values.shape();
+    const int64_t channels = out_channels();
+    VOX_CHECK(weight_.scale.rank() == 1 && weight_.scale.size(0) == channels, op, "weight scale has shape ", weight_.scale.shape(),
+              ", expected [", channels, "] for weight ", w);
+    if (bias_.defined()) {
+      bias_ = bias_.detach().to(DType::f32).contiguous();
+      VOX_CHECK(bias_.rank() == 1 && bias_.size(0) == channels, op, "bias has shape ", bias_.shape(), ", expected [", channels, "]");
+    }
+    weight_.values = weight_.values.contiguous();
+    const float* ws = weight_.scale.contiguous().data<float>();
+    for (int64_t c = 0; c < channels; ++c) {
+      VOX_CHECK(ws[c] > 0 && std::isfinite(ws[c]), op, "weight scale of channel ", c, " is ", ws[c]);
+      output_scale_.push_back(input_.scale * ws[c]);
+    }
+    const int8_t* wq = weight_.values.data<int8_t>();
+    if (spec_.kind == LayerKind::linear) {
+      VOX_CHECK(w.size() == 2, op, "a linear weight is [out, in], got ", w);
+      linear_ = kernels::cpu::pack_int8(w[0], w[1], [&](int64_t k, int64_t n) { return wq[n * w[1] + k]; });
+    } else {
+      // a geometry of the smallest input, for the kernel, stride, padding, dilation and channels
+      VOX_CHECK(static_cast<int>(w.size()) == spec_.spatial + 2, op, "weight ", w, " does not suit a ", spec_.spatial, "-D layer");
+      const kernels::ConvGeometry g = geometry(smallest_input());
+      conv_ = kernels::cpu::pack_conv_int8(g, wq, spec_.kind == LayerKind::conv_transpose);
+    }
+  }
+
+  Tensor forward(const Tensor& x) const {
+    const char* op = "quant::QuantizedLayer";
+    VOX_CHECK(x.device().is_cpu(), op, "INT8 layers run on the CPU; the input is on ", x.device().str());
+    VOX_CHECK(is_floating(x.dtype()), op, "takes a floating input, got ", x.dtype());
+    const Tensor xf = x.detach().to(DType::f32).contiguous();
+    Tensor q = empty(xf.shape(), DType::u8);
+    kernels::cpu::quantize_u8(xf.data<float>(), xf.numel(), 1.0f / input_.scale, input_.zero_point, q.data<uint8_t>());
+    kernels::cpu::Int8Epilogue e;
+    e.scale = output_scale_.data();
+    e.bias = bias_.defined() ? bias_.data<float>() : nullptr;
+    if (spec_.kind == LayerKind::linear) return forward_linear(q, e);
+    const kernels::ConvGeometry g = geometry(xf.shape());
+    if (spec_.kind == LayerKind::conv) {
+      Tensor y = empty(detail::channels_last_shape(g.batch, g.out, spec_.spatial, g.out_channels), DType::f32);
+      kernels::cpu::conv_forward_int8(g, q.data<uint8_t>(), input_.zero_point, conv_, e, y.data<float>());
+      return y;
+    }
+    Tensor y = empty(detail::channels_last_shape(g.batch, g.in, spec_.spatial, g.in_channels), DType::f32);
+    kernels::cpu::conv_transpose_int8(g, q.data<uint8_t>(), input_.zero_point, conv_, e, y.data<float>());
+    return y;
+  }
+
+  const LayerSpec& spec() const { return spec_; }
+  const QuantizedWeight& weight() const { return weight_; }
+  const Tensor& bias() const { return bias_; }
+  ActivationParams input() const { return input_; }
+  int64_t out_channels() const {
+    const Shape& w = weight_.values.shape();
+    return spec_.kind == LayerKind::conv_transpose ? w.back() * spec_.groups() : w[0];
+  }
+  // The weight as floats again, w_q * w_scale: what the layer computes with.
+  Tensor dequantized_weight() const {
+    const Shape& s = weight_.values.shape();
+    Tensor out = empty(s, DType::f32);
+    const int8_t* q = weight_.values.data<int8_t>();
+    const float* scale = weight_.scale.contiguous().data<float>();
+    const int64_t n = out.numel(), row = n / s[0], lanes = s.back(), rows_per_group = s[0] / spec_.groups();
+    float* dst = out.data<float>();
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t c = spec_.channel_axis() == 0 ? i / row : (i / row / rows_per_group) * lanes + i % lanes;
+      dst[i] = static_cast<float>(q[i]) * scale[c];
+    }
+    return out;
+  }
+
+ private:
+  Shape smallest_input() const {
+    const Shape& w = weight_.values.shape();
+    Shape x{1};
+    auto axis = [&](const std::vector<int64_t>& v, int i) { return v.size() == 1 ? v[0] : v.at(static_cast<size_t>(i)); };
+    for (int i = 0; i < spec_.spatial; ++i)  // a convolution's dilated kernel; enough for a transposed one's output to exist
+      x.push_back(spec_.kind == LayerKind::conv ? axis(spec_.conv.dilation, i) * (w[1 + i] - 1) + 1 : 2 * axis(spec_.transpose.padding, i) + 1);
+    x.push_back(spec_.kind == LayerKind::conv ? w.back() * spec_.groups() : w[0]);
+    return x;
+  }
+  kernels::ConvGeometry geometry(const Shape& x) const {
+    const char* op = spec_.kind == LayerKind::conv ? "quantized conv" : "quantized conv_transpose";
+    VOX_CHECK(static_cast<int>(x.size()) == spec_.spatial + 2, op, "input must be channels-last with ", spec_.spatial,
+              " spatial axes, got ", x);
+    return spec_.kind == LayerKind::conv ? detail::conv_geometry(op, spec_.spatial, x, weight_.values.shape(), spec_.conv)
+                                         : detail::conv_transpose_geometry(op, spec_.spatial, x, weight_.values.shape(), spec_.transpose);
+  }
+
+  Tensor forward_linear(const Tensor& q, const kernels::cpu::Int8Epilogue& e) const {
+    const int64_t K = linear_.K, N = linear_.N;
+    VOX_CHECK(q.rank() >= 1 && q.size(-1) == K, "quantized linear", "input ", q.shape(), " does not end in ", K, " features");
+    const int64_t M = q.numel() / K, lda = (K + 3) / 4 * 4;
+    Shape out_shape = q.shape();
+    out_shape[out_shape.size() - 1] = N;
+    Tensor y = empty(out_shape, DType::f32);
+    const uint8_t* a = q.data<uint8_t>();
+    std::vector<uint8_t> padded;
+    if (lda != K) {  // rows readable to a multiple of 4 bytes
+      padded.assign(static_cast<size_t>(M * lda), 0);
+      for (int64_t m = 0; m < M; ++m) std::copy(a + m * K, a + (m + 1) * K, padded.begin() + m * lda);
+      a = padded.data();
+    }
+    float* out = y.data<float>();
+    kernels::cpu::parallel_for(0, M, 64, [&](int64_t b, int64_t end) {
+      kernels::cpu::gemm_int8_packed(end - b, a + b * lda, lda, input_.zero_point, linear_, e, out + b * N, N);
+    });
+    return y;
+  }
+
+  LayerSpec spec_;
+  QuantizedWeight weight_;
+  Tensor bias_;
+  ActivationParams input_;
+  std::vector<float> output_scale_;
+  kernels::cpu::Int8ConvWeights conv_;
+  kernels::cpu::PackedInt8 linear_;
+};
+
+}  // namespace vox::quant

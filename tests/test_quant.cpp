@@ -1,0 +1,268 @@
+// INT8 quantization of layers and networks: the scheme's arithmetic, calibration, quantized
+// layers against the integer reference, whole networks against their float selves, saving and
+// loading, and malformed quantized state dicts.
+#include <random>
+
+#include "harness.hpp"
+#include <vox/io/file.hpp>
+#include <vox/io/json.hpp>
+#include <vox/io/safetensors.hpp>
+
+#include "kernels/reference/conv_int8.hpp"
+
+using namespace vox;
+
+namespace {
+
+Tensor random_input(const Shape& s, uint64_t seed, double scale = 1.0) {
+  Generator gen(seed);
+  return mul(randn(s, DType::f32, &gen), scalar(scale));
+}
+
+double max_abs_difference(const Tensor& a, const Tensor& b) {
+  const std::vector<float> x = a.contiguous().to_vector<float>(), y = b.contiguous().to_vector<float>();
+  double m = 0;
+  for (size_t i = 0; i < x.size(); ++i) m = std::max(m, std::fabs(double(x[i]) - double(y[i])));
+  return m;
+}
+double max_abs(const Tensor& a) {
+  double m = 0;
+  for (float v : a.contiguous().to_vector<float>()) m = std::max(m, std::fabs(double(v)));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("activation_params: ONNX Runtime's uint8 scale and zero point, the real 0 exactly representable") {
+  const quant::ActivationParams p = quant::activation_params(-1.0f, 3.0f);
+  CHECK(p.scale == static_cast<float>(4.0 / 255.0));
+  CHECK(p.zero_point == 64);  // round(1 / (4 / 255)) = round(63.75)
+  CHECK(kernels::reference::quantize_u8(0.0f, 1.0f / p.scale, p.zero_point) == p.zero_point);
+  const quant::ActivationParams positive = quant::activation_params(2.0f, 5.0f);  // widened to [0, 5]
+  CHECK(positive.zero_point == 0);
+  CHECK(positive.scale == static_cast<float>(5.0 / 255.0));
+  const quant::ActivationParams negative = quant::activation_params(-7.0f, -1.0f);  // widened to [-7, 0]
+  CHECK(negative.zero_point == 255);
+  const quant::ActivationParams empty_range = quant::activation_params(0.0f, 0.0f);
+  CHECK(empty_range.scale == 1.0f);
+  CHECK(empty_range.zero_point == 0);
+  CHECK_THROWS_AS(quant::activation_params(1.0f, -1.0f), Error);
+  CHECK_THROWS_AS(quant::activation_params(0.0f, std::numeric_limits<float>::infinity()), Error);
+}
+
+TEST_CASE("quantize_weight: symmetric per output channel, for convolutions and (grouped) transposed convolutions") {
+  Tensor w = from_vector<float>({0.3f, -1.0f, 0.25f, 0.0f, 0.0f, 0.0f}, {2, 1, 1, 1, 3});
+  const quant::QuantizedWeight q = quant::quantize_weight(w, 0, 8);
+  CHECK(q.scale.to_vector<float>() == std::vector<float>{1.0f / 127.0f, 1.0f});  // a channel of zeros: scale 1
+  CHECK(q.values.to_vector<int8_t>() == std::vector<int8_t>{38, -127, 32, 0, 0, 0});  // 38.1, 31.75
+  const quant::QuantizedWeight q7 = quant::quantize_weight(w, 0, 7);
+  CHECK(q7.values.to_vector<int8_t>() == std::vector<int8_t>{19, -63, 16, 0, 0, 0});  // 18.9, 15.75
+  // transposed [in = 4, k = 1, out / groups = 2] in 2 groups: channel = group * 2 + lane
+  Tensor t = from_vector<float>({1, 2, 3, 4, 5, 6, 7, 8}, {4, 1, 1, 1, 2});
+  const quant::QuantizedWeight qt = quant::quantize_weight(t, -1, 8, 2);
+  CHECK(qt.scale.to_vector<float>() == std::vector<float>{3.0f / 127, 4.0f / 127, 7.0f / 127, 8.0f / 127});
+}
+
+TEST_CASE("a quantized conv and transposed conv give the integer reference's bits") {
+  for (const bool transposed : {false, true}) {
+    CAPTURE(transposed);
+    manual_seed(5);
+    quant::LayerSpec spec;
+    Tensor weight;
+    if (transposed) {
+      spec.kind = quant::LayerKind::conv_transpose;
+      spec.transpose = {.stride = {2}, .padding = {1}, .output_padding = {1}};
+      weight = random_input({12, 3, 3, 3, 5}, 1, 0.1);
+    } else {
+      spec.conv = {.stride = {2}, .padding = {1}};
+      weight = random_input({7, 3, 3, 3, 6}, 1, 0.1);
+    }
+    const Tensor bias = random_input({transposed ? 5 : 7}, 2);
+    const Tensor x = random_input({2, 5, 6, 7, transposed ? 12 : 6}, 3);
+    const quant::ActivationParams in = quant::activation_params(min(x, {}, false).item<float>(), max(x, {}, false).item<float>());
+    const quant::QuantizedWeight qw = quant::quantize_weight(weight, spec.channel_axis(), 8);
+    const quant::QuantizedLayer layer(spec, qw, bias, in);
+    const Tensor y = layer.forward(x);
+    // the reference: quantize, then the integer convolution with the same epilogue
+    std::vector<uint8_t> xq(static_cast<size_t>(x.numel()));
+    const std::vector<float> xv = x.to_vector<float>();
+    for (size_t i = 0; i < xq.size(); ++i) xq[i] = kernels::reference::quantize_u8(xv[i], 1.0f / in.scale, in.zero_point);
+    std::vector<float> scale;
+    for (float s : qw.scale.to_vector<float>()) scale.push_back(in.scale * s);
+    kernels::reference::Int8Epilogue e;
+    e.scale = scale.data();
+    const std::vector<float> b = bias.to_vector<float>();
+    e.bias = b.data();
+    const kernels::ConvGeometry g = transposed ? detail::conv_transpose_geometry("test", 3, x.shape(), weight.shape(), spec.transpose)
+                                               : detail::conv_geometry("test", 3, x.shape(), weight.shape(), spec.conv);
+    std::vector<float> expected(static_cast<size_t>(y.numel()));
+    if (transposed) kernels::reference::conv_transpose_int8(g, xq.data(), in.zero_point, qw.values.data<int8_t>(), e, expected.data());
+    else kernels::reference::conv_forward_int8(g, xq.data(), in.zero_point, qw.values.data<int8_t>(), e, expected.data());
+    CHECK(y.to_vector<float>() == expected);
+    // and it approximates the float layer
+    const Tensor reference = transposed ? conv_transpose(x, weight, bias, spec.transpose) : conv(x, weight, bias, spec.conv);
+    CHECK(max_abs_difference(y, reference) < 0.05 * max_abs(reference));
+  }
+}
+
+TEST_CASE("a quantized linear layer gives the integer reference's bits, for feature counts not a multiple of 4") {
+  const Tensor w = random_input({9, 13}, 4, 0.2), b = random_input({9}, 5), x = random_input({3, 5, 13}, 6);
+  const quant::ActivationParams in = quant::activation_params(-3.0f, 3.0f);
+  const quant::QuantizedWeight qw = quant::quantize_weight(w, 0, 8);
+  const quant::QuantizedLayer layer({.kind = quant::LayerKind::linear, .spatial = 0}, qw, b, in);
+  const Tensor y = layer.forward(x);
+  CHECK(y.shape() == Shape{3, 5, 9});
+  std::vector<uint8_t> xq;
+  for (float v : x.to_vector<float>()) xq.push_back(kernels::reference::quantize_u8(v, 1.0f / in.scale, in.zero_point));
+  std::vector<float> scale;
+  for (float s : qw.scale.to_vector<float>()) scale.push_back(in.scale * s);
+  const std::vector<float> bv = b.to_vector<float>();
+  kernels::reference::Int8Epilogue e;
+  e.scale = scale.data(), e.bias = bv.data();
+  std::vector<float> expected(static_cast<size_t>(y.numel()));
+  kernels::reference::linear_int8(15, 9, 13, xq.data(), in.zero_point, qw.values.data<int8_t>(), e, expected.data());
+  CHECK(y.to_vector<float>() == expected);
+}
+
+TEST_CASE("RangeObserver: min-max over batches; percentile and entropy within the values seen") {
+  quant::RangeObserver minmax;
+  const std::vector<float> a{1.0f, -2.0f, std::nanf(""), 0.5f}, b{3.0f, 0.0f};
+  minmax.observe(a.data(), 4);
+  minmax.observe(b.data(), 2);
+  CHECK(minmax.range() == std::pair<float, float>{-2.0f, 3.0f});
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(1000000);
+  for (auto& x : v) x = normal(rng);
+  v[0] = 40.0f;  // an outlier that min-max keeps and the 99.999th percentile (5 values a side) drops
+  quant::RangeObserver percentile({.method = quant::CalibrationMethod::percentile});
+  percentile.observe(v.data(), static_cast<int64_t>(v.size()));
+  const auto [plo, phi] = percentile.range();
+  CHECK(phi < 10.0f);
+  CHECK(plo > -10.0f);
+  CHECK(percentile.histogram().size() == 2048);
+  quant::RangeObserver entropy({.method = quant::CalibrationMethod::entropy, .bins = 2048});
+  entropy.observe(v.data(), static_cast<int64_t>(v.size()));
+  const auto [elo, ehi] = entropy.range();
+  CHECK(ehi < 40.0f);
+  CHECK(elo >= -40.0f);
+  quant::RangeObserver none;
+  CHECK_THROWS_AS(none.range(), Error);
+  CHECK_THROWS_AS(quant::parse_calibration_method("kl"), Error);
+}
+
+TEST_CASE("calibration against ONNX Runtime's calibrators: the same ranges and u8 parameters, batch by batch") {
+  const std::string dir = testing::fixture_dir("VOX_QUANT_DIR", "quant");
+  const std::vector<char> text = io::read_file(dir + "/calibration.json");
+  const json::Value fixture = json::parse(std::string_view(text.data(), text.size()), dir + "/calibration.json");
+  MESSAGE("reference: onnxruntime ", fixture.find("onnxruntime")->as_string());
+  const std::vector<char> raw = io::read_file(dir + "/batches.f32");
+  std::vector<float> values(raw.size() / sizeof(float));
+  std::memcpy(values.data(), raw.data(), values.size() * sizeof(float));
+  std::vector<int64_t> sizes;
+  for (const json::Value& n : fixture.find("batch_sizes")->as_array()) sizes.push_back(n.as_int64());
+  auto from_bits = [](const json::Value& v) {
+    const auto b = static_cast<uint32_t>(v.as_int64());
+    float f;
+    std::memcpy(&f, &b, sizeof(f));
+    return f;
+  };
+  const std::map<std::string, quant::CalibrationOptions> cases{
+      {"minmax", {.method = quant::CalibrationMethod::minmax}},
+      {"percentile", {.method = quant::CalibrationMethod::percentile}},
+      {"percentile_asymmetric", {.method = quant::CalibrationMethod::percentile, .symmetric = false}},
+      {"entropy", {.method = quant::CalibrationMethod::entropy}},
+      {"entropy_2048", {.method = quant::CalibrationMethod::entropy, .bins = 2048}}};
+  const json::Value& expected = *fixture.find("cases");
+  for (const auto& [name, options] : cases) {
+    CAPTURE(name);
+    quant::RangeObserver observer(options);
+    int64_t offset = 0;
+    for (int64_t n : sizes) {
+      observer.observe(values.data() + offset, n);
+      offset += n;
+    }
+    REQUIRE(offset == static_cast<int64_t>(values.size()));
+    const json::Value& e = *expected.find(name);
+    const auto [lo, hi] = observer.range();
+    CHECK(lo == from_bits(*e.find("low")));
+    CHECK(hi == from_bits(*e.find("high")));
+    const quant::ActivationParams p = quant::activation_params(lo, hi);
+    CHECK(p.scale == from_bits(*e.find("scale")));
+    CHECK(p.zero_point == e.find("zero_point")->as_int64());
+  }
+}
+
+TEST_CASE("a quantized MONAI U-Net: close to the float network, saved and loaded to the same outputs, malformed files refused") {
+  manual_seed(7);
+  nn::models::AnyModel model = nn::models::make_model({.arch = "monai-unet", .channels = {8, 16, 32}});
+  model.module->eval();
+  NoGradGuard no_grad;
+  const Tensor x = random_input({1, 16, 16, 16, 1}, 9);
+  const Tensor reference = model.forward(x);
+  quant::Calibration calibration(*model.module);
+  for (uint64_t s = 0; s < 4; ++s) model.forward(random_input({1, 16, 16, 16, 1}, 20 + s));
+  model.forward(x);
+  const auto inputs = calibration.inputs();
+  calibration.detach();
+  CHECK(inputs.size() == quant::quantizable_layers(*model.module).size());
+  const quant::QuantizedLayers layers = quant::quantize(*model.module, inputs);
+  CHECK(layers.size() == inputs.size());
+  const Tensor y = model.forward(x);
+  CHECK(y.shape() == reference.shape());
+  // the class decision rarely changes; the logits stay close
+  const Tensor agree = eq(argmax(y, -1), argmax(reference, -1)).to(DType::f32);
+  CHECK(mean(agree).item<float>() > 0.97f);
+  CHECK(max_abs_difference(y, reference) < 0.1 * max_abs(reference));
+
+  const std::string dir = testing::fresh_dir("quant_unet");
+  const std::map<std::string, Tensor> state = quant::quantized_state_dict(*model.module, layers);
+  CHECK(state.count("model.0.conv.unit0.conv.weight_int8") == 1);
+  CHECK(state.count("model.0.conv.unit0.conv.weight") == 0);
+  CHECK(state.at("model.0.conv.unit0.conv.weight_int8").dtype() == DType::i8);
+  io::save_safetensors(dir + "/int8.safetensors", state);
+  nn::models::AnyModel loaded = nn::models::make_model({.arch = "monai-unet", .channels = {8, 16, 32}});
+  loaded.module->eval();
+  quant::load_quantized_state_dict(*loaded.module, io::load_safetensors(dir + "/int8.safetensors").tensors);
+  CHECK(loaded.forward(x).to_vector<float>() == y.to_vector<float>());
+
+  auto refused = [&](std::map<std::string, Tensor> bad, const std::string& needle) {
+    nn::models::AnyModel fresh = nn::models::make_model({.arch = "monai-unet", .channels = {8, 16, 32}});
+    try {
+      quant::load_quantized_state_dict(*fresh.module, std::move(bad));
+      FAIL("accepted a malformed state dict (", needle, ")");
+    } catch (const Error& e) {
+      CHECK_MESSAGE(std::string(e.what()).find(needle) != std::string::npos, e.what());
+    }
+  };
+  std::map<std::string, Tensor> missing = state;
+  missing.erase("model.0.conv.unit0.conv.weight_scale");
+  refused(missing, "model.0.conv.unit0.conv.weight_scale");
+  std::map<std::string, Tensor> wrong_dtype = state;
+  wrong_dtype["model.0.conv.unit0.conv.weight_int8"] = wrong_dtype["model.0.conv.unit0.conv.weight_int8"].to(DType::f32);
+  refused(wrong_dtype, "model.0.conv.unit0.conv.weight_int8");
+  std::map<std::string, Tensor> bad_scale = state;
+  bad_scale["model.0.conv.unit0.conv.input_scale"] = full({1}, -1.0, DType::f32);
+  refused(bad_scale, "input scale");
+  std::map<std::string, Tensor> wrong_shape = state;
+  wrong_shape["model.0.conv.unit0.conv.weight_scale"] = ones({3});
+  refused(wrong_shape, "weight scale");
+  refused(model.module->state_dict(), "not an INT8 model");
+}
+
+TEST_CASE("keep_float leaves the named layers in float; an unknown name is an error") {
+  manual_seed(8);
+  nn::models::AnyModel model = nn::models::make_model({.arch = "monai-unet", .channels = {8, 16}});
+  model.module->eval();
+  NoGradGuard no_grad;
+  quant::Calibration calibration(*model.module);
+  model.forward(random_input({1, 8, 8, 8, 1}, 1));
+  const auto inputs = calibration.inputs();
+  calibration.detach();
+  const std::string first = quant::quantizable_layers(*model.module).front().name;
+  const quant::QuantizedLayers layers = quant::quantize(*model.module, inputs, {.keep_float = {first}});
+  CHECK(layers.count(first) == 0);
+  CHECK(layers.size() == inputs.size() - 1);
+  quant::restore_float(*model.module);
+  CHECK_THROWS_AS(quant::quantize(*model.module, inputs, {.keep_float = {"model.9.nothing"}}), Error);
+}
