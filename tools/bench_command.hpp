@@ -22,6 +22,7 @@
 #include <vox/core/cuda_graph.hpp>
 #include <vox/nn/models/registry.hpp>
 #include <vox/optim/adam.hpp>
+#include <vox/quant.hpp>
 #include <vox/train/losses.hpp>
 
 #include "cli_common.hpp"
@@ -35,6 +36,7 @@ struct BenchArgs {
   std::string device = "cpu";
   bool graph = false;  // replay a CUDA graph of the iteration
   std::optional<DType> precision;  // bf16 or f16: autocast (and, training in f16, loss scaling)
+  bool int8 = false;               // inference with every convolution in INT8, calibrated on the input
 };
 
 inline double peak_rss_mib() {
@@ -64,6 +66,8 @@ inline int run(const BenchArgs& a) {
   const Tensor target = (classify ? randint(0, a.classes, {a.batch}, DType::i64, &gen)
                                   : randint(0, a.classes, {a.batch, a.size, a.size, a.size}, DType::i64, &gen))
                             .to(device);
+  if (a.int8 && (a.mode != "infer" || !device.is_cpu()))
+    throw UsageError{"--precision int8 times inference on the CPU: use --mode infer and --device cpu"};
   if (a.graph && a.precision == DType::f16 && a.mode == "train")
     throw UsageError{"--graph cannot capture f16's loss scaler (it decides on the host whether to step); use --precision bf16"};
   optim::Adam adam(model.module->parameters(), {.lr = 1e-4, .capturable = a.graph});
@@ -85,9 +89,17 @@ inline int run(const BenchArgs& a) {
     scaler.update();
   };
   if (a.mode == "infer") model.module->eval();
+  if (a.int8) {  // min-max calibration on the input itself, then every convolution in INT8
+    NoGradGuard no_grad;
+    quant::Calibration calibration(*model.module);
+    model.forward(x);
+    const auto inputs = calibration.inputs();
+    calibration.detach();
+    quant::quantize(*model.module, inputs);
+  }
   std::printf("vox bench: %s (%lld parameters), %s in %s, input %lldx%lld^3x%lld, on %s, %d threads\n", a.model.c_str(),
               static_cast<long long>(model.module->parameter_count()), a.mode.c_str(),
-              a.precision ? std::string(dtype_name(*a.precision)).c_str() : "f32", static_cast<long long>(a.batch),
+              a.int8 ? "int8" : a.precision ? std::string(dtype_name(*a.precision)).c_str() : "f32", static_cast<long long>(a.batch),
               static_cast<long long>(a.size), static_cast<long long>(a.in_channels),
               device.is_cuda() ? cuda_backend("bench").device_name(device.index).c_str() : "cpu", num_threads());
   for (int64_t w = 0; w < a.warmup; ++w) step();

@@ -16,7 +16,7 @@
 #include <vox/train/inference.hpp>
 #include <vox/train/postprocess.hpp>
 
-#include "train_command.hpp"
+#include "quantize_command.hpp"
 
 namespace run_commands {
 
@@ -41,7 +41,7 @@ struct InferArgs {
   bool largest_component = false;  // keep each class's largest connected component
   int64_t min_size = 0;            // remove components smaller than this many voxels
   std::string device = "cpu";      // where the network runs
-  std::string precision = "f32";   // bf16 or f16: the network runs under autocast
+  std::string precision = "f32";   // bf16 or f16: the network runs under autocast; int8: an INT8 run (vox quantize)
   RunConfig config;  // with --weights: the architecture given on the command line
   std::optional<std::array<int64_t, 3>> patch;  // with --model: windows of another size than the run's
 };
@@ -90,10 +90,17 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
     config.patch = *a.patch;
   }
   const Device device = usable_device(a.device);
+  const bool int8 = config.quantization.has_value();
+  if (a.precision == "int8" && !int8)
+    throw UsageError{"--precision int8 takes an INT8 run; make one with vox quantize --model " + (a.model.empty() ? std::string("RUN") : a.model) +
+                     " --output RUN_INT8 (--calib DATA_DIR | --synthetic)"};
+  if (int8 && a.precision != "f32" && a.precision != "int8") throw UsageError{a.model + " is an INT8 run: --precision " + a.precision + " does not apply"};
+  if (int8 && !device.is_cpu()) throw UsageError{"vox's INT8 kernels run on the CPU: run " + a.model + " with --device cpu"};
   model.module->to(device);
-  run_in_precision(model, parse_precision(a.precision, "--precision"), device);
+  if (!int8) run_in_precision(model, parse_precision(a.precision, "--precision"), device);
   // --weights: a PyTorch/MONAI state_dict
-  model.module->load_state_dict(a.weights.empty() ? load_run_weights(a.model) : io::load_safetensors(a.weights).tensors);
+  if (int8) load_int8_run(*model.module, a.model);
+  else model.module->load_state_dict(a.weights.empty() ? load_run_weights(a.model) : io::load_safetensors(a.weights).tensors);
   model.module->eval();
   if (config.task == "classify") {
     classify_one(a, input, config, model, device);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,31 @@ inline json::Value read_json_file(const std::string& path) {
   return json::parse(std::string(bytes.begin(), bytes.end()), path);
 }
 
+// How `vox quantize` made an INT8 run: its weights are model_int8.safetensors.
+struct QuantizationRecord {
+  std::string method = "minmax";   // calibration
+  int64_t weight_bits = 8;         // 8, or 7 for CPUs without VNNI
+  int64_t calibration_cases = 0;
+  std::vector<std::string> kept_float;  // layers left in float
+
+  std::string to_json() const {
+    std::string kept = "[";
+    for (size_t i = 0; i < kept_float.size(); ++i) kept += (i ? ", " : "") + json::quote(kept_float[i]);
+    return "{\"scheme\": \"weights s8 symmetric per output channel, activations u8 asymmetric per tensor, int32 sums\", \"method\": " +
+           json::quote(method) + ", \"weight_bits\": " + std::to_string(weight_bits) + ", \"calibration_cases\": " +
+           std::to_string(calibration_cases) + ", \"kept_float\": " + kept + "]}";
+  }
+  static QuantizationRecord from_json(const json::Value& v, const std::string& path) {
+    QuantizationRecord r;
+    r.method = json_field(v, "method", path).as_string("method");
+    r.weight_bits = json_field(v, "weight_bits", path).as_int64("weight_bits");
+    VOX_CHECK(r.weight_bits == 7 || r.weight_bits == 8, "config", path, ": quantization weight_bits must be 7 or 8, got ", r.weight_bits);
+    r.calibration_cases = json_field(v, "calibration_cases", path).as_int64("calibration_cases");
+    for (const json::Value& x : json_field(v, "kept_float", path).as_array("kept_float")) r.kept_float.push_back(x.as_string("kept_float"));
+    return r;
+  }
+};
+
 // What a run needs to rebuild its model and preprocessing.
 struct RunConfig {
   std::string arch = "monai-unet";
@@ -46,6 +72,7 @@ struct RunConfig {
   std::array<double, 3> spacing{0, 0, 0};  // 0: the data's own
   std::string normalization = "zscore";    // zscore, ct, or none
   data::ForegroundIntensities ct;
+  std::optional<QuantizationRecord> quantization;  // an INT8 run of vox quantize
 
   std::string to_json() const {
     std::string names = "[";
@@ -54,7 +81,8 @@ struct RunConfig {
            ",\n  \"in_channels\": " + std::to_string(in_channels) + ",\n  \"classes\": " + std::to_string(classes) +
            ",\n  \"class_names\": " + names + "],\n  \"patch\": " + json_list(patch) + ",\n  \"spacing\": " + json_list(spacing) +
            ",\n  \"normalization\": " + json::quote(normalization) + ",\n  \"ct\": [" + json_number(ct.mean) + ", " + json_number(ct.std) +
-           ", " + json_number(ct.percentile_00_5) + ", " + json_number(ct.percentile_99_5) + "]\n}\n";
+           ", " + json_number(ct.percentile_00_5) + ", " + json_number(ct.percentile_99_5) + "]" +
+           (quantization ? ",\n  \"quantization\": " + quantization->to_json() : std::string()) + "\n}\n";
   }
   static RunConfig load(const std::string& run) {
     const std::string path = (fs::path(run) / "config.json").string();
@@ -76,6 +104,7 @@ struct RunConfig {
     for (size_t a = 0; a < 3; ++a) c.patch[a] = patch[a].as_int64("patch"), c.spacing[a] = spacing[a].as_double("spacing");
     c.normalization = get("normalization").as_string("normalization");
     c.ct.mean = ct[0].as_double(), c.ct.std = ct[1].as_double(), c.ct.percentile_00_5 = ct[2].as_double(), c.ct.percentile_99_5 = ct[3].as_double();
+    if (const json::Value* q = v.find("quantization")) c.quantization = QuantizationRecord::from_json(*q, path);
     return c;
   }
 };

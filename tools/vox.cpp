@@ -17,6 +17,9 @@
 //             --output OUT.nii.gz [--overlap 0.5] [--sw-batch B] [--blend gaussian|constant] [--tta]
 //             [--tta-axes A,B] [--png PREVIEW.png] [--logits]
 //             [--no-window] [--largest-component] [--min-size N] [--device cpu|cuda:N]
+//   vox quantize --model RUN --output RUN_INT8 (--calib DATA_DIR | --synthetic) [--method minmax|percentile|entropy]
+//             [--cases N] [--keep-float K] [--no-sensitivity] [--threads T]
+//                 INT8 post-training quantization, the float and INT8 Dice, a sensitivity report
 //   vox demo [--dir DIR] [--epochs N] [--iterations N] [--amp bf16|f16]   the main job on built-in data
 //   vox bench [--model NAME] [--size S] [--batch B] [--mode train|infer] [--iters N] [--warmup N] [--device cpu|cuda:N]
 //             [--graph]
@@ -96,11 +99,17 @@ const char* kUsage =
     "      those axes only, i = 0, j = 1, k = 2) [--png PREVIEW.png] [--logits]\n"
     "      [--no-window] [--largest-component] (each class's largest connected part) [--min-size N] (drop smaller parts);\n"
     "      [--device cpu|cuda[:N]] (run the network on a GPU; windows are cut and blended on the CPU);\n"
-    "      [--precision f32|bf16|f16] (run the network under autocast in 16 bits; default f32);\n"
+    "      [--precision f32|bf16|f16] (run the network under autocast in 16 bits; default f32); an INT8 run\n"
+    "      (vox quantize) runs in INT8 on the CPU by itself (--precision int8 says so and checks it);\n"
     "      a classifier's run prints the class and probabilities as JSON (and writes them to --output);\n"
     "      or --arch monai-unet --weights W.safetensors --classes C [--channels ...] [--patch ...]\n"
     "      for weights saved from a PyTorch/MONAI state_dict (fed nibabel's voxel order, not normalised\n"
     "      unless --normalize zscore)\n"
+    "  vox quantize             INT8 post-training quantization of a segmentation run: --model RUN\n"
+    "      --output RUN_INT8 (--calib DATA_DIR | --synthetic) [--method minmax|percentile|entropy]\n"
+    "      [--cases 20] (calibration volumes, run through inference's sliding windows) [--keep-float K]\n"
+    "      (the K most sensitive layers stay in float) [--no-sensitivity] [--threads T]; prints the float\n"
+    "      and INT8 validation Dice; writes RUN_INT8 (for vox infer), quantization.json, sensitivity.png\n"
     "  vox demo                 the main job: synthetic data, training, held-out inference and scores\n"
     "      [--dir DIR] [--epochs N] [--iterations N] [--lr LR] [--threads T] [--amp bf16|f16]\n"
     "  vox bench                time a model on random data (--model monai-unet, unet3d, resnet3d-18, ...)\n"
@@ -108,7 +117,8 @@ const char* kUsage =
     "      backward, Adam) --iters N (10) --warmup N (2) --threads T --channels C1,... --classes C (2);\n"
     "      --device cpu|cuda[:N] (cpu; cuda needs vox built with -DVOX_ENABLE_CUDA=ON); --graph (with\n"
     "      cuda: capture the iteration into a CUDA graph after the warm-up, and time its replays);\n"
-    "      --precision f32|bf16|f16 (autocast; train with f16 scales the loss);\n"
+    "      --precision f32|bf16|f16|int8 (autocast; train with f16 scales the loss; int8: --mode infer,\n"
+    "      calibrated on the random input, every convolution in INT8);\n"
     "      prints the median and last ms_per_iter=<median>, with peak_rss_mib (and peak_gpu_mib) before it\n"
     "  vox evaluate --pred P --gt G   per-class Dice, 95th-percentile Hausdorff and average surface\n"
     "                           distance (mm) as JSON (--csv: CSV); --classes C (default: from the labels)\n";
@@ -516,7 +526,7 @@ int infer(const std::vector<std::string>& args) {
                          " fixes it (config.json); with --model only --patch, --overlap and --sw-batch may differ"};
     }
   (void)usable_device(f.device);  // refused before anything is read
-  (void)parse_precision(f.precision, "--precision");
+  if (f.precision != "int8") (void)parse_precision(f.precision, "--precision");
   if (f.input.empty()) throw UsageError{"infer needs --input"};
   const bool classify = f.weights.empty() ? run_commands::RunConfig::load(f.model).task == "classify" : f.config.task == "classify";
   if (f.output.empty() && !classify) throw UsageError{"infer needs --output OUT.nii.gz"};
@@ -547,10 +557,35 @@ int bench(const std::vector<std::string>& args) {
     else if (a == "--channels") b.channels = parse_list(value(), a);
     else if (a == "--device") b.device = value();
     else if (a == "--graph") b.graph = true;
-    else if (a == "--precision") b.precision = parse_precision(value(), a);
-    else throw UsageError{"unknown option " + a};
+    else if (a == "--precision") {
+      const std::string p = value();
+      if (p == "int8") b.int8 = true;
+      else b.precision = parse_precision(p, a);
+    } else throw UsageError{"unknown option " + a};
   }
   return bench_command::run(b);
+}
+
+int quantize(const std::vector<std::string>& args) {
+  run_commands::QuantizeArgs q;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
+      return args[++i];
+    };
+    if (a == "--model") q.model = value();
+    else if (a == "--output") q.output = value();
+    else if (a == "--calib") q.calib = value();
+    else if (a == "--synthetic") q.synthetic = true;
+    else if (a == "--method") q.method = value();
+    else if (a == "--cases") q.cases = parse_count(value(), a);
+    else if (a == "--keep-float") q.keep_float = parse_count(value(), a);
+    else if (a == "--no-sensitivity") q.sensitivity = false;
+    else if (a == "--threads") q.threads = parse_count(value(), a);
+    else throw UsageError{"unknown option " + a};
+  }
+  return run_commands::quantize_run(q);
 }
 
 // The main job: synthetic data, training with augmentation, held-out inference and scores.
@@ -629,6 +664,7 @@ int main(int argc, char** argv) {
     if (args[0] == "preview") return preview(rest);
     if (args[0] == "train") return train_command(rest);
     if (args[0] == "infer") return infer(rest);
+    if (args[0] == "quantize") return quantize(rest);
     if (args[0] == "demo") return demo(rest);
     if (args[0] == "bench") return bench(rest);
     throw UsageError{"unknown command \"" + args[0] + "\""};

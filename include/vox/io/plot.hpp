@@ -1,7 +1,7 @@
 #pragma once
-// Line plots as PNG, with a title, axis labels and tick values, for training curves. Text is drawn
-// with a 5 x 7 bitmap font (digits, lower-case letters, . - + _ : and space; anything else is a
-// blank), so that no font library is needed.
+// Line and bar plots as PNG, with a title, axis labels and tick values, for training curves and
+// reports. Text is drawn with a 5 x 7 bitmap font (digits, lower-case letters, . - + _ : and
+// space; anything else is a blank), so that no font library is needed.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -155,6 +155,54 @@ inline Canvas line_plot(const std::vector<std::pair<double, double>>& points, co
 
 inline void write_line_plot(const std::string& path, const std::vector<std::pair<double, double>>& points, const PlotOptions& o = {}) {
   const Canvas c = line_plot(points, o);
+  write_png(path, c.pixels, c.width, c.height, 3);
+}
+
+// Bars at (x, y) (y may be negative; non-finite y draw nothing), with the y range's quarters as
+// grid lines and tick values (0 always inside), up to 6 x ticks, the title and the x label.
+inline Canvas bar_plot(const std::vector<std::pair<double, double>>& bars, const PlotOptions& o = {}) {
+  const int64_t left = 56, right = 16, top = 24, bottom = 34;
+  Canvas c(o.width, o.height, 24);
+  const int64_t plot_w = o.width - left - right, plot_h = o.height - top - bottom;
+  double x0 = INFINITY, x1 = -INFINITY, y0 = 0, y1 = 0;
+  for (const auto& [x, y] : bars) {
+    x0 = std::min(x0, x), x1 = std::max(x1, x);
+    if (std::isfinite(y)) y0 = std::min(y0, y), y1 = std::max(y1, y);
+  }
+  if (!(y1 > y0)) y1 = y0 + 1;
+  if (!std::isfinite(x0)) x0 = 0, x1 = 1;
+  const double slots = x1 - x0 + 1;
+  const std::array<uint8_t, 3> grid{60, 60, 60}, ink{200, 200, 200}, bar{240, 170, 80};
+  auto px = [&](double x) { return left + std::llround((x - x0 + 0.5) / slots * double(plot_w - 1)); };
+  auto py = [&](double y) { return top + plot_h - 1 - std::llround((y - y0) / (y1 - y0) * double(plot_h - 1)); };
+  for (int q = 0; q <= 4; ++q) {
+    const double v = y0 + (y1 - y0) * q / 4;
+    for (int64_t x = left; x < left + plot_w; ++x) c.put(x, py(v), grid);
+    const std::string label = tick_label(v);
+    c.text(left - 6 - Canvas::text_width(label), py(v) - 3, label, ink);
+  }
+  const int64_t half = std::max<int64_t>(1, std::llround(0.35 * double(plot_w) / slots));
+  for (const auto& [x, y] : bars) {
+    if (!std::isfinite(y)) continue;
+    const int64_t a = py(std::min(0.0, y)), b = py(std::max(0.0, y));
+    for (int64_t row = b; row <= a; ++row)
+      for (int64_t col = px(x) - half; col <= px(x) + half; ++col) c.put(col, row, bar);
+  }
+  const int64_t ticks = std::min<int64_t>(6, static_cast<int64_t>(slots));
+  for (int64_t t = 0; t < ticks; ++t) {
+    const double v = std::round(x0 + (x1 - x0) * double(t) / double(std::max<int64_t>(ticks - 1, 1)));
+    const std::string label = tick_label(v);
+    c.text(px(v) - Canvas::text_width(label) / 2, top + plot_h + 6, label, ink);
+  }
+  c.line(left, py(0), left + plot_w - 1, py(0), ink);
+  c.line(left, top, left, top + plot_h, ink);
+  c.text(left + (plot_w - Canvas::text_width(o.x_label)) / 2, o.height - 11, o.x_label, ink);
+  c.text(left + (plot_w - Canvas::text_width(o.title)) / 2, 8, o.title, kTitleColour);
+  return c;
+}
+
+inline void write_bar_plot(const std::string& path, const std::vector<std::pair<double, double>>& bars, const PlotOptions& o = {}) {
+  const Canvas c = bar_plot(bars, o);
   write_png(path, c.pixels, c.width, c.height, 3);
 }
 

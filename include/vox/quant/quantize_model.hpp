@@ -11,8 +11,9 @@
 //   quant::load_quantized_state_dict(fresh_model, io::load_safetensors(path).tensors);
 //
 // Every convolution, transposed convolution and linear layer (nn::Conv, nn::ConvTranspose,
-// nn::Linear) is quantized unless named in keep_float; norms, activations, softmax and losses stay
-// in float. A layer runs in INT8 through its interceptor (nn::Interceptable), so the network's
+// nn::Linear) is quantized unless named in keep_float or too narrow for the int8 kernels (fewer
+// than 5 outputs per group: see QuantizeOptions); norms, activations, softmax and losses stay in
+// float. A layer runs in INT8 through its interceptor (nn::Interceptable), so the network's
 // own code is unchanged. A quantized state dict is the float one with each quantized layer's
 // "weight" replaced by "weight_int8" (i8, PyTorch's layout), "weight_scale" (f32 [out channels]),
 // "input_scale" (f32 [1]) and "input_zero_point" (u8 [1]).
@@ -124,7 +125,21 @@ class Calibration {
 struct QuantizeOptions {
   std::set<std::string> keep_float;  // layer names left in float
   int weight_bits = 0;               // 0: what this CPU's int8 kernel takes (kernels::cpu::int8_weight_bits())
+  // Convolutions with fewer outputs per group stay in float: the int8 GEMM would fill 1 to 4 of
+  // its 16 lanes (a segmentation head, the transposed convolution into the classes at full
+  // resolution), where the f32 planar kernels are faster (and exact).
+  int64_t min_outputs = 5;
 };
+
+// The outputs per group of a layer: what fills the int8 GEMM's lanes.
+inline int64_t outputs_per_group(const QuantizableLayer& layer) {
+  const Shape& w = layer.weight.shape();
+  return layer.spec.kind == LayerKind::conv_transpose ? w.back() : w[0] / layer.spec.groups();
+}
+// True where quantize() leaves the layer in float for its few outputs.
+inline bool stays_float_for_speed(const QuantizableLayer& layer, const QuantizeOptions& options = {}) {
+  return layer.spec.kind != LayerKind::linear && outputs_per_group(layer) < options.min_outputs;
+}
 
 using QuantizedLayers = std::map<std::string, std::shared_ptr<QuantizedLayer>>;
 
@@ -138,7 +153,7 @@ inline QuantizedLayers quantize(nn::Module& model, const std::map<std::string, A
   const int bits = options.weight_bits ? options.weight_bits : kernels::cpu::int8_weight_bits();
   QuantizedLayers out;
   for (const QuantizableLayer& layer : quantizable_layers(model)) {
-    if (options.keep_float.count(layer.name)) continue;
+    if (options.keep_float.count(layer.name) || stays_float_for_speed(layer, options)) continue;
     const auto it = inputs.find(layer.name);
     VOX_CHECK(it != inputs.end(), "quant::quantize", "layer ", layer.name, " has no calibrated input parameters");
     const Tensor w = layer.weight.detach().to(DType::f32).to(Device::cpu());
