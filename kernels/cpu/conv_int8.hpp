@@ -12,6 +12,7 @@
 // weights and column sums.
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <vector>
 
 #include "kernels/cpu/conv.hpp"
@@ -28,6 +29,7 @@ struct Int8ConvWeights {
   };
   bool transposed = false;
   std::vector<PackedInt8> groups;  // convolution: per group, [taps x in_per_group][out_per_group]
+  PackedInt8 direct;               // convolution, one group: [taps x in_channels padded to 4][out_channels]
   std::vector<Phase> phases;       // transposed: per stride phase (rd, rh, rw), row-major
   bool seven_bit() const {
     for (const auto& p : groups)
@@ -78,6 +80,13 @@ inline Int8ConvWeights pack_conv_int8(const ConvGeometry& g, const int8_t* w, bo
   if (!transposed) {
     for (int64_t grp = 0; grp < g.groups; ++grp)
       out.groups.push_back(pack_int8(og, kv * cg, [&](int64_t k, int64_t co) { return w[(grp * og + co) * kv * cg + k]; }));
+    if (g.groups == 1) {  // the direct convolution's: channels padded to a multiple of 4 with zero weights
+      const int64_t c4 = (cg + 3) / 4 * 4;
+      out.direct = pack_int8(og, kv * c4, [&](int64_t k, int64_t co) {
+        const int64_t t = k / c4, c = k % c4;
+        return c < cg ? w[(co * kv + t) * cg + c] : int8_t{0};
+      });
+    }
     return out;
   }
   const auto axis_taps = phase_axis_taps(g);
@@ -98,6 +107,45 @@ inline Int8ConvWeights pack_conv_int8(const ConvGeometry& g, const int8_t* w, bo
   return out;
 }
 
+namespace conv_int8_detail {
+
+// The direct convolution (vpdpbusd, one group): x copied once into a zero-point-padded volume
+// whose channels are padded to a multiple of 4, then each output row (n, d, h) is one GEMM that
+// reads its taps in place: no column buffer, whose gathering cost more than the products.
+inline void conv_forward_direct(const ConvGeometry& g, const uint8_t* x, int32_t x_zero_point, const Int8ConvWeights& w,
+                                const Int8Epilogue& epilogue, float* y) {
+  const int64_t C = g.in_channels, c4 = (C + 3) / 4 * 4;
+  const std::array<int64_t, 3> padded{g.in[0] + 2 * g.padding[0], g.in[1] + 2 * g.padding[1], g.in[2] + 2 * g.padding[2]};
+  const int64_t plane = padded[1] * padded[2] * c4, volume = padded[0] * plane;
+  std::vector<uint8_t> xp(static_cast<size_t>(g.batch * volume), static_cast<uint8_t>(x_zero_point));
+  parallel_for(0, g.batch * g.in[0] * g.in[1], 16, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / (g.in[0] * g.in[1]), d = r / g.in[1] % g.in[0], h = r % g.in[1];
+      const uint8_t* src = x + r * g.in[2] * C;
+      uint8_t* dst = xp.data() + n * volume + (d + g.padding[0]) * plane + ((h + g.padding[1]) * padded[2] + g.padding[2]) * c4;
+      if (C == c4) std::memcpy(dst, src, static_cast<size_t>(g.in[2] * C));
+      else
+        for (int64_t i = 0; i < g.in[2]; ++i) std::memcpy(dst + i * c4, src + i * C, static_cast<size_t>(C));
+    }
+  });
+  std::vector<int64_t> taps;
+  for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+    for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
+      for (int64_t kw = 0; kw < g.kernel[2]; ++kw)
+        taps.push_back(kd * g.dilation[0] * plane + (kh * g.dilation[1] * padded[2] + kw * g.dilation[2]) * c4);
+  const int64_t rows = g.batch * g.out[0] * g.out[1], step = g.stride[2] * c4;
+  parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / (g.out[0] * g.out[1]), od = r / g.out[1] % g.out[0], oh = r % g.out[1];
+      const uint8_t* src = xp.data() + n * volume + od * g.stride[0] * plane + oh * g.stride[1] * padded[2] * c4;
+      gemm_int8_direct(g.out[2], src, step, taps.data(), static_cast<int64_t>(taps.size()), c4 / 4, x_zero_point, w.direct, epilogue,
+                       y + r * g.out[2] * g.out_channels, g.out_channels);
+    }
+  });
+}
+
+}  // namespace conv_int8_detail
+
 // y = conv(x) for x [N, g.in..., in_channels] u8 with zero point x_zero_point, y [N, g.out...,
 // out_channels] f32; w from pack_conv_int8(g, ..., false).
 inline void conv_forward_int8(const ConvGeometry& g, const uint8_t* x, int32_t x_zero_point, const Int8ConvWeights& w,
@@ -107,6 +155,8 @@ inline void conv_forward_int8(const ConvGeometry& g, const uint8_t* x, int32_t x
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), K = g.kernel_volume() * cg, lda = padded_row(K);
   const int64_t positions = g.out_positions();
   const bool direct = is_pointwise(g) && g.groups == 1 && g.in_channels % 4 == 0;
+  if (!direct && g.groups == 1 && !w.direct.empty() && int8_kernel() == Int8Kernel::vnni)
+    return conv_int8_detail::conv_forward_direct(g, x, x_zero_point, w, epilogue, y);
   const uint8_t outside = static_cast<uint8_t>(x_zero_point);
   const int64_t tile = balanced_tile(positions, lda), tiles = (positions + tile - 1) / tile;
   parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {

@@ -191,6 +191,34 @@ inline void tile_avx512(int64_t rows, int64_t K, const uint8_t* const (&a)[Rows]
   else tile_avx512bw<Panels, Rows>(rows, K, a, panel, panel_stride, terms, activation, C, ldc);
 }
 
+// A tile of Rows x (16 Panels) results of a direct convolution, by vpdpbusd: row i's taps are
+// read in place at src + i * step + taps[t] (a zero-point-padded input, channels padded to a
+// multiple of 4), each tap `quads_per_tap` quads of the packed B, in order.
+template <int Panels, int Rows>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void tile_direct_vnni(
+    int64_t rows, const uint8_t* src, int64_t step, const int64_t* taps, int64_t tap_count, int64_t quads_per_tap, const int8_t* panel,
+    int64_t panel_stride, const ColumnTerms<Panels>& terms, bool activation, float* C, int64_t ldc) {
+  __m512i c[Rows][Panels];
+  for (int i = 0; i < Rows; ++i)
+    for (int j = 0; j < Panels; ++j) c[i][j] = _mm512_setzero_si512();
+  int64_t offset[Rows];
+  for (int i = 0; i < Rows; ++i) offset[i] = std::min<int64_t>(i, rows - 1) * step;  // short tiles repeat their last row
+  for (int64_t t = 0; t < tap_count; ++t) {
+    const uint8_t* base = src + taps[t];
+    const int8_t* bt = panel + t * quads_per_tap * 4 * kPanel;
+    for (int64_t q = 0; q < quads_per_tap; ++q) {
+      __m512i b[Panels];
+      for (int j = 0; j < Panels; ++j) b[j] = _mm512_loadu_si512(bt + j * panel_stride + q * 4 * kPanel);
+#pragma GCC unroll 12
+      for (int i = 0; i < Rows; ++i) {
+        const __m512i quad = _mm512_maskz_set1_epi32(0xFFFF, quad_word(base + offset[i], q));
+        for (int j = 0; j < Panels; ++j) c[i][j] = _mm512_dpbusd_epi32(c[i][j], quad, b[j]);
+      }
+    }
+  }
+  for (int64_t i = 0; i < rows; ++i) store_tile_row<Panels>(c[i], terms, activation, C + i * ldc);
+}
+
 template <int Panels>
 __attribute__((target("avx512f,avx512bw"))) inline ColumnTerms<Panels> column_terms(const PackedInt8& B, int32_t zero_point,
                                                                                      const Int8Epilogue& e, int64_t n0) {
@@ -273,6 +301,34 @@ inline void gemm_int8_packed(int64_t M, const uint8_t* A, int64_t lda, int32_t z
       if (B.seven_bit) return gemm_int8_detail::gemm_avx512<false>(M, A, lda, zero_point, B, e, C, ldc);
       [[fallthrough]];
     default: return gemm_int8_detail::gemm_portable(M, A, lda, zero_point, B, e, C, ldc);
+  }
+}
+
+// C[m][n] = e(sum over taps t and channels k of (A_t[m][k] - zero_point) * B[t * K_t + k][n], n)
+// for m < M, where A_t's row m is src + m * step + taps[t], K_t = 4 quads_per_tap: a direct
+// convolution's row of outputs, reading a zero-point-padded input in place (no column buffer).
+// vpdpbusd only (int8_kernel() == vnni).
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline void gemm_int8_direct(int64_t M, const uint8_t* src, int64_t step,
+                                                                                  const int64_t* taps, int64_t tap_count,
+                                                                                  int64_t quads_per_tap, int32_t zero_point,
+                                                                                  const PackedInt8& B, const Int8Epilogue& e, float* C,
+                                                                                  int64_t ldc) {
+  using namespace gemm_int8_detail;
+  const int64_t panels = (B.N + kPanel - 1) / kPanel, stride = panel_size(B.K);
+  for (int64_t p = 0; p < panels; p += 2) {
+    const int8_t* panel = B.panels.data() + p * stride;
+    const int64_t n0 = p * kPanel;
+    if (p + 1 < panels) {
+      const ColumnTerms<2> terms = column_terms<2>(B, zero_point, e, n0);
+      for (int64_t m0 = 0; m0 < M; m0 += 6)
+        tile_direct_vnni<2, 6>(std::min<int64_t>(6, M - m0), src + m0 * step, step, taps, tap_count, quads_per_tap, panel, stride, terms,
+                               e.slope != nullptr, C + m0 * ldc + n0, ldc);
+    } else {
+      const ColumnTerms<1> terms = column_terms<1>(B, zero_point, e, n0);
+      for (int64_t m0 = 0; m0 < M; m0 += 12)
+        tile_direct_vnni<1, 12>(std::min<int64_t>(12, M - m0), src + m0 * step, step, taps, tap_count, quads_per_tap, panel, stride, terms,
+                                e.slope != nullptr, C + m0 * ldc + n0, ldc);
+    }
   }
 }
 
