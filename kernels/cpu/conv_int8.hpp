@@ -26,6 +26,7 @@ struct Int8ConvWeights {
   struct Phase {
     std::vector<std::array<int64_t, 4>> taps;  // kd, kh, kw, flat tap index
     std::vector<PackedInt8> groups;
+    PackedInt8 direct;  // one group: [taps x channels padded to 4][out channels]
   };
   bool transposed = false;
   std::vector<PackedInt8> groups;  // convolution: per group, [taps x in_per_group][out_per_group]
@@ -102,6 +103,13 @@ inline Int8ConvWeights pack_conv_int8(const ConvGeometry& g, const int8_t* w, bo
           phase.groups.push_back(pack_int8(cg, K, [&](int64_t k, int64_t ci) {
             return w[((grp * og + k % og) * kv + phase.taps[static_cast<size_t>(k / og)][3]) * cg + ci];
           }));
+        if (g.groups == 1) {
+          const int64_t o4 = (og + 3) / 4 * 4;
+          phase.direct = pack_int8(cg, static_cast<int64_t>(phase.taps.size()) * o4, [&](int64_t k, int64_t ci) {
+            const int64_t co = k % o4;
+            return co < og ? w[(co * kv + phase.taps[static_cast<size_t>(k / o4)][3]) * cg + ci] : int8_t{0};
+          });
+        }
         out.phases.push_back(std::move(phase));
       }
   return out;
@@ -109,25 +117,40 @@ inline Int8ConvWeights pack_conv_int8(const ConvGeometry& g, const int8_t* w, bo
 
 namespace conv_int8_detail {
 
+// x ([N, dims..., C] u8) copied into a volume padded by low / high positions per axis, the padding
+// and the channels past C (to a multiple of 4) holding the zero point. Returns it; `plane` and
+// `volume` are its strides of one D step and one batch item, in bytes.
+inline std::vector<uint8_t> zero_point_padded(const uint8_t* x, int64_t batch, const std::array<int64_t, 3>& dims, int64_t C,
+                                              const std::array<int64_t, 3>& low, const std::array<int64_t, 3>& high, uint8_t zero_point,
+                                              std::array<int64_t, 3>& padded, int64_t& plane, int64_t& volume) {
+  const int64_t c4 = (C + 3) / 4 * 4;
+  for (int a = 0; a < 3; ++a) padded[a] = dims[a] + low[a] + high[a];
+  plane = padded[1] * padded[2] * c4, volume = padded[0] * plane;
+  std::vector<uint8_t> xp(static_cast<size_t>(batch * volume), zero_point);
+  parallel_for(0, batch * dims[0] * dims[1], 16, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / (dims[0] * dims[1]), d = r / dims[1] % dims[0], h = r % dims[1];
+      const uint8_t* src = x + r * dims[2] * C;
+      uint8_t* dst = xp.data() + n * volume + (d + low[0]) * plane + ((h + low[1]) * padded[2] + low[2]) * c4;
+      if (C == c4) std::memcpy(dst, src, static_cast<size_t>(dims[2] * C));
+      else
+        for (int64_t i = 0; i < dims[2]; ++i)  // a few channels (a first layer's 1): no library call per position
+          for (int64_t c = 0; c < C; ++c) dst[i * c4 + c] = src[i * C + c];
+    }
+  });
+  return xp;
+}
+
 // The direct convolution (vpdpbusd, one group): x copied once into a zero-point-padded volume
 // whose channels are padded to a multiple of 4, then each output row (n, d, h) is one GEMM that
 // reads its taps in place: no column buffer, whose gathering cost more than the products.
 inline void conv_forward_direct(const ConvGeometry& g, const uint8_t* x, int32_t x_zero_point, const Int8ConvWeights& w,
                                 const Int8Epilogue& epilogue, float* y) {
-  const int64_t C = g.in_channels, c4 = (C + 3) / 4 * 4;
-  const std::array<int64_t, 3> padded{g.in[0] + 2 * g.padding[0], g.in[1] + 2 * g.padding[1], g.in[2] + 2 * g.padding[2]};
-  const int64_t plane = padded[1] * padded[2] * c4, volume = padded[0] * plane;
-  std::vector<uint8_t> xp(static_cast<size_t>(g.batch * volume), static_cast<uint8_t>(x_zero_point));
-  parallel_for(0, g.batch * g.in[0] * g.in[1], 16, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const int64_t n = r / (g.in[0] * g.in[1]), d = r / g.in[1] % g.in[0], h = r % g.in[1];
-      const uint8_t* src = x + r * g.in[2] * C;
-      uint8_t* dst = xp.data() + n * volume + (d + g.padding[0]) * plane + ((h + g.padding[1]) * padded[2] + g.padding[2]) * c4;
-      if (C == c4) std::memcpy(dst, src, static_cast<size_t>(g.in[2] * C));
-      else
-        for (int64_t i = 0; i < g.in[2]; ++i) std::memcpy(dst + i * c4, src + i * C, static_cast<size_t>(C));
-    }
-  });
+  const int64_t c4 = (g.in_channels + 3) / 4 * 4;
+  std::array<int64_t, 3> padded;
+  int64_t plane = 0, volume = 0;
+  const std::vector<uint8_t> xp =
+      zero_point_padded(x, g.batch, g.in, g.in_channels, g.padding, g.padding, static_cast<uint8_t>(x_zero_point), padded, plane, volume);
   std::vector<int64_t> taps;
   for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
     for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
@@ -142,6 +165,55 @@ inline void conv_forward_direct(const ConvGeometry& g, const uint8_t* x, int32_t
                        y + r * g.out[2] * g.out_channels, g.out_channels);
     }
   });
+}
+
+// The transposed convolution by direct GEMMs (vpdpbusd, one group), one stride phase at a time.
+// Along each axis, output r + stride * i of phase r reads input i + (r + padding - k * dilation)
+// / stride through tap k (an exact division for the phase's taps): a unit-stride correlation of
+// the zero-point-padded input with the phase's taps, each output row one GEMM, its results
+// written every stride-th position.
+inline void conv_transpose_direct(const ConvGeometry& g, const uint8_t* x, int32_t x_zero_point, const Int8ConvWeights& w,
+                                  const Int8Epilogue& epilogue, float* y) {
+  const int64_t X = g.out_channels, x4 = (X + 3) / 4 * 4, Y = g.in_channels;
+  auto offset = [&](int a, int64_t r, int64_t k) { return (r + g.padding[a] - k * g.dilation[a]) / g.stride[a]; };
+  auto count = [&](int a, int64_t r) { return (g.in[a] - r + g.stride[a] - 1) / g.stride[a]; };
+  std::array<int64_t, 3> low{0, 0, 0}, high{0, 0, 0};
+  for (const Int8ConvWeights::Phase& phase : w.phases)
+    for (const auto& t : phase.taps)
+      for (int a = 0; a < 3; ++a) {
+        const int64_t r = ((t[static_cast<size_t>(a)] * g.dilation[a] - g.padding[a]) % g.stride[a] + g.stride[a]) % g.stride[a];
+        if (r >= g.in[a]) continue;
+        const int64_t off = offset(a, r, t[static_cast<size_t>(a)]);
+        low[a] = std::max(low[a], -off);
+        high[a] = std::max(high[a], count(a, r) - 1 + off - (g.out[a] - 1));
+      }
+  std::array<int64_t, 3> padded;
+  int64_t plane = 0, volume = 0;
+  const std::vector<uint8_t> xp =
+      zero_point_padded(x, g.batch, g.out, X, low, high, static_cast<uint8_t>(x_zero_point), padded, plane, volume);
+  for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)
+    for (int64_t rh = 0; rh < std::min(g.stride[1], g.in[1]); ++rh)
+      for (int64_t rw = 0; rw < std::min(g.stride[2], g.in[2]); ++rw) {
+        const Int8ConvWeights::Phase& phase = w.phases[static_cast<size_t>((rd * g.stride[1] + rh) * g.stride[2] + rw)];
+        const std::array<int64_t, 3> counts{count(0, rd), count(1, rh), count(2, rw)};
+        std::vector<int64_t> taps;
+        for (const auto& t : phase.taps)
+          taps.push_back((offset(0, rd, t[0]) + low[0]) * plane + ((offset(1, rh, t[1]) + low[1]) * padded[2] + offset(2, rw, t[2]) + low[2]) * x4);
+        const int64_t rows = g.batch * counts[0] * counts[1], ldc = g.stride[2] * Y;
+        parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r) {
+            const int64_t n = r / (counts[0] * counts[1]), i = r / counts[1] % counts[0], j = r % counts[1];
+            float* out = y + (((n * g.in[0] + rd + g.stride[0] * i) * g.in[1] + rh + g.stride[1] * j) * g.in[2] + rw) * Y;
+            if (taps.empty()) {  // no tap reaches these outputs (a kernel smaller than the stride): the bias alone
+              for (int64_t m = 0; m < counts[2]; ++m)
+                for (int64_t c = 0; c < Y; ++c) out[m * ldc + c] = epilogue(0, c);
+              continue;
+            }
+            gemm_int8_direct(counts[2], xp.data() + n * volume + i * plane + j * padded[2] * x4, x4, taps.data(),
+                             static_cast<int64_t>(taps.size()), x4 / 4, x_zero_point, phase.direct, epilogue, out, ldc);
+          }
+        });
+      }
 }
 
 }  // namespace conv_int8_detail
@@ -180,6 +252,8 @@ inline void conv_transpose_int8(const ConvGeometry& g, const uint8_t* x, int32_t
                                 const Int8Epilogue& epilogue, float* y) {
   using namespace conv_detail;
   using conv_int8_detail::padded_row;
+  if (g.groups == 1 && !w.phases.empty() && !w.phases.front().direct.empty() && int8_kernel() == Int8Kernel::vnni)
+    return conv_int8_detail::conv_transpose_direct(g, x, x_zero_point, w, epilogue, y);
   const int64_t cg = g.in_per_group(), og = g.out_per_group();
   const uint8_t outside = static_cast<uint8_t>(x_zero_point);
   for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)

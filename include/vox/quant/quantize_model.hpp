@@ -11,9 +11,8 @@
 //   quant::load_quantized_state_dict(fresh_model, io::load_safetensors(path).tensors);
 //
 // Every convolution, transposed convolution and linear layer (nn::Conv, nn::ConvTranspose,
-// nn::Linear) is quantized unless named in keep_float or too narrow for the int8 kernels (fewer
-// than 5 outputs per group: see QuantizeOptions); norms, activations, softmax and losses stay in
-// float. A layer runs in INT8 through its interceptor (nn::Interceptable), so the network's
+// nn::Linear) is quantized unless named in keep_float or too narrow for the int8 kernels (see
+// QuantizeOptions::min_outputs); norms, activations, softmax and losses stay in float. A layer runs in INT8 through its interceptor (nn::Interceptable), so the network's
 // own code is unchanged. A quantized state dict is the float one with each quantized layer's
 // "weight" replaced by "weight_int8" (i8, PyTorch's layout), "weight_scale" (f32 [out channels]),
 // "input_scale" (f32 [1]) and "input_zero_point" (u8 [1]).
@@ -125,10 +124,11 @@ class Calibration {
 struct QuantizeOptions {
   std::set<std::string> keep_float;  // layer names left in float
   int weight_bits = 0;               // 0: what this CPU's int8 kernel takes (kernels::cpu::int8_weight_bits())
-  // Convolutions with fewer outputs per group stay in float: the int8 GEMM would fill 1 to 4 of
-  // its 16 lanes (a segmentation head, the transposed convolution into the classes at full
-  // resolution), where the f32 planar kernels are faster (and exact).
-  int64_t min_outputs = 5;
+  // Convolutions with fewer outputs per group stay in float. 0: automatic: where the direct
+  // vpdpbusd kernels run, only layers with at most 4 channels in and out (a head's last conv,
+  // where the f32 planar kernels were measured faster); elsewhere every layer with fewer than 5
+  // outputs, since the column-buffer kernels would fill 1 to 4 of their 16 lanes.
+  int64_t min_outputs = 0;
 };
 
 // The outputs per group of a layer: what fills the int8 GEMM's lanes.
@@ -138,7 +138,13 @@ inline int64_t outputs_per_group(const QuantizableLayer& layer) {
 }
 // True where quantize() leaves the layer in float for its few outputs.
 inline bool stays_float_for_speed(const QuantizableLayer& layer, const QuantizeOptions& options = {}) {
-  return layer.spec.kind != LayerKind::linear && outputs_per_group(layer) < options.min_outputs;
+  if (layer.spec.kind == LayerKind::linear) return false;
+  const int64_t outputs = outputs_per_group(layer);
+  if (options.min_outputs > 0) return outputs < options.min_outputs;
+  if (kernels::cpu::int8_kernel() != kernels::cpu::Int8Kernel::vnni) return outputs < 5;
+  const Shape& w = layer.weight.shape();
+  const int64_t inputs = layer.spec.kind == LayerKind::conv_transpose ? w[0] / layer.spec.groups() : w.back();
+  return outputs < 5 && inputs < 5;
 }
 
 using QuantizedLayers = std::map<std::string, std::shared_ptr<QuantizedLayer>>;
