@@ -181,12 +181,14 @@ TEST_CASE("int8 convolution: every kernel equals the reference on odd shapes (st
   }
 }
 
-TEST_CASE("int8 convolution: pointwise layers read their input in place, and a 3^3 layer of U-Net width matches too") {
+TEST_CASE("int8 convolution: pointwise layers, layers of U-Net width and narrow heads (<= 4 channels in, <= 8 out) match too") {
   std::mt19937 rng(31);
   for (const KernelCase kc : kernels_here()) {
     CAPTURE(cpu::int8_kernel_name(kc.kernel));
     ScopedKernel scoped(kc.kernel);
-    for (const auto& [k, cin, cout, size] : std::vector<std::array<int64_t, 4>>{{1, 16, 32, 7}, {1, 12, 5, 5}, {3, 32, 32, 6}, {3, 16, 64, 5}}) {
+    int activation = 0;
+    for (const auto& [k, cin, cout, size] : std::vector<std::array<int64_t, 4>>{
+             {1, 16, 32, 7}, {1, 12, 5, 5}, {3, 32, 32, 6}, {3, 16, 64, 5}, {3, 2, 2, 9}, {3, 1, 5, 6}, {3, 3, 8, 17}, {3, 4, 1, 4}}) {
       ConvGeometry g;
       g.in_channels = cin, g.out_channels = cout;
       g.kernel = {k, k, k}, g.padding = {k / 2, k / 2, k / 2};
@@ -194,7 +196,7 @@ TEST_CASE("int8 convolution: pointwise layers read their input in place, and a 3
       const std::vector<uint8_t> x = random_u8(static_cast<size_t>(g.in_positions() * cin), rng);
       const std::vector<int8_t> w = random_s8(static_cast<size_t>(g.weight_size()), kc.weight_bits, rng);
       const EpilogueData ed = random_epilogue(cout, rng);
-      const reference::Int8Epilogue e = ed.epilogue(true, 0);
+      const reference::Int8Epilogue e = ed.epilogue(true, activation++ % 3);
       std::vector<float> expected(static_cast<size_t>(g.out_positions() * cout)), got(expected.size());
       reference::conv_forward_int8(g, x.data(), 77, w.data(), e, expected.data());
       cpu::conv_forward_int8(g, x.data(), 77, cpu::pack_conv_int8(g, w.data(), false), e, got.data());

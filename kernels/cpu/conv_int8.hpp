@@ -216,6 +216,83 @@ inline void conv_transpose_direct(const ConvGeometry& g, const uint8_t* x, int32
       }
 }
 
+// A convolution of at most 4 input channels (one quad per tap) with unit stride along w and at
+// most 8 outputs (a segmentation head's last conv): 16 consecutive output positions in the lanes,
+// each tap's 16 quads one load from the padded input, one vpdpbusd per tap and output, against the
+// tap's weights broadcast. The direct GEMM would fill only N of its 16 lanes here.
+constexpr int64_t kNarrowOutputs = 8;
+
+// The per-output terms of conv_forward_narrow.
+struct NarrowTerms {
+  int64_t outputs;
+  const int32_t* weights;  // [tap][output]: the tap's 4 weights as one word
+  float scale[kNarrowOutputs], bias[kNarrowOutputs], slope[kNarrowOutputs];
+  int32_t correction[kNarrowOutputs];
+  bool activation;
+};
+
+// One output row of conv_forward_narrow: `width` positions, the first one's taps at src + taps[t].
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void narrow_row(const uint8_t* src, const int64_t* taps, int64_t kv,
+                                                                                      int64_t width, const NarrowTerms& k, float* out) {
+  const int64_t N = k.outputs;
+  const __m512i where = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_maskz_set1_epi32(0xFFFF, static_cast<int>(N)));
+  for (int64_t w0 = 0; w0 < width; w0 += 16) {
+    const int64_t lanes = std::min<int64_t>(16, width - w0);
+    const __mmask16 mask = static_cast<__mmask16>((1u << lanes) - 1u);
+    __m512i acc[kNarrowOutputs];
+    for (int64_t n = 0; n < N; ++n) acc[n] = _mm512_setzero_si512();
+    for (int64_t t = 0; t < kv; ++t) {
+      const __m512i a = _mm512_maskz_loadu_epi32(mask, src + taps[t] + w0 * 4);
+      for (int64_t n = 0; n < N; ++n) acc[n] = _mm512_dpbusd_epi32(acc[n], a, _mm512_maskz_set1_epi32(0xFFFF, k.weights[t * N + n]));
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      const __m512 v = _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_sub_epi32(acc[n], _mm512_maskz_set1_epi32(0xFFFF, k.correction[n])));
+      __m512 o = _mm512_fmadd_ps(v, _mm512_maskz_broadcastss_ps(0xFFFF, _mm_set_ss(k.scale[n])), _mm512_maskz_broadcastss_ps(0xFFFF, _mm_set_ss(k.bias[n])));
+      if (k.activation)
+        o = _mm512_mask_mul_ps(o, _mm512_cmp_ps_mask(o, _mm512_setzero_ps(), _CMP_LT_OQ), o, _mm512_maskz_broadcastss_ps(0xFFFF, _mm_set_ss(k.slope[n])));
+      _mm512_mask_i32scatter_ps(out + w0 * N + n, mask, where, o, 4);
+    }
+  }
+}
+
+// A convolution of at most 4 input channels (one quad per tap) with unit stride along w and at
+// most 8 outputs (a segmentation head's last conv): 16 consecutive output positions in the lanes,
+// each tap's 16 quads one load from the padded input, one vpdpbusd per tap and output against the
+// tap's weights broadcast. The direct GEMM would fill only N of its 16 lanes here.
+inline void conv_forward_narrow(const ConvGeometry& g, const uint8_t* x, int32_t x_zero_point, const Int8ConvWeights& w,
+                                const Int8Epilogue& epilogue, float* y) {
+  const int64_t N = g.out_channels;
+  std::array<int64_t, 3> padded;
+  int64_t plane = 0, volume = 0;
+  const std::vector<uint8_t> xp =
+      zero_point_padded(x, g.batch, g.in, g.in_channels, g.padding, g.padding, static_cast<uint8_t>(x_zero_point), padded, plane, volume);
+  std::vector<int64_t> taps;
+  for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+    for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
+      for (int64_t kw = 0; kw < g.kernel[2]; ++kw)
+        taps.push_back(kd * g.dilation[0] * plane + (kh * g.dilation[1] * padded[2] + kw * g.dilation[2]) * 4);
+  const int64_t kv = static_cast<int64_t>(taps.size());
+  std::vector<int32_t> weights(static_cast<size_t>(kv * N));
+  for (int64_t t = 0; t < kv; ++t)  // the direct packing's quad t (one per tap here), column n
+    for (int64_t n = 0; n < N; ++n)
+      std::memcpy(&weights[static_cast<size_t>(t * N + n)], w.direct.panels.data() + (t * gemm_int8_detail::kPanel + n) * 4, 4);
+  NarrowTerms k{N, weights.data(), {}, {}, {}, {}, epilogue.slope != nullptr};
+  for (int64_t n = 0; n < N; ++n) {
+    k.scale[n] = epilogue.scale[n], k.bias[n] = epilogue.bias ? epilogue.bias[n] : 0.0f;
+    k.slope[n] = epilogue.slope ? epilogue.slope[n * epilogue.slope_stride] : 0.0f;
+    k.correction[n] = x_zero_point * w.direct.column_sums[static_cast<size_t>(n)];
+  }
+  const int64_t rows = g.batch * g.out[0] * g.out[1];
+  parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / (g.out[0] * g.out[1]), od = r / g.out[1] % g.out[0], oh = r % g.out[1];
+      narrow_row(xp.data() + n * volume + od * g.stride[0] * plane + oh * g.stride[1] * padded[2] * 4, taps.data(), kv, g.out[2], k,
+                 y + r * g.out[2] * N);
+    }
+  });
+}
+
 }  // namespace conv_int8_detail
 
 // y = conv(x) for x [N, g.in..., in_channels] u8 with zero point x_zero_point, y [N, g.out...,
@@ -227,8 +304,11 @@ inline void conv_forward_int8(const ConvGeometry& g, const uint8_t* x, int32_t x
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), K = g.kernel_volume() * cg, lda = padded_row(K);
   const int64_t positions = g.out_positions();
   const bool direct = is_pointwise(g) && g.groups == 1 && g.in_channels % 4 == 0;
-  if (!direct && g.groups == 1 && !w.direct.empty() && int8_kernel() == Int8Kernel::vnni)
+  if (!direct && g.groups == 1 && !w.direct.empty() && int8_kernel() == Int8Kernel::vnni) {
+    if (g.in_channels <= 4 && g.stride[2] == 1 && g.out_channels <= conv_int8_detail::kNarrowOutputs)
+      return conv_int8_detail::conv_forward_narrow(g, x, x_zero_point, w, epilogue, y);
     return conv_int8_detail::conv_forward_direct(g, x, x_zero_point, w, epilogue, y);
+  }
   const uint8_t outside = static_cast<uint8_t>(x_zero_point);
   const int64_t tile = balanced_tile(positions, lda), tiles = (positions + tile - 1) / tile;
   parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {

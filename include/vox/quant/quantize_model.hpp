@@ -124,10 +124,10 @@ class Calibration {
 struct QuantizeOptions {
   std::set<std::string> keep_float;  // layer names left in float
   int weight_bits = 0;               // 0: what this CPU's int8 kernel takes (kernels::cpu::int8_weight_bits())
-  // Convolutions with fewer outputs per group stay in float. 0: automatic: where the direct
-  // vpdpbusd kernels run, only layers with at most 4 channels in and out (a head's last conv,
-  // where the f32 planar kernels were measured faster); elsewhere every layer with fewer than 5
-  // outputs, since the column-buffer kernels would fill 1 to 4 of their 16 lanes.
+  // Convolutions with fewer outputs per group stay in float. 0: automatic: none where the
+  // vpdpbusd kernels run (they have a kernel for narrow heads); elsewhere those with fewer than 5,
+  // which the column-buffer kernels would spread over 1 to 4 of their 16 lanes, slower than the
+  // f32 planar kernels.
   int64_t min_outputs = 0;
 };
 
@@ -141,10 +141,7 @@ inline bool stays_float_for_speed(const QuantizableLayer& layer, const QuantizeO
   if (layer.spec.kind == LayerKind::linear) return false;
   const int64_t outputs = outputs_per_group(layer);
   if (options.min_outputs > 0) return outputs < options.min_outputs;
-  if (kernels::cpu::int8_kernel() != kernels::cpu::Int8Kernel::vnni) return outputs < 5;
-  const Shape& w = layer.weight.shape();
-  const int64_t inputs = layer.spec.kind == LayerKind::conv_transpose ? w[0] / layer.spec.groups() : w.back();
-  return outputs < 5 && inputs < 5;
+  return kernels::cpu::int8_kernel() != kernels::cpu::Int8Kernel::vnni && outputs < 5;
 }
 
 using QuantizedLayers = std::map<std::string, std::shared_ptr<QuantizedLayer>>;
