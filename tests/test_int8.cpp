@@ -251,3 +251,38 @@ TEST_CASE("int8 kernels: 8-bit weights on the vpmaddubsw kernel go to the portab
   CHECK(got == expected);
   CHECK(got[0] == -255.0f * 128.0f * 64.0f);
 }
+
+TEST_CASE("int8 (transposed) convolution of an f32 input, quantized on the way in, equals quantizing first") {
+  std::mt19937 rng(51);
+  for (const KernelCase kc : kernels_here()) {
+    CAPTURE(cpu::int8_kernel_name(kc.kernel));
+    ScopedKernel scoped(kc.kernel);
+    for (int trial = 0; trial < 24; ++trial) {
+      const bool transposed = trial % 2 == 1;
+      ConvGeometry g = random_geometry(rng, transposed);
+      if (trial % 4 == 0) g.in_channels = g.groups * (1 + rng() % 3), g.out_channels = g.groups * (1 + rng() % 3);  // narrow
+      CAPTURE(trial);
+      const int64_t inputs = transposed ? g.out_positions() * g.out_channels : g.in_positions() * g.in_channels;
+      const int64_t outputs = transposed ? g.in_positions() * g.in_channels : g.out_positions() * g.out_channels;
+      const std::vector<float> x = random_floats(static_cast<size_t>(inputs), -3.0f, 5.0f, rng);
+      const std::vector<int8_t> w = random_s8(static_cast<size_t>(g.weight_size()), kc.weight_bits, rng);
+      const float inv_scale = 31.0f;
+      const int32_t zero_point = static_cast<int32_t>(rng() % 256);
+      const EpilogueData ed = random_epilogue(transposed ? g.in_channels : g.out_channels, rng);
+      const reference::Int8Epilogue e = ed.epilogue(true, trial % 3);
+      std::vector<uint8_t> q(x.size());
+      for (size_t i = 0; i < x.size(); ++i) q[i] = reference::quantize_u8(x[i], inv_scale, zero_point);
+      const cpu::Int8ConvWeights packed = cpu::pack_conv_int8(g, w.data(), transposed);
+      std::vector<float> expected(static_cast<size_t>(outputs)), got(expected.size());
+      if (transposed) {
+        cpu::conv_transpose_int8(g, q.data(), zero_point, packed, e, expected.data());
+        cpu::conv_transpose_int8(g, x.data(), inv_scale, zero_point, packed, e, got.data());
+      } else {
+        cpu::conv_forward_int8(g, q.data(), zero_point, packed, e, expected.data());
+        cpu::conv_forward_int8(g, x.data(), inv_scale, zero_point, packed, e, got.data());
+      }
+      std::string where;
+      REQUIRE_MESSAGE(same_bits(got, expected, where), where);
+    }
+  }
+}

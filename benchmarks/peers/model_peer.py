@@ -2,7 +2,7 @@
 
     python model_peer.py --model monai-unet|unet3d|resnet3d-18 --runtime torch|onnxruntime|openvino
                          --mode train|infer [--size 96] [--batch 1] [--iters 10] [--warmup 2]
-                         [--threads 2] [--classes 2] [--device cpu|cuda] [--precision f32|bf16]
+                         [--threads 2] [--classes 2] [--device cpu|cuda] [--precision f32|bf16|int8]
 
 Models, with vox's registry defaults: monai-unet is MONAI's UNet (16-256 channels, 2 residual
 units), unet3d the MLPerf KiTS19 3D U-Net (filters 32-320), resnet3d-18 MONAI's resnet18.
@@ -12,6 +12,11 @@ forward pass (torch.inference_mode, or the exported ONNX graph in ONNX Runtime /
 --precision bf16 is each runtime's own bf16: PyTorch's torch.autocast("cpu", dtype=torch.bfloat16)
 around the forward pass and the loss, OpenVINO's INFERENCE_PRECISION_HINT bf16 (its default on a
 CPU with bf16 instructions; f32 otherwise, as the hint is set to f32 then).
+--precision int8 (inference, ONNX Runtime and OpenVINO): post-training static quantization
+calibrated on 4 random inputs of the same shape, each runtime's recommended way: OpenVINO through
+NNCF's nncf.quantize (its default preset, then compiled with OpenVINO's default settings, so that
+what NNCF leaves in float runs in OpenVINO's default precision), ONNX Runtime through
+quantize_static (QDQ, per-channel s8 weights, u8 activations, MinMax calibration).
 Prints the median as `ms_per_iter=<value>` and the peak resident memory as `peak_rss_mib=<value>`.
 With --device cuda (PyTorch only) the model and data run on the GPU as vox's do there: f32 with
 TF32 off, channels_last_3d, cudnn.benchmark on; every iteration ends with a synchronisation, and
@@ -82,7 +87,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16", "int8"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model = make_model(a.model, a.classes)
@@ -99,7 +104,10 @@ def main():
         x = x.cuda().to(memory_format=torch.channels_last_3d)
     version = f"torch {torch.__version__}"
     bf16 = a.precision == "bf16"
+    int8 = a.precision == "int8"
     assert not (bf16 and a.runtime == "onnxruntime"), "ONNX Runtime has no bf16 CPU path to compare with"
+    assert not (int8 and (a.runtime == "torch" or a.mode != "infer")), "int8 is ONNX Runtime's and OpenVINO's inference"
+    calibration = [torch.randn(a.batch, 1, a.size, a.size, a.size).numpy() for _ in range(4)]
     autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
     if a.runtime == "torch" and a.mode == "train":
         if classify:
@@ -133,6 +141,21 @@ def main():
             options = ort.SessionOptions()
             options.intra_op_num_threads = a.threads
             options.inter_op_num_threads = 1
+            if int8:
+                from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+                class Reader(CalibrationDataReader):
+                    def __init__(self, name):
+                        self.items = iter([{name: c} for c in calibration])
+
+                    def get_next(self):
+                        return next(self.items, None)
+
+                input_name = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+                quantized = os.path.join(directory, "model_int8.onnx")
+                quantize_static(path, quantized, Reader(input_name), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                path = quantized
             session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
             name = session.get_inputs()[0].name
             version = f"onnxruntime {ort.__version__}"
@@ -143,9 +166,15 @@ def main():
             import openvino as ov
             core = ov.Core()
             core.set_property("CPU", {"INFERENCE_NUM_THREADS": a.threads})
-            compiled = core.compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"})
+            if int8:
+                import nncf
+                quantized = nncf.quantize(core.read_model(path), nncf.Dataset(calibration), subset_size=len(calibration))
+                compiled = core.compile_model(quantized, "CPU")
+                version = f"openvino {ov.__version__}, nncf {nncf.__version__}"
+            else:
+                compiled = core.compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"})
+                version = f"openvino {ov.__version__}"
             request = compiled.create_infer_request()
-            version = f"openvino {ov.__version__}"
 
             def step():
                 request.infer({0: feed})

@@ -17,6 +17,7 @@
 
 #include "kernels/cpu/conv.hpp"
 #include "kernels/cpu/gemm_int8.hpp"
+#include "kernels/cpu/quantize.hpp"
 
 namespace vox::kernels::cpu {
 
@@ -115,24 +116,40 @@ inline Int8ConvWeights pack_conv_int8(const ConvGeometry& g, const int8_t* w, bo
   return out;
 }
 
+// A convolution's input: u8 with its zero point, or f32 to quantize on the way in (the
+// direct kernels quantize while they pad, saving a pass over the input).
+struct Int8Input {
+  const uint8_t* u8 = nullptr;
+  const float* f32 = nullptr;
+  float inv_scale = 1.0f;
+  int32_t zero_point = 0;
+};
+
 namespace conv_int8_detail {
 
-// x ([N, dims..., C] u8) copied into a volume padded by low / high positions per axis, the padding
-// and the channels past C (to a multiple of 4) holding the zero point. Returns it; `plane` and
-// `volume` are its strides of one D step and one batch item, in bytes.
-inline std::vector<uint8_t> zero_point_padded(const uint8_t* x, int64_t batch, const std::array<int64_t, 3>& dims, int64_t C,
-                                              const std::array<int64_t, 3>& low, const std::array<int64_t, 3>& high, uint8_t zero_point,
+// x ([N, dims..., C], u8, or f32 quantized on the way) copied into a volume padded by low / high
+// positions per axis, the padding and the channels past C (to a multiple of 4) holding the zero
+// point. Returns it; `plane` and `volume` are its strides of one D step and one batch item, in
+// bytes.
+inline std::vector<uint8_t> zero_point_padded(const Int8Input& x, int64_t batch, const std::array<int64_t, 3>& dims, int64_t C,
+                                              const std::array<int64_t, 3>& low, const std::array<int64_t, 3>& high,
                                               std::array<int64_t, 3>& padded, int64_t& plane, int64_t& volume) {
-  const int64_t c4 = (C + 3) / 4 * 4;
+  const int64_t c4 = (C + 3) / 4 * 4, row = dims[2] * C;
   for (int a = 0; a < 3; ++a) padded[a] = dims[a] + low[a] + high[a];
   plane = padded[1] * padded[2] * c4, volume = padded[0] * plane;
-  std::vector<uint8_t> xp(static_cast<size_t>(batch * volume), zero_point);
+  std::vector<uint8_t> xp(static_cast<size_t>(batch * volume), static_cast<uint8_t>(x.zero_point));
   parallel_for(0, batch * dims[0] * dims[1], 16, [&](int64_t b, int64_t e) {
+    std::vector<uint8_t> quantized(x.f32 && C != c4 ? static_cast<size_t>(row) : 0);
     for (int64_t r = b; r < e; ++r) {
       const int64_t n = r / (dims[0] * dims[1]), d = r / dims[1] % dims[0], h = r % dims[1];
-      const uint8_t* src = x + r * dims[2] * C;
       uint8_t* dst = xp.data() + n * volume + (d + low[0]) * plane + ((h + low[1]) * padded[2] + low[2]) * c4;
-      if (C == c4) std::memcpy(dst, src, static_cast<size_t>(dims[2] * C));
+      const uint8_t* src = x.u8 + r * row;
+      if (x.f32) {  // quantized straight into place, or into a row to spread
+        quantize_u8_serial(x.f32 + r * row, row, x.inv_scale, x.zero_point, C == c4 ? dst : quantized.data());
+        if (C == c4) continue;
+        src = quantized.data();
+      }
+      if (C == c4) std::memcpy(dst, src, static_cast<size_t>(row));
       else
         for (int64_t i = 0; i < dims[2]; ++i)  // a few channels (a first layer's 1): no library call per position
           for (int64_t c = 0; c < C; ++c) dst[i * c4 + c] = src[i * C + c];
@@ -144,13 +161,13 @@ inline std::vector<uint8_t> zero_point_padded(const uint8_t* x, int64_t batch, c
 // The direct convolution (vpdpbusd, one group): x copied once into a zero-point-padded volume
 // whose channels are padded to a multiple of 4, then each output row (n, d, h) is one GEMM that
 // reads its taps in place: no column buffer, whose gathering cost more than the products.
-inline void conv_forward_direct(const ConvGeometry& g, const uint8_t* x, int32_t x_zero_point, const Int8ConvWeights& w,
-                                const Int8Epilogue& epilogue, float* y) {
+inline void conv_forward_direct(const ConvGeometry& g, const Int8Input& x, const Int8ConvWeights& w, const Int8Epilogue& epilogue, float* y) {
+  const int32_t x_zero_point = x.zero_point;
   const int64_t c4 = (g.in_channels + 3) / 4 * 4;
   std::array<int64_t, 3> padded;
   int64_t plane = 0, volume = 0;
   const std::vector<uint8_t> xp =
-      zero_point_padded(x, g.batch, g.in, g.in_channels, g.padding, g.padding, static_cast<uint8_t>(x_zero_point), padded, plane, volume);
+      zero_point_padded(x, g.batch, g.in, g.in_channels, g.padding, g.padding, padded, plane, volume);
   std::vector<int64_t> taps;
   for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
     for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
@@ -172,8 +189,9 @@ inline void conv_forward_direct(const ConvGeometry& g, const uint8_t* x, int32_t
 // / stride through tap k (an exact division for the phase's taps): a unit-stride correlation of
 // the zero-point-padded input with the phase's taps, each output row one GEMM, its results
 // written every stride-th position.
-inline void conv_transpose_direct(const ConvGeometry& g, const uint8_t* x, int32_t x_zero_point, const Int8ConvWeights& w,
-                                  const Int8Epilogue& epilogue, float* y) {
+inline void conv_transpose_direct(const ConvGeometry& g, const Int8Input& x, const Int8ConvWeights& w, const Int8Epilogue& epilogue,
+                                  float* y) {
+  const int32_t x_zero_point = x.zero_point;
   const int64_t X = g.out_channels, x4 = (X + 3) / 4 * 4, Y = g.in_channels;
   auto offset = [&](int a, int64_t r, int64_t k) { return (r + g.padding[a] - k * g.dilation[a]) / g.stride[a]; };
   auto count = [&](int a, int64_t r) { return (g.in[a] - r + g.stride[a] - 1) / g.stride[a]; };
@@ -190,7 +208,7 @@ inline void conv_transpose_direct(const ConvGeometry& g, const uint8_t* x, int32
   std::array<int64_t, 3> padded;
   int64_t plane = 0, volume = 0;
   const std::vector<uint8_t> xp =
-      zero_point_padded(x, g.batch, g.out, X, low, high, static_cast<uint8_t>(x_zero_point), padded, plane, volume);
+      zero_point_padded(x, g.batch, g.out, X, low, high, padded, plane, volume);
   for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)
     for (int64_t rh = 0; rh < std::min(g.stride[1], g.in[1]); ++rh)
       for (int64_t rw = 0; rw < std::min(g.stride[2], g.in[2]); ++rw) {
@@ -260,13 +278,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void narr
 // most 8 outputs (a segmentation head's last conv): 16 consecutive output positions in the lanes,
 // each tap's 16 quads one load from the padded input, one vpdpbusd per tap and output against the
 // tap's weights broadcast. The direct GEMM would fill only N of its 16 lanes here.
-inline void conv_forward_narrow(const ConvGeometry& g, const uint8_t* x, int32_t x_zero_point, const Int8ConvWeights& w,
-                                const Int8Epilogue& epilogue, float* y) {
+inline void conv_forward_narrow(const ConvGeometry& g, const Int8Input& x, const Int8ConvWeights& w, const Int8Epilogue& epilogue, float* y) {
+  const int32_t x_zero_point = x.zero_point;
   const int64_t N = g.out_channels;
   std::array<int64_t, 3> padded;
   int64_t plane = 0, volume = 0;
   const std::vector<uint8_t> xp =
-      zero_point_padded(x, g.batch, g.in, g.in_channels, g.padding, g.padding, static_cast<uint8_t>(x_zero_point), padded, plane, volume);
+      zero_point_padded(x, g.batch, g.in, g.in_channels, g.padding, g.padding, padded, plane, volume);
   std::vector<int64_t> taps;
   for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
     for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
@@ -293,6 +311,17 @@ inline void conv_forward_narrow(const ConvGeometry& g, const uint8_t* x, int32_t
   });
 }
 
+// True where the direct vpdpbusd kernels take the (transposed) convolution: one group, VNNI.
+inline bool runs_direct(const ConvGeometry& g, const Int8ConvWeights& w) {
+  if (g.groups != 1 || int8_kernel() != Int8Kernel::vnni) return false;
+  return w.transposed ? !w.phases.empty() && !w.phases.front().direct.empty() : !w.direct.empty();
+}
+inline void conv_forward_direct_or_narrow(const ConvGeometry& g, const Int8Input& x, const Int8ConvWeights& w, const Int8Epilogue& epilogue,
+                                          float* y) {
+  if (g.in_channels <= 4 && g.stride[2] == 1 && g.out_channels <= kNarrowOutputs) return conv_forward_narrow(g, x, w, epilogue, y);
+  conv_forward_direct(g, x, w, epilogue, y);
+}
+
 }  // namespace conv_int8_detail
 
 // y = conv(x) for x [N, g.in..., in_channels] u8 with zero point x_zero_point, y [N, g.out...,
@@ -304,11 +333,7 @@ inline void conv_forward_int8(const ConvGeometry& g, const uint8_t* x, int32_t x
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), K = g.kernel_volume() * cg, lda = padded_row(K);
   const int64_t positions = g.out_positions();
   const bool direct = is_pointwise(g) && g.groups == 1 && g.in_channels % 4 == 0;
-  if (!direct && g.groups == 1 && !w.direct.empty() && int8_kernel() == Int8Kernel::vnni) {
-    if (g.in_channels <= 4 && g.stride[2] == 1 && g.out_channels <= conv_int8_detail::kNarrowOutputs)
-      return conv_int8_detail::conv_forward_narrow(g, x, x_zero_point, w, epilogue, y);
-    return conv_int8_detail::conv_forward_direct(g, x, x_zero_point, w, epilogue, y);
-  }
+  if (!direct && conv_int8_detail::runs_direct(g, w)) return conv_int8_detail::conv_forward_direct_or_narrow(g, {.u8 = x, .zero_point = x_zero_point}, w, epilogue, y);
   const uint8_t outside = static_cast<uint8_t>(x_zero_point);
   const int64_t tile = balanced_tile(positions, lda), tiles = (positions + tile - 1) / tile;
   parallel_for(0, tiles, 1, [&](int64_t tb, int64_t te) {
@@ -332,8 +357,7 @@ inline void conv_transpose_int8(const ConvGeometry& g, const uint8_t* x, int32_t
                                 const Int8Epilogue& epilogue, float* y) {
   using namespace conv_detail;
   using conv_int8_detail::padded_row;
-  if (g.groups == 1 && !w.phases.empty() && !w.phases.front().direct.empty() && int8_kernel() == Int8Kernel::vnni)
-    return conv_int8_detail::conv_transpose_direct(g, x, x_zero_point, w, epilogue, y);
+  if (conv_int8_detail::runs_direct(g, w)) return conv_int8_detail::conv_transpose_direct(g, {.u8 = x, .zero_point = x_zero_point}, w, epilogue, y);
   const int64_t cg = g.in_per_group(), og = g.out_per_group();
   const uint8_t outside = static_cast<uint8_t>(x_zero_point);
   for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)
@@ -386,6 +410,26 @@ inline void conv_transpose_int8(const ConvGeometry& g, const uint8_t* x, int32_t
           }
         });
       }
+}
+
+// The same passes on an f32 input, quantized on the way in (quantize_u8 with inv_scale and
+// x_zero_point): by the direct kernels while they pad, otherwise into a u8 copy first. The
+// results are those of quantize_u8 followed by conv_forward_int8 / conv_transpose_int8.
+inline void conv_forward_int8(const ConvGeometry& g, const float* x, float inv_scale, int32_t x_zero_point, const Int8ConvWeights& w,
+                              const Int8Epilogue& epilogue, float* y) {
+  if (conv_int8_detail::runs_direct(g, w) && !conv_detail::is_pointwise(g))
+    return conv_int8_detail::conv_forward_direct_or_narrow(g, {.f32 = x, .inv_scale = inv_scale, .zero_point = x_zero_point}, w, epilogue, y);
+  std::vector<uint8_t> q(static_cast<size_t>(g.in_positions() * g.in_channels));
+  quantize_u8(x, static_cast<int64_t>(q.size()), inv_scale, x_zero_point, q.data());
+  conv_forward_int8(g, q.data(), x_zero_point, w, epilogue, y);
+}
+inline void conv_transpose_int8(const ConvGeometry& g, const float* x, float inv_scale, int32_t x_zero_point, const Int8ConvWeights& w,
+                                const Int8Epilogue& epilogue, float* y) {
+  if (conv_int8_detail::runs_direct(g, w))
+    return conv_int8_detail::conv_transpose_direct(g, {.f32 = x, .inv_scale = inv_scale, .zero_point = x_zero_point}, w, epilogue, y);
+  std::vector<uint8_t> q(static_cast<size_t>(g.out_positions() * g.out_channels));
+  quantize_u8(x, static_cast<int64_t>(q.size()), inv_scale, x_zero_point, q.data());
+  conv_transpose_int8(g, q.data(), x_zero_point, w, epilogue, y);
 }
 
 }  // namespace vox::kernels::cpu

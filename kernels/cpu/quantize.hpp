@@ -29,13 +29,16 @@ __attribute__((target("avx512f,avx512bw"))) inline void quantize_u8_avx512(const
 }
 }  // namespace quantize_detail
 
+// q[i] = quantize_u8(x[i]) for i < n on the calling thread.
+inline void quantize_u8_serial(const float* x, int64_t n, float inv_scale, int32_t zero_point, uint8_t* q) {
+  static const bool avx512 = __builtin_cpu_supports("avx512bw");
+  if (avx512) return quantize_detail::quantize_u8_avx512(x, n, inv_scale, zero_point, q);
+  for (int64_t i = 0; i < n; ++i) q[i] = reference::quantize_u8(x[i], inv_scale, zero_point);
+}
+
 // q[i] = quantize_u8(x[i]) for i < n, in parallel.
 inline void quantize_u8(const float* x, int64_t n, float inv_scale, int32_t zero_point, uint8_t* q) {
-  static const bool avx512 = __builtin_cpu_supports("avx512bw");
-  parallel_for(0, n, 1 << 16, [&](int64_t b, int64_t e) {
-    if (avx512) return quantize_detail::quantize_u8_avx512(x + b, e - b, inv_scale, zero_point, q + b);
-    for (int64_t i = b; i < e; ++i) q[i] = reference::quantize_u8(x[i], inv_scale, zero_point);
-  });
+  parallel_for(0, n, 1 << 16, [&](int64_t b, int64_t e) { quantize_u8_serial(x + b, e - b, inv_scale, zero_point, q + b); });
 }
 
 // x[i] = (q[i] - zero_point) * scale for i < n, in parallel.

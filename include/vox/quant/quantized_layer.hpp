@@ -79,20 +79,24 @@ class QuantizedLayer {
     VOX_CHECK(x.device().is_cpu(), op, "INT8 layers run on the CPU; the input is on ", x.device().str());
     VOX_CHECK(is_floating(x.dtype()), op, "takes a floating input, got ", x.dtype());
     const Tensor xf = x.detach().to(DType::f32).contiguous();
-    Tensor q = empty(xf.shape(), DType::u8);
-    kernels::cpu::quantize_u8(xf.data<float>(), xf.numel(), 1.0f / input_.scale, input_.zero_point, q.data<uint8_t>());
+    const float inv_scale = 1.0f / input_.scale;
     kernels::cpu::Int8Epilogue e;
     e.scale = output_scale_.data();
     e.bias = bias_.defined() ? bias_.data<float>() : nullptr;
-    if (spec_.kind == LayerKind::linear) return forward_linear(q, e);
+    if (spec_.kind == LayerKind::linear) {
+      Tensor q = empty(xf.shape(), DType::u8);
+      kernels::cpu::quantize_u8(xf.data<float>(), xf.numel(), inv_scale, input_.zero_point, q.data<uint8_t>());
+      return forward_linear(q, e);
+    }
+    // the convolutions quantize their input on the way in
     const kernels::ConvGeometry g = geometry(xf.shape());
     if (spec_.kind == LayerKind::conv) {
       Tensor y = empty(detail::channels_last_shape(g.batch, g.out, spec_.spatial, g.out_channels), DType::f32);
-      kernels::cpu::conv_forward_int8(g, q.data<uint8_t>(), input_.zero_point, conv_, e, y.data<float>());
+      kernels::cpu::conv_forward_int8(g, xf.data<float>(), inv_scale, input_.zero_point, conv_, e, y.data<float>());
       return y;
     }
     Tensor y = empty(detail::channels_last_shape(g.batch, g.in, spec_.spatial, g.in_channels), DType::f32);
-    kernels::cpu::conv_transpose_int8(g, q.data<uint8_t>(), input_.zero_point, conv_, e, y.data<float>());
+    kernels::cpu::conv_transpose_int8(g, xf.data<float>(), inv_scale, input_.zero_point, conv_, e, y.data<float>());
     return y;
   }
 
