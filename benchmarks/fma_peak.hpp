@@ -1,7 +1,9 @@
 #pragma once
 // Measures the machine's f32 FMA peak (GFLOP/s) with independent chains of fused multiply-adds,
-// built for the best vector ISA the CPU has (same clones as the GEMM), on every thread; and the
-// bf16 peak, with chains of vdpbf16ps (4 FLOPs per f32 lane), where the CPU has AVX512_BF16.
+// built for the best vector ISA the CPU has (same clones as the GEMM), on every thread; the bf16
+// peak, with chains of vdpbf16ps (4 FLOPs per f32 lane), where the CPU has AVX512_BF16; and the
+// INT8 peak, with chains of vpdpbusd (4 multiply-adds, 8 operations, per int32 lane), where the
+// CPU has AVX512_VNNI.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -41,6 +43,20 @@ __attribute__((target("avx512f,avx512bf16"))) inline float dpbf16_chains(int64_t
   }
   return total;
 }
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) inline float dpbusd_chains(int64_t iterations) {
+  __m512i acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_epi32(i);
+  const __m512i a = _mm512_set1_epi32(0x01010101), b = _mm512_set1_epi32(0x01FF01FF);  // u8 ones against s8 1 and -1: sums stay small
+  for (int64_t it = 0; it < iterations; ++it)
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+  int32_t total = 0, lanes[16];
+  for (int i = 0; i < 12; ++i) {
+    _mm512_storeu_si512(lanes, acc[i]);
+    for (int32_t v : lanes) total += v;
+  }
+  return static_cast<float>(total);
+}
 }  // namespace peak_detail
 
 // GFLOP/s of `chains` (12 chains of 16 lanes, flops_per_lane per lane and iteration) run on
@@ -71,6 +87,15 @@ inline double measure_bf16_peak(int threads) {
   if (!__builtin_cpu_supports("avx512bf16")) return 0;
   double best = 0;
   for (int trial = 0; trial < 5; ++trial) best = std::max(best, chains_trial(threads, peak_detail::dpbf16_chains, 4.0));
+  return best;
+}
+
+// The INT8 vpdpbusd peak in GOP/s (a multiply and an add each of 4 products a lane; 0 where the
+// CPU has no AVX512_VNNI), the best of five trials.
+inline double measure_vnni_peak(int threads) {
+  if (!__builtin_cpu_supports("avx512vnni")) return 0;
+  double best = 0;
+  for (int trial = 0; trial < 5; ++trial) best = std::max(best, chains_trial(threads, peak_detail::dpbusd_chains, 8.0));
   return best;
 }
 

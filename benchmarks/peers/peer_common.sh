@@ -14,6 +14,12 @@ ensure_peer_venv() {
   fi
 }
 
+# ensure_nncf DIR: NNCF (OpenVINO's post-training quantization) in the peers' environment.
+ensure_nncf() {
+  local venv="$1"
+  "$venv/bin/python" -c "import nncf" 2> /dev/null || { echo "== installing nncf from PyPI into $venv"; "$venv/bin/pip" install -q nncf; }
+}
+
 # measure LABEL COMMAND...: runs the command, shows its summary on stderr, and prints its
 # ms_per_iter and peak_rss_mib.
 measure() {
