@@ -181,14 +181,15 @@ TEST_CASE("int8 convolution: every kernel equals the reference on odd shapes (st
   }
 }
 
-TEST_CASE("int8 convolution: pointwise layers, layers of U-Net width and narrow heads (<= 4 channels in, <= 8 out) match too") {
+TEST_CASE("int8 convolution: pointwise layers, layers of U-Net width, first layers (1 channel in) and narrow heads (<= 4 channels in, <= 8 out) match too") {
   std::mt19937 rng(31);
   for (const KernelCase kc : kernels_here()) {
     CAPTURE(cpu::int8_kernel_name(kc.kernel));
     ScopedKernel scoped(kc.kernel);
     int activation = 0;
     for (const auto& [k, cin, cout, size] : std::vector<std::array<int64_t, 4>>{
-             {1, 16, 32, 7}, {1, 12, 5, 5}, {3, 32, 32, 6}, {3, 16, 64, 5}, {3, 2, 2, 9}, {3, 1, 5, 6}, {3, 3, 8, 17}, {3, 4, 1, 4}}) {
+             {1, 16, 32, 7}, {1, 12, 5, 5}, {3, 32, 32, 6}, {3, 16, 64, 5}, {3, 2, 2, 9}, {3, 1, 5, 6}, {3, 3, 8, 17}, {3, 4, 1, 4},
+             {3, 1, 16, 7}, {2, 1, 24, 5}}) {  // one input channel: quads along the kernel width
       ConvGeometry g;
       g.in_channels = cin, g.out_channels = cout;
       g.kernel = {k, k, k}, g.padding = {k / 2, k / 2, k / 2};

@@ -32,6 +32,8 @@ struct Int8ConvWeights {
   bool transposed = false;
   std::vector<PackedInt8> groups;  // convolution: per group, [taps x in_per_group][out_per_group]
   PackedInt8 direct;               // convolution, one group: [taps x in_channels padded to 4][out_channels]
+  PackedInt8 direct_rows;          // convolution of one input channel, kernel width <= 4, no w dilation:
+                                   // [tap rows (kd, kh) x 4 (kw, zero-padded)][out_channels]
   std::vector<Phase> phases;       // transposed: per stride phase (rd, rh, rw), row-major
   bool seven_bit() const {
     for (const auto& p : groups)
@@ -89,6 +91,12 @@ inline Int8ConvWeights pack_conv_int8(const ConvGeometry& g, const int8_t* w, bo
         return c < cg ? w[(co * kv + t) * cg + c] : int8_t{0};
       });
     }
+    if (g.groups == 1 && cg == 1 && g.kernel[2] <= 4 && g.dilation[2] == 1) {  // one input channel: quads along the kernel width
+      const int64_t kw_n = g.kernel[2];
+      out.direct_rows = pack_int8(og, g.kernel[0] * g.kernel[1] * 4, [&](int64_t k, int64_t co) {
+        return k % 4 < kw_n ? w[co * kv + (k / 4) * kw_n + k % 4] : int8_t{0};
+      });
+    }
     return out;
   }
   const auto axis_taps = phase_axis_taps(g);
@@ -128,13 +136,13 @@ struct Int8Input {
 namespace conv_int8_detail {
 
 // x ([N, dims..., C], u8, or f32 quantized on the way) copied into a volume padded by low / high
-// positions per axis, the padding and the channels past C (to a multiple of 4) holding the zero
-// point. Returns it; `plane` and `volume` are its strides of one D step and one batch item, in
+// positions per axis, the padding and the channels past C (to a multiple of channel_multiple)
+// holding the zero point. Returns it; `plane` and `volume` are its strides of one D step and one batch item, in
 // bytes.
 inline std::vector<uint8_t> zero_point_padded(const Int8Input& x, int64_t batch, const std::array<int64_t, 3>& dims, int64_t C,
                                               const std::array<int64_t, 3>& low, const std::array<int64_t, 3>& high,
-                                              std::array<int64_t, 3>& padded, int64_t& plane, int64_t& volume) {
-  const int64_t c4 = (C + 3) / 4 * 4, row = dims[2] * C;
+                                              std::array<int64_t, 3>& padded, int64_t& plane, int64_t& volume, int64_t channel_multiple = 4) {
+  const int64_t c4 = (C + channel_multiple - 1) / channel_multiple * channel_multiple, row = dims[2] * C;
   for (int a = 0; a < 3; ++a) padded[a] = dims[a] + low[a] + high[a];
   plane = padded[1] * padded[2] * c4, volume = padded[0] * plane;
   std::vector<uint8_t> xp(static_cast<size_t>(batch * volume), static_cast<uint8_t>(x.zero_point));
@@ -158,11 +166,36 @@ inline std::vector<uint8_t> zero_point_padded(const Int8Input& x, int64_t batch,
   return xp;
 }
 
+// The direct convolution of a one-channel input (a network's first layer): the quad of a tap row
+// (kd, kh) is its kernel-width taps side by side, 4 consecutive input bytes along w (the fourth,
+// and any past the kernel width, meet zero weights), so a 3^3 kernel is 9 quads, not 27 with
+// channels padded to 4, over an input padded along w alone.
+inline void conv_forward_direct_rows(const ConvGeometry& g, const Int8Input& x, const Int8ConvWeights& w, const Int8Epilogue& epilogue,
+                                     float* y) {
+  std::array<int64_t, 3> padded, high = g.padding;
+  high[2] += 4;  // the last position's quad may read past its kernel width
+  int64_t plane = 0, volume = 0;
+  const std::vector<uint8_t> xp = zero_point_padded(x, g.batch, g.in, 1, g.padding, high, padded, plane, volume, 1);
+  std::vector<int64_t> taps;
+  for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+    for (int64_t kh = 0; kh < g.kernel[1]; ++kh) taps.push_back(kd * g.dilation[0] * plane + kh * g.dilation[1] * padded[2]);
+  const int64_t rows = g.batch * g.out[0] * g.out[1];
+  parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / (g.out[0] * g.out[1]), od = r / g.out[1] % g.out[0], oh = r % g.out[1];
+      const uint8_t* src = xp.data() + n * volume + od * g.stride[0] * plane + oh * g.stride[1] * padded[2];
+      gemm_int8_direct(g.out[2], src, g.stride[2], taps.data(), static_cast<int64_t>(taps.size()), 1, x.zero_point, w.direct_rows, epilogue,
+                       y + r * g.out[2] * g.out_channels, g.out_channels);
+    }
+  });
+}
+
 // The direct convolution (vpdpbusd, one group): x copied once into a zero-point-padded volume
 // whose channels are padded to a multiple of 4, then each output row (n, d, h) is one GEMM that
 // reads its taps in place: no column buffer, whose gathering cost more than the products.
 inline void conv_forward_direct(const ConvGeometry& g, const Int8Input& x, const Int8ConvWeights& w, const Int8Epilogue& epilogue, float* y) {
   const int32_t x_zero_point = x.zero_point;
+  if (!w.direct_rows.empty()) return conv_forward_direct_rows(g, x, w, epilogue, y);
   const int64_t c4 = (g.in_channels + 3) / 4 * 4;
   std::array<int64_t, 3> padded;
   int64_t plane = 0, volume = 0;
