@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <vector>
 
 namespace vox::kernels {
 
@@ -29,6 +30,20 @@ struct ConvGeometry {
   int64_t weight_size() const { return out_channels * kernel_volume() * in_per_group(); }
   double flops() const { return 2.0 * static_cast<double>(out_positions()) * out_channels * kernel_volume() * in_per_group(); }
 };
+
+// The data gradient (transposed convolution) by stride phase: along each axis, the kernel taps
+// that reach an input of each residue modulo the stride.
+inline std::array<std::vector<std::vector<int64_t>>, 3> stride_phase_taps(const ConvGeometry& g) {
+  std::array<std::vector<std::vector<int64_t>>, 3> taps;
+  for (int a = 0; a < 3; ++a) {
+    taps[a].resize(static_cast<size_t>(g.stride[a]));
+    for (int64_t r = 0; r < g.stride[a]; ++r)
+      for (int64_t k = 0; k < g.kernel[a]; ++k)
+        if (((r + g.padding[a] - k * g.dilation[a]) % g.stride[a] + g.stride[a]) % g.stride[a] == 0)
+          taps[a][static_cast<size_t>(r)].push_back(k);
+  }
+  return taps;
+}
 
 // Rows per tile of the CPU convolutions: the column buffer of a tile stays around 384 KiB
 // (L2-resident next to the packed weights), in whole multiples of the GEMM's 6-row register tile.

@@ -327,14 +327,7 @@ template <class T>
 void strided_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx) {
   const int64_t cg = g.in_per_group(), og = g.out_per_group(), kv = g.kernel_volume();
   // taps[axis][residue]: the kernel offsets along that axis that reach an input of that residue
-  std::array<std::vector<std::vector<int64_t>>, 3> taps;
-  for (int a = 0; a < 3; ++a) {
-    taps[a].resize(static_cast<size_t>(g.stride[a]));
-    for (int64_t r = 0; r < g.stride[a]; ++r)
-      for (int64_t k = 0; k < g.kernel[a]; ++k)
-        if (((r + g.padding[a] - k * g.dilation[a]) % g.stride[a] + g.stride[a]) % g.stride[a] == 0)
-          taps[a][static_cast<size_t>(r)].push_back(k);
-  }
+  const std::array<std::vector<std::vector<int64_t>>, 3> taps = stride_phase_taps(g);
   // With at most 4 input channels, each phase is a planar correlation of dy (copied to planes
   // once, with margins wide enough for every phase).
   // (bf16 never takes the planar branches: conv_backward_data sends it through f32 first; the

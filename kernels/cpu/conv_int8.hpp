@@ -58,19 +58,6 @@ inline Int8Epilogue group_epilogue(const Int8Epilogue& e, int64_t grp, int64_t N
   return g;
 }
 
-// The kernel taps that reach an output of each residue modulo the stride, per axis.
-inline std::array<std::vector<std::vector<int64_t>>, 3> phase_axis_taps(const ConvGeometry& g) {
-  std::array<std::vector<std::vector<int64_t>>, 3> taps;
-  for (int a = 0; a < 3; ++a) {
-    taps[a].resize(static_cast<size_t>(g.stride[a]));
-    for (int64_t r = 0; r < g.stride[a]; ++r)
-      for (int64_t k = 0; k < g.kernel[a]; ++k)
-        if (((r + g.padding[a] - k * g.dilation[a]) % g.stride[a] + g.stride[a]) % g.stride[a] == 0)
-          taps[a][static_cast<size_t>(r)].push_back(k);
-  }
-  return taps;
-}
-
 }  // namespace conv_int8_detail
 
 // Packs w ([out_channels][kD][kH][kW][in_per_group] s8, the convolution's layout; for a
@@ -99,7 +86,7 @@ inline Int8ConvWeights pack_conv_int8(const ConvGeometry& g, const int8_t* w, bo
     }
     return out;
   }
-  const auto axis_taps = phase_axis_taps(g);
+  const auto axis_taps = stride_phase_taps(g);
   for (int64_t rd = 0; rd < g.stride[0]; ++rd)
     for (int64_t rh = 0; rh < g.stride[1]; ++rh)
       for (int64_t rw = 0; rw < g.stride[2]; ++rw) {
@@ -166,6 +153,17 @@ inline std::vector<uint8_t> zero_point_padded(const Int8Input& x, int64_t batch,
   return xp;
 }
 
+// Each tap's byte offset in a padded volume (D steps of `plane` bytes, rows of `width` positions of
+// `c4` bytes), kd, kh, kw in order.
+inline std::vector<int64_t> tap_offsets(const ConvGeometry& g, int64_t plane, int64_t width, int64_t c4) {
+  std::vector<int64_t> taps;
+  for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
+    for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
+      for (int64_t kw = 0; kw < g.kernel[2]; ++kw)
+        taps.push_back(kd * g.dilation[0] * plane + (kh * g.dilation[1] * width + kw * g.dilation[2]) * c4);
+  return taps;
+}
+
 // The direct convolution of a one-channel input (a network's first layer): the quad of a tap row
 // (kd, kh) is its kernel-width taps side by side, 4 consecutive input bytes along w (the fourth,
 // and any past the kernel width, meet zero weights), so a 3^3 kernel is 9 quads, not 27 with
@@ -201,11 +199,7 @@ inline void conv_forward_direct(const ConvGeometry& g, const Int8Input& x, const
   int64_t plane = 0, volume = 0;
   const std::vector<uint8_t> xp =
       zero_point_padded(x, g.batch, g.in, g.in_channels, g.padding, g.padding, padded, plane, volume);
-  std::vector<int64_t> taps;
-  for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
-    for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
-      for (int64_t kw = 0; kw < g.kernel[2]; ++kw)
-        taps.push_back(kd * g.dilation[0] * plane + (kh * g.dilation[1] * padded[2] + kw * g.dilation[2]) * c4);
+  const std::vector<int64_t> taps = tap_offsets(g, plane, padded[2], c4);
   const int64_t rows = g.batch * g.out[0] * g.out[1], step = g.stride[2] * c4;
   parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
@@ -217,6 +211,24 @@ inline void conv_forward_direct(const ConvGeometry& g, const Int8Input& x, const
   });
 }
 
+// Along axis a, the input offset of phase r's tap k (an exact division for the phase's taps),
+// and the number of outputs of phase r.
+inline int64_t phase_offset(const ConvGeometry& g, int a, int64_t r, int64_t k) { return (r + g.padding[a] - k * g.dilation[a]) / g.stride[a]; }
+inline int64_t phase_count(const ConvGeometry& g, int a, int64_t r) { return (g.in[a] - r + g.stride[a] - 1) / g.stride[a]; }
+// The padding a transposed convolution's input needs on each side for every phase's taps.
+inline void transpose_margins(const ConvGeometry& g, const Int8ConvWeights& w, std::array<int64_t, 3>& low, std::array<int64_t, 3>& high) {
+  low = {0, 0, 0}, high = {0, 0, 0};
+  for (const Int8ConvWeights::Phase& phase : w.phases)
+    for (const auto& t : phase.taps)
+      for (int a = 0; a < 3; ++a) {
+        const int64_t r = ((t[static_cast<size_t>(a)] * g.dilation[a] - g.padding[a]) % g.stride[a] + g.stride[a]) % g.stride[a];
+        if (r >= g.in[a]) continue;
+        const int64_t off = phase_offset(g, a, r, t[static_cast<size_t>(a)]);
+        low[a] = std::max(low[a], -off);
+        high[a] = std::max(high[a], phase_count(g, a, r) - 1 + off - (g.out[a] - 1));
+      }
+}
+
 // The transposed convolution by direct GEMMs (vpdpbusd, one group), one stride phase at a time.
 // Along each axis, output r + stride * i of phase r reads input i + (r + padding - k * dilation)
 // / stride through tap k (an exact division for the phase's taps): a unit-stride correlation of
@@ -226,18 +238,10 @@ inline void conv_transpose_direct(const ConvGeometry& g, const Int8Input& x, con
                                   float* y) {
   const int32_t x_zero_point = x.zero_point;
   const int64_t X = g.out_channels, x4 = (X + 3) / 4 * 4, Y = g.in_channels;
-  auto offset = [&](int a, int64_t r, int64_t k) { return (r + g.padding[a] - k * g.dilation[a]) / g.stride[a]; };
-  auto count = [&](int a, int64_t r) { return (g.in[a] - r + g.stride[a] - 1) / g.stride[a]; };
-  std::array<int64_t, 3> low{0, 0, 0}, high{0, 0, 0};
-  for (const Int8ConvWeights::Phase& phase : w.phases)
-    for (const auto& t : phase.taps)
-      for (int a = 0; a < 3; ++a) {
-        const int64_t r = ((t[static_cast<size_t>(a)] * g.dilation[a] - g.padding[a]) % g.stride[a] + g.stride[a]) % g.stride[a];
-        if (r >= g.in[a]) continue;
-        const int64_t off = offset(a, r, t[static_cast<size_t>(a)]);
-        low[a] = std::max(low[a], -off);
-        high[a] = std::max(high[a], count(a, r) - 1 + off - (g.out[a] - 1));
-      }
+  auto offset = [&](int a, int64_t r, int64_t k) { return phase_offset(g, a, r, k); };
+  auto count = [&](int a, int64_t r) { return phase_count(g, a, r); };
+  std::array<int64_t, 3> low, high;
+  transpose_margins(g, w, low, high);
   std::array<int64_t, 3> padded;
   int64_t plane = 0, volume = 0;
   const std::vector<uint8_t> xp =
@@ -267,81 +271,200 @@ inline void conv_transpose_direct(const ConvGeometry& g, const Int8Input& x, con
       }
 }
 
-// A convolution of at most 4 input channels (one quad per tap) with unit stride along w and at
-// most 8 outputs (a segmentation head's last conv): 16 consecutive output positions in the lanes,
-// each tap's 16 quads one load from the padded input, one vpdpbusd per tap and output, against the
-// tap's weights broadcast. The direct GEMM would fill only N of its 16 lanes here.
+// Narrow layers (at most 8 outputs: a segmentation head, the transposed convolution into the
+// classes) would fill only N of the direct GEMM's 16 lanes. They put 16 consecutive output
+// positions in the lanes instead, over an input padded into quad-planar rows: each (n, d, h) row
+// holds, quad by quad of channels, its positions' 4 bytes side by side, so that a tap's quad for
+// 16 positions is one load; one vpdpbusd per tap, quad and output, against those 4 weights
+// broadcast.
 constexpr int64_t kNarrowOutputs = 8;
 
-// The per-output terms of conv_forward_narrow.
+// x ([N, dims..., C], u8 or f32 quantized on the way) in quad-planar rows padded by low / high
+// positions per axis (the padding and the channels past C holding the zero point): row (n, d, h)
+// at ((n * padded[0] + d) * padded[1] + h) * row bytes, quad q of position w at q * padded[2] * 4 +
+// w * 4.
+struct QuadPlanar {
+  std::vector<uint8_t> bytes;
+  std::array<int64_t, 3> padded;
+  int64_t quads, row, plane, volume;
+};
+// A row of `width` positions of C channels (a multiple of 4, or 1 or 2: the rest of the quad is
+// the zero point) into its quads.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline void spread_quads_avx512(const uint8_t* src, int64_t width, int64_t C, int64_t quads,
+                                                                            int64_t quad_stride, uint8_t zero_point, uint8_t* dst) {
+  if (C <= 2) {  // widen each position's 1 or 2 bytes to a quad, the zero point above them
+    const uint32_t fill = C == 1 ? 0x01010100u * zero_point : 0x01010000u * zero_point;
+    const __m512i high = _mm512_maskz_set1_epi32(0xFFFF, static_cast<int>(fill));
+    for (int64_t w0 = 0; w0 < width; w0 += 16) {
+      const int64_t n = std::min<int64_t>(16, width - w0);
+      const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
+      const __m512i v = C == 1 ? _mm512_maskz_cvtepu8_epi32(mask, _mm_maskz_loadu_epi8(mask, src + w0))
+                               : _mm512_maskz_cvtepu16_epi32(mask, _mm256_maskz_loadu_epi16(mask, src + 2 * w0));
+      _mm512_mask_storeu_epi32(dst + w0 * 4, mask, _mm512_or_si512(v, high));
+    }
+    return;
+  }
+  const __m512i index = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_maskz_set1_epi32(0xFFFF, static_cast<int>(C)));
+  for (int64_t q = 0; q < quads; ++q)
+    for (int64_t w0 = 0; w0 < width; w0 += 16) {
+      const __mmask16 mask = static_cast<__mmask16>((1u << std::min<int64_t>(16, width - w0)) - 1u);
+      const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, index, src + w0 * C + 4 * q, 1);
+      _mm512_mask_storeu_epi32(dst + q * quad_stride + w0 * 4, mask, v);
+    }
+}
+inline QuadPlanar quad_planar(const Int8Input& x, int64_t batch, const std::array<int64_t, 3>& dims, int64_t C,
+                              const std::array<int64_t, 3>& low, const std::array<int64_t, 3>& high) {
+  QuadPlanar p;
+  for (int a = 0; a < 3; ++a) p.padded[a] = dims[a] + low[a] + high[a];
+  p.quads = (C + 3) / 4, p.row = p.quads * p.padded[2] * 4, p.plane = p.padded[1] * p.row, p.volume = p.padded[0] * p.plane;
+  p.bytes.assign(static_cast<size_t>(batch * p.volume), static_cast<uint8_t>(x.zero_point));
+  const int64_t length = dims[2] * C, quad_stride = p.padded[2] * 4;
+  parallel_for(0, batch * dims[0] * dims[1], 16, [&](int64_t b, int64_t e) {
+    std::vector<uint8_t> line(static_cast<size_t>(length + 4));  // gathers of the last quad may read 3 bytes past
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t n = r / (dims[0] * dims[1]), d = r / dims[1] % dims[0], h = r % dims[1];
+      if (x.f32) quantize_u8_serial(x.f32 + r * length, length, x.inv_scale, x.zero_point, line.data());
+      else std::memcpy(line.data(), x.u8 + r * length, static_cast<size_t>(length));
+      uint8_t* dst = p.bytes.data() + n * p.volume + (d + low[0]) * p.plane + (h + low[1]) * p.row + low[2] * 4;
+      if ((C % 4 == 0 || C <= 2) && gemm_int8_detail::cpu_has_avx512bw()) {
+        spread_quads_avx512(line.data(), dims[2], C, p.quads, quad_stride, static_cast<uint8_t>(x.zero_point), dst);
+        continue;
+      }
+      for (int64_t w = 0; w < dims[2]; ++w)
+        for (int64_t c = 0; c < C; ++c) dst[(c / 4) * quad_stride + w * 4 + c % 4] = line[static_cast<size_t>(w * C + c)];
+    }
+  });
+  return p;
+}
+
+// The per-output terms of a narrow layer.
 struct NarrowTerms {
-  int64_t outputs;
-  const int32_t* weights;  // [tap][output]: the tap's 4 weights as one word
+  int64_t outputs, quads, quad_stride;
+  std::vector<int32_t> weights;  // [tap][quad][output]: 4 weights as one word
   float scale[kNarrowOutputs], bias[kNarrowOutputs], slope[kNarrowOutputs];
   int32_t correction[kNarrowOutputs];
   bool activation;
+
+  // From B packed for the direct kernels ([taps x quads x 4][outputs]), the input's zero point and
+  // the epilogue.
+  NarrowTerms(const PackedInt8& B, int64_t taps, int64_t quads_, int64_t quad_stride_, int32_t zero_point, const Int8Epilogue& e)
+      : outputs(B.N), quads(quads_), quad_stride(quad_stride_), weights(static_cast<size_t>(taps * quads_ * B.N)), activation(e.slope != nullptr) {
+    for (int64_t k = 0; k < taps * quads; ++k)  // quad k of the packing, column n
+      for (int64_t n = 0; n < outputs; ++n)
+        std::memcpy(&weights[static_cast<size_t>(k * outputs + n)], B.panels.data() + (k * gemm_int8_detail::kPanel + n) * 4, 4);
+    for (int64_t n = 0; n < outputs; ++n) {
+      scale[n] = e.scale[n], bias[n] = e.bias ? e.bias[n] : 0.0f;
+      slope[n] = e.slope ? e.slope[n * e.slope_stride] : 0.0f;
+      correction[n] = zero_point * B.column_sums[static_cast<size_t>(n)];
+    }
+  }
 };
 
-// One output row of conv_forward_narrow: `width` positions, the first one's taps at src + taps[t].
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void narrow_row(const uint8_t* src, const int64_t* taps, int64_t kv,
-                                                                                      int64_t width, const NarrowTerms& k, float* out) {
-  const int64_t N = k.outputs;
+// Blocks of 16 positions at a time: enough independent accumulators (Blocks x N) to hide
+// vpdpbusd's latency, which N chains alone (a head's 2 outputs) could not.
+template <int N, int Blocks>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void narrow_blocks(const uint8_t* src, const int64_t* taps, int64_t kv,
+                                                                                         int64_t w0, int64_t width, const NarrowTerms& k,
+                                                                                         float* out, int64_t out_step) {
+  const int64_t Q = k.quads;
   const __m512i where = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_maskz_set1_epi32(0xFFFF, static_cast<int>(N)));
-  for (int64_t w0 = 0; w0 < width; w0 += 16) {
-    const int64_t lanes = std::min<int64_t>(16, width - w0);
-    const __mmask16 mask = static_cast<__mmask16>((1u << lanes) - 1u);
-    __m512i acc[kNarrowOutputs];
-    for (int64_t n = 0; n < N; ++n) acc[n] = _mm512_setzero_si512();
-    for (int64_t t = 0; t < kv; ++t) {
-      const __m512i a = _mm512_maskz_loadu_epi32(mask, src + taps[t] + w0 * 4);
-      for (int64_t n = 0; n < N; ++n) acc[n] = _mm512_dpbusd_epi32(acc[n], a, _mm512_maskz_set1_epi32(0xFFFF, k.weights[t * N + n]));
+                                           _mm512_maskz_set1_epi32(0xFFFF, static_cast<int>(out_step)));
+  __mmask16 mask[Blocks];
+  for (int b = 0; b < Blocks; ++b) mask[b] = static_cast<__mmask16>((1u << std::clamp<int64_t>(width - w0 - 16 * b, 0, 16)) - 1u);
+  __m512i acc[Blocks][N];
+  for (int b = 0; b < Blocks; ++b)
+    for (int n = 0; n < N; ++n) acc[b][n] = _mm512_setzero_si512();
+  for (int64_t t = 0; t < kv; ++t)
+    for (int64_t q = 0; q < Q; ++q) {
+      const uint8_t* base = src + taps[t] + q * k.quad_stride + w0 * 4;
+      const int32_t* wq = k.weights.data() + (t * Q + q) * N;
+      __m512i a[Blocks];
+      for (int b = 0; b < Blocks; ++b) a[b] = _mm512_maskz_loadu_epi32(mask[b], base + 64 * b);
+      for (int n = 0; n < N; ++n) {
+        const __m512i weight = _mm512_maskz_set1_epi32(0xFFFF, wq[n]);
+        for (int b = 0; b < Blocks; ++b) acc[b][n] = _mm512_dpbusd_epi32(acc[b][n], a[b], weight);
+      }
     }
-    for (int64_t n = 0; n < N; ++n) {
-      const __m512 v = _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_sub_epi32(acc[n], _mm512_maskz_set1_epi32(0xFFFF, k.correction[n])));
+  for (int b = 0; b < Blocks; ++b)
+    for (int n = 0; n < N; ++n) {
+      if (!mask[b]) continue;
+      const __m512 v = _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_sub_epi32(acc[b][n], _mm512_maskz_set1_epi32(0xFFFF, k.correction[n])));
       __m512 o = _mm512_fmadd_ps(v, _mm512_maskz_broadcastss_ps(0xFFFF, _mm_set_ss(k.scale[n])), _mm512_maskz_broadcastss_ps(0xFFFF, _mm_set_ss(k.bias[n])));
       if (k.activation)
         o = _mm512_mask_mul_ps(o, _mm512_cmp_ps_mask(o, _mm512_setzero_ps(), _CMP_LT_OQ), o, _mm512_maskz_broadcastss_ps(0xFFFF, _mm_set_ss(k.slope[n])));
-      _mm512_mask_i32scatter_ps(out + w0 * N + n, mask, where, o, 4);
+      _mm512_mask_i32scatter_ps(out + (w0 + 16 * b) * out_step + n, mask[b], where, o, 4);
     }
+}
+
+// One row of a narrow layer: `width` positions, position i's tap t at src + taps[t] + 4 i (quad q
+// a further q * quad_stride bytes on), its outputs at out + i * out_step.
+template <int N>
+inline void narrow_row_n(const uint8_t* src, const int64_t* taps, int64_t kv, int64_t width, const NarrowTerms& k, float* out, int64_t out_step) {
+  constexpr int Blocks = N <= 2 ? 4 : N <= 4 ? 2 : 1;
+  for (int64_t w0 = 0; w0 < width; w0 += 16 * Blocks) narrow_blocks<N, Blocks>(src, taps, kv, w0, width, k, out, out_step);
+}
+inline void narrow_row(const uint8_t* src, const int64_t* taps, int64_t kv, int64_t width, const NarrowTerms& k, float* out, int64_t out_step) {
+  switch (k.outputs) {
+    case 1: return narrow_row_n<1>(src, taps, kv, width, k, out, out_step);
+    case 2: return narrow_row_n<2>(src, taps, kv, width, k, out, out_step);
+    case 3: return narrow_row_n<3>(src, taps, kv, width, k, out, out_step);
+    case 4: return narrow_row_n<4>(src, taps, kv, width, k, out, out_step);
+    case 5: return narrow_row_n<5>(src, taps, kv, width, k, out, out_step);
+    case 6: return narrow_row_n<6>(src, taps, kv, width, k, out, out_step);
+    case 7: return narrow_row_n<7>(src, taps, kv, width, k, out, out_step);
+    default: return narrow_row_n<8>(src, taps, kv, width, k, out, out_step);
   }
 }
 
-// A convolution of at most 4 input channels (one quad per tap) with unit stride along w and at
-// most 8 outputs (a segmentation head's last conv): 16 consecutive output positions in the lanes,
-// each tap's 16 quads one load from the padded input, one vpdpbusd per tap and output against the
-// tap's weights broadcast. The direct GEMM would fill only N of its 16 lanes here.
+// A narrow convolution with unit stride along w.
 inline void conv_forward_narrow(const ConvGeometry& g, const Int8Input& x, const Int8ConvWeights& w, const Int8Epilogue& epilogue, float* y) {
-  const int32_t x_zero_point = x.zero_point;
-  const int64_t N = g.out_channels;
-  std::array<int64_t, 3> padded;
-  int64_t plane = 0, volume = 0;
-  const std::vector<uint8_t> xp =
-      zero_point_padded(x, g.batch, g.in, g.in_channels, g.padding, g.padding, padded, plane, volume);
+  const QuadPlanar p = quad_planar(x, g.batch, g.in, g.in_channels, g.padding, g.padding);
   std::vector<int64_t> taps;
   for (int64_t kd = 0; kd < g.kernel[0]; ++kd)
     for (int64_t kh = 0; kh < g.kernel[1]; ++kh)
-      for (int64_t kw = 0; kw < g.kernel[2]; ++kw)
-        taps.push_back(kd * g.dilation[0] * plane + (kh * g.dilation[1] * padded[2] + kw * g.dilation[2]) * 4);
-  const int64_t kv = static_cast<int64_t>(taps.size());
-  std::vector<int32_t> weights(static_cast<size_t>(kv * N));
-  for (int64_t t = 0; t < kv; ++t)  // the direct packing's quad t (one per tap here), column n
-    for (int64_t n = 0; n < N; ++n)
-      std::memcpy(&weights[static_cast<size_t>(t * N + n)], w.direct.panels.data() + (t * gemm_int8_detail::kPanel + n) * 4, 4);
-  NarrowTerms k{N, weights.data(), {}, {}, {}, {}, epilogue.slope != nullptr};
-  for (int64_t n = 0; n < N; ++n) {
-    k.scale[n] = epilogue.scale[n], k.bias[n] = epilogue.bias ? epilogue.bias[n] : 0.0f;
-    k.slope[n] = epilogue.slope ? epilogue.slope[n * epilogue.slope_stride] : 0.0f;
-    k.correction[n] = x_zero_point * w.direct.column_sums[static_cast<size_t>(n)];
-  }
-  const int64_t rows = g.batch * g.out[0] * g.out[1];
-  parallel_for(0, rows, 1, [&](int64_t b, int64_t e) {
+      for (int64_t kw = 0; kw < g.kernel[2]; ++kw) taps.push_back(kd * g.dilation[0] * p.plane + kh * g.dilation[1] * p.row + kw * g.dilation[2] * 4);
+  const int64_t kv = static_cast<int64_t>(taps.size()), N = g.out_channels;
+  const NarrowTerms k(w.direct, kv, p.quads, p.padded[2] * 4, x.zero_point, epilogue);
+  parallel_for(0, g.batch * g.out[0] * g.out[1], 1, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t n = r / (g.out[0] * g.out[1]), od = r / g.out[1] % g.out[0], oh = r % g.out[1];
-      narrow_row(xp.data() + n * volume + od * g.stride[0] * plane + oh * g.stride[1] * padded[2] * 4, taps.data(), kv, g.out[2], k,
-                 y + r * g.out[2] * N);
+      narrow_row(p.bytes.data() + n * p.volume + od * g.stride[0] * p.plane + oh * g.stride[1] * p.row, taps.data(), kv, g.out[2], k,
+                 y + r * g.out[2] * N, N);
     }
   });
+}
+
+// A narrow transposed convolution, one stride phase at a time (as conv_transpose_direct).
+inline void conv_transpose_narrow(const ConvGeometry& g, const Int8Input& x, const Int8ConvWeights& w, const Int8Epilogue& epilogue, float* y) {
+  const int64_t Y = g.in_channels;
+  std::array<int64_t, 3> low, high;
+  transpose_margins(g, w, low, high);
+  const QuadPlanar p = quad_planar(x, g.batch, g.out, g.out_channels, low, high);
+  for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)
+    for (int64_t rh = 0; rh < std::min(g.stride[1], g.in[1]); ++rh)
+      for (int64_t rw = 0; rw < std::min(g.stride[2], g.in[2]); ++rw) {
+        const Int8ConvWeights::Phase& phase = w.phases[static_cast<size_t>((rd * g.stride[1] + rh) * g.stride[2] + rw)];
+        const std::array<int64_t, 3> counts{phase_count(g, 0, rd), phase_count(g, 1, rh), phase_count(g, 2, rw)};
+        std::vector<int64_t> taps;
+        for (const auto& t : phase.taps)
+          taps.push_back((phase_offset(g, 0, rd, t[0]) + low[0]) * p.plane + (phase_offset(g, 1, rh, t[1]) + low[1]) * p.row +
+                         (phase_offset(g, 2, rw, t[2]) + low[2]) * 4);
+        const int64_t kv = static_cast<int64_t>(taps.size());
+        const NarrowTerms k(phase.direct, kv, p.quads, p.padded[2] * 4, x.zero_point, epilogue);
+        parallel_for(0, g.batch * counts[0] * counts[1], 1, [&](int64_t b, int64_t e) {
+          for (int64_t r = b; r < e; ++r) {
+            const int64_t n = r / (counts[0] * counts[1]), i = r / counts[1] % counts[0], j = r % counts[1];
+            float* out = y + (((n * g.in[0] + rd + g.stride[0] * i) * g.in[1] + rh + g.stride[1] * j) * g.in[2] + rw) * Y;
+            if (taps.empty()) {  // no tap reaches these outputs (a kernel smaller than the stride): the bias alone
+              for (int64_t m = 0; m < counts[2]; ++m)
+                for (int64_t c = 0; c < Y; ++c) out[m * g.stride[2] * Y + c] = epilogue(0, c);
+              continue;
+            }
+            narrow_row(p.bytes.data() + n * p.volume + i * p.plane + j * p.row, taps.data(), kv, counts[2], k, out, g.stride[2] * Y);
+          }
+        });
+      }
 }
 
 // True where the direct vpdpbusd kernels take the (transposed) convolution: one group, VNNI.
@@ -351,8 +474,13 @@ inline bool runs_direct(const ConvGeometry& g, const Int8ConvWeights& w) {
 }
 inline void conv_forward_direct_or_narrow(const ConvGeometry& g, const Int8Input& x, const Int8ConvWeights& w, const Int8Epilogue& epilogue,
                                           float* y) {
-  if (g.in_channels <= 4 && g.stride[2] == 1 && g.out_channels <= kNarrowOutputs) return conv_forward_narrow(g, x, w, epilogue, y);
+  if (g.stride[2] == 1 && g.out_channels <= kNarrowOutputs && w.direct_rows.empty()) return conv_forward_narrow(g, x, w, epilogue, y);
   conv_forward_direct(g, x, w, epilogue, y);
+}
+inline void conv_transpose_direct_or_narrow(const ConvGeometry& g, const Int8Input& x, const Int8ConvWeights& w, const Int8Epilogue& epilogue,
+                                            float* y) {
+  if (g.in_channels <= kNarrowOutputs) return conv_transpose_narrow(g, x, w, epilogue, y);
+  conv_transpose_direct(g, x, w, epilogue, y);
 }
 
 }  // namespace conv_int8_detail
@@ -390,7 +518,8 @@ inline void conv_transpose_int8(const ConvGeometry& g, const uint8_t* x, int32_t
                                 const Int8Epilogue& epilogue, float* y) {
   using namespace conv_detail;
   using conv_int8_detail::padded_row;
-  if (conv_int8_detail::runs_direct(g, w)) return conv_int8_detail::conv_transpose_direct(g, {.u8 = x, .zero_point = x_zero_point}, w, epilogue, y);
+  if (conv_int8_detail::runs_direct(g, w))
+    return conv_int8_detail::conv_transpose_direct_or_narrow(g, {.u8 = x, .zero_point = x_zero_point}, w, epilogue, y);
   const int64_t cg = g.in_per_group(), og = g.out_per_group();
   const uint8_t outside = static_cast<uint8_t>(x_zero_point);
   for (int64_t rd = 0; rd < std::min(g.stride[0], g.in[0]); ++rd)
@@ -459,7 +588,7 @@ inline void conv_forward_int8(const ConvGeometry& g, const float* x, float inv_s
 inline void conv_transpose_int8(const ConvGeometry& g, const float* x, float inv_scale, int32_t x_zero_point, const Int8ConvWeights& w,
                                 const Int8Epilogue& epilogue, float* y) {
   if (conv_int8_detail::runs_direct(g, w))
-    return conv_int8_detail::conv_transpose_direct(g, {.f32 = x, .inv_scale = inv_scale, .zero_point = x_zero_point}, w, epilogue, y);
+    return conv_int8_detail::conv_transpose_direct_or_narrow(g, {.f32 = x, .inv_scale = inv_scale, .zero_point = x_zero_point}, w, epilogue, y);
   std::vector<uint8_t> q(static_cast<size_t>(g.out_positions() * g.out_channels));
   quantize_u8(x, static_cast<int64_t>(q.size()), inv_scale, x_zero_point, q.data());
   conv_transpose_int8(g, q.data(), x_zero_point, w, epilogue, y);
