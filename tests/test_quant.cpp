@@ -273,3 +273,41 @@ TEST_CASE("keep_float leaves the named layers in float; an unknown name is an er
   quant::restore_float(*model.module);
   CHECK_THROWS_AS(quant::quantize(*model.module, inputs, {.keep_float = {"model.9.nothing"}}), Error);
 }
+
+TEST_CASE("a quantized ResNet3D (batch norm, a linear classifier) and MLPerf U-Net stay close to their float selves") {
+  NoGradGuard no_grad;
+  {
+    manual_seed(11);
+    nn::models::AnyModel model = nn::models::make_model({.arch = "resnet3d-18", .classes = 3, .channels = {8, 16, 32, 64}});
+    model.module->eval();
+    const Tensor x = random_input({2, 32, 32, 32, 1}, 12);
+    const Tensor reference = softmax(model.forward(x), -1);
+    quant::Calibration calibration(*model.module);
+    for (uint64_t s = 0; s < 3; ++s) model.forward(random_input({2, 32, 32, 32, 1}, 30 + s));
+    model.forward(x);
+    const auto inputs = calibration.inputs();
+    calibration.detach();
+    const quant::QuantizedLayers layers = quant::quantize(*model.module, inputs);
+    bool linear = false;
+    for (const auto& [name, layer] : layers) linear = linear || layer->spec().kind == quant::LayerKind::linear;
+    CHECK(linear);  // the classifier's fc runs in INT8 too
+    const Tensor y = softmax(model.forward(x), -1);
+    CHECK(max_abs_difference(y, reference) < 0.05);
+  }
+  {
+    manual_seed(13);
+    nn::models::AnyModel model = nn::models::make_model({.arch = "unet3d", .channels = {8, 16, 32}});
+    model.module->eval();
+    const Tensor x = random_input({1, 16, 16, 16, 1}, 14);
+    const Tensor reference = model.forward(x);
+    quant::Calibration calibration(*model.module, {.method = quant::CalibrationMethod::percentile});
+    model.forward(x);
+    const auto inputs = calibration.inputs();
+    calibration.detach();
+    quant::quantize(*model.module, inputs);
+    const Tensor y = model.forward(x);
+    const Tensor agree = eq(argmax(y, -1), argmax(reference, -1)).to(DType::f32);
+    CHECK(mean(agree).item<float>() > 0.95f);
+    CHECK(max_abs_difference(y, reference) < 0.1 * max_abs(reference));
+  }
+}

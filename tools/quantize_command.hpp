@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 
 #include <vox/io/plot.hpp>
@@ -160,19 +161,22 @@ inline int quantize_run(const QuantizeArgs& a) {
   std::printf("vox: quantizing %s (%s, %zu convolution layers) to INT8 on the %s kernel: %s calibration on %zu volumes, validation on %s\n",
               a.model.c_str(), config.arch.c_str(), found.size(), kernels::cpu::int8_kernel_name(kernels::cpu::int8_kernel()),
               a.method.c_str(), cases.calibration.size(), cases.validation_source.c_str());
+  std::fflush(stdout);
   const double float_dice = validation_dice(model, config, cases.validation);
   std::printf("vox: float validation Dice %.4f\n", float_dice);
+  std::fflush(stdout);
 
   std::map<std::string, std::pair<float, float>> ranges;
   std::map<std::string, quant::ActivationParams> inputs;
   {
     quant::Calibration calibration(*model.module, {.method = method});
     NoGradGuard no_grad;
+    const bool terminal = isatty(fileno(stderr)) != 0;
     for (size_t i = 0; i < cases.calibration.size(); ++i) {
       inference::sliding_window_labels(cases.calibration[i].image.voxels, model.forward, windows(config));
-      std::fprintf(stderr, "\rvox: calibrating %zu/%zu", i + 1, cases.calibration.size());
+      if (terminal) std::fprintf(stderr, "\rvox: calibrating on volume %zu/%zu", i + 1, cases.calibration.size());
     }
-    std::fprintf(stderr, "\n");
+    std::fprintf(stderr, "%svox: calibrated on %zu volumes\n", terminal ? "\r" : "", cases.calibration.size());
     ranges = calibration.ranges();
     inputs = calibration.inputs();
   }
@@ -195,6 +199,7 @@ inline int quantize_run(const QuantizeArgs& a) {
       layers[i].dice_alone = validation_dice(model, config, cases.validation);
       std::printf("  [%2zu/%zu] %-40s Dice %.4f (%+.4f)\n", i + 1, found.size(), found[i].name.c_str(), layers[i].dice_alone,
                   layers[i].dice_alone - float_dice);
+      std::fflush(stdout);
     }
   }
   QuantizationRecord record{.method = a.method, .weight_bits = kernels::cpu::int8_weight_bits(),

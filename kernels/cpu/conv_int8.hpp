@@ -3,13 +3,21 @@
 // weights, int32 sums, the f32 epilogue (scale, bias, activation) fused into the GEMM's store:
 // bit for bit kernels/reference/conv_int8.hpp.
 //
-// The passes are conv.hpp's: output positions in tiles, each tile's taps gathered into a small
-// column buffer (rows padded to a multiple of 4 bytes, the padding zero), one GEMM per tile and
-// group against weights packed once (pack_conv_int8, kept by the quantized layer). Taps outside
-// the input read the zero point, which the GEMM's column-sum correction cancels exactly, so
-// borders need no special case. The transposed convolution works one stride phase at a time on
-// the taps that phase uses (conv.hpp's strided_backward_data), each phase with its own packed
-// weights and column sums.
+// Taps outside the input read the zero point, which the GEMM's column-sum correction (zero point
+// times each output's weight sum) cancels exactly, so borders need no special case. Weights are
+// packed once (pack_conv_int8, kept by the quantized layer) for every path:
+//   direct     (vpdpbusd, one group) the input copied once into a zero-point-padded volume, its
+//              channels padded to a multiple of 4; each output row (n, d, h) is one GEMM that
+//              reads its taps in place. A one-channel input takes quads along the kernel width.
+//   narrow     (vpdpbusd, one group, at most 8 outputs) 16 positions in the lanes over a
+//              quad-planar padded copy, where the direct GEMM would fill N of its 16 lanes.
+//   columns    (every other case: groups, the vpmaddubsw and portable kernels) conv.hpp's passes:
+//              output positions in tiles, each tile's taps gathered into a column buffer (rows
+//              padded to a multiple of 4 bytes, the padding zero), one GEMM per tile and group.
+// The transposed convolution works one stride phase at a time on the taps that phase uses
+// (conv.hpp's strided_backward_data) on all three paths, each phase with its own packed weights.
+// The entry points take a u8 input, or an f32 one that the direct and narrow paths quantize while
+// they pad it.
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -35,14 +43,6 @@ struct Int8ConvWeights {
   PackedInt8 direct_rows;          // convolution of one input channel, kernel width <= 4, no w dilation:
                                    // [tap rows (kd, kh) x 4 (kw, zero-padded)][out_channels]
   std::vector<Phase> phases;       // transposed: per stride phase (rd, rh, rw), row-major
-  bool seven_bit() const {
-    for (const auto& p : groups)
-      if (!p.seven_bit) return false;
-    for (const auto& ph : phases)
-      for (const auto& p : ph.groups)
-        if (!p.seven_bit) return false;
-    return true;
-  }
 };
 
 namespace conv_int8_detail {

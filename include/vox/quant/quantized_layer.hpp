@@ -7,7 +7,9 @@
 //   y = epilogue(int32 sum of (x_q - x_zero_point) * w_q), scale x_scale * w_scale[c], f32 bias
 //
 // Inference only: the output records no gradient. CPU only (the GPU's INT8 path is cuDNN's).
+#include <cstdio>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/cpu/conv_int8.hpp"
@@ -63,6 +65,7 @@ class QuantizedLayer {
       output_scale_.push_back(input_.scale * ws[c]);
     }
     const int8_t* wq = weight_.values.data<int8_t>();
+    warn_about_kernel(wq, weight_.values.numel());
     if (spec_.kind == LayerKind::linear) {
       VOX_CHECK(w.size() == 2, op, "a linear weight is [out, in], got ", w);
       linear_ = kernels::cpu::pack_int8(w[0], w[1], [&](int64_t k, int64_t n) { return wq[n * w[1] + k]; });
@@ -160,6 +163,24 @@ class QuantizedLayer {
       kernels::cpu::gemm_int8_packed(end - b, a + b * lda, lda, input_.zero_point, linear_, e, out + b * N, N);
     });
     return y;
+  }
+
+  // Says once on stderr when this CPU's INT8 path is slow: no AVX-512 at all (the portable
+  // kernel), or 8-bit weights (a model quantized on a CPU with VNNI) where only vpmaddubsw exists.
+  static void warn_about_kernel(const int8_t* w, int64_t n) {
+    const kernels::cpu::Int8Kernel kernel = kernels::cpu::int8_kernel();
+    bool eight_bit = false;
+    for (int64_t i = 0; i < n && !eight_bit; ++i) eight_bit = w[i] < -63 || w[i] > 63;
+    static std::once_flag portable, wide;
+    if (kernel == kernels::cpu::Int8Kernel::portable)
+      std::call_once(portable, [] {
+        std::fprintf(stderr, "vox: this CPU has neither AVX512_VNNI nor AVX-512BW: INT8 layers run the portable kernel, much slower\n");
+      });
+    else if (kernel == kernels::cpu::Int8Kernel::avx512bw && eight_bit)
+      std::call_once(wide, [] {
+        std::fprintf(stderr, "vox: this CPU has no AVX512_VNNI and the model's weights are 8-bit: its INT8 layers run the portable "
+                             "kernel; quantize the model on this CPU (7-bit weights) for the vpmaddubsw kernel\n");
+      });
   }
 
   LayerSpec spec_;
