@@ -311,3 +311,43 @@ TEST_CASE("a quantized ResNet3D (batch norm, a linear classifier) and MLPerf U-N
     CHECK(max_abs_difference(y, reference) < 0.1 * max_abs(reference));
   }
 }
+
+TEST_CASE("pruning MONAI's U-Net: the pruned network computes what the network with those channels zeroed does") {
+  NoGradGuard no_grad;
+  const nn::models::MonaiUNetConfig config{.channels = {8, 16, 32, 64}, .strides = {2, 2, 2}};
+  const Tensor x = random_input({1, 16, 16, 16, 1}, 41);
+  for (const auto& options : {quant::PruneOptions{.amount = 0.3, .global = true}, quant::PruneOptions{.amount = 0.5, .norm = quant::FilterNorm::l2},
+                              quant::PruneOptions{.amount = 0.0}}) {
+    CAPTURE(options.amount);
+    CAPTURE(options.global);
+    manual_seed(21);
+    nn::models::MonaiUNet net(config);
+    manual_seed(21);
+    nn::models::MonaiUNet zeroed(config);
+    net.eval(), zeroed.eval();
+    const int64_t before = net.parameter_count();
+    const std::vector<quant::ChannelGroup> groups = quant::channel_groups(net);
+    CHECK(groups.size() == 3 * 2 + 2 + 2);  // per level a subunit and an output group, the bottom's two, two inner up paths
+    const quant::PrunePlan plan = quant::plan_pruning(groups, options);
+    int64_t total = 0, kept = 0;
+    for (size_t i = 0; i < groups.size(); ++i) total += groups[i].channels, kept += static_cast<int64_t>(plan[i].size());
+    if (options.amount == 0) CHECK(kept == total);
+    else CHECK(kept < total);
+    quant::zero_pruned_channels(quant::channel_groups(zeroed), plan);
+    const Tensor expected = zeroed.forward(x);
+    if (options.amount > 0) CHECK(max_abs_difference(net.forward(x), expected) > 1e-3);  // the zeroing mattered
+    quant::apply_pruning(groups, plan);
+    const Tensor y = net.forward(x);
+    CHECK(y.shape() == expected.shape());
+    CHECK(max_abs_difference(y, expected) < 1e-5);
+    if (options.amount > 0) CHECK(net.parameter_count() < before);
+    // the pruned network's state dict loads into a network pruned by the same plan
+    manual_seed(22);
+    nn::models::MonaiUNet again(config);
+    quant::apply_pruning(quant::channel_groups(again), plan);
+    again.load_state_dict(net.state_dict());
+    again.eval();
+    CHECK(again.forward(x).to_vector<float>() == y.to_vector<float>());
+  }
+  CHECK_THROWS_AS(quant::plan_pruning(quant::channel_groups(*std::make_unique<nn::models::MonaiUNet>(config)), {.amount = 1.0}), Error);
+}

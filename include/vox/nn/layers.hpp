@@ -139,6 +139,13 @@ class InstanceNorm : public Module {
               "], got ", x.shape());
     return instance_norm_prelu_add(x, weight_ ? *weight_ : Tensor(), bias_ ? *bias_ : Tensor(), slope, residual, eps_);
   }
+  // The channel count after structured pruning removed some (quant/prune.hpp), which resizes
+  // the affine parameters itself.
+  void set_channels(int64_t channels) {
+    VOX_CHECK(channels >= 1 && (!weight_ || weight_->size(0) == channels), "nn::InstanceNorm", "cannot have ", channels, " channels",
+              weight_ ? " with an affine weight of " + std::to_string(weight_->size(0)) : std::string());
+    channels_ = channels;
+  }
   // LeakyReLU(forward(x), negative_slope), ReLU for 0, as one fused op: a PReLU whose slope is a
   // constant.
   Tensor forward_relu(const Tensor& x, double negative_slope = 0.0) const {
