@@ -82,7 +82,7 @@ inline Tensor infer_one(const InferArgs& a, const InputOptions& input) {
   RunConfig config = a.weights.empty() ? RunConfig::load(a.model) : a.config;
   if (!a.weights.empty()) config.normalization = "none";  // a PyTorch model's inputs are its user's business
   if (!a.normalization.empty()) config.normalization = a.normalization;
-  nn::models::AnyModel model = make_model(config);
+  nn::models::AnyModel model = a.weights.empty() ? make_run_model(config) : make_model(config);
   if (a.patch) {
     for (const int64_t side : *a.patch)
       if (side % model.size_multiple != 0)

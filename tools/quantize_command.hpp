@@ -26,6 +26,17 @@ namespace run_commands {
 
 inline constexpr const char* kInt8Weights = "model_int8.safetensors";
 
+// The network a run config names, pruned as vox prune pruned it (weights still to load).
+inline nn::models::AnyModel make_run_model(const RunConfig& c) {
+  nn::models::AnyModel m = make_model(c);
+  if (c.pruning) {
+    auto* unet = dynamic_cast<nn::models::MonaiUNet*>(m.module.get());
+    VOX_CHECK(unet != nullptr, "config", "a pruned run of ", c.arch, ": only monai-unet runs can be pruned");
+    quant::apply_pruning(quant::channel_groups(*unet), c.pruning->kept);
+  }
+  return m;
+}
+
 // An INT8 run's network: its quantized layers installed, the rest of its weights loaded.
 inline quant::QuantizedLayers load_int8_run(nn::Module& model, const std::string& run) {
   const std::string path = (fs::path(run) / kInt8Weights).string();
@@ -143,7 +154,7 @@ inline int quantize_run(const QuantizeArgs& a) {
   RunConfig config = RunConfig::load(a.model);
   if (config.quantization) throw UsageError{a.model + " is already an INT8 run; quantize its float run"};
   if (config.task != "segment") throw UsageError{"vox quantize takes segmentation runs; " + a.model + " is a classifier"};
-  nn::models::AnyModel model = make_model(config);
+  nn::models::AnyModel model = make_run_model(config);
   model.module->load_state_dict(load_run_weights(a.model));
   model.module->eval();
 

@@ -61,6 +61,33 @@ struct QuantizationRecord {
   }
 };
 
+// How `vox prune` made a pruned run: the channels each of the network's channel groups kept
+// (quant::channel_groups' order), which rebuild its smaller network.
+struct PruningRecord {
+  std::string norm = "l1";
+  double amount = 0.3;
+  bool global = false;
+  std::vector<std::vector<int64_t>> kept;
+
+  std::string to_json() const {
+    std::string groups = "[";
+    for (size_t i = 0; i < kept.size(); ++i) groups += (i ? ", " : "") + json_list(kept[i]);
+    return "{\"norm\": " + json::quote(norm) + ", \"amount\": " + json_number(amount) + ", \"global\": " + (global ? "true" : "false") +
+           ", \"kept\": " + groups + "]}";
+  }
+  static PruningRecord from_json(const json::Value& v, const std::string& path) {
+    PruningRecord r;
+    r.norm = json_field(v, "norm", path).as_string("norm");
+    r.amount = json_field(v, "amount", path).as_double("amount");
+    r.global = json_field(v, "global", path).as_bool("global");
+    for (const json::Value& g : json_field(v, "kept", path).as_array("kept")) {
+      r.kept.emplace_back();
+      for (const json::Value& c : g.as_array("kept")) r.kept.back().push_back(c.as_int64("kept"));
+    }
+    return r;
+  }
+};
+
 // What a run needs to rebuild its model and preprocessing.
 struct RunConfig {
   std::string arch = "monai-unet";
@@ -73,6 +100,7 @@ struct RunConfig {
   std::string normalization = "zscore";    // zscore, ct, or none
   data::ForegroundIntensities ct;
   std::optional<QuantizationRecord> quantization;  // an INT8 run of vox quantize
+  std::optional<PruningRecord> pruning;            // a run of vox prune: its network is smaller
 
   std::string to_json() const {
     std::string names = "[";
@@ -82,7 +110,8 @@ struct RunConfig {
            ",\n  \"class_names\": " + names + "],\n  \"patch\": " + json_list(patch) + ",\n  \"spacing\": " + json_list(spacing) +
            ",\n  \"normalization\": " + json::quote(normalization) + ",\n  \"ct\": [" + json_number(ct.mean) + ", " + json_number(ct.std) +
            ", " + json_number(ct.percentile_00_5) + ", " + json_number(ct.percentile_99_5) + "]" +
-           (quantization ? ",\n  \"quantization\": " + quantization->to_json() : std::string()) + "\n}\n";
+           (quantization ? ",\n  \"quantization\": " + quantization->to_json() : std::string()) +
+           (pruning ? ",\n  \"pruning\": " + pruning->to_json() : std::string()) + "\n}\n";
   }
   static RunConfig load(const std::string& run) {
     const std::string path = (fs::path(run) / "config.json").string();
@@ -105,6 +134,7 @@ struct RunConfig {
     c.normalization = get("normalization").as_string("normalization");
     c.ct.mean = ct[0].as_double(), c.ct.std = ct[1].as_double(), c.ct.percentile_00_5 = ct[2].as_double(), c.ct.percentile_99_5 = ct[3].as_double();
     if (const json::Value* q = v.find("quantization")) c.quantization = QuantizationRecord::from_json(*q, path);
+    if (const json::Value* q = v.find("pruning")) c.pruning = PruningRecord::from_json(*q, path);
     return c;
   }
 };

@@ -20,6 +20,8 @@
 //   vox quantize --model RUN --output RUN_INT8 (--calib DATA_DIR | --synthetic) [--method minmax|percentile|entropy]
 //             [--cases N] [--keep-float K] [--no-sensitivity] [--threads T]
 //                 INT8 post-training quantization, the float and INT8 Dice, a sensitivity report
+//   vox prune --model RUN --output RUN_PRUNED (--data DATA_DIR | --synthetic) [--amount A] [--global] [--norm l1|l2]
+//                 structured channel pruning of a monai-unet run
 //   vox demo [--dir DIR] [--epochs N] [--iterations N] [--amp bf16|f16]   the main job on built-in data
 //   vox bench [--model NAME] [--size S] [--batch B] [--mode train|infer] [--iters N] [--warmup N] [--device cpu|cuda:N]
 //             [--graph]
@@ -48,6 +50,7 @@
 #include "cli_common.hpp"
 #include "bench_command.hpp"
 #include "infer_command.hpp"
+#include "prune_command.hpp"
 
 using namespace vox;
 
@@ -110,6 +113,10 @@ const char* kUsage =
     "      [--cases 20] (calibration volumes, run through inference's sliding windows) [--keep-float K]\n"
     "      (the K most sensitive layers stay in float) [--no-sensitivity] [--threads T]; prints the float\n"
     "      and INT8 validation Dice; writes RUN_INT8 (for vox infer), quantization.json, sensitivity.png\n"
+    "  vox prune                structured channel pruning of a monai-unet run: --model RUN --output RUN_PRUNED\n"
+    "      (--data DATA_DIR | --synthetic) (validation cases) [--amount 0.3] [--global] (rank all layers'\n"
+    "      channels together) [--norm l1|l2] [--threads T]; prints parameters, operations, time per\n"
+    "      window and Dice before and after; the pruned run goes to vox infer and vox quantize\n"
     "  vox demo                 the main job: synthetic data, training, held-out inference and scores\n"
     "      [--dir DIR] [--epochs N] [--iterations N] [--lr LR] [--threads T] [--amp bf16|f16]\n"
     "  vox bench                time a model on random data (--model monai-unet, unet3d, resnet3d-18, ...)\n"
@@ -588,6 +595,27 @@ int quantize(const std::vector<std::string>& args) {
   return run_commands::quantize_run(q);
 }
 
+int prune(const std::vector<std::string>& args) {
+  run_commands::PruneArgs p;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) throw UsageError{a + " needs a value"};
+      return args[++i];
+    };
+    if (a == "--model") p.model = value();
+    else if (a == "--output") p.output = value();
+    else if (a == "--data") p.data = value();
+    else if (a == "--synthetic") p.synthetic = true;
+    else if (a == "--amount") p.amount = parse_real(value(), a);
+    else if (a == "--global") p.global = true;
+    else if (a == "--norm") p.norm = value();
+    else if (a == "--threads") p.threads = parse_count(value(), a);
+    else throw UsageError{"unknown option " + a};
+  }
+  return run_commands::prune_run(p);
+}
+
 // The main job: synthetic data, training with augmentation, held-out inference and scores.
 int demo(const std::vector<std::string>& args) {
   std::string dir = "vox-demo";
@@ -665,6 +693,7 @@ int main(int argc, char** argv) {
     if (args[0] == "train") return train_command(rest);
     if (args[0] == "infer") return infer(rest);
     if (args[0] == "quantize") return quantize(rest);
+    if (args[0] == "prune") return prune(rest);
     if (args[0] == "demo") return demo(rest);
     if (args[0] == "bench") return bench(rest);
     throw UsageError{"unknown command \"" + args[0] + "\""};

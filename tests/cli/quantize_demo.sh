@@ -2,7 +2,9 @@
 # INT8 on the main job's run (main_job_vox_demo, the fixture that ran first): `vox quantize` with
 # the default calibration (min-max on the training cases, every layer in INT8) keeps the held-out
 # Dice at >= 99.9% of the float network's (MLPerf's 3d-unet-99.9 rule); the INT8 run then goes
-# through `vox infer` and `vox evaluate` as the README shows; misuse is refused with status 2.
+# through `vox infer` and `vox evaluate` as the README shows. `vox prune` removes 30% of the
+# channels (ranked globally): fewer parameters, and the pruned run goes through `vox infer` and
+# `vox quantize` too. Misuse is refused with status 2.
 #   bash tests/cli/quantize_demo.sh VOX F32_DEMO_DIR WORK_DIR
 set -euo pipefail
 vox="$1" demo="$2" work="$3"
@@ -31,6 +33,21 @@ dice = json.load(open(sys.argv[1]))["classes"][0]["dice"]
 print(f"vox infer on the INT8 run: Dice {dice:.4f}")
 assert dice >= 0.90, f"INT8 inference Dice {dice} below 0.90"
 PY
+"$vox" prune --model "$demo/run" --data "$demo/data" --output "$work/run_pruned" --amount 0.3 --global > "$work/prune.txt"
+cat "$work/prune.txt"
+/usr/bin/python3 - "$work/prune.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+before = int(re.search(r"run: (\d+) parameters", text).group(1))
+after = int(re.search(r"pruned \(.*\): (\d+) parameters", text).group(1))
+dice = float(re.search(r"validation Dice ([0-9.]+) \(before", text).group(1))
+print(f"pruned: {before} -> {after} parameters, held-out Dice {dice:.4f} without fine-tuning")
+assert after < 0.8 * before, "pruning 30% of the channels left more than 80% of the parameters"
+assert dice >= 0.90, f"the pruned network's Dice {dice} is below 0.90"
+PY
+"$vox" infer --model "$work/run_pruned" --input "$demo/data/imagesTs/$case_id.nii.gz" --output "$work/pruned.nii.gz"
+"$vox" quantize --model "$work/run_pruned" --calib "$demo/data" --output "$work/run_pruned_int8" --no-sensitivity
+"$vox" infer --model "$work/run_pruned_int8" --input "$demo/data/imagesTs/$case_id.nii.gz" --output "$work/pruned_int8.nii.gz"
 refused() {  # refused EXPECTED_TEXT COMMAND...: status 2 and the text on stderr
   local expected="$1" status=0
   shift
@@ -42,6 +59,8 @@ refused "does not apply" "$vox" infer --model "$work/run_int8" --input "$demo/da
 refused "already an INT8 run" "$vox" quantize --model "$work/run_int8" --calib "$demo/data" --output "$work/again"
 refused "--method takes" "$vox" quantize --model "$demo/run" --calib "$demo/data" --output "$work/bad" --method kl
 refused "exactly one of" "$vox" quantize --model "$demo/run" --output "$work/bad"
+refused "--amount must be" "$vox" prune --model "$demo/run" --data "$demo/data" --output "$work/bad" --amount 1
+refused "already pruned" "$vox" prune --model "$work/run_pruned" --data "$demo/data" --output "$work/bad"
 "$vox" bench --model monai-unet --size 32 --mode infer --iters 1 --warmup 1 --precision int8 > "$work/bench.txt"
 grep -q "infer in int8" "$work/bench.txt"
-echo "INT8 on the main job's run: ok"
+echo "INT8 and pruning on the main job's run: ok"
