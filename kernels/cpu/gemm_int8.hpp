@@ -18,6 +18,8 @@
 //   portable  plain int32 loops for any weights and any x86-64 (or weights that are not 7-bit on a
 //             CPU without VNNI).
 // A tile is 6 x 32 results (two panels, twelve accumulators) or 12 x 16 for a last single panel.
+// gemm_int8_direct is the same vpdpbusd tile over rows read at a fixed step from a padded input,
+// tap after tap: a direct convolution's output row (kernels/cpu/conv_int8.hpp).
 #include <immintrin.h>
 
 #include <algorithm>

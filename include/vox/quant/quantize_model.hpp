@@ -12,8 +12,9 @@
 //
 // Every convolution, transposed convolution and linear layer (nn::Conv, nn::ConvTranspose,
 // nn::Linear) is quantized unless named in keep_float or too narrow for the int8 kernels (see
-// QuantizeOptions::min_outputs); norms, activations, softmax and losses stay in float. A layer runs in INT8 through its interceptor (nn::Interceptable), so the network's
-// own code is unchanged. A quantized state dict is the float one with each quantized layer's
+// QuantizeOptions::min_outputs); norms, activations, softmax and losses stay in float. A layer
+// runs in INT8 through its interceptor (nn::Interceptable), so the network's own code is
+// unchanged; its float weight stays in the module (the state dict, restore_float). A quantized state dict is the float one with each quantized layer's
 // "weight" replaced by "weight_int8" (i8, PyTorch's layout), "weight_scale" (f32 [out channels]),
 // "input_scale" (f32 [1]) and "input_zero_point" (u8 [1]).
 #include <functional>
