@@ -58,6 +58,9 @@ class QuantizedLayer {
       bias_ = bias_.detach().to(DType::f32).contiguous();
       VOX_CHECK(bias_.rank() == 1 && bias_.size(0) == channels, op, "bias has shape ", bias_.shape(), ", expected [", channels, "]");
     }
+    // int32 sums of up to K products of 255 x 127 stay exact (and vpdpbusd never wraps) for K <= 65536
+    VOX_CHECK(weight_.values.numel() / channels <= 65536, op, "a layer of ", weight_.values.numel() / channels,
+              " products per output could overflow its int32 sums; the limit is 65536");
     weight_.values = weight_.values.contiguous();
     const float* ws = weight_.scale.contiguous().data<float>();
     for (int64_t c = 0; c < channels; ++c) {
