@@ -351,3 +351,30 @@ TEST_CASE("pruning MONAI's U-Net: the pruned network computes what the network w
   }
   CHECK_THROWS_AS(quant::plan_pruning(quant::channel_groups(*std::make_unique<nn::models::MonaiUNet>(config)), {.amount = 1.0}), Error);
 }
+
+TEST_CASE("pruning the MLPerf U-Net (affine norms, transposed convs, [up-sampled, skip] concatenations) equals zeroing") {
+  NoGradGuard no_grad;
+  const nn::models::UNet3DConfig config{.filters = {8, 16, 32}};
+  const Tensor x = random_input({1, 16, 16, 16, 1}, 43);
+  manual_seed(31);
+  nn::models::UNet3D net(config);
+  manual_seed(31);
+  nn::models::UNet3D zeroed(config);
+  net.eval(), zeroed.eval();
+  for (nn::models::UNet3D* m : {&net, &zeroed}) {  // the affine norms' defaults (1, 0) would hide a missed slice: the same values in both
+    Generator gen(5);
+    for (const auto& t : m->named_parameters())
+      if (t.tensor->rank() == 1) t.tensor->detach().copy_from(randn(t.tensor->shape(), DType::f32, &gen));
+  }
+  const std::vector<quant::ChannelGroup> groups = quant::channel_groups(net);
+  CHECK(groups.size() == 2 * 3 + 2 + 3 * 3);  // encoder blocks, bottleneck, per up-sampling block: its transposed conv and two convs
+  const quant::PrunePlan plan = quant::plan_pruning(groups, {.amount = 0.4, .global = true});
+  quant::zero_pruned_channels(quant::channel_groups(zeroed), plan);
+  const Tensor expected = zeroed.forward(x);
+  CHECK(max_abs_difference(net.forward(x), expected) > 1e-3);
+  const int64_t before = net.parameter_count();
+  quant::apply_pruning(groups, plan);
+  const Tensor y = net.forward(x);
+  CHECK(max_abs_difference(y, expected) < 1e-5);
+  CHECK(net.parameter_count() < before);
+}

@@ -10,7 +10,7 @@
 // producing filters, within each group or globally (each group's norms divided by their mean, so
 // that layers of different scales compare); each group keeps at least one channel.
 //
-//   auto groups = quant::channel_groups(unet);            // nn::models::MonaiUNet
+//   auto groups = quant::channel_groups(unet);            // nn::models::MonaiUNet or UNet3D
 //   quant::PrunePlan plan = quant::plan_pruning(groups, {.amount = 0.3, .global = true});
 //   quant::apply_pruning(groups, plan);                   // the network is now smaller
 //
@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "vox/nn/models/monai_unet.hpp"
+#include "vox/nn/models/unet3d.hpp"
 
 namespace vox::quant {
 
@@ -215,6 +216,58 @@ inline std::vector<ChannelGroup> channel_groups(nn::models::MonaiUNet& net) {
     const std::string above = level_prefix.substr(0, level_prefix.size() - std::string(".1.submodule").size());
     add_consumer(groups[g], p, above + ".2.0.conv", true, groups[g].channels);
   }
+  return groups;
+}
+
+// The channel groups of the MLPerf 3D U-Net: each conv block's first conv (read by its second),
+// each block's output (read by the next block and, through the skip, by its up-sampling block's
+// first conv after the up-sampled channels), and each transposed conv's output (read by its
+// block's first conv before the skip's channels). Affine instance norms lose the channels' scales
+// and shifts too.
+inline std::vector<ChannelGroup> channel_groups(nn::models::UNet3D& net) {
+  using namespace prune_detail;
+  const Parts p(net);
+  const std::vector<int64_t>& f = net.config().filters;
+  const size_t levels = f.size();
+  std::vector<ChannelGroup> groups;
+  auto norm_of = [&](ChannelGroup& g, const std::string& norm) {
+    g.members.push_back({p.at(norm + ".weight"), 0, 0});
+    g.members.push_back({p.at(norm + ".bias"), 0, 0});
+    g.norms.push_back(p.instance_norm(norm));
+  };
+  // a [conv, norm, ReLU] pair at `block`; returns its output group's index
+  auto double_conv = [&](const std::string& block, int64_t channels) {
+    ChannelGroup first{block + ".conv1.0", channels};
+    add_producer(first, p, first.name, false);
+    norm_of(first, block + ".conv1.1");
+    add_consumer(first, p, block + ".conv2.0", false);
+    groups.push_back(first);
+    ChannelGroup out{block + ".conv2.0", channels};
+    add_producer(out, p, out.name, false);
+    norm_of(out, block + ".conv2.1");
+    groups.push_back(out);
+    return groups.size() - 1;
+  };
+  // the encoder: skip s is the input block (s = 0) or downsample.(s - 1); up-sampling block
+  // L - 1 - s reads it after its up-sampled channels
+  std::vector<size_t> skips;
+  for (size_t s = 0; s < levels; ++s) skips.push_back(double_conv(s == 0 ? "input_block" : "downsample." + std::to_string(s - 1), f[s]));
+  for (size_t s = 0; s < levels; ++s) {
+    ChannelGroup& g = groups[skips[s]];
+    add_consumer(g, p, s + 1 < levels ? "downsample." + std::to_string(s) + ".conv1.0" : "bottleneck.conv1.0", false);
+    add_consumer(g, p, "upsample." + std::to_string(levels - 1 - s) + ".conv1.0", false, g.channels);
+  }
+  size_t previous = double_conv("bottleneck", f.back());
+  for (size_t j = 0; j < levels; ++j) {
+    const std::string up = "upsample." + std::to_string(j);
+    add_consumer(groups[previous], p, up + ".upsample_conv.0", true);
+    ChannelGroup upsampled{up + ".upsample_conv.0", f[levels - 1 - j]};
+    add_producer(upsampled, p, upsampled.name, true);
+    add_consumer(upsampled, p, up + ".conv1.0", false, 0);
+    groups.push_back(upsampled);
+    previous = double_conv(up, f[levels - 1 - j]);
+  }
+  add_consumer(groups[previous], p, "output.conv.0", false);
   return groups;
 }
 
