@@ -34,7 +34,6 @@ namespace vox::quant {
 struct QuantizableLayer {
   std::string name;  // its state_dict prefix, "model.0.conv.unit0.conv"
   LayerSpec spec;
-  nn::Module* module = nullptr;
   nn::Interceptable* slot = nullptr;
   Tensor weight, bias;  // the float parameters (shared with the module)
   nn::TorchLayout layout = nn::TorchLayout::same;
@@ -46,7 +45,7 @@ bool add_if(nn::Module& m, const std::string& name, std::vector<QuantizableLayer
   auto* layer = dynamic_cast<Layer*>(&m);
   if (!layer) return false;
   QuantizableLayer q;
-  q.name = name, q.module = layer, q.slot = layer;
+  q.name = name, q.slot = layer;
   q.weight = layer->weight(), q.bias = layer->bias();
   if constexpr (std::is_same_v<Layer, nn::Linear>) {
     q.spec.kind = LayerKind::linear, q.spec.spatial = 0;
