@@ -3,7 +3,9 @@
 // kernel, f32 out): GOP/s and the share of the machine's measured peak for each (f32 FMA chains;
 // vpdpbusd chains for INT8). The median of repeated runs, allocation included.
 //
-//   vox_conv3d_int8_layers [--repeats R] [--threads T]
+//   vox_conv3d_int8_layers [--repeats R] [--threads T] [--kernel vnni|avx512bw|avx2|portable]
+// (--kernel forces an INT8 kernel this CPU has, with the weight width it takes; the share of the
+// peak stays that of vpdpbusd, this CPU's best.)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -42,6 +44,16 @@ int main(int argc, char** argv) try {
     const std::string arg = argv[i], value = argv[i + 1];
     if (arg == "--repeats") repeats = std::stoi(value);
     else if (arg == "--threads") threads = std::stoi(value);
+    else if (arg == "--kernel") {
+      const std::vector<std::pair<std::string, kernels::cpu::Int8Kernel>> names{{"vnni", kernels::cpu::Int8Kernel::vnni},
+                                                                                {"avx512bw", kernels::cpu::Int8Kernel::avx512bw},
+                                                                                {"avx2", kernels::cpu::Int8Kernel::avx2},
+                                                                                {"portable", kernels::cpu::Int8Kernel::portable}};
+      const auto it = std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == value; });
+      if (it == names.end()) throw Error("vox_conv3d_int8_layers: --kernel takes vnni, avx512bw, avx2 or portable, got " + value);
+      kernels::cpu::force_int8_kernel(it->second);
+      if (kernels::cpu::int8_kernel() != it->second) throw Error("vox_conv3d_int8_layers: this CPU cannot run the " + value + " kernel");
+    }
     else throw Error("vox_conv3d_int8_layers: unknown option " + arg);
   }
   if (threads > 0) set_num_threads(threads);

@@ -54,6 +54,8 @@ struct KernelCase {
 // The kernels this CPU can run, with the weight width each takes.
 std::vector<KernelCase> kernels_here() {
   std::vector<KernelCase> out{{cpu::Int8Kernel::portable, 8}};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) out.push_back({cpu::Int8Kernel::avx2, 7});
+  else MESSAGE("this CPU has no AVX2: the 256-bit vpmaddubsw kernel is not tested here");
   if (__builtin_cpu_supports("avx512bw")) out.push_back({cpu::Int8Kernel::avx512bw, 7});
   else MESSAGE("this CPU has no AVX-512BW: the vpmaddubsw kernel is not tested here");
   if (__builtin_cpu_supports("avx512vnni")) out.push_back({cpu::Int8Kernel::vnni, 8});
@@ -233,24 +235,24 @@ TEST_CASE("int8 transposed convolution: every kernel equals the reference on odd
   }
 }
 
-TEST_CASE("int8 kernels: 8-bit weights on the vpmaddubsw kernel go to the portable one rather than saturate") {
-  if (!__builtin_cpu_supports("avx512bw")) {
-    MESSAGE("this CPU has no AVX-512BW; nothing to check");
-    return;
+TEST_CASE("int8 kernels: 8-bit weights on the vpmaddubsw kernels go to the portable one rather than saturate") {
+  for (const KernelCase kc : kernels_here()) {
+    if (kc.weight_bits != 7) continue;
+    CAPTURE(cpu::int8_kernel_name(kc.kernel));
+    ScopedKernel scoped(kc.kernel);
+    const int64_t M = 6, N = 16, K = 64;
+    std::vector<uint8_t> a(static_cast<size_t>(M * K), 255);
+    std::vector<int8_t> w(static_cast<size_t>(N * K), -128);  // 2 x 255 x -128 saturates int16
+    std::vector<float> scale(N, 1.0f), expected(static_cast<size_t>(M * N)), got(expected.size());
+    reference::Int8Epilogue e;
+    e.scale = scale.data();
+    reference::linear_int8(M, N, K, a.data(), 0, w.data(), e, expected.data());
+    const cpu::PackedInt8 packed = cpu::pack_int8(N, K, [&](int64_t k, int64_t n) { return w[static_cast<size_t>(n * K + k)]; });
+    REQUIRE_FALSE(packed.seven_bit);
+    cpu::gemm_int8_packed(M, a.data(), K, 0, packed, e, got.data(), N);
+    CHECK(got == expected);
+    CHECK(got[0] == -255.0f * 128.0f * 64.0f);
   }
-  ScopedKernel scoped(cpu::Int8Kernel::avx512bw);
-  const int64_t M = 6, N = 16, K = 64;
-  std::vector<uint8_t> a(static_cast<size_t>(M * K), 255);
-  std::vector<int8_t> w(static_cast<size_t>(N * K), -128);  // 2 x 255 x -128 saturates int16
-  std::vector<float> scale(N, 1.0f), expected(static_cast<size_t>(M * N)), got(expected.size());
-  reference::Int8Epilogue e;
-  e.scale = scale.data();
-  reference::linear_int8(M, N, K, a.data(), 0, w.data(), e, expected.data());
-  const cpu::PackedInt8 packed = cpu::pack_int8(N, K, [&](int64_t k, int64_t n) { return w[static_cast<size_t>(n * K + k)]; });
-  REQUIRE_FALSE(packed.seven_bit);
-  cpu::gemm_int8_packed(M, a.data(), K, 0, packed, e, got.data(), N);
-  CHECK(got == expected);
-  CHECK(got[0] == -255.0f * 128.0f * 64.0f);
 }
 
 TEST_CASE("int8 (transposed) convolution of an f32 input, quantized on the way in, equals quantizing first") {

@@ -102,3 +102,50 @@ TEST_CASE("convolution kernels match the reference on layer-sized shapes that ch
     for (size_t i = 0; i < dw.size(); ++i) REQUIRE(dw[i] == doctest::Approx(dw_ref[i]).epsilon(1e-10));
   }
 }
+
+TEST_CASE("element-wise ops on tensors longer than one parallel piece (32768 elements): every element, once") {
+  // a contiguous tensor coalesces into one row, which for_each_row cuts into pieces for the threads
+  Generator gen(3);
+  for (const int64_t n : {int64_t{32768}, int64_t{32769}, int64_t{100003}, int64_t{3 * 65536 + 7}}) {
+    CAPTURE(n);
+    const Tensor a = randn({n}, DType::f32, &gen), b = randn({n}, DType::f32, &gen);
+    const std::vector<float> av = a.to_vector<float>(), bv = b.to_vector<float>();
+    const std::vector<float> r = relu(a).to_vector<float>(), s = add(a, b).to_vector<float>(), c = a.to(DType::f64).to_vector<float>();
+    bool same = true;
+    for (size_t i = 0; i < av.size(); ++i) same = same && r[i] == (av[i] > 0 ? av[i] : 0.0f) && s[i] == av[i] + bv[i] && c[i] == av[i];
+    CHECK(same);
+    // a broadcast row against a long one, and a strided view
+    const Tensor rows = randn({3, n}, DType::f32, &gen);
+    const Tensor sum = add(rows, a);
+    const std::vector<float> rv = rows.to_vector<float>(), sv = sum.to_vector<float>();
+    bool broadcast = true;
+    for (int64_t k = 0; k < 3 * n; ++k) broadcast = broadcast && sv[static_cast<size_t>(k)] == rv[static_cast<size_t>(k)] + av[static_cast<size_t>(k % n)];
+    CHECK(broadcast);
+  }
+}
+
+TEST_CASE("max_pool3d gives the same values whether or not it records the positions of its maxima, NaN included") {
+  Generator gen(4);
+  Tensor x = randn({2, 9, 8, 7, 5}, DType::f32, &gen);
+  x.data<float>()[17] = std::nanf("");
+  x.data<float>()[400] = std::nanf("");
+  const PoolOptions options{{3}, {2}, {1}};
+  Tensor values_only;
+  {
+    NoGradGuard no_grad;
+    values_only = max_pool3d(x, options);
+  }
+  Tensor leaf = x.detach();
+  leaf.set_requires_grad(true);
+  const Tensor recorded = max_pool3d(leaf, options);
+  const std::vector<float> a = values_only.to_vector<float>(), b = recorded.to_vector<float>();
+  REQUIRE(a.size() == b.size());
+  int nans = 0;
+  bool same = true;
+  for (size_t i = 0; i < a.size(); ++i) {
+    nans += std::isnan(a[i]);
+    same = same && (a[i] == b[i] || (std::isnan(a[i]) && std::isnan(b[i])));
+  }
+  CHECK(same);
+  CHECK(nans > 0);
+}

@@ -1,9 +1,10 @@
-// `vox prune`: structured channel pruning of a MONAI U-Net run (quant/prune.hpp). Ranks the
-// channels by the L1 or L2 norm of their filters, per layer or globally, removes them from the
-// network (and from every layer that reads them), and prints the parameter count, the
-// convolutions' operations per window, the time of one window's forward pass and the validation
-// Dice before and after. Writes a run directory that `vox infer` and `vox quantize` take: its
-// config.json records which channels each group kept.
+// `vox prune`: structured channel pruning of a MONAI U-Net or MLPerf U-Net run (quant/prune.hpp).
+// Ranks the channels by the L1 or L2 norm of their filters, per layer or globally, removes them
+// from the network (and from every layer that reads them), optionally fine-tunes the smaller
+// network with the trainer, and prints the parameter count, the convolutions' operations per
+// window, the time of one window's forward pass and the validation Dice before and after. Writes
+// a run directory that `vox infer` and `vox quantize` take: its config.json records which
+// channels each group kept.
 #pragma once
 
 #include <chrono>
@@ -19,6 +20,8 @@ struct PruneArgs {
   double amount = 0.3;
   bool global = false;
   std::string norm = "l1";
+  int64_t finetune_epochs = 0;  // 0: no fine-tuning
+  double finetune_lr = 0;       // 0: a tenth of the run's learning rate
   int64_t threads = 0;
 };
 
@@ -56,6 +59,24 @@ inline double forward_ms(nn::models::AnyModel& model, const Tensor& x) {
   return ms[2];
 }
 
+// Trains the pruned run in place: the original run's settings (its train.json: iterations, batch,
+// augmentation, seed), E epochs from the pruned weights, a tenth of its learning rate unless told.
+inline void finetune(const PruneArgs& a, const RunConfig& pruned, const std::string& data_dir) {
+  TrainArgs t;
+  const fs::path settings = fs::path(a.model) / "train.json";
+  if (fs::exists(settings)) t.apply_json(settings.string());
+  t.data = data_dir, t.synthetic = false, t.resume = false;
+  t.run = a.output, t.init = a.output;
+  t.config = pruned, t.arch_given = t.patch_given = true, t.classes_given = false;
+  t.epochs = a.finetune_epochs;
+  t.lr = a.finetune_lr > 0 ? a.finetune_lr : t.lr / 10;
+  t.device = "cpu", t.cuda_graph = false;
+  if (a.threads > 0) t.threads = a.threads;
+  std::printf("vox: fine-tuning the pruned network: %lld epochs of %lld iterations, lr %g\n", static_cast<long long>(t.epochs),
+              static_cast<long long>(t.iterations), t.lr);
+  train_run(t);
+}
+
 }  // namespace prune_detail
 
 inline int prune_run(const PruneArgs& a) {
@@ -69,7 +90,9 @@ inline int prune_run(const PruneArgs& a) {
   RunConfig config = RunConfig::load(a.model);
   if (config.quantization) throw UsageError{a.model + " is an INT8 run; prune its float run, then quantize the pruned one"};
   if (config.pruning) throw UsageError{a.model + " is already pruned; prune its original run with a larger --amount"};
-  if (config.arch != "monai-unet") throw UsageError{"vox prune takes monai-unet runs; " + a.model + " is " + config.arch};
+  if (config.arch != "monai-unet" && config.arch != "unet3d")
+    throw UsageError{"vox prune takes monai-unet and unet3d runs; " + a.model + " is " + config.arch};
+  if (a.finetune_lr < 0) throw UsageError{"--finetune-lr must be positive"};
   nn::models::AnyModel model = make_run_model(config);
   model.module->load_state_dict(load_run_weights(a.model));
   model.module->eval();
@@ -77,14 +100,12 @@ inline int prune_run(const PruneArgs& a) {
   QuantizeArgs cases_args;  // validation cases only
   cases_args.cases = 0;
   std::string data_dir = a.data;
-  fs::path scratch;
-  if (a.synthetic) {
-    scratch = fs::temp_directory_path() / ("vox-prune-" + std::to_string(::getpid()));
-    data::write_synthetic_dataset(scratch.string(), 1, 4, {.size = {64, 64, 64}, .classes = config.classes}, 2026);
-    data_dir = scratch.string();
+  if (a.synthetic) {  // vox train --synthetic's dataset, in the pruned run as there
+    data_dir = (fs::path(a.output) / "synthetic-data").string();
+    std::printf("vox: writing the built-in synthetic dataset to %s\n", data_dir.c_str());
+    data::write_synthetic_dataset(data_dir, 12, 4, {.size = {64, 64, 64}, .classes = config.classes}, 2026);
   }
   const quantize_detail::Cases cases = quantize_detail::load_cases(cases_args, config, data_dir);
-  if (!scratch.empty()) fs::remove_all(scratch);
 
   Generator gen(0);
   const Tensor window = randn({1, config.patch[2], config.patch[1], config.patch[0], config.in_channels}, DType::f32, &gen);
@@ -96,8 +117,7 @@ inline int prune_run(const PruneArgs& a) {
               static_cast<long long>(config.patch[1]), static_cast<long long>(config.patch[2]), dice_before, cases.validation_source.c_str());
   std::fflush(stdout);
 
-  auto* unet = dynamic_cast<nn::models::MonaiUNet*>(model.module.get());
-  const std::vector<quant::ChannelGroup> groups = quant::channel_groups(*unet);
+  const std::vector<quant::ChannelGroup> groups = quant::channel_groups(*model.module);
   const quant::PrunePlan plan = quant::plan_pruning(
       groups, {.amount = a.amount, .norm = a.norm == "l2" ? quant::FilterNorm::l2 : quant::FilterNorm::l1, .global = a.global});
   quant::apply_pruning(groups, plan);
@@ -107,10 +127,10 @@ inline int prune_run(const PruneArgs& a) {
   const double ops_after = network_operations(model, window), ms_after = forward_ms(model, window);
   const double dice_after = quantize_detail::validation_dice(model, config, cases.validation);
   std::printf("vox: pruned (%s, %s, amount %.2f): %lld parameters (%.1f%%), %.2f GOP (%.1f%%) and %.1f ms per window (%.2fx faster), "
-              "validation Dice %.4f (before: %.4f); no fine-tuning\n",
+              "validation Dice %.4f (before: %.4f)%s\n",
               a.norm.c_str(), a.global ? "global" : "per layer", a.amount, static_cast<long long>(params_after),
               100.0 * double(params_after) / double(params_before), ops_after / 1e9, 100.0 * ops_after / ops_before, ms_after,
-              ms_before / ms_after, dice_after, dice_before);
+              ms_before / ms_after, dice_after, dice_before, a.finetune_epochs > 0 ? "; fine-tuning next" : "; no fine-tuning");
 
   fs::create_directories(a.output);
   config.pruning = PruningRecord{a.norm, a.amount, a.global, plan};
@@ -118,6 +138,15 @@ inline int prune_run(const PruneArgs& a) {
   std::map<std::string, Tensor> state;
   for (const auto& [name, t] : model.module->state_dict()) state["model." + name] = t;
   io::save_safetensors((fs::path(a.output) / "checkpoint_best.safetensors").string(), state);
+  std::fflush(stdout);
+  if (a.finetune_epochs > 0) {
+    finetune(a, config, data_dir);
+    model.module->load_state_dict(load_run_weights(a.output));
+    model.module->eval();
+    const double dice_tuned = quantize_detail::validation_dice(model, config, cases.validation);
+    std::printf("vox: fine-tuned %lld epoch%s: validation Dice %.4f (pruned: %.4f, before pruning: %.4f)\n",
+                static_cast<long long>(a.finetune_epochs), a.finetune_epochs == 1 ? "" : "s", dice_tuned, dice_after, dice_before);
+  }
   std::printf("vox: pruned run in %s (for vox infer and vox quantize)\n", a.output.c_str());
   return 0;
 }

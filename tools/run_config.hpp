@@ -173,6 +173,7 @@ struct TrainArgs {
   std::string device = "cpu";
   bool cuda_graph = false;  // replay the training iteration from a CUDA graph
   std::string amp = "f32";  // mixed precision: bf16 or f16 autocast (f16 with loss scaling)
+  std::string init;         // fine-tuning: start from this run's best weights and network (pruned or not)
 
   std::string to_json() const {
     return "{\n  \"data\": " + json::quote(data) + ",\n  \"synthetic\": " + (synthetic ? "true" : "false") + ",\n  \"run\": " + json::quote(run) +
@@ -182,7 +183,7 @@ struct TrainArgs {
            std::to_string(batch) + ",\n  \"lr\": " + json_number(lr) + ",\n  \"val_fraction\": " + json_number(val_fraction) +
            ",\n  \"augment\": " + (augment ? "true" : "false") + ",\n  \"seed\": " + std::to_string(seed) + ",\n  \"threads\": " +
            std::to_string(threads) + ",\n  \"device\": " + json::quote(device) + ",\n  \"cuda_graph\": " + (cuda_graph ? "true" : "false") +
-           ",\n  \"amp\": " + json::quote(amp) + "\n}\n";
+           ",\n  \"amp\": " + json::quote(amp) + ",\n  \"init\": " + json::quote(init) + "\n}\n";
   }
 
   // Takes the keys of a JSON config; an unknown key is an error, as an unknown flag is.
@@ -223,6 +224,7 @@ struct TrainArgs {
       else if (key == "device") device = v.as_string(k);
       else if (key == "cuda_graph") cuda_graph = v.as_bool(k);
       else if (key == "amp") amp = v.as_string(k);
+      else if (key == "init") init = v.as_string(k);
       else fail("config", path, ": unknown key \"", key, "\"");
     }
   }

@@ -12,6 +12,7 @@
 #include <vox/data/dataset.hpp>
 #include <vox/data/synthetic.hpp>
 #include <vox/optim/adam.hpp>
+#include <vox/quant/prune.hpp>
 #include <vox/train/inference.hpp>
 #include <vox/train/losses.hpp>
 #include <vox/train/metrics.hpp>
@@ -39,6 +40,23 @@ inline std::map<std::string, Tensor> load_run_weights(const std::string& run) {
     if (name.rfind(ema ? "ema." : "model.", 0) == 0) state[name.substr(name.find('.') + 1)] = t;
   VOX_CHECK(!state.empty(), "infer", path, " holds no model weights; it is not a vox training checkpoint");
   return state;
+}
+
+// The network a run config names, pruned as vox prune pruned it (weights still to load).
+inline nn::models::AnyModel make_run_model(const RunConfig& c) {
+  nn::models::AnyModel m = make_model(c);
+  if (c.pruning) quant::apply_pruning(quant::channel_groups(*m.module), c.pruning->kept);
+  return m;
+}
+
+// The network training starts from: fresh, or the --init run's best weights (fine-tuning).
+inline nn::models::AnyModel initial_model(const TrainArgs& a, const RunConfig& c) {
+  nn::models::AnyModel m = make_run_model(c);
+  if (!a.init.empty()) {
+    m.module->load_state_dict(load_run_weights(a.init));
+    std::printf("vox: starting from %s's weights\n", a.init.c_str());
+  }
+  return m;
 }
 
 // The model's forward for host tensors, run on `device`: the input goes there, the output comes back.
@@ -143,7 +161,7 @@ inline double train_segmentation(const TrainArgs& a, const PreparedData& p, RunC
     pre.normalization = data::Normalization::ct, pre.ct = config.ct;
   }
   manual_seed(a.seed);
-  const nn::models::AnyModel model = make_model(config);
+  const nn::models::AnyModel model = initial_model(a, config);
   config.channels = model.channels;
   write_run_files(a, config);
   const Device device = usable_device(a.device);
@@ -210,7 +228,7 @@ inline void evaluate_held_out(const TrainArgs& a, const RunConfig& config, const
 inline double train_classifier(const TrainArgs& a, const PreparedData& p, RunConfig config) {
   config.normalization = "zscore";
   manual_seed(a.seed);
-  const nn::models::AnyModel model = make_model(config);
+  const nn::models::AnyModel model = initial_model(a, config);
   config.channels = model.channels;
   write_run_files(a, config);
   const Device device = usable_device(a.device);
@@ -260,6 +278,15 @@ inline double train_run(TrainArgs a) {
   config.classes = p.dataset.classes();
   config.class_names = p.dataset.label_names;
   config.in_channels = static_cast<int64_t>(p.dataset.channels.size());
+  if (!a.init.empty()) {  // the network is the --init run's, pruned or not
+    const RunConfig from = RunConfig::load(a.init);
+    if (from.quantization) throw UsageError{"--init takes a float run; " + a.init + " is an INT8 run"};
+    if (from.task != config.task || from.classes != config.classes || from.in_channels != config.in_channels)
+      throw UsageError{"--init " + a.init + " is a " + from.task + " network of " + std::to_string(from.in_channels) + " input channels and " +
+                       std::to_string(from.classes) + " classes; the data needs " + config.task + ", " + std::to_string(config.in_channels) +
+                       " and " + std::to_string(config.classes)};
+    config.arch = from.arch, config.channels = from.channels, config.pruning = from.pruning;
+  }
   return config.task == "classify" ? train_classifier(a, p, config) : train_segmentation(a, p, config);
 }
 

@@ -11,7 +11,7 @@
 //                 axial, coronal and sagittal slices of a NIfTI or DICOM image, the label over it
 //   vox train [--config FILE.json] (--data DIR | --synthetic) [--task segment|classify] [--arch NAME]
 //             [--run DIR] [--epochs N] [--iterations N] [--patch X,Y,Z] [--batch B] [--lr LR]
-//             [--channels C1,C2,...] [--spacing S] [--no-augment] [--seed S] [--resume]
+//             [--channels C1,C2,...] [--spacing S] [--no-augment] [--seed S] [--resume] [--init RUN]
 //             [--device cpu|cuda:N] [--cuda-graph] [--amp bf16|f16]
 //   vox infer --model RUN (or --arch monai-unet --weights W.safetensors --classes C) --input FILE_OR_DICOM
 //             --output OUT.nii.gz [--overlap 0.5] [--sw-batch B] [--blend gaussian|constant] [--tta]
@@ -19,9 +19,10 @@
 //             [--no-window] [--largest-component] [--min-size N] [--device cpu|cuda:N]
 //   vox quantize --model RUN --output RUN_INT8 (--calib DATA_DIR | --synthetic) [--method minmax|percentile|entropy]
 //             [--cases N] [--keep-float K] [--no-sensitivity] [--threads T]
-//                 INT8 post-training quantization, the float and INT8 Dice, a sensitivity report
+//                 INT8 post-training quantization, the float and INT8 Dice (or accuracy), a sensitivity report
 //   vox prune --model RUN --output RUN_PRUNED (--data DATA_DIR | --synthetic) [--amount A] [--global] [--norm l1|l2]
-//                 structured channel pruning of a monai-unet run
+//             [--finetune-epochs E] [--finetune-lr LR]
+//                 structured channel pruning of a monai-unet or unet3d run, optionally fine-tuned
 //   vox demo [--dir DIR] [--epochs N] [--iterations N] [--amp bf16|f16]   the main job on built-in data
 //   vox bench [--model NAME] [--size S] [--batch B] [--mode train|infer] [--iters N] [--warmup N] [--device cpu|cuda:N]
 //             [--graph]
@@ -87,6 +88,7 @@ const char* kUsage =
     "      --epochs N --iterations N --patch X,Y,Z (the window; a classifier's input size, default 32)\n"
     "      --batch B --lr LR --channels C1,C2,... (widths per level) --spacing S (resample first)\n"
     "      --no-augment --seed S --threads T --resume (continue the run)\n"
+    "      --init RUN           fine-tune: start from RUN's best weights and network (a pruned run's too)\n"
     "      --device cpu|cuda[:N] (train on a GPU; needs vox built with -DVOX_ENABLE_CUDA=ON)\n"
     "      --cuda-graph         with a GPU: after 3 iterations, replay the iteration from a CUDA graph\n"
     "      --amp bf16|f16       mixed precision: convolutions and matrix products in 16 bits under autocast,\n"
@@ -94,8 +96,8 @@ const char* kUsage =
     "                           scale and skipped steps go to metrics.csv); default f32\n"
     "      --config FILE.json   the same settings as JSON keys (data, synthetic, run, task, arch, channels,\n"
     "                           patch, spacing, epochs, iterations, batch, lr, val_fraction, augment, seed,\n"
-    "                           threads, device, cuda_graph, amp); flags override it; each run keeps its own as\n"
-    "                           RUN/train.json\n"
+    "                           threads, device, cuda_graph, amp, init); flags override it; each run keeps\n"
+    "                           its own as RUN/train.json\n"
     "  vox infer                --model RUN --input FILE_OR_DICOM_DIR --output OUT.nii.gz\n"
     "      [--overlap 0.5] [--sw-batch 1] (windows per forward) [--blend gaussian|constant] (window weights,\n"
     "      gaussian with sigma = patch / 8 by default) [--tta] (all 8 flips) [--tta-axes 0,1] (the flips of\n"
@@ -108,15 +110,19 @@ const char* kUsage =
     "      or --arch monai-unet --weights W.safetensors --classes C [--channels ...] [--patch ...]\n"
     "      for weights saved from a PyTorch/MONAI state_dict (fed nibabel's voxel order, not normalised\n"
     "      unless --normalize zscore)\n"
-    "  vox quantize             INT8 post-training quantization of a segmentation run: --model RUN\n"
-    "      --output RUN_INT8 (--calib DATA_DIR | --synthetic) [--method minmax|percentile|entropy]\n"
-    "      [--cases 20] (calibration volumes, run through inference's sliding windows) [--keep-float K]\n"
+    "  vox quantize             INT8 post-training quantization of a segmentation or classifier run:\n"
+    "      --model RUN --output RUN_INT8 (--calib DATA_DIR | --synthetic) [--method minmax|percentile|entropy]\n"
+    "      [--cases 20] (calibration volumes, run as inference runs them) [--keep-float K]\n"
     "      (the K most sensitive layers stay in float) [--no-sensitivity] [--threads T]; prints the float\n"
-    "      and INT8 validation Dice; writes RUN_INT8 (for vox infer), quantization.json, sensitivity.png\n"
-    "  vox prune                structured channel pruning of a monai-unet run: --model RUN --output RUN_PRUNED\n"
-    "      (--data DATA_DIR | --synthetic) (validation cases) [--amount 0.3] [--global] (rank all layers'\n"
-    "      channels together) [--norm l1|l2] [--threads T]; prints parameters, operations, time per\n"
-    "      window and Dice before and after; the pruned run goes to vox infer and vox quantize\n"
+    "      and INT8 validation Dice (a classifier's: accuracy; its batch norms folded into the convolutions);\n"
+    "      writes RUN_INT8 (for vox infer), quantization.json, sensitivity.png\n"
+    "  vox prune                structured channel pruning of a monai-unet or unet3d run: --model RUN\n"
+    "      --output RUN_PRUNED (--data DATA_DIR | --synthetic) (the dataset: validation cases, and training\n"
+    "      cases to fine-tune on) [--amount 0.3] [--global] (rank all layers' channels together) [--norm l1|l2]\n"
+    "      [--finetune-epochs E] (train the pruned network E epochs, with the run's train.json settings)\n"
+    "      [--finetune-lr LR] (default: a tenth of the run's) [--threads T]; prints parameters,\n"
+    "      operations, time per window and Dice before and after; the pruned run goes to vox infer and\n"
+    "      vox quantize\n"
     "  vox demo                 the main job: synthetic data, training, held-out inference and scores\n"
     "      [--dir DIR] [--epochs N] [--iterations N] [--lr LR] [--threads T] [--amp bf16|f16]\n"
     "  vox bench                time a model on random data (--model monai-unet, unet3d, resnet3d-18, ...)\n"
@@ -467,6 +473,7 @@ int train_command(const std::vector<std::string>& args) {
     else if (a == "--lr") t.lr = parse_real(value(), a);
     else if (a == "--no-augment") t.augment = false;
     else if (a == "--resume") t.resume = true;
+    else if (a == "--init") t.init = value();
     else if (a == "--device") t.device = value();
     else if (a == "--cuda-graph") t.cuda_graph = true;
     else if (a == "--amp") t.amp = value();
@@ -610,6 +617,8 @@ int prune(const std::vector<std::string>& args) {
     else if (a == "--amount") p.amount = parse_real(value(), a);
     else if (a == "--global") p.global = true;
     else if (a == "--norm") p.norm = value();
+    else if (a == "--finetune-epochs") p.finetune_epochs = parse_count(value(), a);
+    else if (a == "--finetune-lr") p.finetune_lr = parse_real(value(), a);
     else if (a == "--threads") p.threads = parse_count(value(), a);
     else throw UsageError{"unknown option " + a};
   }

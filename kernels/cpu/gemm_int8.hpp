@@ -10,14 +10,16 @@
 // bytes (one 32-bit word) broadcast at a time: a row must be readable up to K rounded up to 4
 // (the products past K meet zero weights, whatever those bytes hold).
 //
-// Three kernels, chosen by CPUID (tests can force one):
+// Four kernels, chosen by CPUID (tests can force one):
 //   vnni      AVX512_VNNI's vpdpbusd: four u8 x s8 products into each int32 lane, no saturation.
 //   avx512bw  vpmaddubsw + vpmaddwd, for CPUs without VNNI: vpmaddubsw adds two u8 x s8 products
 //             in int16 with saturation, so weights must be 7-bit (|w| <= 63: 2 x 255 x 63 fits);
 //             the quantizer makes them so on these CPUs (int8_weight_bits()).
+//   avx2      the same instructions on 256-bit registers, for CPUs without AVX-512 (7-bit weights).
 //   portable  plain int32 loops for any weights and any x86-64 (or weights that are not 7-bit on a
 //             CPU without VNNI).
-// A tile is 6 x 32 results (two panels, twelve accumulators) or 12 x 16 for a last single panel.
+// An AVX-512 tile is 6 x 32 results (two panels, twelve accumulators) or 12 x 16 for a last
+// single panel; an AVX2 tile 6 x 16 (a panel is two registers wide there).
 // gemm_int8_direct is the same vpdpbusd tile over rows read at a fixed step from a padded input,
 // tap after tap: a direct convolution's output row (kernels/cpu/conv_int8.hpp).
 #include <immintrin.h>
@@ -34,7 +36,7 @@ namespace vox::kernels::cpu {
 
 using Int8Epilogue = reference::Int8Epilogue;
 
-enum class Int8Kernel { automatic, vnni, avx512bw, portable };
+enum class Int8Kernel { automatic, vnni, avx512bw, avx2, portable };
 
 namespace gemm_int8_detail {
 constexpr int64_t kPanel = 16;
@@ -54,6 +56,10 @@ inline bool cpu_has_avx512bw() {
   static const bool has = __builtin_cpu_supports("avx512bw");
   return has;
 }
+inline bool cpu_has_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
 }  // namespace gemm_int8_detail
 
 // The kernel int8 GEMMs run on: the forced one where the CPU has it, else the best this CPU has.
@@ -62,8 +68,10 @@ inline Int8Kernel int8_kernel() {
   const Int8Kernel forced = forced_kernel().load(std::memory_order_relaxed);
   if (forced == Int8Kernel::portable) return forced;
   if (forced == Int8Kernel::avx512bw && cpu_has_avx512bw()) return forced;
+  if (forced == Int8Kernel::avx2 && cpu_has_avx2()) return forced;
   if (cpu_has_vnni()) return Int8Kernel::vnni;
-  return cpu_has_avx512bw() ? Int8Kernel::avx512bw : Int8Kernel::portable;
+  if (cpu_has_avx512bw()) return Int8Kernel::avx512bw;
+  return cpu_has_avx2() ? Int8Kernel::avx2 : Int8Kernel::portable;
 }
 // Forces a kernel (automatic: CPUID decides again). Tests run every path on one machine.
 inline void force_int8_kernel(Int8Kernel kernel) { gemm_int8_detail::forced_kernel().store(kernel, std::memory_order_relaxed); }
@@ -71,13 +79,17 @@ inline const char* int8_kernel_name(Int8Kernel k) {
   switch (k) {
     case Int8Kernel::vnni: return "avx512-vnni";
     case Int8Kernel::avx512bw: return "avx512bw (7-bit weights)";
+    case Int8Kernel::avx2: return "avx2 (7-bit weights)";
     case Int8Kernel::portable: return "portable";
     default: return "automatic";
   }
 }
 // The weight width the quantizer should use here: 8 bits where vpdpbusd exists, 7 where the
-// kernel is vpmaddubsw's, whose int16 pair sums would saturate with 8-bit weights.
-inline int int8_weight_bits() { return int8_kernel() == Int8Kernel::avx512bw ? 7 : 8; }
+// kernel is vpmaddubsw's (AVX-512BW or AVX2), whose int16 pair sums would saturate with 8-bit weights.
+inline int int8_weight_bits() {
+  const Int8Kernel k = int8_kernel();
+  return k == Int8Kernel::avx512bw || k == Int8Kernel::avx2 ? 7 : 8;
+}
 
 // A right-hand side B[K][N] of s8, packed for the kernels, with its column sums.
 struct PackedInt8 {
@@ -272,6 +284,60 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline void gemm_avx512(int
   }
 }
 
+// A 6 x 16 tile (one panel) on 256-bit registers: vpmaddubsw + vpmaddwd as tile_avx512bw, the
+// panel's 16 columns in two registers, and the same epilogue in the same order (exact int32 sums,
+// vcvtdq2ps, one fused multiply-add) so that its results are the reference's bits.
+__attribute__((target("avx2,fma"))) inline void tile_avx2(int64_t rows, int64_t K, const uint8_t* const (&a)[6], const int8_t* panel,
+                                                          const int32_t* correction, const float* scale, const float* bias,
+                                                          const float* slope, int64_t width, float* C, int64_t ldc) {
+  __m256i c[6][2];
+  for (auto& row : c) row[0] = row[1] = _mm256_setzero_si256();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t q = 0; q < quads(K); ++q) {
+    const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + q * 4 * kPanel));
+    const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(panel + q * 4 * kPanel + 32));
+#pragma GCC unroll 6
+    for (int i = 0; i < 6; ++i) {
+      const __m256i quad = _mm256_set1_epi32(quad_word(a[i], q));
+      c[i][0] = _mm256_add_epi32(c[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(quad, b0), ones));
+      c[i][1] = _mm256_add_epi32(c[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(quad, b1), ones));
+    }
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    alignas(32) float out[kPanel];
+    for (int h = 0; h < 2; ++h) {
+      const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(correction + 8 * h));
+      const __m256 v = _mm256_cvtepi32_ps(_mm256_sub_epi32(c[i][h], corr));
+      __m256 y = _mm256_fmadd_ps(v, _mm256_loadu_ps(scale + 8 * h), _mm256_loadu_ps(bias + 8 * h));
+      if (slope) y = _mm256_blendv_ps(y, _mm256_mul_ps(y, _mm256_loadu_ps(slope + 8 * h)), _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_LT_OQ));
+      _mm256_store_ps(out + 8 * h, y);
+    }
+    std::memcpy(C + i * ldc, out, static_cast<size_t>(width) * sizeof(float));
+  }
+}
+
+inline void gemm_avx2(int64_t M, const uint8_t* A, int64_t lda, int32_t zero_point, const PackedInt8& B, const Int8Epilogue& e, float* C,
+                      int64_t ldc) {
+  const int64_t panels = (B.N + kPanel - 1) / kPanel, stride = panel_size(B.K);
+  for (int64_t p = 0; p < panels; ++p) {
+    const int64_t n0 = p * kPanel, width = std::min<int64_t>(kPanel, B.N - n0);
+    int32_t correction[kPanel] = {};
+    float scale[kPanel] = {}, bias[kPanel] = {}, slope[kPanel] = {};
+    for (int64_t l = 0; l < width; ++l) {
+      correction[l] = zero_point * B.column_sums[static_cast<size_t>(n0 + l)];
+      scale[l] = e.scale[n0 + l];
+      bias[l] = e.bias ? e.bias[n0 + l] : 0.0f;
+      slope[l] = e.slope ? e.slope[(n0 + l) * e.slope_stride] : 0.0f;
+    }
+    for (int64_t m0 = 0; m0 < M; m0 += 6) {
+      const int64_t rows = std::min<int64_t>(6, M - m0);
+      const uint8_t* a[6];
+      tile_rows(A, lda, m0, rows, a);
+      tile_avx2(rows, B.K, a, B.panels.data() + p * stride, correction, scale, bias, e.slope ? slope : nullptr, width, C + m0 * ldc + n0, ldc);
+    }
+  }
+}
+
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"))) inline void gemm_portable(
     int64_t M, const uint8_t* A, int64_t lda, int32_t zero_point, const PackedInt8& B, const Int8Epilogue& e, float* C, int64_t ldc) {
   const int64_t panels = (B.N + kPanel - 1) / kPanel, stride = panel_size(B.K), nq = quads(B.K);
@@ -301,9 +367,13 @@ inline void gemm_int8_packed(int64_t M, const uint8_t* A, int64_t lda, int32_t z
     case Int8Kernel::vnni: return gemm_int8_detail::gemm_avx512<true>(M, A, lda, zero_point, B, e, C, ldc);
     case Int8Kernel::avx512bw:
       if (B.seven_bit) return gemm_int8_detail::gemm_avx512<false>(M, A, lda, zero_point, B, e, C, ldc);
-      [[fallthrough]];
-    default: return gemm_int8_detail::gemm_portable(M, A, lda, zero_point, B, e, C, ldc);
+      break;
+    case Int8Kernel::avx2:
+      if (B.seven_bit) return gemm_int8_detail::gemm_avx2(M, A, lda, zero_point, B, e, C, ldc);
+      break;
+    default: break;
   }
+  gemm_int8_detail::gemm_portable(M, A, lda, zero_point, B, e, C, ldc);
 }
 
 // C[m][n] = e(sum over taps t and channels k of (A_t[m][k] - zero_point) * B[t * K_t + k][n], n)

@@ -73,7 +73,8 @@ void resample_separable(int64_t batch, int64_t channels, const std::array<AxisTa
 }
 
 // Max pooling over per-axis windows [start, end) (already clipped to the input). Writes the
-// flat input position (d * H + h) * W + w of each maximum, per channel, for the backward pass.
+// flat input position (d * H + h) * W + w of each maximum, per channel, for the backward pass,
+// unless argmax is null (inference: the values alone, in a faster loop; the same values).
 template <class T>
 void max_pool_forward(int64_t batch, int64_t channels, const std::array<int64_t, 3>& in,
                       const std::array<std::vector<std::pair<int64_t, int64_t>>, 3>& windows, const T* x, T* y,
@@ -86,6 +87,19 @@ void max_pool_forward(int64_t batch, int64_t channels, const std::array<int64_t,
       const int64_t ow = p % out[2], oh = (p / out[2]) % out[1], od = (p / (out[2] * out[1])) % out[0],
                     n = p / (out[2] * out[1] * out[0]);
       T* best = y + p * channels;
+      if (!argmax) {  // values only (inference): a branch-free, vectorisable update; a NaN wins and stays
+        bool first = true;
+        for (int64_t d = windows[0][static_cast<size_t>(od)].first; d < windows[0][static_cast<size_t>(od)].second; ++d)
+          for (int64_t h = windows[1][static_cast<size_t>(oh)].first; h < windows[1][static_cast<size_t>(oh)].second; ++h)
+            for (int64_t w = windows[2][static_cast<size_t>(ow)].first; w < windows[2][static_cast<size_t>(ow)].second; ++w) {
+              const T* src = x + (n * in[0] * in[1] * in[2] + (d * in[1] + h) * in[2] + w) * channels;
+              if (first) std::copy(src, src + channels, best);
+              else
+                for (int64_t c = 0; c < channels; ++c) best[c] = src[c] > best[c] || src[c] != src[c] ? src[c] : best[c];
+              first = false;
+            }
+        continue;
+      }
       int64_t* where = argmax + p * channels;
       bool first = true;
       for (int64_t d = windows[0][static_cast<size_t>(od)].first; d < windows[0][static_cast<size_t>(od)].second; ++d)

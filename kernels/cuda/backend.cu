@@ -16,6 +16,7 @@
 #include "kernels/cuda/caching_allocator.cuh"
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/conv_implicit_gemm.cuh"
+#include "kernels/cuda/conv_int8.cuh"
 #include "kernels/cuda/cudnn_conv.cuh"
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/extremum.cuh"
@@ -516,6 +517,33 @@ class CudaBackend final : public DeviceBackend {
     }
     std::lock_guard<std::mutex> lock(handle_mutex_);
     last_engine_[static_cast<size_t>(pass)] = engine;
+  }
+  void conv_int8(const Int8ConvCall& call, const float* x, float* y, int device) override {
+    const kernels::ConvGeometry& g = call.geometry;
+    const std::array<int64_t, 3>& x_dims = call.transposed ? g.out : g.in;
+    const std::array<int64_t, 3>& y_dims = call.transposed ? g.in : g.out;
+    const int64_t x_channels = call.transposed ? g.out_channels : g.in_channels;
+    const int64_t x_positions = g.batch * x_dims[0] * x_dims[1] * x_dims[2];
+    const int64_t y_count = g.batch * y_dims[0] * y_dims[1] * y_dims[2] * (call.transposed ? g.in_channels : g.out_channels);
+    if (y_count == 0) return;
+    const cudaStream_t stream = enter(device);
+    const int64_t per_group = x_channels / g.groups, reduce4 = (per_group + 3) / 4 * 4;
+    auto* xq = static_cast<int8_t*>(allocate(static_cast<size_t>(std::max<int64_t>(x_positions * g.groups * reduce4, 1)), device));
+    quantize_s8_shifted_kernel<<<grid_for(x_positions * g.groups * reduce4), 256, 0, stream>>>(
+        x_positions, g.groups, per_group, reduce4, x, call.inv_scale, call.zero_point, xq);
+    VOX_CUDA_CHECK_LAUNCH("quantize_s8_shifted_kernel");
+    Int8GatherConv p{};
+    p.batch = g.batch;
+    for (int a = 0; a < 3; ++a) {
+      p.x_dims[a] = x_dims[a], p.y_dims[a] = y_dims[a];
+      p.kernel[a] = g.kernel[a], p.stride[a] = g.stride[a], p.padding[a] = g.padding[a], p.dilation[a] = g.dilation[a];
+    }
+    p.groups = g.groups, p.reduce4 = reduce4, p.y_channels = call.transposed ? g.in_channels : g.out_channels;
+    p.transposed = call.transposed, p.zero_point = call.zero_point;
+    p.scale = call.scale, p.bias = call.bias;
+    conv_int8_dp4a_kernel<<<grid_for(y_count), 256, 0, stream>>>(p, xq, call.weight, call.tap_sums, y);
+    VOX_CUDA_CHECK_LAUNCH("conv_int8_dp4a_kernel");
+    deallocate(xq, 0, device);  // stream order: the convolution runs before any later reuse
   }
   void set_conv_settings(const ConvSettings& settings) override {
     VOX_CHECK(settings.autotune_candidates >= 1, "set_conv_settings", "autotune_candidates must be >= 1, got ",

@@ -171,6 +171,19 @@ struct AttentionShape {
   double scale = 1.0;
 };
 
+// An INT8 convolution or transposed convolution on device pointers, in the arithmetic of
+// kernels/reference/conv_int8.hpp (kernels/cuda/conv_int8.cuh). x is f32, quantized on entry.
+struct Int8ConvCall {
+  kernels::ConvGeometry geometry;  // the convolution's; transposed, x is its output side and y its input side
+  bool transposed = false;
+  float inv_scale = 1.0f;
+  int32_t zero_point = 0;
+  const int8_t* weight = nullptr;     // [y channels][taps][a group's x channels, padded to 4 with 0]
+  const int32_t* tap_sums = nullptr;  // [y channels][taps]: each tap's weight total
+  const float* scale = nullptr;       // [y channels]: x scale * weight scale
+  const float* bias = nullptr;        // [y channels] or null
+};
+
 class DeviceBackend {
  public:
   virtual ~DeviceBackend() = default;
@@ -235,6 +248,7 @@ class DeviceBackend {
   // One pass of a convolution (see ConvPass); all operands contiguous, channels-last.
   virtual void conv(ConvPass pass, DType dtype, const kernels::ConvGeometry& g, const void* a, const void* b, void* out,
                     int device) = 0;
+  virtual void conv_int8(const Int8ConvCall& call, const float* x, float* y, int device) = 0;
   virtual void set_conv_settings(const ConvSettings& settings) = 0;
   virtual ConvSettings conv_settings() const = 0;
   // Which engine served the last call of each pass (for tests and benchmarks): "cudnn:<engine id>"

@@ -42,7 +42,8 @@ inline WeightSpec conv_weight(int64_t lead, const std::vector<int64_t>& kernel, 
 // layer's own forward, which it may call.
 using ForwardInterceptor = std::function<Tensor(const Tensor& x, const std::function<Tensor(const Tensor&)>& own_forward)>;
 
-// The interceptor slot of the layers that quantization can replace (convolutions, linear).
+// The interceptor slot of the layers that quantization can replace (convolutions, linear) or
+// fold away (batch norms).
 class Interceptable {
  public:
   void set_interceptor(ForwardInterceptor f) { interceptor_ = std::move(f); }
@@ -162,7 +163,7 @@ class InstanceNorm : public Module {
 // BatchNorm<D>: batch statistics in training (updating running_mean / running_var with
 // momentum 0.1 and counting num_batches_tracked), running statistics in eval.
 template <int D>
-class BatchNorm : public Module {
+class BatchNorm : public Module, public Interceptable {  // interceptable: quantization folds it into the conv before it
   static_assert(D >= 1 && D <= 3, "vox::nn::BatchNorm is 1-, 2- or 3-D");
 
  public:
@@ -174,9 +175,16 @@ class BatchNorm : public Module {
     batches_ = &register_buffer("num_batches_tracked", zeros({}, DType::i64));
   }
   Tensor forward(const Tensor& x) {
-    if (is_training()) count_batch();
-    return batch_norm(x, *running_mean_, *running_var_, *weight_, *bias_, is_training(), momentum_, eps_);
+    return run(x, [this](const Tensor& v) {
+      if (is_training()) count_batch();
+      return batch_norm(v, *running_mean_, *running_var_, *weight_, *bias_, is_training(), momentum_, eps_);
+    });
   }
+  const Tensor& weight() const { return *weight_; }
+  const Tensor& bias() const { return *bias_; }
+  const Tensor& running_mean() const { return *running_mean_; }
+  const Tensor& running_var() const { return *running_var_; }
+  double eps() const { return eps_; }
 
  private:
   // num_batches_tracked += 1 where the buffer lives: on a GPU as a device op (through f64, exact

@@ -141,7 +141,8 @@ inline Tensor max_pool3d(const Tensor& x, const PoolOptions& options) {
   const Shape out_shape = detail::channels_last_shape(N, a.out, spatial, C);
   const Device device = x.device();
   Tensor out = empty(out_shape, x.dtype(), device);
-  Tensor positions = empty(out_shape, DType::i64, device);
+  const bool recording = autograd::should_record({x});
+  Tensor positions = recording || device.is_cuda() ? empty(out_shape, DType::i64, device) : Tensor();  // the backward pass's
   if (device.is_cuda()) {
     std::vector<int64_t> flat_windows;  // [3][out][2]
     for (const auto& axis : windows)
@@ -150,9 +151,10 @@ inline Tensor max_pool3d(const Tensor& x, const PoolOptions& options) {
                               static_cast<int64_t*>(positions.raw_data()), device.index);
   } else {
     dispatch_float(x.dtype(), op, [&]<class T>() {
-      kernels::cpu::max_pool_forward<T>(N, C, in, windows, xc.data<T>(), out.data<T>(), positions.data<int64_t>());
+      kernels::cpu::max_pool_forward<T>(N, C, in, windows, xc.data<T>(), out.data<T>(), recording ? positions.data<int64_t>() : nullptr);
     });
   }
+  if (!recording) return out;
   autograd::record("MaxPoolBackward", out, {x}, [positions, in_shape = x.shape(), N, C, in, a](const Tensor& g) {
     const Tensor gc = g.contiguous();
     Tensor gx = empty(in_shape, g.dtype(), g.device());

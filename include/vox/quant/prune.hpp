@@ -10,7 +10,7 @@
 // producing filters, within each group or globally (each group's norms divided by their mean, so
 // that layers of different scales compare); each group keeps at least one channel.
 //
-//   auto groups = quant::channel_groups(unet);            // nn::models::MonaiUNet or UNet3D
+//   auto groups = quant::channel_groups(unet);            // MonaiUNet, UNet3D or ResNet3D
 //   quant::PrunePlan plan = quant::plan_pruning(groups, {.amount = 0.3, .global = true});
 //   quant::apply_pruning(groups, plan);                   // the network is now smaller
 //
@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "vox/nn/models/monai_unet.hpp"
+#include "vox/nn/models/resnet.hpp"
 #include "vox/nn/models/unet3d.hpp"
 
 namespace vox::quant {
@@ -269,6 +270,61 @@ inline std::vector<ChannelGroup> channel_groups(nn::models::UNet3D& net) {
   }
   add_consumer(groups[previous], p, "output.conv.0", false);
   return groups;
+}
+
+// The channel groups of a 3-D ResNet with convolution shortcuts (MONAI's default, B): each
+// block's inner convs (conv1, and conv2 of a bottleneck), and per run of identity shortcuts one
+// group of summed outputs: the stem (or a block's downsample conv) and every following block's
+// last conv, read by each block's conv1, the next downsample conv and the classifier. Batch norms
+// lose the channels' scales, shifts and running statistics.
+inline std::vector<ChannelGroup> channel_groups(nn::models::ResNet3D& net) {
+  using namespace prune_detail;
+  const nn::models::ResNetConfig& c = net.config();
+  VOX_CHECK(c.shortcut == nn::models::ResNetShortcut::B, "quant::channel_groups",
+            "supports ResNets with convolution shortcuts (B); shortcut A pads with zero channels, tied to its input's count");
+  const Parts p(net);
+  auto batch_norm_of = [&](ChannelGroup& g, const std::string& norm) {
+    for (const char* tensor : {".weight", ".bias", ".running_mean", ".running_var"}) g.members.push_back({p.at(norm + tensor), 0, 0});
+  };
+  auto outputs = [&](const std::string& conv) { return p.at(conv + ".weight")->size(0); };
+  std::vector<ChannelGroup> groups;
+  ChannelGroup summed{"conv1", outputs("conv1")};  // the stem's output, until a downsample conv starts a new sum
+  add_producer(summed, p, "conv1", false);
+  batch_norm_of(summed, "bn1");
+  const int convs = c.block == nn::models::ResNetBlockKind::basic ? 2 : 3;
+  for (size_t l = 0; l < c.layers.size(); ++l)
+    for (int b = 0; b < c.layers[l]; ++b) {
+      const std::string block = "layer" + std::to_string(l + 1) + "." + std::to_string(b);
+      add_consumer(summed, p, block + ".conv1", false);
+      if (p.has(block + ".downsample.0.weight")) {
+        add_consumer(summed, p, block + ".downsample.0", false);
+        groups.push_back(summed);
+        summed = ChannelGroup{block + ".downsample.0", outputs(block + ".downsample.0")};
+        add_producer(summed, p, block + ".downsample.0", false);
+        batch_norm_of(summed, block + ".downsample.1");
+      }
+      for (int i = 1; i < convs; ++i) {
+        const std::string conv = block + ".conv" + std::to_string(i);
+        ChannelGroup inner{conv, outputs(conv)};
+        add_producer(inner, p, conv, false);
+        batch_norm_of(inner, block + ".bn" + std::to_string(i));
+        add_consumer(inner, p, block + ".conv" + std::to_string(i + 1), false);
+        groups.push_back(inner);
+      }
+      add_producer(summed, p, block + ".conv" + std::to_string(convs), false);
+      batch_norm_of(summed, block + ".bn" + std::to_string(convs));
+    }
+  if (p.has("fc.weight")) add_consumer(summed, p, "fc", false);
+  groups.push_back(summed);
+  return groups;
+}
+
+// The channel groups of any network above, by its type.
+inline std::vector<ChannelGroup> channel_groups(nn::Module& net) {
+  if (auto* unet = dynamic_cast<nn::models::MonaiUNet*>(&net)) return channel_groups(*unet);
+  if (auto* unet = dynamic_cast<nn::models::UNet3D*>(&net)) return channel_groups(*unet);
+  if (auto* resnet = dynamic_cast<nn::models::ResNet3D*>(&net)) return channel_groups(*resnet);
+  fail("quant::channel_groups", "pruning supports MONAI's U-Net, the MLPerf U-Net and ResNet3D");
 }
 
 // Which channels each group keeps.

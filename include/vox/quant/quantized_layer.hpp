@@ -6,10 +6,14 @@
 //
 //   y = epilogue(int32 sum of (x_q - x_zero_point) * w_q), scale x_scale * w_scale[c], f32 bias
 //
-// Inference only: the output records no gradient. CPU only (the GPU's INT8 path is cuDNN's).
+// Inference only: the output records no gradient. On the CPU the VNNI (or vpmaddubsw, or
+// portable) kernels run it; on a CUDA device, a dp4a kernel with the same arithmetic
+// (kernels/cuda/conv_int8.cuh), its weights copied there once per device.
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/conv_int8.hpp"
@@ -82,8 +86,8 @@ class QuantizedLayer {
 
   Tensor forward(const Tensor& x) const {
     const char* op = "quant::QuantizedLayer";
-    VOX_CHECK(x.device().is_cpu(), op, "INT8 layers run on the CPU; the input is on ", x.device().str());
     VOX_CHECK(is_floating(x.dtype()), op, "takes a floating input, got ", x.dtype());
+    if (x.device().is_cuda()) return forward_cuda(x);
     const Tensor xf = x.detach().to(DType::f32).contiguous();
     const float inv_scale = 1.0f / input_.scale;
     kernels::cpu::Int8Epilogue e;
@@ -110,6 +114,9 @@ class QuantizedLayer {
   const QuantizedWeight& weight() const { return weight_; }
   const Tensor& bias() const { return bias_; }
   ActivationParams input() const { return input_; }
+  // The batch norm folded into the weights and bias (its state_dict prefix), or empty.
+  const std::string& folded_batch_norm() const { return folded_batch_norm_; }
+  void set_folded_batch_norm(std::string norm) { folded_batch_norm_ = std::move(norm); }
   int64_t out_channels() const {
     const Shape& w = weight_.values.shape();
     return spec_.kind == LayerKind::conv_transpose ? w.back() * spec_.groups() : w[0];
@@ -130,6 +137,82 @@ class QuantizedLayer {
   }
 
  private:
+  // The weights as the GPU kernel reads them, on one device.
+  struct DeviceWeights {
+    Tensor weight;    // i8 [y channels][taps][a group's x channels, padded to 4 with 0]
+    Tensor tap_sums;  // i32 [y channels][taps]
+    Tensor scale, bias;
+  };
+
+  // The layer's weights in that gather form, built on the host: a convolution's output channel
+  // reads its own filter; a transposed convolution's reads, per tap, the column of every filter
+  // of its group (PyTorch's [in, out / groups, k...] read the other way); linear is a 1x1x1
+  // convolution.
+  DeviceWeights gather_weights() const {
+    const Shape& w = weight_.values.shape();
+    const int8_t* v = weight_.values.data<int8_t>();
+    const bool transposed = spec_.kind == LayerKind::conv_transpose;
+    const int64_t taps = spec_.kind == LayerKind::linear ? 1 : weight_.values.numel() / (w[0] * w.back());
+    const int64_t groups = spec_.groups(), y_channels = out_channels();
+    const int64_t x_per_group = transposed ? w[0] / groups : w.back(), reduce4 = (x_per_group + 3) / 4 * 4;
+    const int64_t y_per_group = y_channels / groups;
+    DeviceWeights d;
+    d.weight = zeros({y_channels, taps, reduce4}, DType::i8);
+    d.tap_sums = zeros({y_channels, taps}, DType::i32);
+    int8_t* gw = d.weight.data<int8_t>();
+    int32_t* sums = d.tap_sums.data<int32_t>();
+    for (int64_t c = 0; c < y_channels; ++c)
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t r = 0; r < x_per_group; ++r) {
+          const int8_t value = transposed ? v[((c / y_per_group * x_per_group + r) * taps + t) * y_per_group + c % y_per_group]
+                                          : v[(c * taps + t) * x_per_group + r];
+          gw[(c * taps + t) * reduce4 + r] = value;
+          sums[c * taps + t] += value;
+        }
+    d.scale = from_vector(output_scale_, {y_channels});
+    if (bias_.defined()) d.bias = bias_;
+    return d;
+  }
+
+  const DeviceWeights& device_weights(Device device) const {
+    std::lock_guard<std::mutex> lock(device_mutex_);
+    const auto it = device_weights_.find(device.index);
+    if (it != device_weights_.end()) return it->second;
+    DeviceWeights d = gather_weights();
+    for (Tensor* t : {&d.weight, &d.tap_sums, &d.scale, &d.bias})
+      if (t->defined()) *t = t->to(device);
+    return device_weights_.emplace(device.index, std::move(d)).first->second;
+  }
+
+  Tensor forward_cuda(const Tensor& x) const {
+    const Tensor xf = x.detach().to(DType::f32).contiguous();
+    const DeviceWeights& d = device_weights(x.device());
+    Int8ConvCall call;
+    Shape out_shape;
+    if (spec_.kind == LayerKind::linear) {  // rows as a batch of 1x1x1 positions
+      const int64_t K = weight_.values.size(1), N = weight_.values.size(0);
+      VOX_CHECK(xf.rank() >= 1 && xf.size(-1) == K, "quantized linear", "input ", xf.shape(), " does not end in ", K, " features");
+      call.geometry.batch = xf.numel() / K, call.geometry.in_channels = K, call.geometry.out_channels = N;
+      out_shape = xf.shape();
+      out_shape[out_shape.size() - 1] = N;
+    } else {
+      call.geometry = geometry(xf.shape());
+      call.transposed = spec_.kind == LayerKind::conv_transpose;
+      const kernels::ConvGeometry& g = call.geometry;
+      out_shape = call.transposed ? detail::channels_last_shape(g.batch, g.in, spec_.spatial, g.in_channels)
+                                  : detail::channels_last_shape(g.batch, g.out, spec_.spatial, g.out_channels);
+    }
+    call.inv_scale = 1.0f / input_.scale, call.zero_point = input_.zero_point;
+    call.weight = static_cast<const int8_t*>(d.weight.raw_data());
+    call.tap_sums = static_cast<const int32_t*>(d.tap_sums.raw_data());
+    call.scale = static_cast<const float*>(d.scale.raw_data());
+    call.bias = d.bias.defined() ? static_cast<const float*>(d.bias.raw_data()) : nullptr;
+    Tensor y = empty(out_shape, DType::f32, x.device());
+    cuda_backend("quant::QuantizedLayer").conv_int8(call, static_cast<const float*>(xf.raw_data()), static_cast<float*>(y.raw_data()),
+                                                    x.device().index);
+    return y;
+  }
+
   Shape smallest_input() const {
     const Shape& w = weight_.values.shape();
     Shape x{1};
@@ -169,7 +252,8 @@ class QuantizedLayer {
   }
 
   // Says once on stderr when this CPU's INT8 path is slow: no AVX-512 at all (the portable
-  // kernel), or 8-bit weights (a model quantized on a CPU with VNNI) where only vpmaddubsw exists.
+  // kernel), or 8-bit weights (a model quantized on a CPU with VNNI) where only vpmaddubsw exists
+  // (AVX-512BW or AVX2).
   static void warn_about_kernel(const int8_t* w, int64_t n) {
     const kernels::cpu::Int8Kernel kernel = kernels::cpu::int8_kernel();
     bool eight_bit = false;
@@ -177,9 +261,10 @@ class QuantizedLayer {
     static std::once_flag portable, wide;
     if (kernel == kernels::cpu::Int8Kernel::portable)
       std::call_once(portable, [] {
-        std::fprintf(stderr, "vox: this CPU has neither AVX512_VNNI nor AVX-512BW: INT8 layers run the portable kernel, much slower\n");
+        std::fprintf(stderr, "vox: INT8 layers run the portable kernel, much slower (this CPU has neither AVX-512 nor AVX2, or the "
+                             "kernel was forced)\n");
       });
-    else if (kernel == kernels::cpu::Int8Kernel::avx512bw && eight_bit)
+    else if ((kernel == kernels::cpu::Int8Kernel::avx512bw || kernel == kernels::cpu::Int8Kernel::avx2) && eight_bit)
       std::call_once(wide, [] {
         std::fprintf(stderr, "vox: this CPU has no AVX512_VNNI and the model's weights are 8-bit: its INT8 layers run the portable "
                              "kernel; quantize the model on this CPU (7-bit weights) for the vpmaddubsw kernel\n");
@@ -190,9 +275,12 @@ class QuantizedLayer {
   QuantizedWeight weight_;
   Tensor bias_;
   ActivationParams input_;
+  std::string folded_batch_norm_;
   std::vector<float> output_scale_;
   kernels::cpu::Int8ConvWeights conv_;
   kernels::cpu::PackedInt8 linear_;
+  mutable std::mutex device_mutex_;
+  mutable std::map<int, DeviceWeights> device_weights_;
 };
 
 }  // namespace vox::quant

@@ -161,7 +161,6 @@ class ResNet3D : public Module {
         in = width;
       }
     }
-    features_ = in;
     if (c.feed_forward) {
       fc_ = std::make_unique<Linear>(in, c.num_classes);
       fc_->bias().detach().fill(0.0);
@@ -175,7 +174,7 @@ class ResNet3D : public Module {
     Tensor h = relu(bn1_->forward(conv1_->forward(x)));
     if (!config_.no_max_pool) h = max_pool3d(h, {.kernel = {3}, .stride = {2}, .padding = {1}});
     for (auto& layer : layers_) h = layer.forward(h);
-    h = reshape(adaptive_avg_pool3d(h, {1, 1, 1}), {h.size(0), features_});
+    h = reshape(adaptive_avg_pool3d(h, {1, 1, 1}), {h.size(0), h.size(-1)});
     return fc_ ? fc_->forward(h) : h;
   }
   void visit_children(const ChildVisitor& visit) override {
@@ -192,7 +191,6 @@ class ResNet3D : public Module {
   std::unique_ptr<BatchNorm<3>> bn1_;
   DynamicSequential layers_[4];
   std::unique_ptr<Linear> fc_;
-  int64_t features_ = 0;
 };
 
 }  // namespace vox::nn::models
