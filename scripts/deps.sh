@@ -18,5 +18,5 @@ install_debian_packages() {
 # What building and testing vox needs. The JPEG, JPEG-LS and JPEG 2000 libraries are optional DICOM
 # decoders (vox builds without them); python3-torch, -nibabel, -pydicom and -gdcm serve the test
 # fixtures only.
-VOX_BUILD_PACKAGES=(cmake g++ make zlib1g-dev doctest-dev libjpeg62-turbo-dev libcharls-dev libopenjp2-7-dev)
+VOX_BUILD_PACKAGES=(cmake g++ make zlib1g-dev doctest-dev libjpeg62-turbo-dev libcharls-dev libopenjp2-7-dev libopenmpi-dev openmpi-bin)
 VOX_TEST_PACKAGES=(python3-torch python3-numpy python3-scipy python3-nibabel python3-pydicom python3-gdcm python3-venv)

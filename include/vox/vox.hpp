@@ -4,6 +4,7 @@
 #include "vox/amp.hpp"
 #include "vox/autograd.hpp"
 #include "vox/core.hpp"
+#include "vox/dist.hpp"
 #include "vox/nn.hpp"
 #include "vox/ops.hpp"
 #include "vox/optim.hpp"

@@ -1,10 +1,12 @@
 #pragma once
 // The backward engine: walks the tape from a root in dependency order, sums the gradients that
-// reach each node, runs each node once and releases it, and accumulates into leaves' .grad.
+// reach each node, runs each node once and releases it, and accumulates into leaves' .grad. An
+// observer (backward_observer.hpp) is told when each leaf's gradient is final.
 #include <unordered_map>
 #include <vector>
 
 #include "vox/autograd/autocast_mode.hpp"
+#include "vox/autograd/backward_observer.hpp"
 #include "vox/autograd/node.hpp"
 
 namespace vox::autograd {
@@ -50,24 +52,33 @@ inline void run_backward(const Tensor& root, const Tensor& root_grad) {
             " does not require grad (no input required grad, or it was computed under no_grad)");
   VOX_CHECK(root_grad.shape() == root.shape(), "backward", "gradient of shape ", root_grad.shape(),
             " given for a tensor of shape ", root.shape());
+  ObservedPass pass;
   if (!root.grad_fn()) {  // a leaf: its gradient is the given one
     detail::accumulate_leaf(*root.impl(), root_grad);
+    pass.ready(*root.impl());
+    pass.finish();
     return;
   }
-  // Count, for each node, how many edges from other reachable nodes lead into it.
+  // Count, for each node, how many edges from other reachable nodes lead into it, and for each
+  // leaf, how many edges lead into it (its gradient is final when the last one is processed).
   std::unordered_map<Node*, int> dependencies;
+  std::unordered_map<TensorImpl*, int> leaf_edges;
   std::vector<Node*> stack{root.grad_fn().get()};
   dependencies[stack.back()] = 0;
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
     for (const Edge& e : n->inputs) {
+      if (e.leaf) ++leaf_edges[e.leaf.get()];
       if (!e.node) continue;
       auto [it, inserted] = dependencies.try_emplace(e.node.get(), 0);
       ++it->second;
       if (inserted) stack.push_back(e.node.get());
     }
   }
+  auto leaf_edge_done = [&](TensorImpl& leaf) {
+    if (--leaf_edges[&leaf] == 0) pass.ready(leaf);
+  };
   std::unordered_map<Node*, Tensor> pending;
   pending[root.grad_fn().get()] = root_grad.detach();
   std::vector<std::shared_ptr<Node>> ready{root.grad_fn()};
@@ -95,6 +106,7 @@ inline void run_backward(const Tensor& root, const Tensor& root_grad) {
       }
       if (e.leaf) {
         if (g.defined()) detail::accumulate_leaf(*e.leaf, g);
+        leaf_edge_done(*e.leaf);
         continue;
       }
       Node* next = e.node.get();
@@ -116,16 +128,19 @@ inline void run_backward(const Tensor& root, const Tensor& root_grad) {
             auto s = silent.back();
             silent.pop_back();
             s->backward = nullptr;
-            for (const Edge& se : s->inputs)
+            for (const Edge& se : s->inputs) {
+              if (se.leaf) leaf_edge_done(*se.leaf);
               if (se.node && --dependencies[se.node.get()] == 0) {
                 if (pending.count(se.node.get()) && pending[se.node.get()].defined()) ready.push_back(se.node);
                 else silent.push_back(se.node);
               }
+            }
           }
         }
       }
     }
   }
+  pass.finish();
 }
 
 }  // namespace vox::autograd

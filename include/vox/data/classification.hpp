@@ -140,25 +140,29 @@ class VolumeLoader : public BatchSource {
     }
   }
 
-  Batch batch(int64_t epoch, int64_t index) const override {
-    const int64_t b = o_.batch_size, per_item = volumes_[0].voxels.numel();
+  int64_t batch_size() const override { return o_.batch_size; }
+
+  Batch items(int64_t epoch, int64_t index, const std::vector<int64_t>& items) const override {
+    const int64_t b = o_.batch_size, n_items = static_cast<int64_t>(items.size()), per_item = volumes_[0].voxels.numel();
+    for (int64_t item : items) VOX_CHECK(item >= 0 && item < b, "VolumeLoader", "item ", item, " of a batch of ", b);
     const io::Image& first = volumes_[0];
-    Batch out{empty({b, first.depth(), first.height(), first.width(), first.channels()}, DType::f32), empty({b}, DType::u8)};
+    Batch out{empty({n_items, first.depth(), first.height(), first.width(), first.channels()}, DType::f32), empty({n_items}, DType::u8)};
     std::vector<std::thread> workers;
-    const int64_t threads = std::min<int64_t>(b, o_.threads > 0 ? o_.threads : std::max(1u, std::thread::hardware_concurrency()));
+    const int64_t threads = std::min<int64_t>(n_items, o_.threads > 0 ? o_.threads : std::max(1u, std::thread::hardware_concurrency()));
     std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
     for (int64_t t = 0; t < threads; ++t)
       workers.emplace_back([&, t] {
         try {
-          for (int64_t item = t; item < b; item += threads) {
+          for (int64_t at = t; at < n_items; at += threads) {
+            const int64_t item = items[static_cast<size_t>(at)];
             Random rng = Random(o_.seed).fork(static_cast<uint64_t>(epoch)).fork(static_cast<uint64_t>(index * b + item));
             const size_t n = static_cast<size_t>(rng.integer(0, static_cast<int64_t>(volumes_.size())));
             Sample s{volumes_[n], {}};
             s.image.voxels = s.image.voxels.clone();
             if (o_.augment) augment(s, o_.augmentation, rng);
             const Tensor image = s.image.voxels.to(DType::f32).contiguous();
-            std::copy(image.data<float>(), image.data<float>() + per_item, out.image.data<float>() + item * per_item);
-            out.label.data<uint8_t>()[item] = static_cast<uint8_t>(classes_[n]);
+            std::copy(image.data<float>(), image.data<float>() + per_item, out.image.data<float>() + at * per_item);
+            out.label.data<uint8_t>()[at] = static_cast<uint8_t>(classes_[n]);
           }
         } catch (...) {
           errors[static_cast<size_t>(t)] = std::current_exception();

@@ -325,11 +325,20 @@ struct Batch {
 };
 
 // What the trainer draws batches from. A batch is a pure function of (epoch, index), so that a
-// resumed run sees the batches the uninterrupted one would have.
+// resumed run sees the batches the uninterrupted one would have, and each of its items a pure
+// function of (epoch, index, item), so that data-parallel ranks can each build their share.
 class BatchSource {
  public:
   virtual ~BatchSource() = default;
-  virtual Batch batch(int64_t epoch, int64_t index) const = 0;
+  virtual int64_t batch_size() const = 0;
+  // Items `items` (positions in [0, batch_size)) of batch `index` of `epoch`, in that order.
+  virtual Batch items(int64_t epoch, int64_t index, const std::vector<int64_t>& items) const = 0;
+  // The whole batch.
+  virtual Batch batch(int64_t epoch, int64_t index) const {
+    std::vector<int64_t> all(static_cast<size_t>(batch_size()));
+    for (int64_t i = 0; i < batch_size(); ++i) all[static_cast<size_t>(i)] = i;
+    return items(epoch, index, all);
+  }
 
   // Batches of one epoch in order, each prepared while the previous one is being used.
   class Epoch {
@@ -369,13 +378,17 @@ class PatchLoader : public BatchSource {
     }
   }
 
-  // Batch `index` of `epoch`: the same for any thread count.
-  Batch batch(int64_t epoch, int64_t index) const override {
-    const int64_t b = o_.batch_size, channels = cases_[0].image.channels();
+  int64_t batch_size() const override { return o_.batch_size; }
+
+  // Items of batch `index` of `epoch`: the same for any thread count and any selection.
+  Batch items(int64_t epoch, int64_t index, const std::vector<int64_t>& items) const override {
+    const int64_t b = o_.batch_size, n_items = static_cast<int64_t>(items.size()), channels = cases_[0].image.channels();
+    for (int64_t item : items) VOX_CHECK(item >= 0 && item < b, "PatchLoader", "item ", item, " of a batch of ", b);
     const Index3& p = o_.patch;
-    Batch out{empty({b, p[2], p[1], p[0], channels}, DType::f32), empty({b, p[2], p[1], p[0]}, DType::u8)};
+    Batch out{empty({n_items, p[2], p[1], p[0], channels}, DType::f32), empty({n_items, p[2], p[1], p[0]}, DType::u8)};
     const int64_t per_image = p[0] * p[1] * p[2] * channels, per_label = p[0] * p[1] * p[2];
-    auto make = [&](int64_t item) {
+    auto make = [&](int64_t at) {
+      const int64_t item = items[static_cast<size_t>(at)];
       Random rng = Random(o_.seed).fork(static_cast<uint64_t>(epoch)).fork(static_cast<uint64_t>(index * b + item));
       const Sample& source = cases_[static_cast<size_t>(rng.integer(0, static_cast<int64_t>(cases_.size())))];
       // nnU-Net: the last round(b * fraction) items of a batch are centred on foreground
@@ -385,18 +398,18 @@ class PatchLoader : public BatchSource {
       Sample s{extract_region(source.image, box), extract_region(source.label, box)};
       if (o_.augment) augment(s, o_.augmentation, rng);
       const Tensor image = s.image.voxels.to(DType::f32).contiguous(), label = s.label.voxels.to(DType::u8).contiguous();
-      std::copy(image.data<float>(), image.data<float>() + per_image, out.image.data<float>() + item * per_image);
-      std::copy(label.data<uint8_t>(), label.data<uint8_t>() + per_label, out.label.data<uint8_t>() + item * per_label);
+      std::copy(image.data<float>(), image.data<float>() + per_image, out.image.data<float>() + at * per_image);
+      std::copy(label.data<uint8_t>(), label.data<uint8_t>() + per_label, out.label.data<uint8_t>() + at * per_label);
     };
     const int threads = o_.threads > 0 ? o_.threads : std::max(1u, std::thread::hardware_concurrency());
     std::vector<std::thread> workers;
     std::exception_ptr error;
     std::mutex error_mutex;
-    for (int t = 0; t < std::min<int64_t>(threads, b); ++t)
+    for (int t = 0; t < std::min<int64_t>(threads, n_items); ++t)
       workers.emplace_back([&, t] {
-        for (int64_t item = t; item < b; item += std::min<int64_t>(threads, b)) {
+        for (int64_t at = t; at < n_items; at += std::min<int64_t>(threads, n_items)) {
           try {
-            make(item);
+            make(at);
           } catch (...) {
             std::lock_guard<std::mutex> lock(error_mutex);
             if (!error) error = std::current_exception();
