@@ -17,6 +17,6 @@ install_debian_packages() {
 
 # What building and testing vox needs. The JPEG, JPEG-LS and JPEG 2000 libraries are optional DICOM
 # decoders (vox builds without them); python3-torch, -nibabel, -pydicom and -gdcm serve the test
-# fixtures only.
+# fixtures only. OpenMPI starts and connects data-parallel ranks (mpirun; vox builds without it).
 VOX_BUILD_PACKAGES=(cmake g++ make zlib1g-dev doctest-dev libjpeg62-turbo-dev libcharls-dev libopenjp2-7-dev libopenmpi-dev openmpi-bin)
 VOX_TEST_PACKAGES=(python3-torch python3-numpy python3-scipy python3-nibabel python3-pydicom python3-gdcm python3-venv)

@@ -18,7 +18,8 @@
 // A parameter that receives no gradient would leave its bucket, and every bucket after it,
 // waiting forever in PyTorch (its "expected to have finished reduction" error). vox owns the
 // tape: when the pass ends it names those parameters in a vox::Error, on every rank alike, or,
-// with find_unused_parameters, reduces zeros for them.
+// with find_unused_parameters, reduces zeros for them. A backward pass that reaches none of the
+// model's parameters (another model's, on the same thread) is left alone.
 //
 // Build it after the model has moved to its device and dtype (it holds the parameter tensors),
 // and use it on the thread that runs backward.
@@ -160,6 +161,7 @@ class DataParallel final : public autograd::BackwardObserver {
       wait_quietly();
       return;
     }
+    if (std::none_of(ready_.begin(), ready_.end(), [](bool r) { return r; })) return;  // a pass that never reached this model
     std::vector<std::string> unused;
     for (const GradientBucket& bucket : buckets_)
       for (size_t s = 0; s < bucket.parameters.size(); ++s)

@@ -1,0 +1,138 @@
+// Data parallelism across processes, run by CTest as `mpirun -np 2 test_dist_mpi` (and again
+// over TCP: --mca btl self,tcp). Each rank takes its half of a batch; the references are computed
+// on every rank alone, without communication.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+#include <vox/dist.hpp>
+
+#include "dist_test_models.hpp"
+#include "harness.hpp"
+
+using namespace vox;
+using vox::testing::values;
+
+namespace {
+
+dist::ProcessGroup* world = nullptr;
+
+std::map<std::string, Tensor> gradients(const nn::Module& m) {
+  std::map<std::string, Tensor> out;
+  for (const auto& p : m.named_parameters()) out[p.name] = p.tensor->grad().clone();
+  return out;
+}
+
+// Items of a global batch of `n` that rank r takes: r, r + W, ...
+std::vector<int64_t> share(int64_t n, int rank, int world_size) {
+  std::vector<int64_t> out;
+  for (int64_t i = rank; i < n; i += world_size) out.push_back(i);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("collectives: allreduce, broadcast, allgather, barrier") {
+  REQUIRE(world->size() == 2);
+  const int r = world->rank();
+  Tensor t = from_vector(std::vector<double>{1.0 + r, 10.0 * r}, {2});
+  world->allreduce(t).wait();
+  CHECK(values(t) == std::vector<double>{3, 10});
+  Tensor m = from_vector(std::vector<int64_t>{r, -r}, {2});
+  world->allreduce(m, dist::ReduceOp::max).wait();
+  CHECK(values(m) == std::vector<double>{1, 0});
+  Tensor b = from_vector(std::vector<float>{float(r + 5)}, {1});
+  world->broadcast(b, 1).wait();
+  CHECK(values(b) == std::vector<double>{6});
+  const Tensor g = world->allgather(from_vector(std::vector<int32_t>{r * 7, r}, {2}));
+  CHECK(g.shape() == Shape{2, 2});
+  CHECK(values(g) == std::vector<double>{0, 0, 7, 1});
+  world->barrier();
+  const auto history = world->history();
+  REQUIRE(!history.empty());
+  CHECK(history.back().kind == dist::CollectiveKind::barrier);
+  CHECK(history.back().sequence == world->collectives_called());
+  CHECK_THROWS_WITH_AS(world->allreduce(zeros({2}, DType::bf16)).wait(), doctest::Contains("cannot reduce bf16"), Error);
+}
+
+TEST_CASE("DataParallel: parameters and buffers start from rank 0's") {
+  test::TwoConvNet model(100 + uint64_t(world->rank()));  // different on each rank
+  test::TwoConvNet rank0(100);
+  dist::DataParallel ddp(model, *world);
+  for (const auto& [name, t] : rank0.state_dict()) CHECK_MESSAGE(values(model.state_dict().at(name)) == values(t), name);
+}
+
+TEST_CASE("DataParallel in f64: two ranks with half the batch each equal one process, bit for bit, through Adam steps") {
+  const int r = world->rank();
+  test::TwoConvNet model(9), reference(9);
+  model.to(DType::f64), reference.to(DType::f64);
+  dist::DataParallel ddp(model, *world, {.bucket_cap_mb = 0.0001, .first_bucket_mb = 0.00002});  // 3 buckets
+  CHECK(ddp.buckets().size() >= 3);
+  optim::Adam opt(model.parameters(), {.lr = 0.01}), ref_opt(reference.parameters(), {.lr = 0.01});
+  for (int step = 0; step < 4; ++step) {
+    const int64_t n = 4;
+    // the reference: each half's gradient divided by 2, then summed (MPI's sum of two is exact
+    // and commutative, so the order of the ranks does not matter)
+    std::vector<std::map<std::string, Tensor>> halves;
+    for (int rank = 0; rank < 2; ++rank) {
+      reference.zero_grad();
+      test::batch_loss(reference.forward(test::batch_inputs(n, DType::f64, share(n, rank, 2)))).backward();
+      halves.push_back(gradients(reference));
+    }
+    for (const auto& p : reference.named_parameters())
+      p.tensor->set_grad(add(div(halves[0].at(p.name), scalar(2, DType::f64)), div(halves[1].at(p.name), scalar(2, DType::f64))));
+    ref_opt.step();
+    opt.zero_grad();
+    ddp.before_forward();
+    test::batch_loss(model.forward(test::batch_inputs(n, DType::f64, share(n, r, 2)))).backward();
+    const auto want = gradients(reference);
+    for (const auto& [name, g] : gradients(model)) CHECK_MESSAGE(values(g) == values(want.at(name)), "step ", step, ": ", name);
+    opt.step();
+  }
+  for (const auto& [name, t] : reference.state_dict()) CHECK_MESSAGE(values(model.state_dict().at(name)) == values(t), name);
+  CHECK(ddp.last_reduction().buckets == int64_t(ddp.buckets().size()));
+  CHECK(ddp.last_reduction().communication_seconds > 0);
+}
+
+TEST_CASE("DataParallel in f32: two ranks with half the batch each equal one process with the whole batch, to rounding") {
+  const int r = world->rank();
+  test::TwoConvNet model(21, false, 8), reference(21, false, 8);
+  dist::DataParallel ddp(model, *world);
+  optim::Adam opt(model.parameters(), {.lr = 0.01}), ref_opt(reference.parameters(), {.lr = 0.01});
+  for (int step = 0; step < 3; ++step) {
+    reference.zero_grad(), opt.zero_grad();
+    test::batch_loss(reference.forward(test::batch_inputs(4, DType::f32, {0, 1, 2, 3}))).backward();
+    ddp.before_forward();
+    test::batch_loss(model.forward(test::batch_inputs(4, DType::f32, share(4, r, 2)))).backward();
+    const auto want = gradients(reference);
+    for (const auto& [name, g] : gradients(model)) VOX_CHECK_CLOSE(values(g), values(want.at(name)), 1e-6, 1e-5, name);
+    ref_opt.step(), opt.step();
+  }
+  for (const auto& [name, t] : reference.state_dict()) VOX_CHECK_CLOSE(values(model.state_dict().at(name)), values(t), 1e-5, 1e-4, name);
+}
+
+TEST_CASE("DataParallel: an unused parameter is named on every rank, and the ranks stay in step") {
+  test::TwoConvNet model(4, true);
+  dist::DataParallel ddp(model, *world);
+  CHECK_THROWS_WITH_AS(test::batch_loss(model.forward(test::batch_inputs(2, DType::f32, {world->rank()}))).backward(),
+                       doctest::Contains("received no gradient in this backward pass: unused.bias, unused.weight"), Error);
+  world->barrier();  // both ranks got here: nothing hangs
+}
+
+TEST_CASE("DataParallel: ranks with different models are told so") {
+  test::TwoConvNet model(4, world->rank() == 1);
+  CHECK_THROWS_WITH_AS(dist::DataParallel(model, *world), doctest::Contains("differs from another rank's"), Error);
+}
+
+int main(int argc, char** argv) {
+  int status = 0;
+  {
+    auto group = dist::init_process_group(dist::Backend::mpi, {.deadline = std::chrono::seconds(120)});
+    world = group.get();
+    doctest::Context context(argc, argv);
+    status = context.run();
+    Tensor worst = from_vector(std::vector<int32_t>{status}, {1});  // any rank's failure fails every rank
+    group->allreduce(worst, dist::ReduceOp::max, "test status").wait();
+    status = worst.to_vector<int32_t>()[0];
+  }
+  return status;
+}
