@@ -174,6 +174,8 @@ struct TrainArgs {
   bool cuda_graph = false;  // replay the training iteration from a CUDA graph
   std::string amp = "f32";  // mixed precision: bf16 or f16 autocast (f16 with loss scaling)
   std::string init;         // fine-tuning: start from this run's best weights and network (pruned or not)
+  std::string dist = "auto";  // data parallelism: auto (MPI when launched with several ranks), mpi or none
+  double dist_timeout = 600;  // seconds a collective may take before the watchdog ends the job
 
   std::string to_json() const {
     return "{\n  \"data\": " + json::quote(data) + ",\n  \"synthetic\": " + (synthetic ? "true" : "false") + ",\n  \"run\": " + json::quote(run) +
@@ -183,7 +185,8 @@ struct TrainArgs {
            std::to_string(batch) + ",\n  \"lr\": " + json_number(lr) + ",\n  \"val_fraction\": " + json_number(val_fraction) +
            ",\n  \"augment\": " + (augment ? "true" : "false") + ",\n  \"seed\": " + std::to_string(seed) + ",\n  \"threads\": " +
            std::to_string(threads) + ",\n  \"device\": " + json::quote(device) + ",\n  \"cuda_graph\": " + (cuda_graph ? "true" : "false") +
-           ",\n  \"amp\": " + json::quote(amp) + ",\n  \"init\": " + json::quote(init) + "\n}\n";
+           ",\n  \"amp\": " + json::quote(amp) + ",\n  \"init\": " + json::quote(init) + ",\n  \"dist\": " + json::quote(dist) +
+           ",\n  \"dist_timeout\": " + json_number(dist_timeout) + "\n}\n";
   }
 
   // Takes the keys of a JSON config; an unknown key is an error, as an unknown flag is.
@@ -225,6 +228,8 @@ struct TrainArgs {
       else if (key == "cuda_graph") cuda_graph = v.as_bool(k);
       else if (key == "amp") amp = v.as_string(k);
       else if (key == "init") init = v.as_string(k);
+      else if (key == "dist") dist = v.as_string(k);
+      else if (key == "dist_timeout") dist_timeout = v.as_double(k);
       else fail("config", path, ": unknown key \"", key, "\"");
     }
   }
@@ -243,6 +248,8 @@ struct TrainArgs {
     for (int64_t p : config.patch)
       if (p < 1) throw UsageError{"--patch sizes must be positive"};
     if (cuda_graph && !parse_device(device).is_cuda()) throw UsageError{"--cuda-graph needs --device cuda[:N]"};
+    if (dist != "auto" && dist != "mpi" && dist != "none") throw UsageError{"--dist takes auto, mpi or none, got " + dist};
+    if (!(dist_timeout > 0)) throw UsageError{"--dist-timeout must be a positive number of seconds"};
     if (parse_precision(amp, "--amp") == DType::f16 && cuda_graph)
       throw UsageError{"--amp f16 scales the loss, deciding on the host whether to step: it cannot run in --cuda-graph; use --amp bf16"};
   }

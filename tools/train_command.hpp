@@ -1,7 +1,9 @@
 // `vox train`: a segmentation network on patches (nnU-Net's loss, sampling and augmentation) or a
 // classifier on whole volumes, through one Trainer. The run directory holds config.json (what is
 // needed to rebuild the model and its preprocessing), train.json (the settings, reusable with
-// --config), the trainer's metrics and checkpoints, and the curves.
+// --config), the trainer's metrics and checkpoints, and the curves. Under mpirun or srun it trains
+// data-parallel (vox/dist): rank 0 writes the data, the cache and the run; every rank trains on its
+// share of each batch; segmentation's validation cases are shared out among the ranks.
 #pragma once
 
 #include <cstdio>
@@ -11,6 +13,7 @@
 #include <vox/data/classification.hpp>
 #include <vox/data/dataset.hpp>
 #include <vox/data/synthetic.hpp>
+#include <vox/dist/init.hpp>
 #include <vox/optim/adam.hpp>
 #include <vox/quant/prune.hpp>
 #include <vox/train/inference.hpp>
@@ -130,12 +133,15 @@ inline void write_run_files(const TrainArgs& a, const RunConfig& config) {
   io::write_file_atomically((fs::path(a.run) / "train.json").string(), [&](std::ofstream& out) { out << a.to_json(); });
 }
 
-inline void print_start(const TrainArgs& a, const RunConfig& c, const nn::models::AnyModel& m, size_t train, size_t val) {
+inline void print_start(const TrainArgs& a, const RunConfig& c, const nn::models::AnyModel& m, size_t train, size_t val,
+                        const dist::ProcessGroup& group) {
+  const std::string threads = group.size() > 1 ? std::to_string(group.size()) + " ranks (" + group.backend() + ") x " + std::to_string(num_threads())
+                                               : std::to_string(num_threads());
   std::printf("vox: training %s (%lld parameters) to %s on %zu cases, validating on %zu; %lld epochs of %lld iterations, %s "
-              "%lldx%lldx%lld, batch %lld, %d threads, on %s%s\n",
+              "%lldx%lldx%lld, batch %lld, %s threads, on %s%s\n",
               c.arch.c_str(), static_cast<long long>(m.module->parameter_count()), c.task.c_str(), train, val, static_cast<long long>(a.epochs),
               static_cast<long long>(a.iterations), c.task == "classify" ? "input" : "patch", static_cast<long long>(c.patch[0]),
-              static_cast<long long>(c.patch[1]), static_cast<long long>(c.patch[2]), static_cast<long long>(a.batch), num_threads(), a.device.c_str(),
+              static_cast<long long>(c.patch[1]), static_cast<long long>(c.patch[2]), static_cast<long long>(a.batch), threads.c_str(), a.device.c_str(),
               a.cuda_graph ? " (CUDA graph)" : "");
 }
 
@@ -148,7 +154,8 @@ inline double fit(const TrainArgs& a, train::Trainer& trainer, const nn::models:
   return trainer.best();
 }
 
-inline double train_segmentation(const TrainArgs& a, const PreparedData& p, RunConfig config) {
+inline double train_segmentation(const TrainArgs& a, const PreparedData& p, RunConfig config, dist::ProcessGroup& group) {
+  const bool main_rank = group.rank() == 0;
   const data::MsdDataset& d = p.dataset;
   std::string modality = d.channels.empty() ? "" : d.channels[0];
   for (char& ch : modality) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
@@ -163,14 +170,17 @@ inline double train_segmentation(const TrainArgs& a, const PreparedData& p, RunC
   manual_seed(a.seed);
   const nn::models::AnyModel model = initial_model(a, config);
   config.channels = model.channels;
-  write_run_files(a, config);
+  if (main_rank) write_run_files(a, config);
   const Device device = usable_device(a.device);
   model.module->to(device);  // before the optimizer takes the parameters
   data::PreprocessCache cache((fs::path(d.root) / ".vox-cache").string(), pre);
-  std::cerr << "vox: preprocessing " << d.training.size() << " cases (cached in " << cache.directory() << ")\n";
+  if (main_rank) std::cerr << "vox: preprocessing " << d.training.size() << " cases (cached in " << cache.directory() << ")\n";
   std::vector<data::Sample> train_samples, val_samples;
+  // rank 0 fills the cache; the others read it after
+  if (!main_rank) group.barrier("the preprocessing cache is filled");
   for (const auto& c : p.train_cases) train_samples.push_back(cache.get(c, config.classes));
   for (const auto& c : p.val_cases) val_samples.push_back(cache.get(c, config.classes));
+  if (main_rank && group.size() > 1) group.barrier("the preprocessing cache is filled");
   const data::PatchLoader loader(train_samples, {.patch = config.patch, .batch_size = a.batch, .augment = a.augment, .seed = a.seed});
   optim::Adam adam(model.module->parameters(), {.lr = a.lr, .weight_decay = 3e-5, .capturable = a.cuda_graph});
   train::Trainer trainer(*model.module, adam, loader,
@@ -180,17 +190,22 @@ inline double train_segmentation(const TrainArgs& a, const PreparedData& p, RunC
                                logits, target, {.dice = {.include_background = false, .activation = losses::Activation::softmax, .batch = true}});
                          },
                          {.epochs = a.epochs, .iterations_per_epoch = a.iterations, .run_dir = a.run, .device = device,
-                          .cuda_graph = a.cuda_graph, .amp = parse_precision(a.amp, "--amp")});
+                          .cuda_graph = a.cuda_graph, .amp = parse_precision(a.amp, "--amp"), .group = &group});
   trainer.set_validation([&](nn::Module&) {
-    double sum = 0;
+    // each rank its share of the cases; the sum and count over ranks
+    double sum = 0, count = 0;
     const auto forward = forward_on(model, device);
-    for (const data::Sample& s : val_samples) {
+    for (size_t n = static_cast<size_t>(group.rank()); n < val_samples.size(); n += static_cast<size_t>(group.size())) {
+      const data::Sample& s = val_samples[n];
       const inference::LabelResult r = inference::sliding_window_labels(s.image.voxels, forward, {.patch = config.patch, .overlap = 0.5});
-      sum += mean_foreground_dice(r.labels, s.label.voxels, config.classes);
+      sum += mean_foreground_dice(r.labels, s.label.voxels, config.classes), count += 1;
     }
-    return std::map<std::string, double>{{"mean_dice", sum / double(val_samples.size())}};
+    Tensor totals = from_vector(std::vector<double>{sum, count}, {2});
+    group.allreduce(totals, dist::ReduceOp::sum, "validation Dice").wait();
+    const std::vector<double> t = totals.to_vector<double>();
+    return std::map<std::string, double>{{"mean_dice", t[0] / t[1]}};
   });
-  print_start(a, config, model, train_samples.size(), val_samples.size());
+  print_start(a, config, model, train_samples.size(), val_samples.size(), group);
   const double best = fit(a, trainer, model);
   std::printf("vox: best validation mean Dice %.4f; run in %s (metrics.csv, checkpoint_best.safetensors, loss.png)\n", best, a.run.c_str());
   return best;
@@ -225,12 +240,13 @@ inline void evaluate_held_out(const TrainArgs& a, const RunConfig& config, const
   });
 }
 
-inline double train_classifier(const TrainArgs& a, const PreparedData& p, RunConfig config) {
+inline double train_classifier(const TrainArgs& a, const PreparedData& p, RunConfig config, dist::ProcessGroup& group) {
+  const bool main_rank = group.rank() == 0;
   config.normalization = "zscore";
   manual_seed(a.seed);
   const nn::models::AnyModel model = initial_model(a, config);
   config.channels = model.channels;
-  write_run_files(a, config);
+  if (main_rank) write_run_files(a, config);
   const Device device = usable_device(a.device);
   model.module->to(device);  // before the optimizer takes the parameters
   auto prepare = [&](const std::vector<data::DatasetCase>& cases, std::vector<io::Image>& volumes, std::vector<int64_t>& classes) {
@@ -239,7 +255,7 @@ inline double train_classifier(const TrainArgs& a, const PreparedData& p, RunCon
       classes.push_back(c.class_index);
     }
   };
-  std::cerr << "vox: reading " << p.dataset.training.size() << " volumes at " << config.patch[0] << "x" << config.patch[1] << "x"
+  if (main_rank) std::cerr << "vox: reading " << p.dataset.training.size() << " volumes at " << config.patch[0] << "x" << config.patch[1] << "x"
             << config.patch[2] << "\n";
   std::vector<io::Image> train_volumes, val_volumes;
   std::vector<int64_t> train_classes, val_classes;
@@ -252,16 +268,17 @@ inline double train_classifier(const TrainArgs& a, const PreparedData& p, RunCon
   train::Trainer trainer(*model.module, adam, loader,
                          [](const Tensor& logits, const Tensor& target) { return cross_entropy(logits, target, {}); },
                          {.epochs = a.epochs, .iterations_per_epoch = a.iterations, .monitor = "accuracy", .run_dir = a.run,
-                          .device = device, .cuda_graph = a.cuda_graph, .amp = parse_precision(a.amp, "--amp")});
+                          .device = device, .cuda_graph = a.cuda_graph, .amp = parse_precision(a.amp, "--amp"), .group = &group});
+  // (every rank scores every validation volume: the AUC needs them all, and the set is small)
   trainer.set_validation(
       [&](nn::Module&) { return classification_scores(classify_volumes(model, val_volumes, device), val_classes); });
-  print_start(a, config, model, train_volumes.size(), val_volumes.size());
+  print_start(a, config, model, train_volumes.size(), val_volumes.size(), group);
   const double best = fit(a, trainer, model);
   std::printf("vox: best validation accuracy %.4f; run in %s (metrics.csv, checkpoint_best.safetensors, loss.png)\n", best, a.run.c_str());
   std::vector<data::DatasetCase> held_out;
   for (const data::DatasetCase& c : p.dataset.test)
     if (c.class_index >= 0) held_out.push_back(c);
-  if (!held_out.empty()) evaluate_held_out(a, config, model, held_out, device);
+  if (!held_out.empty() && main_rank) evaluate_held_out(a, config, model, held_out, device);
   return best;
 }
 
@@ -269,8 +286,20 @@ inline double train_classifier(const TrainArgs& a, const PreparedData& p, RunCon
 inline double train_run(TrainArgs a) {
   a.check();
   (void)usable_device(a.device);  // an unusable device is refused before any data is read
+  const auto group = dist::init_process_group(dist::parse_backend(a.dist),
+                                              {.deadline = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000))});
+  const bool main_rank = group->rank() == 0;
+  if (group->size() > 1 && a.batch % group->size() != 0)
+    throw UsageError{"--batch " + std::to_string(a.batch) + " is the global batch: it must be a multiple of the " + std::to_string(group->size()) +
+                     " ranks"};
   if (a.threads > 0) set_num_threads(a.threads);
+  else if (group->local_size() > 1)  // the ranks on this machine share its cores
+    set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / group->local_size()));
+  if (!main_rank) std::freopen("/dev/null", "w", stdout);  // rank 0 reports; errors still reach stderr
+  // rank 0 writes the built-in data; the others read it after
+  if (!main_rank) group->barrier("the training data is written");
   const PreparedData p = load_training_data(a);
+  if (main_rank && group->size() > 1) group->barrier("the training data is written");
   RunConfig config = a.config;
   if (a.classes_given && a.config.classes != p.dataset.classes())
     throw UsageError{"--classes " + std::to_string(a.config.classes) + " disagrees with the dataset, whose labels give " +
@@ -287,7 +316,7 @@ inline double train_run(TrainArgs a) {
                        " and " + std::to_string(config.classes)};
     config.arch = from.arch, config.channels = from.channels, config.pruning = from.pruning;
   }
-  return config.task == "classify" ? train_classifier(a, p, config) : train_segmentation(a, p, config);
+  return config.task == "classify" ? train_classifier(a, p, config, *group) : train_segmentation(a, p, config, *group);
 }
 
 }  // namespace run_commands

@@ -94,10 +94,14 @@ const char* kUsage =
     "      --amp bf16|f16       mixed precision: convolutions and matrix products in 16 bits under autocast,\n"
     "                           master weights, norms and losses in f32; f16 also scales the loss (the\n"
     "                           scale and skipped steps go to metrics.csv); default f32\n"
+    "      --dist auto|mpi|none data parallelism: under mpirun or srun (auto), each rank trains on its share\n"
+    "                           of every batch and gradients are averaged over ranks (MPI); --batch is the\n"
+    "                           global batch, a multiple of the ranks; threads default to cores / ranks\n"
+    "      --dist-timeout S     a collective unfinished after S seconds ends the job, naming it (default 600)\n"
     "      --config FILE.json   the same settings as JSON keys (data, synthetic, run, task, arch, channels,\n"
     "                           patch, spacing, epochs, iterations, batch, lr, val_fraction, augment, seed,\n"
-    "                           threads, device, cuda_graph, amp, init); flags override it; each run keeps\n"
-    "                           its own as RUN/train.json\n"
+    "                           threads, device, cuda_graph, amp, init, dist, dist_timeout); flags override\n"
+    "                           it; each run keeps its own as RUN/train.json\n"
     "  vox infer                --model RUN --input FILE_OR_DICOM_DIR --output OUT.nii.gz\n"
     "      [--overlap 0.5] [--sw-batch 1] (windows per forward) [--blend gaussian|constant] (window weights,\n"
     "      gaussian with sigma = patch / 8 by default) [--tta] (all 8 flips) [--tta-axes 0,1] (the flips of\n"
@@ -474,6 +478,8 @@ int train_command(const std::vector<std::string>& args) {
     else if (a == "--no-augment") t.augment = false;
     else if (a == "--resume") t.resume = true;
     else if (a == "--init") t.init = value();
+    else if (a == "--dist") t.dist = value();
+    else if (a == "--dist-timeout") t.dist_timeout = parse_real(value(), a);
     else if (a == "--device") t.device = value();
     else if (a == "--cuda-graph") t.cuda_graph = true;
     else if (a == "--amp") t.amp = value();

@@ -61,6 +61,7 @@ class MpiProcessGroup final : public ThreadedProcessGroup {
     MPI_Comm local;  // the ranks on this machine, for the local rank (one GPU each)
     detail::mpi_check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local), "MPI_Comm_split_type");
     detail::mpi_check(MPI_Comm_rank(local, &local_rank_), "MPI_Comm_rank");
+    detail::mpi_check(MPI_Comm_size(local, &local_size_), "MPI_Comm_size");
     MPI_Comm_free(&local);
     launch_thread();
   }
@@ -76,6 +77,12 @@ class MpiProcessGroup final : public ThreadedProcessGroup {
   std::string backend() const override { return "mpi"; }
 
  protected:
+  // (called on the communication thread, the only one that calls MPI)
+  void abort_job(int status) override {
+    MPI_Abort(MPI_COMM_WORLD, status);
+    std::_Exit(status);
+  }
+
   struct MpiFlight final : InFlight {
     MPI_Request request = MPI_REQUEST_NULL;
     const char* call = "";

@@ -115,6 +115,7 @@ class ProcessGroup {
   int rank() const { return rank_; }
   int size() const { return size_; }
   int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }  // ranks on this machine
   virtual std::string backend() const = 0;
   // Where its tensors must be.
   virtual Device device() const { return Device::cpu(); }
@@ -183,8 +184,11 @@ class ProcessGroup {
     std::fprintf(stderr, "%s\nvox dist: aborting the job.\n", message.c_str());
     std::fflush(stderr);
     std::fflush(stdout);
-    std::_Exit(3);
+    abort_job(3);
   }
+  // Ends this process, and the job with it (MPI's group calls MPI_Abort, which mpirun reports
+  // as the job's failure even where it was told to survive a lost rank).
+  virtual void abort_job(int status) { std::_Exit(status); }
 
   static void check_tensor(const Collective& c, Device device) {
     const char* op = collective_name(c.kind);
@@ -194,7 +198,7 @@ class ProcessGroup {
     VOX_CHECK(c.tensor.device() == device, op, "this process group carries tensors on ", device, ", got one on ", c.tensor.device());
   }
 
-  int rank_, size_, local_rank_;
+  int rank_, size_, local_rank_, local_size_ = 1;
   ProcessGroupOptions options_;
 
  private:

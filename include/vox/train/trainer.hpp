@@ -22,6 +22,12 @@
 //     `graph_warmup` eager iterations the iteration (zero_grad, forward, loss, backward, clip,
 //     step) is captured into a CUDA graph and replayed with one launch (vox/core/cuda_graph.hpp):
 //     batches must keep one shape, `accumulate` must be 1 and the optimizer capturable.
+//   - Data parallel (`group` of several ranks, vox/dist): each rank trains on its share of every
+//     batch (data::ShardedBatches), DataParallel averages the gradients over ranks as backward
+//     runs (no_sync within gradient accumulation), and the loss is averaged over ranks. Every
+//     rank runs validation (the callback may shard it over the group) and holds the same model;
+//     rank 0 alone prints and writes the run directory. Resuming reads the same checkpoint on
+//     every rank, whatever their number.
 #include <unistd.h>
 
 #include <chrono>
@@ -40,6 +46,8 @@
 #include "vox/amp/grad_scaler.hpp"
 #include "vox/core/cuda_graph.hpp"
 #include "vox/data/dataset.hpp"
+#include "vox/data/shard.hpp"
+#include "vox/dist/data_parallel.hpp"
 #include "vox/io/json.hpp"
 #include "vox/io/plot.hpp"
 #include "vox/io/safetensors.hpp"
@@ -71,6 +79,9 @@ struct TrainerOptions {
   // steps go to metrics.csv and whose state to the checkpoint. Empty: f32.
   std::optional<DType> amp;
   amp::GradScalerOptions scaler{};
+  // Data parallelism: the ranks' process group (none, or a world of one: a single process).
+  dist::ProcessGroup* group = nullptr;
+  dist::DataParallelOptions data_parallel{};
 };
 
 struct EpochRecord {
@@ -100,8 +111,18 @@ class Trainer {
     scaler_options.enabled = o_.amp == DType::f16;  // bf16 has f32's range: no scaling
     scaler_ = amp::GradScaler(scaler_options);
     base_lr_ = optimizer_.learning_rate();
-    if (!o_.run_dir.empty()) std::filesystem::create_directories(o_.run_dir);
+    if (o_.group && o_.group->size() > 1) {
+      VOX_CHECK(!o_.cuda_graph, "Trainer", "cuda_graph does not capture data-parallel steps; leave it off with several ranks");
+      shard_ = std::make_unique<data::ShardedBatches>(loader_, o_.group->rank(), o_.group->size());
+      data_parallel_ = std::make_unique<dist::DataParallel>(model_, *o_.group, o_.data_parallel);
+    }
+    main_rank_ = !o_.group || o_.group->rank() == 0;
+    if (!main_rank_) o_.progress = false;
+    if (!o_.run_dir.empty() && main_rank_) std::filesystem::create_directories(o_.run_dir);
   }
+
+  // DataParallel, when training on several ranks.
+  const dist::DataParallel* data_parallel() const { return data_parallel_.get(); }
 
   void set_schedule(Schedule s) { schedule_ = std::move(s); }
   void set_plateau(ReduceLROnPlateau p) { plateau_ = std::move(p); }
@@ -159,7 +180,7 @@ class Trainer {
       const auto epoch_start = std::chrono::steady_clock::now();
       double loss_sum = 0;
       int64_t skipped_steps = 0;
-      auto batches = loader_.epoch(epoch, o_.iterations_per_epoch);
+      auto batches = (shard_ ? static_cast<const data::BatchSource&>(*shard_) : loader_).epoch(epoch, o_.iterations_per_epoch);
       if (!graph_) optimizer_.zero_grad();
       for (int64_t it = 0; it < o_.iterations_per_epoch; ++it) {
         const data::Batch b = batches.next();
@@ -170,15 +191,23 @@ class Trainer {
           check_finite(value, epoch, it);
         } else {
           Tensor loss;
+          if (data_parallel_) data_parallel_->before_forward();
           {
             amp::Autocast autocast(o_.device, o_.amp, o_.amp.has_value());
             loss = loss_(forward(image), label);
           }
           value = loss.item<double>();
-          check_finite(value, epoch, it);
           if (o_.accumulate > 1) loss = div(loss, scalar(static_cast<double>(o_.accumulate)));
-          scaler_.scale(loss).backward();
-          if ((it + 1) % o_.accumulate == 0 || it + 1 == o_.iterations_per_epoch) {
+          const bool steps = (it + 1) % o_.accumulate == 0 || it + 1 == o_.iterations_per_epoch;
+          if (data_parallel_ && !steps) {
+            auto local = data_parallel_->no_sync();  // accumulate; the stepping iteration reduces the sums
+            scaler_.scale(loss).backward();
+          } else {
+            scaler_.scale(loss).backward();
+          }
+          value = mean_over_ranks(value);  // every rank sees the same loss, and fails together
+          check_finite(value, epoch, it);
+          if (steps) {
             if (o_.clip_norm > 0) {
               scaler_.unscale(optimizer_);  // clip the true gradients
               optim::clip_grad_norm(optimizer_.params(), o_.clip_norm);
@@ -218,7 +247,7 @@ class Trainer {
       }
       history_.push_back(record);
       if (o_.progress) print_epoch(record);
-      if (!o_.run_dir.empty()) {
+      if (!o_.run_dir.empty() && main_rank_) {
         write_history();
         save_checkpoint("latest", epoch);
         if (improved) save_checkpoint("best", epoch);
@@ -253,6 +282,13 @@ class Trainer {
     std::printf("epoch %lld, iteration %lld: step skipped, the gradient of %s is not finite; loss scale now %g\n",
                 static_cast<long long>(epoch + 1), static_cast<long long>(it + 1), name.c_str(), scaler_.get_scale());
     std::fflush(stdout);
+  }
+
+  double mean_over_ranks(double value) const {
+    if (!data_parallel_) return value;
+    Tensor t = from_vector(std::vector<double>{value}, {1});
+    o_.group->allreduce(t, dist::ReduceOp::sum, "loss").wait();
+    return t.to_vector<double>()[0] / double(o_.group->size());
   }
 
   static void check_finite(double loss, int64_t epoch, int64_t it) {
@@ -468,6 +504,9 @@ class Trainer {
   amp::GradScaler scaler_;            // enabled for f16 only
   std::unique_ptr<CudaGraph> graph_;  // with cuda_graph, once captured
   Tensor graph_image_, graph_label_, graph_loss_;
+  std::unique_ptr<data::ShardedBatches> shard_;           // with several ranks
+  std::unique_ptr<dist::DataParallel> data_parallel_;  // with several ranks
+  bool main_rank_ = true;
   std::vector<EpochRecord> history_;
   double base_lr_ = 0, best_ = std::numeric_limits<double>::quiet_NaN();
   int64_t next_epoch_ = 0, since_best_ = 0;
