@@ -201,3 +201,32 @@ TEST_CASE("the distributed sampler: disjoint shares that together are the whole 
   }
   CHECK_THROWS_WITH_AS(data::ShardedBatches(loader, 0, 4), doctest::Contains("a batch of 6 does not divide among 4 ranks"), Error);
 }
+
+TEST_CASE("SyncBatchNorm in a world of one: batch norm's output, gradients and running statistics; finite differences in f64") {
+  dist::SingleProcessGroup group;
+  Generator g(3);
+  const Tensor x0 = randn({3, 4, 3, 2, 5}, DType::f64, &g);
+  nn::BatchNorm<3> plain(5), synced(5);
+  plain.to(DType::f64), synced.to(DType::f64);
+  CHECK(dist::convert_sync_batch_norm(synced, group) == 1);
+  Tensor a = x0.clone(), b = x0.clone();
+  a.set_requires_grad(true), b.set_requires_grad(true);
+  const Tensor r = randn(x0.shape(), DType::f64, &g);
+  const Tensor ya = plain.forward(a), yb = synced.forward(b);
+  VOX_CHECK_CLOSE(values(yb), values(ya), 1e-12, 1e-12, "output");
+  sum(mul(ya, r)).backward(), sum(mul(yb, r)).backward();
+  VOX_CHECK_CLOSE(values(b.grad()), values(a.grad()), 1e-12, 1e-10, "input gradient");
+  VOX_CHECK_CLOSE(values(synced.weight().grad()), values(plain.weight().grad()), 1e-12, 1e-10, "weight gradient");
+  VOX_CHECK_CLOSE(values(synced.running_mean()), values(plain.running_mean()), 1e-12, 1e-12, "running mean");
+  VOX_CHECK_CLOSE(values(synced.running_var()), values(plain.running_var()), 1e-12, 1e-12, "running variance");
+  CHECK(values(synced.state_dict().at("num_batches_tracked")) == std::vector<double>{1});
+  synced.eval(), plain.eval();
+  VOX_CHECK_CLOSE(values(synced.forward(x0)), values(plain.forward(x0)), 1e-12, 1e-12, "evaluation");
+  Tensor rm = zeros({5}, DType::f64), rv = ones({5}, DType::f64);
+  const Tensor w = randn({5}, DType::f64, &g), bias = randn({5}, DType::f64, &g);
+  std::vector<Tensor> inputs{randn({2, 3, 2, 5}, DType::f64, &g).contiguous(), w.clone(), bias.clone()};
+  for (Tensor& t : inputs) t.set_requires_grad(true);
+  const auto check = testing::gradcheck(
+      [&](const std::vector<Tensor>& in) { return dist::sync_batch_norm(in[0], rm.clone(), rv.clone(), in[1], in[2], 0.1, 1e-5, group); }, inputs);
+  CHECK_MESSAGE(check.ok, check.detail);
+}

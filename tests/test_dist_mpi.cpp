@@ -123,6 +123,64 @@ TEST_CASE("DataParallel: ranks with different models are told so") {
   CHECK_THROWS_WITH_AS(dist::DataParallel(model, *world), doctest::Contains("differs from another rank's"), Error);
 }
 
+TEST_CASE("batch Dice over the global batch: two ranks equal one process with the whole batch") {
+  const int r = world->rank();
+  test::TwoConvNet model(31), reference(31);
+  model.to(DType::f64), reference.to(DType::f64);
+  dist::DataParallel ddp(model, *world);
+  Generator g(5);
+  const Tensor labels = (rand({4, 6, 5, 4}, DType::f64, &g) * 3.0).to(DType::i64);
+  auto loss = [](const Tensor& logits, const Tensor& target, dist::ProcessGroup* group) {
+    return losses::dice_ce_loss(logits, target,
+                                {.dice = {.include_background = false, .activation = losses::Activation::softmax, .batch = true, .group = group}});
+  };
+  const Tensor whole = loss(reference.forward(test::batch_inputs(4, DType::f64, {0, 1, 2, 3})), labels, nullptr);
+  whole.backward();
+  std::vector<Tensor> mine;
+  for (int64_t i : share(4, r, 2)) mine.push_back(labels.slice(0, i, i + 1));
+  ddp.before_forward();
+  const Tensor part = loss(model.forward(test::batch_inputs(4, DType::f64, share(4, r, 2))), concat(mine, 0), world);
+  part.backward();
+  // the Dice term is the global batch's on every rank; the mean cross-entropy of a half differs
+  const double dice_whole = losses::dice_loss(reference.forward(test::batch_inputs(4, DType::f64, {0, 1, 2, 3})), labels,
+                                              {.include_background = false, .activation = losses::Activation::softmax, .batch = true})
+                                .item<double>();
+  const double dice_part = losses::dice_loss(model.forward(test::batch_inputs(4, DType::f64, share(4, r, 2))), concat(mine, 0),
+                                             {.include_background = false, .activation = losses::Activation::softmax, .batch = true, .group = world})
+                               .item<double>();
+  CHECK(dice_part == doctest::Approx(dice_whole).epsilon(1e-12));
+  const auto want = gradients(reference);
+  for (const auto& [name, grad] : gradients(model)) VOX_CHECK_CLOSE(values(grad), values(want.at(name)), 1e-12, 1e-9, name);
+}
+
+TEST_CASE("SyncBatchNorm: two ranks with half the batch each equal batch norm over the whole batch") {
+  const int r = world->rank();
+  Generator g(17);
+  const Tensor x = randn({4, 3, 2, 3, 5}, DType::f64, &g), weights = randn(x.shape(), DType::f64, &g);
+  nn::BatchNorm<3> whole(5), synced(5);
+  whole.to(DType::f64), synced.to(DType::f64);
+  CHECK(dist::convert_sync_batch_norm(synced, *world) == 1);
+  Tensor all = x.clone();
+  all.set_requires_grad(true);
+  const Tensor y_all = whole.forward(all);
+  sum(mul(y_all, weights)).backward();
+  std::vector<Tensor> xs, ws;
+  for (int64_t i : share(4, r, 2)) xs.push_back(x.slice(0, i, i + 1)), ws.push_back(weights.slice(0, i, i + 1));
+  Tensor local = concat(xs, 0).contiguous();
+  local.set_requires_grad(true);
+  const Tensor y = synced.forward(local);
+  sum(mul(y, concat(ws, 0))).backward();
+  std::vector<Tensor> want_y, want_grad;
+  for (int64_t i : share(4, r, 2)) want_y.push_back(y_all.detach().slice(0, i, i + 1)), want_grad.push_back(all.grad().slice(0, i, i + 1));
+  VOX_CHECK_CLOSE(values(y), values(concat(want_y, 0)), 1e-12, 1e-10, "output");
+  VOX_CHECK_CLOSE(values(local.grad()), values(concat(want_grad, 0)), 1e-12, 1e-9, "input gradient");
+  Tensor weight_grad = synced.weight().grad().clone();  // each rank's share; their sum is the whole batch's
+  world->allreduce(weight_grad).wait();
+  VOX_CHECK_CLOSE(values(weight_grad), values(whole.weight().grad()), 1e-12, 1e-9, "weight gradient");
+  VOX_CHECK_CLOSE(values(synced.running_mean()), values(whole.running_mean()), 1e-12, 1e-10, "running mean");
+  VOX_CHECK_CLOSE(values(synced.running_var()), values(whole.running_var()), 1e-12, 1e-10, "running variance");
+}
+
 int main(int argc, char** argv) {
   int status = 0;
   {

@@ -14,12 +14,16 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <vox/amp/autocast.hpp>
 #include <vox/amp/grad_scaler.hpp>
 #include <vox/core/cuda_graph.hpp>
+#include <vox/dist/data_parallel.hpp>
+#include <vox/dist/init.hpp>
 #include <vox/nn/models/registry.hpp>
 #include <vox/optim/adam.hpp>
 #include <vox/quant.hpp>
@@ -37,6 +41,7 @@ struct BenchArgs {
   bool graph = false;  // replay a CUDA graph of the iteration
   std::optional<DType> precision;  // bf16 or f16: autocast (and, training in f16, loss scaling)
   bool int8 = false;               // inference with every convolution in INT8, calibrated on the input
+  std::string dist = "auto";        // under mpirun: each rank trains on --batch, DataParallel averages
 };
 
 inline double peak_rss_mib() {
@@ -48,7 +53,12 @@ inline double peak_rss_mib() {
 inline int run(const BenchArgs& a) {
   if (a.mode != "train" && a.mode != "infer") throw UsageError{"--mode takes train or infer, got " + a.mode};
   if (a.size < 1 || a.batch < 1 || a.iterations < 1) throw UsageError{"--size, --batch and --iters must be at least 1"};
+  const auto group = dist::init_process_group(dist::parse_backend(a.dist));
+  if (group->size() > 1 && (a.mode != "train" || a.graph || a.int8))
+    throw UsageError{"with several ranks, vox bench times data-parallel training: --mode train, without --graph or int8"};
   if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
+  else if (group->local_size() > 1) set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / group->local_size()));
+  if (group->rank() != 0) std::freopen("/dev/null", "w", stdout);  // rank 0 reports
   const Device device = usable_device(a.device);
   if (a.graph && !device.is_cuda()) throw UsageError{"--graph needs --device cuda[:N]"};
   if (a.graph && a.warmup < 1) throw UsageError{"--graph needs --warmup of at least 1: the capture replays a warmed-up step"};
@@ -70,6 +80,8 @@ inline int run(const BenchArgs& a) {
     throw UsageError{"--precision int8 times inference on the CPU: use --mode infer and --device cpu"};
   if (a.graph && a.precision == DType::f16 && a.mode == "train")
     throw UsageError{"--graph cannot capture f16's loss scaler (it decides on the host whether to step); use --precision bf16"};
+  std::unique_ptr<dist::DataParallel> data_parallel;
+  if (group->size() > 1) data_parallel = std::make_unique<dist::DataParallel>(*model.module, *group);
   optim::Adam adam(model.module->parameters(), {.lr = 1e-4, .capturable = a.graph});
   amp::GradScaler scaler({.enabled = a.precision == DType::f16});
   Tensor output;  // kept, so that a graph's output block is not reused inside the capture
@@ -81,6 +93,7 @@ inline int run(const BenchArgs& a) {
       return;
     }
     adam.zero_grad();
+    if (data_parallel) data_parallel->before_forward();
     const Tensor logits = model.forward(x);
     // MONAI's DiceCELoss(to_onehot_y=True, softmax=True): Dice over every class, plus cross-entropy
     Tensor loss = classify ? cross_entropy(logits, target, {}) : losses::dice_ce_loss(logits, target, {.dice = {.activation = losses::Activation::softmax}});
@@ -102,6 +115,9 @@ inline int run(const BenchArgs& a) {
               a.int8 ? "int8" : a.precision ? std::string(dtype_name(*a.precision)).c_str() : "f32", static_cast<long long>(a.batch),
               static_cast<long long>(a.size), static_cast<long long>(a.in_channels),
               device.is_cuda() ? cuda_backend("bench").device_name(device.index).c_str() : "cpu", num_threads());
+  if (data_parallel)
+    std::printf("data parallel: %d ranks (%s), global batch %lld, %zu gradient buckets\n", group->size(), group->backend().c_str(),
+                static_cast<long long>(a.batch * group->size()), data_parallel->buckets().size());
   for (int64_t w = 0; w < a.warmup; ++w) step();
   synchronize();
   CudaGraph graph(device.is_cuda() ? device.index : 0);
@@ -112,15 +128,32 @@ inline int run(const BenchArgs& a) {
                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
   if (device.is_cuda()) cuda_backend("bench").reset_peak_memory(device.index);
-  std::vector<double> ms;
+  std::vector<double> ms, communication, exposed;
   for (int64_t i = 0; i < a.iterations; ++i) {
+    if (data_parallel) group->barrier("iteration start");  // every rank's clock starts together
     const auto start = std::chrono::steady_clock::now();
     if (a.graph) graph.replay();
     else step();
     synchronize();
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-    std::printf("iteration %lld: %.1f ms\n", static_cast<long long>(i + 1), ms.back());
+    std::printf("iteration %lld: %.1f ms", static_cast<long long>(i + 1), ms.back());
+    if (data_parallel) {
+      const dist::ReductionTiming& t = data_parallel->last_reduction();
+      communication.push_back(t.communication_seconds * 1e3), exposed.push_back(t.exposed_seconds * 1e3);
+      std::printf(" (allreduce %.1f ms, %.1f ms of it after backward)", communication.back(), exposed.back());
+    }
+    std::printf("\n");
     std::fflush(stdout);
+  }
+  auto median_of = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  };
+  if (data_parallel) {
+    const double c = median_of(communication), e = median_of(exposed);
+    std::printf("communication: median %.1f ms per step in allreduces, %.1f ms of it after backward (%.0f%% hidden behind it)\n", c, e,
+                c > 0 ? 100.0 * (1.0 - std::min(1.0, e / c)) : 100.0);
+    std::printf("comm_ms=%.3f\nexposed_comm_ms=%.3f\n", c, e);
   }
   std::sort(ms.begin(), ms.end());
   const double median = ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);

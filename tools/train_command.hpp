@@ -184,10 +184,12 @@ inline double train_segmentation(const TrainArgs& a, const PreparedData& p, RunC
   const data::PatchLoader loader(train_samples, {.patch = config.patch, .batch_size = a.batch, .augment = a.augment, .seed = a.seed});
   optim::Adam adam(model.module->parameters(), {.lr = a.lr, .weight_decay = 3e-5, .capturable = a.cuda_graph});
   train::Trainer trainer(*model.module, adam, loader,
-                         [](const Tensor& logits, const Tensor& target) {
-                           // nnU-Net's DC_and_CE: softmax, batch Dice over the foreground classes, plus cross-entropy
-                           return losses::dice_ce_loss(
-                               logits, target, {.dice = {.include_background = false, .activation = losses::Activation::softmax, .batch = true}});
+                         [&group](const Tensor& logits, const Tensor& target) {
+                           // nnU-Net's DC_and_CE: softmax, batch Dice over the foreground classes (of the
+                           // global batch), plus cross-entropy
+                           return losses::dice_ce_loss(logits, target,
+                                                       {.dice = {.include_background = false, .activation = losses::Activation::softmax,
+                                                                 .batch = true, .group = &group}});
                          },
                          {.epochs = a.epochs, .iterations_per_epoch = a.iterations, .run_dir = a.run, .device = device,
                           .cuda_graph = a.cuda_graph, .amp = parse_precision(a.amp, "--amp"), .group = &group});

@@ -135,7 +135,9 @@ const char* kUsage =
     "      --device cpu|cuda[:N] (cpu; cuda needs vox built with -DVOX_ENABLE_CUDA=ON); --graph (with\n"
     "      cuda: capture the iteration into a CUDA graph after the warm-up, and time its replays);\n"
     "      --precision f32|bf16|f16|int8 (autocast; train with f16 scales the loss; int8: --mode infer,\n"
-    "      calibrated on the random input, every convolution in INT8);\n"
+    "      calibrated on the random input, every convolution in INT8); under mpirun (--dist auto|mpi|none):\n"
+    "      each rank trains on --batch, gradients averaged over ranks, and the allreduce time per step,\n"
+    "      and how much of it backward hides, are printed;\n"
     "      prints the median and last ms_per_iter=<median>, with peak_rss_mib (and peak_gpu_mib) before it\n"
     "  vox evaluate --pred P --gt G   per-class Dice, 95th-percentile Hausdorff and average surface\n"
     "                           distance (mm) as JSON (--csv: CSV); --classes C (default: from the labels)\n";
@@ -577,6 +579,7 @@ int bench(const std::vector<std::string>& args) {
     else if (a == "--channels") b.channels = parse_list(value(), a);
     else if (a == "--device") b.device = value();
     else if (a == "--graph") b.graph = true;
+    else if (a == "--dist") b.dist = value();
     else if (a == "--precision") {
       const std::string p = value();
       if (p == "int8") b.int8 = true;

@@ -185,10 +185,11 @@ class BatchNorm : public Module, public Interceptable {  // interceptable: quant
   const Tensor& running_mean() const { return *running_mean_; }
   const Tensor& running_var() const { return *running_var_; }
   double eps() const { return eps_; }
+  double momentum() const { return momentum_; }
 
- private:
   // num_batches_tracked += 1 where the buffer lives: on a GPU as a device op (through f64, exact
   // below 2^53 batches), with no host read, so that a step stays asynchronous and capturable.
+  // (Public for interceptors that replace the training forward, SyncBatchNorm's.)
   void count_batch() {
     if (batches_->device().is_cpu()) {
       *batches_->data<int64_t>() += 1;
@@ -198,6 +199,7 @@ class BatchNorm : public Module, public Interceptable {  // interceptable: quant
     batches_->copy_from(batches_->to(DType::f64) + 1.0);
   }
 
+ private:
   double eps_, momentum_;
   Tensor *weight_, *bias_, *running_mean_, *running_var_, *batches_;
 };

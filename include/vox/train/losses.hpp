@@ -3,8 +3,10 @@
 // predictions are [N, spatial..., C] logits; targets are integer labels [N, spatial...] (one-hot
 // encoded here, MONAI's to_onehot_y) or floating [N, spatial..., C].
 //   dice_loss     DiceLoss: 1 - (2 sum(p t) + smooth_nr) / (sum(p) + sum(t) + smooth_dr) per
-//                 sample and class (over the batch too with batch = true); optional softmax or
-//                 sigmoid first, background dropped after the activation, squared_pred, jaccard.
+//                 sample and class (over the batch too with batch = true, and over every rank's
+//                 batch with a process group, as nnU-Net's DDP all-gathers them); optional
+//                 softmax or sigmoid first, background dropped after the activation, squared_pred,
+//                 jaccard.
 //   dice_ce_loss  DiceCELoss: lambda_dice * Dice + lambda_ce * cross-entropy on the logits.
 //   focal_loss    FocalLoss: sigmoid form (per-channel BCE scaled by (1 - p_t)^gamma) or softmax
 //                 form, optional alpha and class weights, background dropped before it.
@@ -13,6 +15,7 @@
 #include <cmath>
 #include <functional>
 
+#include "vox/dist/all_reduce.hpp"
 #include "vox/ops.hpp"
 
 namespace vox::losses {
@@ -28,6 +31,7 @@ struct DiceOptions {
   double smooth_dr = 1e-5;
   bool batch = false;  // sum over the batch before the ratio
   Reduction reduction = Reduction::mean;  // none: [N, C] (or [C] with batch)
+  dist::ProcessGroup* group = nullptr;    // with batch: the sums over every rank's share of the batch
 };
 
 namespace detail {
@@ -73,9 +77,14 @@ inline Tensor dice_loss(const Tensor& prediction, const Tensor& target, const Di
   }
   Axes axes;
   for (int64_t a = o.batch ? 0 : 1; a + 1 < p.rank(); ++a) axes.push_back(a);
-  const Tensor intersection = sum(mul(p, t), axes);
-  const Tensor ground = sum(o.squared_pred ? square(t) : t, axes);
-  const Tensor predicted = sum(o.squared_pred ? square(p) : p, axes);
+  Tensor intersection = sum(mul(p, t), axes);
+  Tensor ground = sum(o.squared_pred ? square(t) : t, axes);
+  Tensor predicted = sum(o.squared_pred ? square(p) : p, axes);
+  if (o.batch && o.group && o.group->size() > 1) {  // one collective for the three sums
+    const int64_t c = intersection.size(0);
+    const Tensor all = dist::all_reduce_sum(concat({intersection, ground, predicted}, 0), *o.group, "batch Dice sums");
+    intersection = slice(all, 0, 0, c, 1), ground = slice(all, 0, c, 2 * c, 1), predicted = slice(all, 0, 2 * c, 3 * c, 1);
+  }
   Tensor denominator = add(ground, predicted);
   if (o.jaccard) denominator = mul(sub(denominator, intersection), scalar(2.0, p.dtype()));
   const Tensor ratio = div(add(mul(intersection, scalar(2.0, p.dtype())), scalar(o.smooth_nr, p.dtype())),
