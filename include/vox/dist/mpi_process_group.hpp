@@ -5,6 +5,13 @@
 // defined (the CMake target vox::mpi). MPI runs with MPI_THREAD_SERIALIZED: after MPI_Init, only
 // the communication thread calls MPI, until MPI_Finalize when the group is destroyed.
 #ifdef VOX_HAVE_MPI
+// (vox calls MPI's C API: keep mpi.h from pulling in the deprecated C++ bindings and their library)
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 
 #include <string>
