@@ -181,6 +181,22 @@ TEST_CASE("SyncBatchNorm: two ranks with half the batch each equal batch norm ov
   VOX_CHECK_CLOSE(values(synced.running_var()), values(whole.running_var()), 1e-12, 1e-10, "running variance");
 }
 
+TEST_CASE("the loss scaler agrees across ranks: one rank's overflow skips the step on every rank") {
+  test::TwoConvNet model(41);
+  dist::DataParallel ddp(model, *world);
+  optim::Adam adam(model.parameters(), {.lr = 0.01});
+  amp::GradScaler scaler({.init_scale = 1024.0});
+  const auto before = model.state_dict();
+  ddp.before_forward();
+  Tensor loss = test::batch_loss(model.forward(test::batch_inputs(2, DType::f32, {world->rank()})));
+  if (world->rank() == 1) loss = mul(loss, scalar(std::numeric_limits<double>::infinity()));  // rank 1 overflows
+  scaler.scale(loss).backward();
+  CHECK_FALSE(scaler.step(adam));  // skipped on rank 0 too: the averaged gradients are not finite there either
+  scaler.update();
+  CHECK(scaler.get_scale() == 512.0);
+  for (const auto& [name, t] : before) CHECK_MESSAGE(values(model.state_dict().at(name)) == values(t), name);
+}
+
 int main(int argc, char** argv) {
   int status = 0;
   {
