@@ -30,9 +30,9 @@ for stage in "${stages[@]}"; do
       [ -n "${DOCTEST_DIR:-}" ] && extra+=("-Ddoctest_DIR=$DOCTEST_DIR")
       # The parity fixtures come from the python3 on PATH, the one with PyTorch on the GPU machines.
       cmake -S . -B build/gpu -DCMAKE_BUILD_TYPE=Release -DVOX_ENABLE_CUDA=ON -DVOX_BUILD_TESTS=ON -DVOX_BUILD_EXAMPLES=OFF \
-        -DVOX_PYTHON="$(command -v python3)" "${extra[@]}" \
+        -DVOX_PYTHON="$(command -v python3)" -DVOX_ENABLE_MPI="$(command -v mpirun > /dev/null && echo ON || echo OFF)" "${extra[@]}" \
         > "$logs/configure.log" 2>&1 || { tail -30 "$logs/configure.log"; exit 1; }
-      cmake --build build/gpu -j"$(nproc)" --target test_cuda test_cuda_hardening test_amp_cuda test_int8_cuda test_parity_cuda vox_cuda_ops_timing vox_cli > "$logs/build.log" 2>&1 ||
+      cmake --build build/gpu -j"$(nproc)" --target test_cuda test_cuda_hardening test_amp_cuda test_int8_cuda test_dist_nccl test_parity_cuda vox_cuda_ops_timing vox_cli > "$logs/build.log" 2>&1 ||
         { tail -40 "$logs/build.log"; exit 1; } ;;
     test)
       # -V: each program's whole output (doctest's counts included) goes into the log.

@@ -15,7 +15,9 @@ if [ -x "$nvcc" ]; then
   echo "== vox: the CUDA backend and its tests (label gpu), compiled with $("$nvcc" --version | tail -1)"
   cmake -S . -B build/cuda -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" -DVOX_ENABLE_CUDA=ON \
     -DVOX_BUILD_TESTS=ON -DVOX_BUILD_EXAMPLES=OFF -DVOX_BUILD_BENCHMARKS=OFF > /dev/null
-  cmake --build build/cuda -j"$jobs" --target test_cuda test_cuda_hardening test_amp_cuda test_int8_cuda test_parity_cuda vox_cuda_ops_timing vox_cli
+  nccl_test=""  # the NCCL process group's test, where NCCL came with the toolkit
+  [ -e "$(dirname "$nvcc")/../include/nccl.h" ] && nccl_test=test_dist_nccl
+  cmake --build build/cuda -j"$jobs" --target test_cuda test_cuda_hardening test_amp_cuda test_int8_cuda $nccl_test test_parity_cuda vox_cuda_ops_timing vox_cli
   (cd build/cuda && ctest -L gpu --output-on-failure)
 else
   echo "== vox: nvcc not found; the CUDA backend was not compiled"

@@ -174,7 +174,7 @@ struct TrainArgs {
   bool cuda_graph = false;  // replay the training iteration from a CUDA graph
   std::string amp = "f32";  // mixed precision: bf16 or f16 autocast (f16 with loss scaling)
   std::string init;         // fine-tuning: start from this run's best weights and network (pruned or not)
-  std::string dist = "auto";  // data parallelism: auto (MPI when launched with several ranks), mpi or none
+  std::string dist = "auto";  // data parallelism: auto (MPI when launched with several ranks), mpi, nccl or none
   double dist_timeout = 600;  // seconds a collective may take before the watchdog ends the job
 
   std::string to_json() const {
@@ -248,7 +248,8 @@ struct TrainArgs {
     for (int64_t p : config.patch)
       if (p < 1) throw UsageError{"--patch sizes must be positive"};
     if (cuda_graph && !parse_device(device).is_cuda()) throw UsageError{"--cuda-graph needs --device cuda[:N]"};
-    if (dist != "auto" && dist != "mpi" && dist != "none") throw UsageError{"--dist takes auto, mpi or none, got " + dist};
+    if (dist != "auto" && dist != "mpi" && dist != "nccl" && dist != "none") throw UsageError{"--dist takes auto, mpi, nccl or none, got " + dist};
+    if (dist == "nccl" && !parse_device(device).is_cuda()) throw UsageError{"--dist nccl reduces GPU gradients: it needs --device cuda"};
     if (!(dist_timeout > 0)) throw UsageError{"--dist-timeout must be a positive number of seconds"};
     if (parse_precision(amp, "--amp") == DType::f16 && cuda_graph)
       throw UsageError{"--amp f16 scales the loss, deciding on the host whether to step: it cannot run in --cuda-graph; use --amp bf16"};

@@ -202,9 +202,9 @@ inline double train_segmentation(const TrainArgs& a, const PreparedData& p, RunC
       const inference::LabelResult r = inference::sliding_window_labels(s.image.voxels, forward, {.patch = config.patch, .overlap = 0.5});
       sum += mean_foreground_dice(r.labels, s.label.voxels, config.classes), count += 1;
     }
-    Tensor totals = from_vector(std::vector<double>{sum, count}, {2});
+    Tensor totals = from_vector(std::vector<double>{sum, count}, {2}).to(group.device());
     group.allreduce(totals, dist::ReduceOp::sum, "validation Dice").wait();
-    const std::vector<double> t = totals.to_vector<double>();
+    const std::vector<double> t = totals.to(Device::cpu()).to_vector<double>();
     return std::map<std::string, double>{{"mean_dice", t[0] / t[1]}};
   });
   print_start(a, config, model, train_samples.size(), val_samples.size(), group);
@@ -291,6 +291,7 @@ inline double train_run(TrainArgs a) {
   const auto group = dist::init_process_group(dist::parse_backend(a.dist),
                                               {.deadline = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000))});
   const bool main_rank = group->rank() == 0;
+  if (group->device().is_cuda()) a.device = group->device().str();  // NCCL: each rank its local GPU
   if (group->size() > 1 && a.batch % group->size() != 0)
     throw UsageError{"--batch " + std::to_string(a.batch) + " is the global batch: it must be a multiple of the " + std::to_string(group->size()) +
                      " ranks"};

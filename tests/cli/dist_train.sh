@@ -41,5 +41,6 @@ refused() {  # refused MESSAGE COMMAND...
   [ "$status" -eq 2 ] && echo "$output" | grep -q -- "$message" || { echo "FAIL: '$*' gave status $status: $output"; exit 1; }
 }
 refused "must be a multiple of the 2" "$mpirun" --oversubscribe -np 2 "$vox" train --data "$work/two/synthetic-data" --run "$work/bad" "${small[@]}" --batch 3
-refused "--dist takes" "$vox" train --data "$work/two/synthetic-data" --run "$work/bad" --dist nccl
+refused "--dist takes" "$vox" train --data "$work/two/synthetic-data" --run "$work/bad" --dist gloo
+refused "it needs --device cuda" "$vox" train --data "$work/two/synthetic-data" --run "$work/bad" --dist nccl
 echo "dist train: passed"

@@ -286,9 +286,9 @@ class Trainer {
 
   double mean_over_ranks(double value) const {
     if (!data_parallel_) return value;
-    Tensor t = from_vector(std::vector<double>{value}, {1});
+    Tensor t = from_vector(std::vector<double>{value}, {1}).to(o_.group->device());
     o_.group->allreduce(t, dist::ReduceOp::sum, "loss").wait();
-    return t.to_vector<double>()[0] / double(o_.group->size());
+    return t.to(Device::cpu()).to_vector<double>()[0] / double(o_.group->size());
   }
 
   static void check_finite(double loss, int64_t epoch, int64_t it) {
