@@ -284,6 +284,8 @@ inline double train_classifier(const TrainArgs& a, const PreparedData& p, RunCon
   return best;
 }
 
+inline double train_ranks(const TrainArgs& a, dist::ProcessGroup& group);
+
 // Trains; returns the best validation mean Dice (segmentation) or accuracy (classification).
 inline double train_run(TrainArgs a) {
   a.check();
@@ -299,10 +301,25 @@ inline double train_run(TrainArgs a) {
   else if (group->local_size() > 1)  // the ranks on this machine share its cores
     set_num_threads(std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / group->local_size()));
   if (!main_rank) std::freopen("/dev/null", "w", stdout);  // rank 0 reports; errors still reach stderr
+  if (group->size() == 1) return train_ranks(a, *group);
+  try {
+    return train_ranks(a, *group);
+  } catch (const std::exception& e) {
+    // One rank's failure would leave its peers waiting in their next collective until the
+    // deadline: end the job now (mpirun then stops the other ranks), saying which rank failed.
+    std::fprintf(stderr, "vox train: rank %d of %d: %s\nvox train: ending the job\n", group->rank(), group->size(), e.what());
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
+}
+
+// Training on this rank of `group` (a world of one without a launcher).
+inline double train_ranks(const TrainArgs& a, dist::ProcessGroup& group) {
+  const bool main_rank = group.rank() == 0;
   // rank 0 writes the built-in data; the others read it after
-  if (!main_rank) group->barrier("the training data is written");
+  if (!main_rank) group.barrier("the training data is written");
   const PreparedData p = load_training_data(a);
-  if (main_rank && group->size() > 1) group->barrier("the training data is written");
+  if (main_rank && group.size() > 1) group.barrier("the training data is written");
   RunConfig config = a.config;
   if (a.classes_given && a.config.classes != p.dataset.classes())
     throw UsageError{"--classes " + std::to_string(a.config.classes) + " disagrees with the dataset, whose labels give " +
@@ -319,7 +336,7 @@ inline double train_run(TrainArgs a) {
                        " and " + std::to_string(config.classes)};
     config.arch = from.arch, config.channels = from.channels, config.pruning = from.pruning;
   }
-  return config.task == "classify" ? train_classifier(a, p, config, *group) : train_segmentation(a, p, config, *group);
+  return config.task == "classify" ? train_classifier(a, p, config, group) : train_segmentation(a, p, config, group);
 }
 
 }  // namespace run_commands

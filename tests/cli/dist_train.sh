@@ -43,4 +43,8 @@ refused() {  # refused MESSAGE COMMAND...
 refused "must be a multiple of the 2" "$mpirun" --oversubscribe -np 2 "$vox" train --data "$work/two/synthetic-data" --run "$work/bad" "${small[@]}" --batch 3
 refused "--dist takes" "$vox" train --data "$work/two/synthetic-data" --run "$work/bad" --dist gloo
 refused "it needs --device cuda" "$vox" train --data "$work/two/synthetic-data" --run "$work/bad" --dist nccl
+# one rank failing ends the job at once, naming the rank, instead of leaving the other waiting
+set +e; output="$(timeout 60 "$mpirun" --oversubscribe -np 2 "$vox" train --data "$work/missing" --run "$work/bad" 2>&1)"; status=$?; set -e
+[ "$status" -ne 0 ] && [ "$status" -ne 124 ] && echo "$output" | grep -q "vox train: rank 0 of 2: dataset: .*missing has no dataset.json" ||
+  { echo "FAIL: a failing rank gave status $status: $output"; exit 1; }
 echo "dist train: passed"
