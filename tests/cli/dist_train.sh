@@ -1,7 +1,7 @@
 # `mpirun -np 2 vox train` as the README shows it: two ranks with half the global batch each follow
 # the one-process run (the same loss and validation Dice per epoch, to 1e-4: batch Dice is summed
 # over both ranks); rank 0 alone reports; the run resumes on 1 rank and then on 2; misuse is
-# refused with status 2.
+# refused with status 2; a rank that fails ends the job at once, naming itself.
 #   bash tests/cli/dist_train.sh MPIRUN VOX WORK_DIR
 set -euo pipefail
 mpirun="$1" vox="$2" work="$3"
