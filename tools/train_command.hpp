@@ -290,8 +290,11 @@ inline double train_ranks(const TrainArgs& a, dist::ProcessGroup& group);
 inline double train_run(TrainArgs a) {
   a.check();
   (void)usable_device(a.device);  // an unusable device is refused before any data is read
-  const auto group = dist::init_process_group(dist::parse_backend(a.dist),
-                                              {.deadline = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000))});
+  dist::Backend backend = dist::parse_backend(a.dist);
+  // the choice follows the tensors' device: several ranks training on GPUs reduce over NCCL
+  if (backend == dist::Backend::automatic && parse_device(a.device).is_cuda() && dist::launch_environment().several_ranks())
+    backend = dist::Backend::nccl;
+  const auto group = dist::init_process_group(backend, {.deadline = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000))});
   const bool main_rank = group->rank() == 0;
   if (group->device().is_cuda()) a.device = group->device().str();  // NCCL: each rank its local GPU
   if (group->size() > 1 && a.batch % group->size() != 0)
