@@ -22,14 +22,6 @@ inline Backend parse_backend(const std::string& name) {
   throw Error("--dist takes auto, mpi, nccl or none, got \"" + name + "\"");
 }
 
-inline constexpr bool built_with_mpi() {
-#ifdef VOX_HAVE_MPI
-  return true;
-#else
-  return false;
-#endif
-}
-
 inline std::unique_ptr<ProcessGroup> init_process_group(Backend backend = Backend::automatic, ProcessGroupOptions options = {}) {
   const LaunchEnvironment env = launch_environment();
   if (backend == Backend::nccl) {

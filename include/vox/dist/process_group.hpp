@@ -84,10 +84,6 @@ class Work {
   Work() = default;
   explicit Work(std::shared_ptr<detail::WorkState> s) : state_(std::move(s)) {}
   bool valid() const { return state_ != nullptr; }
-  bool done() const {
-    std::lock_guard<std::mutex> lock(state_->mutex);
-    return state_->done;
-  }
   // Blocks until the collective has finished on this rank; rethrows its error.
   void wait() const {
     std::unique_lock<std::mutex> lock(state_->mutex);
